@@ -1,0 +1,160 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tower::{Layer, Service};
+
+use crate::claims::Principal;
+use crate::verify::{AuthError, Verifier};
+
+/// Turns an [`AuthError`] into the response a protocol expects: a gRPC status for tonic,
+/// a JSON error body for the HTTP gateway.
+pub trait Rejection<B>: Clone + Send + Sync + 'static {
+    fn reject(&self, err: AuthError) -> Response<B>;
+}
+
+/// gRPC `Unauthenticated` (or `PermissionDenied`) in trailers-only form.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcRejection;
+
+impl<B: Default> Rejection<B> for GrpcRejection {
+    fn reject(&self, err: AuthError) -> Response<B> {
+        let status = match &err {
+            AuthError::PermissionDenied(_) => tonic::Status::permission_denied(err.to_string()),
+            _ => tonic::Status::unauthenticated(err.to_string()),
+        };
+        status.into_http()
+    }
+}
+
+/// HTTP 401/403 with the gateway's `{ "error": { "code", "message" } }` body.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonRejection;
+
+impl Rejection<axum::body::Body> for JsonRejection {
+    fn reject(&self, err: AuthError) -> Response<axum::body::Body> {
+        json_error(&err)
+    }
+}
+
+fn json_error(err: &AuthError) -> Response<axum::body::Body> {
+    let (status, code) = match err {
+        AuthError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
+        _ => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": err.to_string() } });
+    let mut response = Response::new(axum::body::Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// Verifies the bearer token of every request except those under public path prefixes
+/// (health checks, reflection, metrics) and hands the handler a [`Principal`] in the
+/// request extensions.
+#[derive(Clone)]
+pub struct AuthLayer<R> {
+    verifier: Arc<Verifier>,
+    public_prefixes: Arc<[String]>,
+    reject: R,
+}
+
+impl<R> AuthLayer<R> {
+    pub fn new(verifier: Verifier, reject: R) -> Self {
+        AuthLayer { verifier: Arc::new(verifier), public_prefixes: Arc::new([]), reject }
+    }
+
+    /// Requests whose path starts with one of `prefixes` pass without a token.
+    pub fn public<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let mut all: Vec<String> = self.public_prefixes.iter().cloned().collect();
+        all.extend(prefixes.into_iter().map(Into::into));
+        self.public_prefixes = all.into();
+        self
+    }
+}
+
+impl<S, R: Clone> Layer<S> for AuthLayer<R> {
+    type Service = AuthService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+            public_prefixes: self.public_prefixes.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S, R> {
+    inner: S,
+    verifier: Arc<Verifier>,
+    public_prefixes: Arc<[String]>,
+    reject: R,
+}
+
+impl<S, R, ReqB, ResB> Service<Request<ReqB>> for AuthService<S, R>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    R: Rejection<ResB>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response<ResB>, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let path = req.uri().path();
+        if self.public_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+            return Either::Right(self.inner.call(req));
+        }
+        match self.verifier.verify_header(req.headers().get(header::AUTHORIZATION)) {
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
+                Either::Right(self.inner.call(req))
+            }
+            Err(err) => {
+                tracing::info!(path = %req.uri().path(), error = %err, "request rejected");
+                Either::Left(ready(Ok(self.reject.reject(err))))
+            }
+        }
+    }
+}
+
+/// The caller of a tonic request. The [`AuthLayer`] guarantees it on guarded routes; a
+/// missing one means the route was wired without the layer, which must not pass silently.
+#[allow(clippy::result_large_err)]
+pub fn principal_of<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated(AuthError::Missing.to_string()))
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
+    type Rejection = Response<axum::body::Body>;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| json_error(&AuthError::Missing))
+    }
+}

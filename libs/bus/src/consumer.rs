@@ -1,0 +1,219 @@
+//! The durable pull-consumer loop every service uses to take work off the bus.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use tracing::Instrument;
+
+use crate::headers::NatsHeaderExtractor;
+use crate::{Bus, BusError, MSG_ID_HEADER};
+
+/// What the handler decided about a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the server forgets the message.
+    Ack,
+    /// Not now: redeliver after the delay (or at once).
+    Retry(Option<Duration>),
+    /// Never: the message cannot be handled (e.g. it does not decode); do not redeliver.
+    Term,
+}
+
+/// A durable consumer on one of a service's streams.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    /// The stream's name, without namespace.
+    pub stream: &'static str,
+    /// The durable name, without namespace; replicas sharing it share the work.
+    pub durable: String,
+    /// Subjects to take, without namespace; empty takes the whole stream.
+    pub filter_subjects: Vec<String>,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries before the server gives up; `-1` for unlimited.
+    pub max_deliver: i64,
+    /// Messages handled at once by this process.
+    pub concurrency: usize,
+}
+
+impl ConsumerSpec {
+    pub fn new(stream: &'static str, durable: impl Into<String>) -> Self {
+        ConsumerSpec {
+            stream,
+            durable: durable.into(),
+            filter_subjects: Vec::new(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            concurrency: 64,
+        }
+    }
+
+    pub fn filter(mut self, subject: impl Into<String>) -> Self {
+        self.filter_subjects.push(subject.into());
+        self
+    }
+
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+}
+
+/// A decoded message handed to a handler.
+#[derive(Debug)]
+pub struct Delivery<M> {
+    pub message: M,
+    /// The subject without namespace, e.g. `haven.retry.dispatch.integrations.refresh`.
+    pub subject: String,
+    /// The publisher's `Nats-Msg-Id`, the natural idempotency key.
+    pub msg_id: Option<String>,
+    /// 1 on first delivery, more on redelivery.
+    pub delivered: i64,
+}
+
+impl Bus {
+    /// Runs `handler` on every message of the durable consumer until `shutdown` resolves,
+    /// then lets in-flight handlers finish. A message is acked, nak'ed or terminated only
+    /// after its handler returns, so a crash mid-handler means redelivery, never loss.
+    /// Connection trouble (e.g. NATS restarting) is waited out, not returned.
+    pub async fn consume<M, H, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), BusError>
+    where
+        M: prost::Message + Default + Send + 'static,
+        H: Fn(Delivery<M>) -> Fut + Send + Sync,
+        Fut: Future<Output = Outcome> + Send,
+    {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let consumer_name = self.namespace.name(&spec.durable);
+        let run = async {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.open_messages(&spec).await {
+                    Ok(messages) => {
+                        backoff = Duration::from_millis(100);
+                        let mut stop = stop_rx.clone();
+                        let messages = messages
+                            .take_until(async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            })
+                            .take_while(|item| {
+                                if let Err(e) = item {
+                                    tracing::warn!(consumer = %consumer_name, error = %e, "pull stream broke; reopening");
+                                }
+                                futures::future::ready(item.is_ok())
+                            })
+                            .filter_map(|item| futures::future::ready(item.ok()));
+                        messages
+                            .for_each_concurrent(spec.concurrency, |msg| self.handle(msg, &handler))
+                            .await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot open consumer; retrying"),
+                }
+                if *stop_rx.borrow() {
+                    return;
+                }
+                let mut stop = stop_rx.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        };
+        let signal = async {
+            shutdown.await;
+            stop_tx.send_replace(true);
+        };
+        tokio::join!(run, signal);
+        Ok(())
+    }
+
+    async fn open_messages(&self, spec: &ConsumerSpec) -> Result<pull::Stream, BusError> {
+        let durable = self.namespace.name(&spec.durable);
+        let err = |reason: String| BusError::Consumer { consumer: durable.clone(), reason };
+        let stream = self
+            .js
+            .get_stream(self.namespace.name(spec.stream))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let filters: Vec<String> = spec.filter_subjects.iter().map(|s| self.namespace.subject(s)).collect();
+        let mut config = pull::Config {
+            durable_name: Some(durable.clone()),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: (spec.concurrency as i64 * 4).max(1000),
+            ..Default::default()
+        };
+        // A single filter works on every server; several need NATS 2.10.
+        match filters.len() {
+            0 => {}
+            1 => config.filter_subject = filters[0].clone(),
+            _ => config.filter_subjects = filters,
+        }
+        let consumer = stream
+            .get_or_create_consumer::<pull::Config>(&durable, config)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        consumer
+            .stream()
+            .max_messages_per_batch(spec.concurrency.max(16))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| err(e.to_string()))
+    }
+
+    async fn handle<M, H, Fut>(&self, msg: async_nats::jetstream::Message, handler: &H)
+    where
+        M: prost::Message + Default,
+        H: Fn(Delivery<M>) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        let subject = self.namespace.strip(msg.subject.as_str()).to_owned();
+        let span = tracing::info_span!("nats.consume", otel.kind = "consumer", subject = %subject);
+        if let Some(headers) = &msg.headers {
+            haven_telemetry::set_parent_from(&span, &NatsHeaderExtractor(headers));
+        }
+        async {
+            let msg_id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(MSG_ID_HEADER))
+                .map(|v| v.as_str().to_owned());
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            let outcome = match M::decode(msg.payload.clone()) {
+                Ok(message) => handler(Delivery { message, subject, msg_id, delivered }).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "message does not decode; terminating it");
+                    Outcome::Term
+                }
+            };
+            let kind = match outcome {
+                Outcome::Ack => AckKind::Ack,
+                Outcome::Retry(delay) => AckKind::Nak(delay),
+                Outcome::Term => AckKind::Term,
+            };
+            if let Err(e) = msg.ack_with(kind).await {
+                // The server will redeliver after ack_wait; handlers are idempotent.
+                tracing::warn!(error = %e, "ack failed; message will be redelivered");
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

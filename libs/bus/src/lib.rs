@@ -1,0 +1,248 @@
+//! The NATS JetStream bus: connect with reconnect, idempotent stream creation, typed
+//! protobuf publish (with `Nats-Msg-Id` for de-duplication and `traceparent` for tracing),
+//! and a durable pull-consumer loop with explicit ack, nak-with-delay and term.
+//!
+//! Every subject and stream name goes through a [`Namespace`], so that tests (and several
+//! deployments sharing one NATS) never see each other's messages.
+
+mod consumer;
+mod headers;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
+use bytes::Bytes;
+use tokio::sync::watch;
+
+pub use async_nats;
+pub use consumer::{ConsumerSpec, Delivery, Outcome};
+pub use headers::{NatsHeaderExtractor, NatsHeaderInjector};
+
+/// The header that JetStream de-duplicates on.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("cannot create or update stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("cannot publish to {subject}: {reason}")]
+    Publish { subject: String, reason: String },
+    #[error("consumer {consumer}: {reason}")]
+    Consumer { consumer: String, reason: String },
+    #[error("invalid namespace `{0}`: use letters, digits, `-` and `_` only")]
+    Namespace(String),
+}
+
+/// A prefix for subjects and stream names. Empty in production.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespace(Option<String>);
+
+impl Namespace {
+    pub fn new(prefix: &str) -> Result<Self, BusError> {
+        if prefix.is_empty() {
+            return Ok(Namespace(None));
+        }
+        if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(BusError::Namespace(prefix.to_owned()));
+        }
+        Ok(Namespace(Some(prefix.to_owned())))
+    }
+
+    /// `haven.retry.enqueue` → `<prefix>.haven.retry.enqueue`.
+    pub fn subject(&self, subject: &str) -> String {
+        match &self.0 {
+            Some(p) => format!("{p}.{subject}"),
+            None => subject.to_owned(),
+        }
+    }
+
+    /// The subject as the application knows it, without the prefix.
+    pub fn strip<'a>(&self, subject: &'a str) -> &'a str {
+        match &self.0 {
+            Some(p) => subject
+                .strip_prefix(p.as_str())
+                .and_then(|s| s.strip_prefix('.'))
+                .unwrap_or(subject),
+            None => subject,
+        }
+    }
+
+    /// `RETRY` → `<prefix>_RETRY`; also used for durable consumer names.
+    pub fn name(&self, name: &str) -> String {
+        match &self.0 {
+            Some(p) => format!("{p}_{name}"),
+            None => name.to_owned(),
+        }
+    }
+}
+
+/// How to reach NATS.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    pub url: String,
+    pub namespace: Namespace,
+    /// Shown in the server's connection list (`nats server report connections`).
+    pub client_name: String,
+    /// How long to keep trying the first connection before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// A stream owned by a service, created idempotently at start-up.
+#[derive(Clone, Debug)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub subjects: Vec<&'static str>,
+    /// Work queues delete a message once acked; event streams keep it until `max_age`.
+    pub work_queue: bool,
+    pub max_age: Duration,
+    /// The window in which a repeated `Nats-Msg-Id` is dropped.
+    pub duplicate_window: Duration,
+}
+
+/// A connected bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    namespace: Namespace,
+    connected: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Connects, retrying until `connect_timeout`; afterwards the client reconnects by itself
+    /// for as long as the process lives.
+    pub async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
+        let (tx, rx) = watch::channel(false);
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let mut delay = Duration::from_millis(50);
+        let client = loop {
+            let tx = tx.clone();
+            let options = async_nats::ConnectOptions::new()
+                .name(&config.client_name)
+                .max_reconnects(None)
+                .connection_timeout(Duration::from_secs(5))
+                .event_callback(move |event| {
+                    let tx = tx.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                tracing::info!("NATS connected");
+                                tx.send_replace(true);
+                            }
+                            async_nats::Event::Disconnected => {
+                                tracing::warn!("NATS disconnected; reconnecting");
+                                tx.send_replace(false);
+                            }
+                            other => tracing::info!(event = %other, "NATS event"),
+                        }
+                    }
+                });
+            match options.connect(&config.url).await {
+                Ok(client) => break client,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(url = %config.url, error = %e, "NATS not reachable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    return Err(BusError::Connect { url: config.url.clone(), reason: e.to_string() });
+                }
+            }
+        };
+        tx.send_replace(true);
+        let js = jetstream::new(client.clone());
+        Ok(Bus { client, js, namespace: config.namespace.clone(), connected: rx })
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Follows the connection: `true` while connected. Health checks watch it.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Creates the stream, or updates it to `spec` if it exists.
+    pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<(), BusError> {
+        let name = self.namespace.name(spec.name);
+        let config = StreamConfig {
+            name: name.clone(),
+            subjects: spec.subjects.iter().map(|s| self.namespace.subject(s)).collect(),
+            retention: if spec.work_queue { RetentionPolicy::WorkQueue } else { RetentionPolicy::Limits },
+            storage: StorageType::File,
+            max_age: spec.max_age,
+            duplicate_window: spec.duplicate_window,
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(config)
+            .await
+            .map_err(|e| BusError::Stream { stream: name, reason: e.to_string() })?;
+        Ok(())
+    }
+
+    /// Publishes `message` and waits until JetStream has stored it. A repeated `msg_id`
+    /// within the stream's duplicate window is stored once; the ack says so.
+    pub async fn publish<M: prost::Message>(
+        &self,
+        subject: &str,
+        message: &M,
+        msg_id: &str,
+    ) -> Result<jetstream::publish::PublishAck, BusError> {
+        self.publish_bytes(subject, Bytes::from(message.encode_to_vec()), msg_id).await
+    }
+
+    /// As [`Bus::publish`], for a payload that is already encoded.
+    pub async fn publish_bytes(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<jetstream::publish::PublishAck, BusError> {
+        let ack = self.publish_start(subject, payload, msg_id).await?;
+        ack.await.map_err(|e| BusError::Publish { subject: subject.to_owned(), reason: e.to_string() })
+    }
+
+    /// Sends without waiting for the store's ack, for callers that pipeline many publishes
+    /// and await the returned futures afterwards.
+    pub async fn publish_start(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<PublishAckFuture, BusError> {
+        let full = self.namespace.subject(subject);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(MSG_ID_HEADER, msg_id);
+        headers.insert("Content-Type", "application/protobuf");
+        haven_telemetry::inject_current(&mut NatsHeaderInjector(&mut headers));
+        let _span = tracing::debug_span!("nats.publish", subject = %full).entered();
+        self.js
+            .publish_with_headers(full, headers, payload)
+            .await
+            .map_err(|e| BusError::Publish { subject: subject.to_owned(), reason: e.to_string() })
+    }
+}
