@@ -80,6 +80,35 @@ impl Namespace {
     }
 }
 
+/// NATS settings, shared by every binary's `--help`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long = "nats-url", env = "HAVEN_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+    /// Prefix for every subject and stream, to share one NATS between deployments.
+    #[arg(long = "nats-prefix", env = "HAVEN_NATS_PREFIX", default_value = "")]
+    pub prefix: String,
+    /// How long to keep trying the first connection at start-up.
+    #[arg(long = "nats-connect-timeout", env = "HAVEN_NATS_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl NatsArgs {
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        NatsArgs { url: url.into(), prefix: prefix.into(), connect_timeout: Duration::from_secs(30) }
+    }
+
+    pub fn config(&self, client_name: &str) -> Result<BusConfig, BusError> {
+        Ok(BusConfig {
+            url: self.url.clone(),
+            namespace: Namespace::new(&self.prefix)?,
+            client_name: client_name.to_owned(),
+            connect_timeout: self.connect_timeout,
+        })
+    }
+}
+
 /// How to reach NATS.
 #[derive(Clone, Debug)]
 pub struct BusConfig {

@@ -1,0 +1,140 @@
+//! Publish and consume through a real JetStream, with de-duplication by `Nats-Msg-Id`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use haven_bus::{Bus, ConsumerSpec, NatsArgs, Outcome, StreamSpec};
+use haven_proto::events::v1::RetryResult;
+use tokio::sync::{Mutex, oneshot};
+
+async fn bus() -> Bus {
+    let args = NatsArgs::new(haven_testkit::nats_url(), haven_testkit::namespace());
+    Bus::connect(&args.config("bus-test").unwrap()).await.unwrap()
+}
+
+fn stream() -> StreamSpec {
+    StreamSpec {
+        name: "TEST",
+        subjects: vec!["haven.test.>"],
+        work_queue: false,
+        max_age: Duration::from_secs(600),
+        duplicate_window: Duration::from_secs(120),
+    }
+}
+
+fn result(id: &str) -> RetryResult {
+    RetryResult { id: id.to_owned(), attempt: 1, error: "boom".into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn publish_and_consume_with_dedup_by_msg_id() {
+    let bus = bus().await;
+    bus.ensure_stream(&stream()).await.unwrap();
+    // Idempotent: a second ensure with the same spec is fine.
+    bus.ensure_stream(&stream()).await.unwrap();
+
+    let first = bus.publish("haven.test.results", &result("a"), "msg-a").await.unwrap();
+    let again = bus.publish("haven.test.results", &result("a"), "msg-a").await.unwrap();
+    let other = bus.publish("haven.test.results", &result("b"), "msg-b").await.unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate, "same Nats-Msg-Id must be dropped");
+    assert!(!other.duplicate);
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let consumer = {
+        let bus = bus.clone();
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            bus.consume(
+                ConsumerSpec::new("TEST", "dedup-test").filter("haven.test.results"),
+                move |d: haven_bus::Delivery<RetryResult>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().await.push((d.message.id, d.subject, d.msg_id));
+                        Outcome::Ack
+                    }
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        })
+    };
+    wait_until(|| async { seen.lock().await.len() >= 2 }).await;
+    // Nothing more arrives: the duplicate was never stored.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_tx.send(()).unwrap();
+    consumer.await.unwrap().unwrap();
+
+    let seen = seen.lock().await.clone();
+    assert_eq!(
+        seen,
+        vec![
+            ("a".into(), "haven.test.results".into(), Some("msg-a".into())),
+            ("b".into(), "haven.test.results".into(), Some("msg-b".into())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn nak_redelivers_and_term_does_not() {
+    let bus = bus().await;
+    bus.ensure_stream(&stream()).await.unwrap();
+    bus.publish("haven.test.retry", &result("again"), "m1").await.unwrap();
+    bus.publish("haven.test.retry", &result("poison"), "m2").await.unwrap();
+    // Bytes that are not a RetryResult: terminated by the loop, never handed over.
+    bus.publish_bytes("haven.test.retry", vec![0xff, 0xff, 0xff].into(), "m3").await.unwrap();
+
+    let deliveries = Arc::new(AtomicUsize::new(0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = {
+        let bus = bus.clone();
+        let deliveries = deliveries.clone();
+        let log = log.clone();
+        tokio::spawn(async move {
+            bus.consume(
+                ConsumerSpec::new("TEST", "nak-test").filter("haven.test.retry").ack_wait(Duration::from_secs(2)),
+                move |d: haven_bus::Delivery<RetryResult>| {
+                    let deliveries = deliveries.clone();
+                    let log = log.clone();
+                    async move {
+                        deliveries.fetch_add(1, Ordering::SeqCst);
+                        log.lock().await.push((d.message.id.clone(), d.delivered));
+                        match (d.message.id.as_str(), d.delivered) {
+                            ("again", 1) => Outcome::Retry(Some(Duration::from_millis(100))),
+                            ("again", _) => Outcome::Ack,
+                            _ => Outcome::Term,
+                        }
+                    }
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        })
+    };
+    wait_until(|| async { log.lock().await.iter().any(|(id, n)| id == "again" && *n == 2) }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let mut log = log.lock().await.clone();
+    log.sort();
+    assert_eq!(log, vec![("again".into(), 1), ("again".into(), 2), ("poison".into(), 1)]);
+}
+
+async fn wait_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

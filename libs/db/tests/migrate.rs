@@ -1,0 +1,36 @@
+//! Migrations land in the service's own schema, with their bookkeeping beside them.
+
+use haven_db::{DbArgs, connect, migrate, ready};
+use haven_testkit::TestDb;
+
+#[tokio::test]
+async fn migrations_run_in_their_schema_and_are_idempotent() {
+    let db = TestDb::new().await;
+    let pool = connect(&DbArgs::new(&db.url)).await.unwrap();
+    assert!(ready(&pool).await);
+
+    migrate(&pool, "alpha", sqlx::migrate!("tests/migrations_a")).await.unwrap();
+    // Twice, and a second schema with the same migration versions: no conflict.
+    migrate(&pool, "alpha", sqlx::migrate!("tests/migrations_a")).await.unwrap();
+    migrate(&pool, "beta", sqlx::migrate!("tests/migrations_a")).await.unwrap();
+
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables
+         WHERE table_schema IN ('alpha', 'beta', 'public') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        ["alpha._sqlx_migrations", "alpha.things", "beta._sqlx_migrations", "beta.things"]
+    );
+}
+
+#[tokio::test]
+async fn bad_schema_names_are_refused() {
+    let db = TestDb::new().await;
+    let pool = connect(&DbArgs::new(&db.url)).await.unwrap();
+    let err = migrate(&pool, "x; DROP TABLE y", sqlx::migrate!("tests/migrations_a")).await.unwrap_err();
+    assert!(err.to_string().contains("invalid schema name"));
+}
