@@ -1,1 +1,254 @@
-//! placeholder
+//! What every Haven gRPC service runs the same way: health and reflection, the auth,
+//! tracing and metrics layers, readiness that follows the service's dependencies, a
+//! `/metrics` endpoint, and a shutdown that drains in-flight calls.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use haven_auth::{AuthLayer, GrpcRejection, Verifier};
+use haven_telemetry::{MetricsLayer, TraceContextLayer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Paths served without a token: probes and tooling must work unauthenticated.
+pub const PUBLIC_GRPC_PATHS: [&str; 3] =
+    ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        r = tokio::signal::ctrl_c() => {
+            if r.is_ok() { tracing::info!("SIGINT received") }
+        }
+    }
+}
+
+/// A cancellation token that fires when `shutdown` resolves, for handing one shutdown to
+/// several tasks.
+pub fn token_for(shutdown: impl Future<Output = ()> + Send + 'static) -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => fire.cancel(),
+            _ = fire.cancelled() => {}
+        }
+    });
+    token
+}
+
+/// Re-checks a dependency every `every` and reports whether it answers.
+pub fn poll_readiness<F, Fut>(every: Duration, token: CancellationToken, check: F) -> watch::Receiver<bool>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let (tx, rx) = watch::channel(true);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let ok = check().await;
+            if *tx.borrow() != ok {
+                tracing::warn!(ready = ok, "dependency readiness changed");
+            }
+            tx.send_replace(ok);
+        }
+    });
+    rx
+}
+
+/// A gRPC server being assembled.
+pub struct GrpcServer {
+    service: &'static str,
+    routes: Routes,
+    names: Vec<&'static str>,
+    verifier: Verifier,
+    readiness: Vec<watch::Receiver<bool>>,
+    grace: Duration,
+}
+
+impl GrpcServer {
+    /// `service` names this process in logs; `verifier` guards every non-public call.
+    pub fn new(service: &'static str, verifier: Verifier) -> Self {
+        GrpcServer {
+            service,
+            routes: Routes::default(),
+            names: Vec::new(),
+            verifier,
+            readiness: Vec::new(),
+            grace: Duration::from_secs(25),
+        }
+    }
+
+    /// Adds an API; health reports it by name.
+    pub fn add_service<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = self.routes.add_service(svc);
+        self
+    }
+
+    /// Health answers NOT_SERVING while any of these is `false` (e.g. NATS disconnected).
+    pub fn readiness(mut self, ready: watch::Receiver<bool>) -> Self {
+        self.readiness.push(ready);
+        self
+    }
+
+    /// How long in-flight calls may run after shutdown begins before they are cut off.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Serves until `token` is cancelled, then stops accepting, reports NOT_SERVING and
+    /// drains in-flight calls for up to the grace period.
+    pub async fn serve(self, listener: TcpListener, token: CancellationToken) -> Result<(), ServerError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let mut names = self.names.clone();
+        names.push("");
+        set_all(&reporter, &names, ServingStatus::Serving).await;
+        spawn_readiness_watch(reporter.clone(), names.clone(), self.readiness, token.clone());
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let routes = self.routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
+
+        let layers = ServiceBuilder::new()
+            .layer(TraceContextLayer::new("grpc"))
+            .layer(MetricsLayer::new("grpc"))
+            .layer(AuthLayer::new(self.verifier, GrpcRejection).public(PUBLIC_GRPC_PATHS));
+
+        let addr = listener.local_addr()?;
+        tracing::info!(service = self.service, %addr, "gRPC server listening");
+        let draining = CancellationToken::new();
+        let signal = {
+            let token = token.clone();
+            let draining = draining.clone();
+            let reporter = reporter.clone();
+            async move {
+                token.cancelled().await;
+                set_all(&reporter, &names, ServingStatus::NotServing).await;
+                tracing::info!("shutting down: draining in-flight calls");
+                draining.cancel();
+            }
+        };
+        let server = tonic::transport::Server::builder()
+            .layer(layers)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let service = self.service;
+        let grace = self.grace;
+        tokio::select! {
+            result = server => {
+                tracing::info!(service, "gRPC server stopped");
+                Ok(result?)
+            }
+            _ = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(service, ?grace, "grace period over; ending calls still in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn set_all(reporter: &tonic_health::server::HealthReporter, names: &[&str], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+fn spawn_readiness_watch(
+    reporter: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+    inputs: Vec<watch::Receiver<bool>>,
+    token: CancellationToken,
+) {
+    if inputs.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut inputs = inputs;
+        let mut last = true;
+        loop {
+            let ready = inputs.iter_mut().all(|rx| *rx.borrow_and_update());
+            if ready != last && !token.is_cancelled() {
+                let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                tracing::info!(?status, "health changed");
+                set_all(&reporter, &names, status).await;
+                last = ready;
+            }
+            let changed = futures::future::select_all(inputs.iter_mut().map(|rx| Box::pin(rx.changed())));
+            tokio::select! {
+                _ = token.cancelled() => return,
+                (result, _, _) = changed => if result.is_err() { return },
+            }
+        }
+    });
+}
+
+/// Serves an axum router (e.g. `/metrics`) until `token` is cancelled.
+pub async fn serve_http(router: axum::Router, listener: TcpListener, token: CancellationToken) -> Result<(), ServerError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Binds the Prometheus endpoint and serves it in the background.
+pub async fn spawn_metrics(addr: &str, token: CancellationToken) -> Result<std::net::SocketAddr, ServerError> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = serve_http(haven_telemetry::metrics_router(), listener, token).await {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    });
+    Ok(bound)
+}
