@@ -105,15 +105,16 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
         .map_err(schema_err)?;
     tx.commit().await.map_err(schema_err)?;
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-    // Unqualified names in a service's migrations land in its own schema.
-    let mut conn = pool.acquire().await.map_err(schema_err)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
-        .execute(&mut *conn)
+    // Unqualified names in a service's migrations land in its own schema: migrate over a
+    // one-connection pool whose search_path is that schema.
+    let options = (*pool.connect_options()).clone().options([("search_path", schema)]);
+    let migration_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
         .await
         .map_err(schema_err)?;
-    let result = migrator.run(&mut *conn).await;
-    // The connection goes back to the pool: restore the default path first.
-    let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
+    let result = migrator.run(&migration_pool).await;
+    migration_pool.close().await;
     result
         .map_err(|source| DbError::Migrate { schema: schema.to_owned(), source })?;
     tracing::info!(schema, "migrations applied");

@@ -2,6 +2,8 @@
 //! tracing and metrics layers, readiness that follows the service's dependencies, a
 //! `/metrics` endpoint, and a shutdown that drains in-flight calls.
 
+mod base;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
+
+pub use base::{Base, CommonArgs, ServiceSpec, StartError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -1,1 +1,13 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = haven_export::Config::parse();
+    let _telemetry = haven_telemetry::init("haven-export", &config.common.telemetry)?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    haven_export::serve(config, listener, haven_server::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,1 +1,156 @@
-//! placeholder
+//! The HTTP edge of Haven: authenticates users, turns REST calls into gRPC calls, streams
+//! exports as file downloads and ingests provider webhooks.
+
+mod config;
+mod error;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use haven_auth::{AuthLayer, JsonRejection};
+use haven_telemetry::{MetricsLayer, TraceContextLayer};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+pub use config::Config;
+pub use error::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid upstream URL {url}: {reason}")]
+    Upstream { url: String, reason: String },
+    #[error(transparent)]
+    Auth(#[from] haven_auth::AuthError),
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The gRPC services behind the gateway.
+#[derive(Clone)]
+pub struct Upstreams {
+    pub integrations: Channel,
+    pub retry: Channel,
+    pub export: Channel,
+}
+
+impl Upstreams {
+    /// Channels connect lazily and reconnect by themselves: the gateway starts (and answers
+    /// `/readyz` with 503) while its upstreams are still coming up.
+    pub fn connect_lazy(config: &Config) -> Result<Self, GatewayError> {
+        Ok(Upstreams {
+            integrations: channel(&config.integrations_url)?,
+            retry: channel(&config.retry_url)?,
+            export: channel(&config.export_url)?,
+        })
+    }
+
+    fn named(&self) -> [(&'static str, Channel); 3] {
+        [
+            ("integrations", self.integrations.clone()),
+            ("retry", self.retry.clone()),
+            ("export", self.export.clone()),
+        ]
+    }
+}
+
+fn channel(url: &str) -> Result<Channel, GatewayError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| GatewayError::Upstream { url: url.to_owned(), reason: e.to_string() })?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub upstreams: Upstreams,
+    pub ready_timeout: Duration,
+}
+
+/// The gateway's routes. `/healthz`, `/readyz` and `/metrics` are public; everything
+/// under `/api` needs a bearer token.
+pub fn router(config: &Config, upstreams: Upstreams) -> Result<Router, GatewayError> {
+    let verifier = config.auth.verifier()?;
+    let state = Arc::new(AppState { upstreams, ready_timeout: config.ready_timeout });
+    let api = Router::new()
+        .fallback(|| async { ApiError::not_found("no such API endpoint") })
+        .layer(AuthLayer::new(verifier, JsonRejection));
+    Ok(Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api", api)
+        .with_state(state)
+        .merge(haven_telemetry::metrics_router())
+        .layer(MetricsLayer::new("http"))
+        .layer(TraceContextLayer::new("http")))
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish for up to the grace period.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let upstreams = Upstreams::connect_lazy(&config)?;
+    let app = router(&config, upstreams)?;
+    let token = haven_server::token_for(shutdown);
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let drain = token.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        drain.cancelled().await;
+        tracing::info!("shutting down: draining in-flight requests");
+    });
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        result = server => result?,
+        _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "grace period over; ending requests still in flight");
+        }
+    }
+    Ok(())
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: every upstream reports SERVING within the timeout.
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let checks = state.upstreams.named().map(|(name, channel)| {
+        let timeout = state.ready_timeout;
+        async move {
+            let mut client = HealthClient::new(channel);
+            let call = client.check(HealthCheckRequest { service: String::new() });
+            let status = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(res)) => match ServingStatus::try_from(res.into_inner().status) {
+                    Ok(ServingStatus::Serving) => "SERVING".to_owned(),
+                    Ok(other) => other.as_str_name().to_owned(),
+                    Err(_) => "UNKNOWN".to_owned(),
+                },
+                Ok(Err(status)) => format!("unreachable: {}", status.message()),
+                Err(_) => "timeout".to_owned(),
+            };
+            (name, status)
+        }
+    });
+    let results = futures::future::join_all(checks).await;
+    let ready = results.iter().all(|(_, s)| s == "SERVING");
+    let upstreams: serde_json::Map<String, serde_json::Value> =
+        results.into_iter().map(|(n, s)| (n.to_owned(), serde_json::Value::String(s))).collect();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({ "status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams });
+    (code, Json(body))
+}

@@ -1,1 +1,44 @@
-//! placeholder
+//! Tenant connections to Shopify, Pinterest, Klaviyo, Dynamic Mockups, Resend and Sky Pilot: OAuth and API keys, the encrypted credential vault, token lifecycle, webhooks and setup progress.
+
+mod config;
+
+use std::future::Future;
+use std::time::Duration;
+
+use haven_bus::StreamSpec;
+use haven_server::{Base, ServiceSpec, StartError};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// The schema this service owns.
+pub const SCHEMA: &str = "integrations";
+
+/// The streams this service owns.
+pub fn streams() -> Vec<StreamSpec> {
+    vec![StreamSpec {
+        name: "INTEGRATIONS_EVENTS",
+        subjects: vec!["haven.integrations.events.>"],
+        work_queue: false,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+    }]
+}
+
+/// Runs the service on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let token = haven_server::token_for(shutdown);
+    let spec = ServiceSpec {
+        name: "haven-integrations",
+        schema: SCHEMA,
+        migrator: sqlx::migrate!(),
+        streams: streams(),
+    };
+    let base = Base::start(spec, &config.common, &config.metrics_addr, token.clone()).await?;
+    base.grpc().serve(listener, token).await?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+use std::net::SocketAddr;
+
+use haven_server::CommonArgs;
+
+/// haven-retry: The durable retry queue for failed operations: enqueue, backoff, dispatch over NATS, outcomes, dead letters and the error-management API.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "haven-retry", version, about, long_about = None)]
+pub struct Config {
+    /// Address the gRPC API listens on.
+    #[arg(long, env = "HAVEN_RETRY_ADDR", default_value = "127.0.0.1:50052")]
+    pub addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "HAVEN_RETRY_METRICS_ADDR", default_value = "127.0.0.1:9152")]
+    pub metrics_addr: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl Config {
+    /// Settings for tests: the given servers, ephemeral ports.
+    pub fn for_test(common: CommonArgs) -> Self {
+        Config { addr: SocketAddr::from(([127, 0, 0, 1], 0)), metrics_addr: "127.0.0.1:0".into(), common }
+    }
+}
