@@ -107,14 +107,23 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
     let started = Instant::now();
     let run = options.seed.unwrap_or_else(rand::random);
     let slug = format!("tenant-{}", options.tenant_id.simple());
-    sqlx::query("INSERT INTO app.tenants (id, name, slug) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-        .bind(options.tenant_id)
-        .bind(&options.tenant_name)
-        .bind(&slug)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO app.tenants (id, name, slug) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(options.tenant_id)
+    .bind(&options.tenant_name)
+    .bind(&slug)
+    .execute(pool)
+    .await?;
     let mut report = SeedReport::default();
-    let ctx = Ctx { tenant: options.tenant_id, run, days: options.days.max(1), hostile: options.hostile_ratio, rows: options.rows, now: Utc::now() };
+    let ctx = Ctx {
+        tenant: options.tenant_id,
+        run,
+        days: options.days.max(1),
+        hostile: options.hostile_ratio,
+        rows: options.rows,
+        now: Utc::now(),
+    };
     let has = |k| options.kinds.contains(&k);
     let n = options.rows;
 
@@ -333,14 +342,19 @@ impl Ctx {
     /// A stable id for row `i` of table `kind` in this run, so related rows can point at
     /// each other without a lookup.
     fn id(&self, kind: u64, i: u64) -> Uuid {
-        let hi = splitmix(self.run ^ self.tenant.as_u64_pair().0 ^ kind.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let hi = splitmix(
+            self.run ^ self.tenant.as_u64_pair().0 ^ kind.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         let lo = splitmix(hi ^ i);
-        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes()).into_uuid()
+        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
+            .into_uuid()
     }
 
     fn created(&self, rng: &mut SmallRng) -> String {
         let secs = rng.random_range(0..i64::from(self.days) * 86_400);
-        (self.now - chrono::Duration::seconds(secs)).format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+        (self.now - chrono::Duration::seconds(secs))
+            .format("%Y-%m-%d %H:%M:%S%.6f+00")
+            .to_string()
     }
 
     /// One of `normal`, or now and then a hostile value.
@@ -370,7 +384,10 @@ fn opt(present: bool, value: impl FnOnce() -> String) -> String {
 }
 
 fn email(rng: &mut SmallRng, i: u64) -> String {
-    let first = pick(rng, &["ava", "liam", "noah", "mia", "zoë", "o'brien", "jean-luc"]);
+    let first = pick(
+        rng,
+        &["ava", "liam", "noah", "mia", "zoë", "o'brien", "jean-luc"],
+    );
     format!("{first}.{i}@example.com")
 }
 
@@ -384,7 +401,14 @@ fn cents(c: i64) -> String {
 
 /// Streams `rows` generated rows into one COPY: a blocking thread renders CSV chunks while
 /// the connection sends the previous one.
-async fn copy<F>(pool: &PgPool, statement: &'static str, rows: u64, ctx: &Ctx, stream: u64, mut row: F) -> Result<u64, SeedError>
+async fn copy<F>(
+    pool: &PgPool,
+    statement: &'static str,
+    rows: u64,
+    ctx: &Ctx,
+    stream: u64,
+    mut row: F,
+) -> Result<u64, SeedError>
 where
     F: FnMut(&mut SmallRng, u64, &mut csv::Writer<Vec<u8>>) -> csv::Result<()> + Send + 'static,
 {
@@ -394,7 +418,9 @@ where
         let mut start = 0;
         while start < rows {
             let end = (start + CHUNK_ROWS).min(rows);
-            let mut out = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(4 << 20));
+            let mut out = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(Vec::with_capacity(4 << 20));
             for i in start..end {
                 if let Err(e) = row(&mut rng, i, &mut out) {
                     let _ = tx.blocking_send(Err(e.to_string()));
@@ -420,6 +446,8 @@ where
             }
         }
     }
-    producer.await.map_err(|e| SeedError::Generate(e.to_string()))?;
+    producer
+        .await
+        .map_err(|e| SeedError::Generate(e.to_string()))?;
     Ok(copy.finish().await?)
 }

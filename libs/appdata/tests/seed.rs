@@ -1,5 +1,7 @@
 //! The generator fills every table for one tenant, with related rows pointing at each other.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use haven_appdata::{DataKind, HOSTILE_TEXT, SeedOptions, migrate, seed};
 use haven_testkit::TestDb;
 use uuid::Uuid;
@@ -17,16 +19,32 @@ async fn seeds_every_kind_for_one_tenant() {
     let count = |table: &str| {
         let sql = format!("SELECT count(*) FROM app.{table} WHERE tenant_id = $1");
         let pool = db.pool.clone();
-        async move { sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(tenant).fetch_one(&pool).await.unwrap() }
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
     };
-    for table in ["leads", "customers", "customer_orders", "pins", "quotes", "assets"] {
+    for table in [
+        "leads",
+        "customers",
+        "customer_orders",
+        "pins",
+        "quotes",
+        "assets",
+    ] {
         assert_eq!(count(table).await, 500, "{table}");
     }
     assert_eq!(count("boards").await, 12);
     assert_eq!(count("daily_metrics").await, 90);
     assert!(count("customer_loyalty").await > 250);
     assert!(count("pin_analytics").await > 300);
-    assert_eq!(report.total(), report.rows.iter().map(|(_, n)| n).sum::<u64>());
+    assert_eq!(
+        report.total(),
+        report.rows.iter().map(|(_, n)| n).sum::<u64>()
+    );
 
     // Orders point at this run's customers; assets at its quotes.
     let orphan_orders: i64 = sqlx::query_scalar(
@@ -40,12 +58,16 @@ async fn seeds_every_kind_for_one_tenant() {
     assert_eq!(orphan_orders, 0);
 
     // Hostile text survives COPY byte for byte.
-    let segments: Vec<String> = sqlx::query_scalar("SELECT DISTINCT segment FROM app.leads WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert!(segments.iter().any(|s| HOSTILE_TEXT.contains(&s.as_str())), "{segments:?}");
+    let segments: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT segment FROM app.leads WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        segments.iter().any(|s| HOSTILE_TEXT.contains(&s.as_str())),
+        "{segments:?}"
+    );
 
     // A second run adds rows instead of colliding with the first.
     let mut only_orders = SeedOptions::new(tenant, "Acme Prints", 100);

@@ -89,7 +89,12 @@ pub struct Claims {
 pub const ISSUER: &str = "haven";
 
 impl Claims {
-    pub fn new(tenant_id: Uuid, user_id: impl Into<String>, roles: Vec<Role>, ttl: Duration) -> Self {
+    pub fn new(
+        tenant_id: Uuid,
+        user_id: impl Into<String>,
+        roles: Vec<Role>,
+        ttl: Duration,
+    ) -> Self {
         let now = jsonwebtoken::get_current_timestamp();
         Claims {
             sub: user_id.into(),
@@ -102,6 +107,10 @@ impl Claims {
     }
 
     pub(crate) fn into_principal(self) -> Principal {
-        Principal { tenant_id: self.tid, user_id: self.sub, roles: self.roles }
+        Principal {
+            tenant_id: self.tid,
+            user_id: self.sub,
+            roles: self.roles,
+        }
     }
 }

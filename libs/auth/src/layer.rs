@@ -46,9 +46,10 @@ fn json_error(err: &AuthError) -> Response<axum::body::Body> {
     let body = serde_json::json!({ "error": { "code": code, "message": err.to_string() } });
     let mut response = Response::new(axum::body::Body::from(body.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if status == StatusCode::UNAUTHORIZED {
         response
             .headers_mut()
@@ -69,7 +70,11 @@ pub struct AuthLayer<R> {
 
 impl<R> AuthLayer<R> {
     pub fn new(verifier: Verifier, reject: R) -> Self {
-        AuthLayer { verifier: Arc::new(verifier), public_prefixes: Arc::new([]), reject }
+        AuthLayer {
+            verifier: Arc::new(verifier),
+            public_prefixes: Arc::new([]),
+            reject,
+        }
     }
 
     /// Requests whose path starts with one of `prefixes` pass without a token.
@@ -121,10 +126,17 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let path = req.uri().path();
-        if self.public_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        if self
+            .public_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+        {
             return Either::Right(self.inner.call(req));
         }
-        match self.verifier.verify_header(req.headers().get(header::AUTHORIZATION)) {
+        match self
+            .verifier
+            .verify_header(req.headers().get(header::AUTHORIZATION))
+        {
             Ok(principal) => {
                 req.extensions_mut().insert(principal);
                 Either::Right(self.inner.call(req))
@@ -155,6 +167,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
         parts: &mut http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Principal>().cloned().ok_or_else(|| json_error(&AuthError::Missing))
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| json_error(&AuthError::Missing))
     }
 }

@@ -10,7 +10,7 @@ mod verify;
 
 pub use claims::{Claims, Principal, Role, RoleParseError};
 pub use layer::{AuthLayer, AuthService, GrpcRejection, JsonRejection, Rejection, principal_of};
-pub use verify::{AuthError, Minter, Verifier, MIN_SECRET_LEN};
+pub use verify::{AuthError, MIN_SECRET_LEN, Minter, Verifier};
 
 /// Token settings, shared by every binary's `--help`.
 #[derive(Clone, Debug, clap::Args)]
@@ -25,7 +25,10 @@ pub struct AuthArgs {
 
 impl AuthArgs {
     pub fn new(secret: impl Into<String>) -> Self {
-        AuthArgs { jwt_secret: secrecy::SecretString::from(secret.into()), jwt_public_key_file: None }
+        AuthArgs {
+            jwt_secret: secrecy::SecretString::from(secret.into()),
+            jwt_public_key_file: None,
+        }
     }
 
     pub fn verifier(&self) -> Result<Verifier, AuthError> {

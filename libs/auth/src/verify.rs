@@ -52,7 +52,10 @@ impl Verifier {
     /// A verifier for HS256 tokens signed with `secret`.
     pub fn hs256(secret: &[u8]) -> Result<Self, AuthError> {
         check_secret(secret)?;
-        Ok(Verifier { hs256: Some(DecodingKey::from_secret(secret)), rs256: None })
+        Ok(Verifier {
+            hs256: Some(DecodingKey::from_secret(secret)),
+            rs256: None,
+        })
     }
 
     /// Also accept RS256 tokens signed by the holder of this public key (PEM).
@@ -118,7 +121,9 @@ fn map_error(kind: &ErrorKind) -> AuthError {
             AuthError::UnsupportedAlgorithm("in header".into())
         }
         ErrorKind::InvalidIssuer => AuthError::InvalidClaims("issuer is not `haven`".into()),
-        ErrorKind::MissingRequiredClaim(c) => AuthError::InvalidClaims(format!("missing claim `{c}`")),
+        ErrorKind::MissingRequiredClaim(c) => {
+            AuthError::InvalidClaims(format!("missing claim `{c}`"))
+        }
         ErrorKind::ImmatureSignature => AuthError::InvalidClaims("token not valid yet".into()),
         ErrorKind::Json(e) => AuthError::Malformed(format!("claims are not valid: {e}")),
         ErrorKind::InvalidToken => AuthError::Malformed("expected three base64url segments".into()),
@@ -143,7 +148,9 @@ impl fmt::Debug for Minter {
 impl Minter {
     pub fn hs256(secret: &[u8]) -> Result<Self, AuthError> {
         check_secret(secret)?;
-        Ok(Minter { key: EncodingKey::from_secret(secret) })
+        Ok(Minter {
+            key: EncodingKey::from_secret(secret),
+        })
     }
 
     pub fn mint(&self, claims: &Claims) -> Result<String, AuthError> {

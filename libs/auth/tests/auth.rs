@@ -1,5 +1,7 @@
 //! JWT verification: each way a token can be wrong gets its own clear error.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -31,7 +33,11 @@ fn valid_token_yields_principal() {
     let principal = verifier.verify_header(Some(&bearer(&token))).unwrap();
     assert_eq!(
         principal,
-        Principal { tenant_id: Uuid::from_u128(7), user_id: "user-1".into(), roles: vec![Role::User] }
+        Principal {
+            tenant_id: Uuid::from_u128(7),
+            user_id: "user-1".into(),
+            roles: vec![Role::User]
+        }
     );
 }
 
@@ -46,14 +52,23 @@ fn expired_token_is_rejected() {
 #[test]
 fn token_signed_with_another_key_is_rejected() {
     let verifier = Verifier::hs256(SECRET).unwrap();
-    let token = mint(b"another-secret-that-is-also-32-bytes-long!", &claims(Duration::from_secs(60)));
+    let token = mint(
+        b"another-secret-that-is-also-32-bytes-long!",
+        &claims(Duration::from_secs(60)),
+    );
     assert_eq!(verifier.verify(&token), Err(AuthError::BadSignature));
 }
 
 #[test]
 fn malformed_tokens_are_rejected() {
     let verifier = Verifier::hs256(SECRET).unwrap();
-    for bad in ["not-a-jwt", "a.b", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30"] {
+    for bad in [
+        "not-a-jwt",
+        "a.b",
+        "a.b.c",
+        "....",
+        "eyJhbGciOiJIUzI1NiJ9.e30",
+    ] {
         let err = verifier.verify(bad).unwrap_err();
         assert!(matches!(err, AuthError::Malformed(_)), "{bad}: {err:?}");
     }
@@ -64,9 +79,15 @@ fn missing_and_non_bearer_headers_are_rejected() {
     let verifier = Verifier::hs256(SECRET).unwrap();
     assert_eq!(verifier.verify_header(None), Err(AuthError::Missing));
     let basic = HeaderValue::from_static("Basic dXNlcjpwYXNz");
-    assert_eq!(verifier.verify_header(Some(&basic)), Err(AuthError::NotBearer));
+    assert_eq!(
+        verifier.verify_header(Some(&basic)),
+        Err(AuthError::NotBearer)
+    );
     let empty = HeaderValue::from_static("Bearer ");
-    assert_eq!(verifier.verify_header(Some(&empty)), Err(AuthError::Missing));
+    assert_eq!(
+        verifier.verify_header(Some(&empty)),
+        Err(AuthError::Missing)
+    );
 }
 
 #[test]
@@ -82,12 +103,18 @@ fn token_without_roles_is_rejected() {
     let verifier = Verifier::hs256(SECRET).unwrap();
     let mut c = claims(Duration::from_secs(60));
     c.roles.clear();
-    assert!(matches!(verifier.verify(&mint(SECRET, &c)), Err(AuthError::InvalidClaims(_))));
+    assert!(matches!(
+        verifier.verify(&mint(SECRET, &c)),
+        Err(AuthError::InvalidClaims(_))
+    ));
 }
 
 #[test]
 fn short_secret_is_a_configuration_error() {
-    assert!(matches!(Verifier::hs256(b"short"), Err(AuthError::Config(_))));
+    assert!(matches!(
+        Verifier::hs256(b"short"),
+        Err(AuthError::Config(_))
+    ));
     assert!(matches!(Minter::hs256(b"short"), Err(AuthError::Config(_))));
 }
 
@@ -99,32 +126,51 @@ fn debug_output_never_shows_keys() {
     assert!(!shown.contains("test-secret"), "{shown}");
 }
 
-async fn echo_principal(req: Request<axum::body::Body>) -> Result<Response<axum::body::Body>, Infallible> {
-    let who = req.extensions().get::<Principal>().map(|p| p.user_id.clone()).unwrap_or_default();
+async fn echo_principal(
+    req: Request<axum::body::Body>,
+) -> Result<Response<axum::body::Body>, Infallible> {
+    let who = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.user_id.clone())
+        .unwrap_or_default();
     Ok(Response::new(axum::body::Body::from(who)))
 }
 
 #[tokio::test]
 async fn layer_passes_principal_and_rejects_with_json() {
-    let layer = AuthLayer::new(Verifier::hs256(SECRET).unwrap(), JsonRejection).public(["/healthz"]);
+    let layer =
+        AuthLayer::new(Verifier::hs256(SECRET).unwrap(), JsonRejection).public(["/healthz"]);
     let svc = layer.layer(service_fn(echo_principal));
 
     let token = mint(SECRET, &claims(Duration::from_secs(60)));
-    let req = Request::get("/api/x").header("authorization", bearer(&token)).body(axum::body::Body::empty()).unwrap();
+    let req = Request::get("/api/x")
+        .header("authorization", bearer(&token))
+        .body(axum::body::Body::empty())
+        .unwrap();
     let res = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
     assert_eq!(&body[..], b"user-1");
 
-    let req = Request::get("/api/x").body(axum::body::Body::empty()).unwrap();
+    let req = Request::get("/api/x")
+        .body(axum::body::Body::empty())
+        .unwrap();
     let res = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["error"]["code"], "unauthenticated");
-    assert!(json["error"]["message"].as_str().unwrap().contains("missing authorization"));
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing authorization")
+    );
 
-    let req = Request::get("/healthz").body(axum::body::Body::empty()).unwrap();
+    let req = Request::get("/healthz")
+        .body(axum::body::Body::empty())
+        .unwrap();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
 }
 

@@ -142,13 +142,20 @@ impl Bus {
 
     async fn open_messages(&self, spec: &ConsumerSpec) -> Result<pull::Stream, BusError> {
         let durable = self.namespace.name(&spec.durable);
-        let err = |reason: String| BusError::Consumer { consumer: durable.clone(), reason };
+        let err = |reason: String| BusError::Consumer {
+            consumer: durable.clone(),
+            reason,
+        };
         let stream = self
             .js
             .get_stream(self.namespace.name(spec.stream))
             .await
             .map_err(|e| err(e.to_string()))?;
-        let filters: Vec<String> = spec.filter_subjects.iter().map(|s| self.namespace.subject(s)).collect();
+        let filters: Vec<String> = spec
+            .filter_subjects
+            .iter()
+            .map(|s| self.namespace.subject(s))
+            .collect();
         let mut config = pull::Config {
             durable_name: Some(durable.clone()),
             ack_policy: AckPolicy::Explicit,
@@ -197,7 +204,15 @@ impl Bus {
                 .map(|v| v.as_str().to_owned());
             let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
             let outcome = match M::decode(msg.payload.clone()) {
-                Ok(message) => handler(Delivery { message, subject, msg_id, delivered }).await,
+                Ok(message) => {
+                    handler(Delivery {
+                        message,
+                        subject,
+                        msg_id,
+                        delivered,
+                    })
+                    .await
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "message does not decode; terminating it");
                     Outcome::Term

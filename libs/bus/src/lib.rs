@@ -46,7 +46,10 @@ impl Namespace {
         if prefix.is_empty() {
             return Ok(Namespace(None));
         }
-        if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(BusError::Namespace(prefix.to_owned()));
         }
         Ok(Namespace(Some(prefix.to_owned())))
@@ -84,7 +87,11 @@ impl Namespace {
 #[derive(Clone, Debug, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
-    #[arg(long = "nats-url", env = "HAVEN_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        env = "HAVEN_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// Prefix for every subject and stream, to share one NATS between deployments.
     #[arg(long = "nats-prefix", env = "HAVEN_NATS_PREFIX", default_value = "")]
@@ -96,7 +103,11 @@ pub struct NatsArgs {
 
 impl NatsArgs {
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
-        NatsArgs { url: url.into(), prefix: prefix.into(), connect_timeout: Duration::from_secs(30) }
+        NatsArgs {
+            url: url.into(),
+            prefix: prefix.into(),
+            connect_timeout: Duration::from_secs(30),
+        }
     }
 
     pub fn config(&self, client_name: &str) -> Result<BusConfig, BusError> {
@@ -143,7 +154,9 @@ pub struct Bus {
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus").field("namespace", &self.namespace).finish_non_exhaustive()
+        f.debug_struct("Bus")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,13 +197,21 @@ impl Bus {
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
-                    return Err(BusError::Connect { url: config.url.clone(), reason: e.to_string() });
+                    return Err(BusError::Connect {
+                        url: config.url.clone(),
+                        reason: e.to_string(),
+                    });
                 }
             }
         };
         tx.send_replace(true);
         let js = jetstream::new(client.clone());
-        Ok(Bus { client, js, namespace: config.namespace.clone(), connected: rx })
+        Ok(Bus {
+            client,
+            js,
+            namespace: config.namespace.clone(),
+            connected: rx,
+        })
     }
 
     pub fn namespace(&self) -> &Namespace {
@@ -219,8 +240,16 @@ impl Bus {
         let name = self.namespace.name(spec.name);
         let config = StreamConfig {
             name: name.clone(),
-            subjects: spec.subjects.iter().map(|s| self.namespace.subject(s)).collect(),
-            retention: if spec.work_queue { RetentionPolicy::WorkQueue } else { RetentionPolicy::Limits },
+            subjects: spec
+                .subjects
+                .iter()
+                .map(|s| self.namespace.subject(s))
+                .collect(),
+            retention: if spec.work_queue {
+                RetentionPolicy::WorkQueue
+            } else {
+                RetentionPolicy::Limits
+            },
             storage: StorageType::File,
             max_age: spec.max_age,
             duplicate_window: spec.duplicate_window,
@@ -229,7 +258,10 @@ impl Bus {
         self.js
             .create_or_update_stream(config)
             .await
-            .map_err(|e| BusError::Stream { stream: name, reason: e.to_string() })?;
+            .map_err(|e| BusError::Stream {
+                stream: name,
+                reason: e.to_string(),
+            })?;
         Ok(())
     }
 
@@ -241,7 +273,8 @@ impl Bus {
         message: &M,
         msg_id: &str,
     ) -> Result<jetstream::publish::PublishAck, BusError> {
-        self.publish_bytes(subject, Bytes::from(message.encode_to_vec()), msg_id).await
+        self.publish_bytes(subject, Bytes::from(message.encode_to_vec()), msg_id)
+            .await
     }
 
     /// As [`Bus::publish`], for a payload that is already encoded.
@@ -252,7 +285,10 @@ impl Bus {
         msg_id: &str,
     ) -> Result<jetstream::publish::PublishAck, BusError> {
         let ack = self.publish_start(subject, payload, msg_id).await?;
-        ack.await.map_err(|e| BusError::Publish { subject: subject.to_owned(), reason: e.to_string() })
+        ack.await.map_err(|e| BusError::Publish {
+            subject: subject.to_owned(),
+            reason: e.to_string(),
+        })
     }
 
     /// Sends without waiting for the store's ack, for callers that pipeline many publishes
@@ -272,6 +308,9 @@ impl Bus {
         self.js
             .publish_with_headers(full, headers, payload)
             .await
-            .map_err(|e| BusError::Publish { subject: subject.to_owned(), reason: e.to_string() })
+            .map_err(|e| BusError::Publish {
+                subject: subject.to_owned(),
+                reason: e.to_string(),
+            })
     }
 }

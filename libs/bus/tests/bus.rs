@@ -1,5 +1,7 @@
 //! Publish and consume through a real JetStream, with de-duplication by `Nats-Msg-Id`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,7 +12,9 @@ use tokio::sync::{Mutex, oneshot};
 
 async fn bus() -> Bus {
     let args = NatsArgs::new(haven_testkit::nats_url(), haven_testkit::namespace());
-    Bus::connect(&args.config("bus-test").unwrap()).await.unwrap()
+    Bus::connect(&args.config("bus-test").unwrap())
+        .await
+        .unwrap()
 }
 
 fn stream() -> StreamSpec {
@@ -24,7 +28,12 @@ fn stream() -> StreamSpec {
 }
 
 fn result(id: &str) -> RetryResult {
-    RetryResult { id: id.to_owned(), attempt: 1, error: "boom".into(), ..Default::default() }
+    RetryResult {
+        id: id.to_owned(),
+        attempt: 1,
+        error: "boom".into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -34,9 +43,18 @@ async fn publish_and_consume_with_dedup_by_msg_id() {
     // Idempotent: a second ensure with the same spec is fine.
     bus.ensure_stream(&stream()).await.unwrap();
 
-    let first = bus.publish("haven.test.results", &result("a"), "msg-a").await.unwrap();
-    let again = bus.publish("haven.test.results", &result("a"), "msg-a").await.unwrap();
-    let other = bus.publish("haven.test.results", &result("b"), "msg-b").await.unwrap();
+    let first = bus
+        .publish("haven.test.results", &result("a"), "msg-a")
+        .await
+        .unwrap();
+    let again = bus
+        .publish("haven.test.results", &result("a"), "msg-a")
+        .await
+        .unwrap();
+    let other = bus
+        .publish("haven.test.results", &result("b"), "msg-b")
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     assert!(again.duplicate, "same Nats-Msg-Id must be dropped");
     assert!(!other.duplicate);
@@ -73,8 +91,16 @@ async fn publish_and_consume_with_dedup_by_msg_id() {
     assert_eq!(
         seen,
         vec![
-            ("a".into(), "haven.test.results".into(), Some("msg-a".into())),
-            ("b".into(), "haven.test.results".into(), Some("msg-b".into())),
+            (
+                "a".into(),
+                "haven.test.results".into(),
+                Some("msg-a".into())
+            ),
+            (
+                "b".into(),
+                "haven.test.results".into(),
+                Some("msg-b".into())
+            ),
         ]
     );
 }
@@ -83,10 +109,16 @@ async fn publish_and_consume_with_dedup_by_msg_id() {
 async fn nak_redelivers_and_term_does_not() {
     let bus = bus().await;
     bus.ensure_stream(&stream()).await.unwrap();
-    bus.publish("haven.test.retry", &result("again"), "m1").await.unwrap();
-    bus.publish("haven.test.retry", &result("poison"), "m2").await.unwrap();
+    bus.publish("haven.test.retry", &result("again"), "m1")
+        .await
+        .unwrap();
+    bus.publish("haven.test.retry", &result("poison"), "m2")
+        .await
+        .unwrap();
     // Bytes that are not a RetryResult: terminated by the loop, never handed over.
-    bus.publish_bytes("haven.test.retry", vec![0xff, 0xff, 0xff].into(), "m3").await.unwrap();
+    bus.publish_bytes("haven.test.retry", vec![0xff, 0xff, 0xff].into(), "m3")
+        .await
+        .unwrap();
 
     let deliveries = Arc::new(AtomicUsize::new(0));
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -97,7 +129,9 @@ async fn nak_redelivers_and_term_does_not() {
         let log = log.clone();
         tokio::spawn(async move {
             bus.consume(
-                ConsumerSpec::new("TEST", "nak-test").filter("haven.test.retry").ack_wait(Duration::from_secs(2)),
+                ConsumerSpec::new("TEST", "nak-test")
+                    .filter("haven.test.retry")
+                    .ack_wait(Duration::from_secs(2)),
                 move |d: haven_bus::Delivery<RetryResult>| {
                     let deliveries = deliveries.clone();
                     let log = log.clone();
@@ -118,13 +152,26 @@ async fn nak_redelivers_and_term_does_not() {
             .await
         })
     };
-    wait_until(|| async { log.lock().await.iter().any(|(id, n)| id == "again" && *n == 2) }).await;
+    wait_until(|| async {
+        log.lock()
+            .await
+            .iter()
+            .any(|(id, n)| id == "again" && *n == 2)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_tx.send(()).unwrap();
     task.await.unwrap().unwrap();
     let mut log = log.lock().await.clone();
     log.sort();
-    assert_eq!(log, vec![("again".into(), 1), ("again".into(), 2), ("poison".into(), 1)]);
+    assert_eq!(
+        log,
+        vec![
+            ("again".into(), 1),
+            ("again".into(), 2),
+            ("poison".into(), 1)
+        ]
+    );
 }
 
 async fn wait_until<F, Fut>(mut check: F)

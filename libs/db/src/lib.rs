@@ -17,7 +17,11 @@ pub struct DbArgs {
     #[arg(long = "database-url", env = "HAVEN_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub url: SecretString,
     /// Most connections this process opens.
-    #[arg(long = "database-max-connections", env = "HAVEN_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(
+        long = "database-max-connections",
+        env = "HAVEN_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 20
+    )]
     pub max_connections: u32,
     /// How long to keep trying the first connection at start-up (PostgreSQL may be starting).
     #[arg(long = "database-connect-timeout", env = "HAVEN_DATABASE_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -43,7 +47,10 @@ pub enum DbError {
     #[error("cannot connect to PostgreSQL at {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("migrations of schema `{schema}` failed: {source}")]
-    Migrate { schema: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        schema: String,
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("cannot create schema `{schema}`: {source}")]
     Schema { schema: String, source: sqlx::Error },
     #[error("invalid schema name `{0}`")]
@@ -52,12 +59,20 @@ pub enum DbError {
 
 /// The URL with its password replaced, fit for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return "[unparseable url]".into() };
+    let Some(scheme_end) = url.find("://") else {
+        return "[unparseable url]".into();
+    };
     let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else { return url.to_owned() };
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
     let userinfo = &rest[..at];
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("{}://{user}:[redacted]@{}", &url[..scheme_end], &rest[at + 1..]),
+        Some((user, _)) => format!(
+            "{}://{user}:[redacted]@{}",
+            &url[..scheme_end],
+            &rest[at + 1..]
+        ),
         None => url.to_owned(),
     }
 }
@@ -80,7 +95,12 @@ pub async fn connect(args: &DbArgs) -> Result<PgPool, DbError> {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(source) => return Err(DbError::Connect { url: redact_url(url), source }),
+            Err(source) => {
+                return Err(DbError::Connect {
+                    url: redact_url(url),
+                    source,
+                });
+            }
         }
     }
 }
@@ -91,7 +111,10 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
     if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
         return Err(DbError::SchemaName(schema.to_owned()));
     }
-    let schema_err = |source| DbError::Schema { schema: schema.to_owned(), source };
+    let schema_err = |source| DbError::Schema {
+        schema: schema.to_owned(),
+        source,
+    };
     // Two replicas starting together would race on CREATE SCHEMA; serialise them.
     let mut tx = pool.begin().await.map_err(schema_err)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('haven.schema.' || $1))")
@@ -99,15 +122,19 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
         .execute(&mut *tx)
         .await
         .map_err(schema_err)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-        .execute(&mut *tx)
-        .await
-        .map_err(schema_err)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(schema_err)?;
     tx.commit().await.map_err(schema_err)?;
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     // Unqualified names in a service's migrations land in its own schema: migrate over a
     // one-connection pool whose search_path is that schema.
-    let options = (*pool.connect_options()).clone().options([("search_path", schema)]);
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("search_path", schema)]);
     let migration_pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options)
@@ -115,8 +142,10 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
         .map_err(schema_err)?;
     let result = migrator.run(&migration_pool).await;
     migration_pool.close().await;
-    result
-        .map_err(|source| DbError::Migrate { schema: schema.to_owned(), source })?;
+    result.map_err(|source| DbError::Migrate {
+        schema: schema.to_owned(),
+        source,
+    })?;
     tracing::info!(schema, "migrations applied");
     Ok(())
 }
@@ -124,7 +153,10 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
 /// True when the database answers a trivial query within a second.
 pub async fn ready(pool: &PgPool) -> bool {
     let check = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
-    matches!(tokio::time::timeout(Duration::from_secs(1), check).await, Ok(Ok(1)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), check).await,
+        Ok(Ok(1))
+    )
 }
 
 #[cfg(test)]
@@ -137,6 +169,9 @@ mod tests {
             redact_url("postgres://haven:s3cret@db:5432/haven"),
             "postgres://haven:[redacted]@db:5432/haven"
         );
-        assert_eq!(redact_url("postgres://haven@db/haven"), "postgres://haven@db/haven");
+        assert_eq!(
+            redact_url("postgres://haven@db/haven"),
+            "postgres://haven@db/haven"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Migrations land in the service's own schema, with their bookkeeping beside them.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use haven_db::{DbArgs, connect, migrate, ready};
 use haven_testkit::TestDb;
 
@@ -9,10 +11,16 @@ async fn migrations_run_in_their_schema_and_are_idempotent() {
     let pool = connect(&DbArgs::new(&db.url)).await.unwrap();
     assert!(ready(&pool).await);
 
-    migrate(&pool, "alpha", sqlx::migrate!("tests/migrations_a")).await.unwrap();
+    migrate(&pool, "alpha", sqlx::migrate!("tests/migrations_a"))
+        .await
+        .unwrap();
     // Twice, and a second schema with the same migration versions: no conflict.
-    migrate(&pool, "alpha", sqlx::migrate!("tests/migrations_a")).await.unwrap();
-    migrate(&pool, "beta", sqlx::migrate!("tests/migrations_a")).await.unwrap();
+    migrate(&pool, "alpha", sqlx::migrate!("tests/migrations_a"))
+        .await
+        .unwrap();
+    migrate(&pool, "beta", sqlx::migrate!("tests/migrations_a"))
+        .await
+        .unwrap();
 
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables
@@ -23,7 +31,12 @@ async fn migrations_run_in_their_schema_and_are_idempotent() {
     .unwrap();
     assert_eq!(
         tables,
-        ["alpha._sqlx_migrations", "alpha.things", "beta._sqlx_migrations", "beta.things"]
+        [
+            "alpha._sqlx_migrations",
+            "alpha.things",
+            "beta._sqlx_migrations",
+            "beta.things"
+        ]
     );
 }
 
@@ -31,6 +44,12 @@ async fn migrations_run_in_their_schema_and_are_idempotent() {
 async fn bad_schema_names_are_refused() {
     let db = TestDb::new().await;
     let pool = connect(&DbArgs::new(&db.url)).await.unwrap();
-    let err = migrate(&pool, "x; DROP TABLE y", sqlx::migrate!("tests/migrations_a")).await.unwrap_err();
+    let err = migrate(
+        &pool,
+        "x; DROP TABLE y",
+        sqlx::migrate!("tests/migrations_a"),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("invalid schema name"));
 }

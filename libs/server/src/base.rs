@@ -37,7 +37,11 @@ impl CommonArgs {
             db: DbArgs::new(database_url),
             nats: NatsArgs::new(nats_url, nats_prefix),
             auth: AuthArgs::new(jwt_secret),
-            telemetry: TelemetryArgs { log_filter: "info".into(), log_format: "text".into(), otlp_endpoint: None },
+            telemetry: TelemetryArgs {
+                log_filter: "info".into(),
+                log_format: "text".into(),
+                otlp_endpoint: None,
+            },
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -104,7 +108,15 @@ impl Base {
                 async move { haven_db::ready(&pool).await }
             })
         };
-        Ok(Base { name: spec.name, pool, bus, token, db_ready, grace: args.shutdown_grace, verifier })
+        Ok(Base {
+            name: spec.name,
+            pool,
+            bus,
+            token,
+            db_ready,
+            grace: args.shutdown_grace,
+            verifier,
+        })
     }
 
     /// A gRPC server whose health follows the database and the bus.

@@ -32,8 +32,11 @@ pub enum ServerError {
 }
 
 /// Paths served without a token: probes and tooling must work unauthenticated.
-pub const PUBLIC_GRPC_PATHS: [&str; 3] =
-    ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+pub const PUBLIC_GRPC_PATHS: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
@@ -71,7 +74,11 @@ pub fn token_for(shutdown: impl Future<Output = ()> + Send + 'static) -> Cancell
 }
 
 /// Re-checks a dependency every `every` and reports whether it answers.
-pub fn poll_readiness<F, Fut>(every: Duration, token: CancellationToken, check: F) -> watch::Receiver<bool>
+pub fn poll_readiness<F, Fut>(
+    every: Duration,
+    token: CancellationToken,
+    check: F,
+) -> watch::Receiver<bool>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
@@ -147,12 +154,21 @@ impl GrpcServer {
 
     /// Serves until `token` is cancelled, then stops accepting, reports NOT_SERVING and
     /// drains in-flight calls for up to the grace period.
-    pub async fn serve(self, listener: TcpListener, token: CancellationToken) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        token: CancellationToken,
+    ) -> Result<(), ServerError> {
         let (reporter, health) = tonic_health::server::health_reporter();
         let mut names = self.names.clone();
         names.push("");
         set_all(&reporter, &names, ServingStatus::Serving).await;
-        spawn_readiness_watch(reporter.clone(), names.clone(), self.readiness, token.clone());
+        spawn_readiness_watch(
+            reporter.clone(),
+            names.clone(),
+            self.readiness,
+            token.clone(),
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
@@ -162,7 +178,11 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let routes = self.routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
+        let routes = self
+            .routes
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
 
         let layers = ServiceBuilder::new()
             .layer(TraceContextLayer::new("grpc"))
@@ -202,7 +222,11 @@ impl GrpcServer {
     }
 }
 
-async fn set_all(reporter: &tonic_health::server::HealthReporter, names: &[&str], status: ServingStatus) {
+async fn set_all(
+    reporter: &tonic_health::server::HealthReporter,
+    names: &[&str],
+    status: ServingStatus,
+) {
     for name in names {
         reporter.set_service_status(*name, status).await;
     }
@@ -223,12 +247,17 @@ fn spawn_readiness_watch(
         loop {
             let ready = inputs.iter_mut().all(|rx| *rx.borrow_and_update());
             if ready != last && !token.is_cancelled() {
-                let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                let status = if ready {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
                 tracing::info!(?status, "health changed");
                 set_all(&reporter, &names, status).await;
                 last = ready;
             }
-            let changed = futures::future::select_all(inputs.iter_mut().map(|rx| Box::pin(rx.changed())));
+            let changed =
+                futures::future::select_all(inputs.iter_mut().map(|rx| Box::pin(rx.changed())));
             tokio::select! {
                 _ = token.cancelled() => return,
                 (result, _, _) = changed => if result.is_err() { return },
@@ -238,7 +267,11 @@ fn spawn_readiness_watch(
 }
 
 /// Serves an axum router (e.g. `/metrics`) until `token` is cancelled.
-pub async fn serve_http(router: axum::Router, listener: TcpListener, token: CancellationToken) -> Result<(), ServerError> {
+pub async fn serve_http(
+    router: axum::Router,
+    listener: TcpListener,
+    token: CancellationToken,
+) -> Result<(), ServerError> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;
@@ -246,7 +279,10 @@ pub async fn serve_http(router: axum::Router, listener: TcpListener, token: Canc
 }
 
 /// Binds the Prometheus endpoint and serves it in the background.
-pub async fn spawn_metrics(addr: &str, token: CancellationToken) -> Result<std::net::SocketAddr, ServerError> {
+pub async fn spawn_metrics(
+    addr: &str,
+    token: CancellationToken,
+) -> Result<std::net::SocketAddr, ServerError> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

@@ -87,7 +87,10 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
             .with_endpoint(endpoint)
             .with_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|source| TelemetryError::Exporter { endpoint: endpoint.to_owned(), source })?;
+            .map_err(|source| TelemetryError::Exporter {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
         builder = builder.with_batch_exporter(exporter);
     }
     // Without an exporter spans still get ids, so trace context is carried through this
@@ -103,7 +106,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
             .with_writer(std::io::stderr)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     tracing_subscriber::registry()
         .with(filter)
@@ -123,7 +128,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
-                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0],
+                    &[
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+                    ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();

@@ -24,7 +24,10 @@ impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, protocol: self.protocol }
+        MetricsService {
+            inner,
+            protocol: self.protocol,
+        }
     }
 }
 
@@ -54,7 +57,11 @@ where
             .get::<axum::extract::MatchedPath>()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| {
-                if self.protocol == "grpc" { req.uri().path().to_owned() } else { "unmatched".to_owned() }
+                if self.protocol == "grpc" {
+                    req.uri().path().to_owned()
+                } else {
+                    "unmatched".to_owned()
+                }
             });
         let protocol = self.protocol;
         let started = Instant::now();
@@ -70,7 +77,11 @@ where
                     .unwrap_or_else(|| res.status().as_u16().to_string()),
                 Err(_) => "error".to_owned(),
             };
-            let labels = [("protocol", protocol.to_owned()), ("route", route), ("status", status)];
+            let labels = [
+                ("protocol", protocol.to_owned()),
+                ("route", route),
+                ("status", status),
+            ];
             metrics::counter!("haven_requests_total", &labels).increment(1);
             metrics::histogram!("haven_request_duration_seconds", &labels)
                 .record(started.elapsed().as_secs_f64());

@@ -88,7 +88,10 @@ impl<S> tower::Layer<S> for TraceContextLayer {
     type Service = TraceContextService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceContextService { inner, kind: self.kind }
+        TraceContextService {
+            inner,
+            kind: self.kind,
+        }
     }
 }
 

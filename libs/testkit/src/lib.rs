@@ -31,15 +31,24 @@ pub struct Infra {
 pub fn infra() -> &'static Infra {
     static INFRA: OnceLock<Infra> = OnceLock::new();
     INFRA.get_or_init(|| {
-        let database_url = std::env::var("HAVEN_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty());
-        let nats_url = std::env::var("HAVEN_TEST_NATS_URL").ok().filter(|s| !s.is_empty());
+        let database_url = std::env::var("HAVEN_TEST_DATABASE_URL")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let nats_url = std::env::var("HAVEN_TEST_NATS_URL")
+            .ok()
+            .filter(|s| !s.is_empty());
         let database_url = database_url.unwrap_or_else(|| {
-            process::keep_forever(PostgresServer::start().unwrap_or_else(|e| panic!("testkit: {e:#}")))
+            process::keep_forever(
+                PostgresServer::start().unwrap_or_else(|e| panic!("testkit: {e:#}")),
+            )
         });
         let nats_url = nats_url.unwrap_or_else(|| {
             process::keep_forever(NatsServer::start().unwrap_or_else(|e| panic!("testkit: {e:#}")))
         });
-        Infra { database_url, nats_url }
+        Infra {
+            database_url,
+            nats_url,
+        }
     })
 }
 
@@ -55,7 +64,8 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let admin_url = infra().database_url.clone();
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgConnectOptions::from_str(&admin_url).expect("HAVEN_TEST_DATABASE_URL is not a postgres URL");
+        let admin = PgConnectOptions::from_str(&admin_url)
+            .expect("HAVEN_TEST_DATABASE_URL is not a postgres URL");
         let mut conn = connect_with_retry(&admin).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
@@ -115,7 +125,9 @@ pub fn nats_url() -> String {
 
 /// Binds a listener on a free loopback port.
 pub async fn listener() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback")
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback")
 }
 
 #[cfg(test)]
@@ -124,8 +136,14 @@ mod tests {
 
     #[test]
     fn replaces_database_in_urls() {
-        assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
-        assert_eq!(with_database("postgres://u:p@h:1/db?sslmode=disable", "x"), "postgres://u:p@h:1/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:1/db?sslmode=disable", "x"),
+            "postgres://u:p@h:1/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
     }
 }

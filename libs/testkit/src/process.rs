@@ -56,12 +56,8 @@ fn wait_gone(pid: u32, timeout: Duration) {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
 
-/// Servers live until the process exits. They are spawned from a thread that never ends,
-/// because the kernel's parent-death signal fires when the spawning *thread* exits.
-pub(crate) fn keep_forever<T: Send + 'static>(server: T) -> String
-where
-    T: HasUrl,
-{
+/// Keeps a server for the rest of the process; the exit handler stops it.
+pub(crate) fn keep_forever<T: HasUrl>(server: T) -> String {
     let url = server.url();
     std::mem::forget(server);
     url
@@ -71,21 +67,27 @@ pub(crate) trait HasUrl {
     fn url(&self) -> String;
 }
 
+/// Servers are spawned from a thread that never ends, because the kernel's parent-death
+/// signal fires when the spawning *thread* exits, and test threads come and go.
 fn spawn_on_keeper(mut command: Command) -> anyhow::Result<Child> {
     use std::sync::mpsc;
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
     static KEEPER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
-    let mut keeper = KEEPER.lock().map_err(|_| anyhow::anyhow!("keeper lock poisoned"))?;
+    let mut keeper = KEEPER
+        .lock()
+        .map_err(|_| anyhow::anyhow!("keeper lock poisoned"))?;
     if keeper.is_none() {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name("testkit-keeper".into()).spawn(move || {
-            for (mut cmd, reply) in rx {
-                let _ = reply.send(cmd.spawn());
-            }
-            loop {
-                std::thread::park();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("testkit-keeper".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+                loop {
+                    std::thread::park();
+                }
+            })?;
         *keeper = Some(tx);
     }
     unsafe {
@@ -110,7 +112,12 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str, timeout: Duration) -> anyhow::Result<()> {
+fn wait_for_port(
+    port: u16,
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -132,7 +139,9 @@ fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
     let name = c"postgres";
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
-        bail!("running as root and there is no `postgres` user to run PostgreSQL as; install the postgresql package");
+        bail!(
+            "running as root and there is no `postgres` user to run PostgreSQL as; install the postgresql package"
+        );
     }
     let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
     Ok(Some((uid, gid)))
@@ -145,10 +154,17 @@ fn find_pg_bindir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = which("initdb").and_then(|p| p.parent().map(Path::to_path_buf)) {
         // Debian links initdb into /usr/local/bin on some images; use its real directory.
         let real = std::fs::canonicalize(dir.join("initdb")).ok();
-        return Ok(real.and_then(|r| r.parent().map(Path::to_path_buf)).unwrap_or(dir));
+        return Ok(real
+            .and_then(|r| r.parent().map(Path::to_path_buf))
+            .unwrap_or(dir));
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort_by_key(|p| {
         p.parent()
@@ -164,7 +180,9 @@ fn find_pg_bindir() -> anyhow::Result<PathBuf> {
 
 fn which(binary: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join(binary)).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|p| p.join(binary))
+            .find(|p| p.is_file())
     })
 }
 
@@ -175,7 +193,8 @@ fn find_nats_server() -> anyhow::Result<PathBuf> {
     if let Some(path) = which("nats-server") {
         return Ok(path);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.haven/tools/venv/bin/nats-server");
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.haven/tools/venv/bin/nats-server");
     if workspace.is_file() {
         return Ok(workspace);
     }
@@ -200,7 +219,10 @@ impl PostgresServer {
     /// tests (no fsync: a crashed test cluster is thrown away anyway).
     pub fn start() -> anyhow::Result<PostgresServer> {
         let bindir = find_pg_bindir()?;
-        let dir = tempfile::Builder::new().prefix("haven-pg-").tempdir()?.keep();
+        let dir = tempfile::Builder::new()
+            .prefix("haven-pg-")
+            .tempdir()?
+            .keep();
         let user = postgres_user()?;
         if let Some((uid, gid)) = user {
             let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
@@ -216,7 +238,17 @@ impl PostgresServer {
         let data = dir.join("data");
         let mut initdb = Command::new(bindir.join("initdb"));
         initdb
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -228,7 +260,8 @@ impl PostgresServer {
         let port = free_port()?;
         let log = std::fs::File::create(dir.join("postgres.log"))?;
         if let Some((uid, gid)) = user {
-            let c = std::ffi::CString::new(dir.join("postgres.log").as_os_str().as_encoded_bytes())?;
+            let c =
+                std::ffi::CString::new(dir.join("postgres.log").as_os_str().as_encoded_bytes())?;
             unsafe { libc::chown(c.as_ptr(), uid, gid) };
         }
         let mut postgres = Command::new(bindir.join("postgres"));
@@ -238,12 +271,18 @@ impl PostgresServer {
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=400",
-                "-c", "shared_buffers=128MB",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=400",
+                "-c",
+                "shared_buffers=128MB",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -251,7 +290,12 @@ impl PostgresServer {
         as_user(&mut postgres);
         let mut child = spawn_on_keeper(postgres)?;
         register_cleanup(child.id(), Some(dir.clone()));
-        wait_for_log(&dir.join("postgres.log"), "ready to accept connections", &mut child, Duration::from_secs(60))?;
+        wait_for_log(
+            &dir.join("postgres.log"),
+            "ready to accept connections",
+            &mut child,
+            Duration::from_secs(60),
+        )?;
         Ok(PostgresServer { child, dir, port })
     }
 
@@ -270,11 +314,19 @@ impl Drop for PostgresServer {
     }
 }
 
-fn wait_for_log(path: &Path, needle: &str, child: &mut Child, timeout: Duration) -> anyhow::Result<()> {
+fn wait_for_log(
+    path: &Path,
+    needle: &str,
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Ok(file) = std::fs::File::open(path)
-            && BufReader::new(file).lines().map_while(Result::ok).any(|l| l.contains(needle))
+            && BufReader::new(file)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains(needle))
         {
             return Ok(());
         }
@@ -284,7 +336,10 @@ fn wait_for_log(path: &Path, needle: &str, child: &mut Child, timeout: Duration)
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("server not ready within {timeout:?}; see {}", path.display())
+    bail!(
+        "server not ready within {timeout:?}; see {}",
+        path.display()
+    )
 }
 
 /// A `nats-server -js` of its own, which a test may kill and start again on the same port
@@ -305,8 +360,16 @@ impl HasUrl for NatsServer {
 impl NatsServer {
     pub fn start() -> anyhow::Result<NatsServer> {
         let binary = find_nats_server()?;
-        let dir = tempfile::Builder::new().prefix("haven-nats-").tempdir()?.keep();
-        let mut server = NatsServer { child: None, dir, port: free_port()?, binary };
+        let dir = tempfile::Builder::new()
+            .prefix("haven-nats-")
+            .tempdir()?
+            .keep();
+        let mut server = NatsServer {
+            child: None,
+            dir,
+            port: free_port()?,
+            binary,
+        };
         server.launch()?;
         Ok(server)
     }
@@ -314,14 +377,26 @@ impl NatsServer {
     fn launch(&mut self) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.dir.join("nats.log"))?;
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.dir.join("store"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-sd",
+        ])
+        .arg(self.dir.join("store"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
         let mut child = spawn_on_keeper(cmd)?;
         register_cleanup(child.id(), Some(self.dir.clone()));
-        wait_for_port(self.port, &mut child, "nats-server", Duration::from_secs(30))?;
+        wait_for_port(
+            self.port,
+            &mut child,
+            "nats-server",
+            Duration::from_secs(30),
+        )?;
         self.child = Some(child);
         Ok(())
     }

@@ -13,13 +13,25 @@ pub struct Config {
     #[arg(long, env = "HAVEN_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// gRPC URL of the integrations service.
-    #[arg(long, env = "HAVEN_INTEGRATIONS_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "HAVEN_INTEGRATIONS_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub integrations_url: String,
     /// gRPC URL of the retry service.
-    #[arg(long, env = "HAVEN_RETRY_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "HAVEN_RETRY_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub retry_url: String,
     /// gRPC URL of the export service.
-    #[arg(long, env = "HAVEN_EXPORT_URL", default_value = "http://127.0.0.1:50053")]
+    #[arg(
+        long,
+        env = "HAVEN_EXPORT_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
     pub export_url: String,
     /// How long `/readyz` waits for each upstream's health answer.
     #[arg(long, env = "HAVEN_GATEWAY_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -35,7 +47,12 @@ pub struct Config {
 
 impl Config {
     /// Settings for tests: an ephemeral port and the given upstreams.
-    pub fn for_test(jwt_secret: &str, integrations_url: String, retry_url: String, export_url: String) -> Self {
+    pub fn for_test(
+        jwt_secret: &str,
+        integrations_url: String,
+        retry_url: String,
+        export_url: String,
+    ) -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             integrations_url,
@@ -44,7 +61,11 @@ impl Config {
             ready_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             auth: AuthArgs::new(jwt_secret),
-            telemetry: TelemetryArgs { log_filter: "info".into(), log_format: "text".into(), otlp_endpoint: None },
+            telemetry: TelemetryArgs {
+                log_filter: "info".into(),
+                log_format: "text".into(),
+                otlp_endpoint: None,
+            },
         }
     }
 }

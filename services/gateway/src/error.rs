@@ -14,7 +14,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -26,12 +30,16 @@ impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
         let (http, code) = match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            Code::InvalidArgument | Code::OutOfRange => {
+                (StatusCode::BAD_REQUEST, "invalid_argument")
+            }
             Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Code::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
             Code::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
             Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            Code::FailedPrecondition | Code::Aborted => (StatusCode::CONFLICT, "failed_precondition"),
+            Code::FailedPrecondition | Code::Aborted => {
+                (StatusCode::CONFLICT, "failed_precondition")
+            }
             Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
             Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),

@@ -64,7 +64,10 @@ impl Upstreams {
 
 fn channel(url: &str) -> Result<Channel, GatewayError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| GatewayError::Upstream { url: url.to_owned(), reason: e.to_string() })?
+        .map_err(|e| GatewayError::Upstream {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
@@ -82,7 +85,10 @@ pub struct AppState {
 /// under `/api` needs a bearer token.
 pub fn router(config: &Config, upstreams: Upstreams) -> Result<Router, GatewayError> {
     let verifier = config.auth.verifier()?;
-    let state = Arc::new(AppState { upstreams, ready_timeout: config.ready_timeout });
+    let state = Arc::new(AppState {
+        upstreams,
+        ready_timeout: config.ready_timeout,
+    });
     let api = Router::new()
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));
@@ -133,7 +139,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         let timeout = state.ready_timeout;
         async move {
             let mut client = HealthClient::new(channel);
-            let call = client.check(HealthCheckRequest { service: String::new() });
+            let call = client.check(HealthCheckRequest {
+                service: String::new(),
+            });
             let status = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(res)) => match ServingStatus::try_from(res.into_inner().status) {
                     Ok(ServingStatus::Serving) => "SERVING".to_owned(),
@@ -148,9 +156,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     });
     let results = futures::future::join_all(checks).await;
     let ready = results.iter().all(|(_, s)| s == "SERVING");
-    let upstreams: serde_json::Map<String, serde_json::Value> =
-        results.into_iter().map(|(n, s)| (n.to_owned(), serde_json::Value::String(s))).collect();
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let upstreams: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(n, s)| (n.to_owned(), serde_json::Value::String(s)))
+        .collect();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({ "status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams });
     (code, Json(body))
 }

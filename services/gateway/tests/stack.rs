@@ -1,6 +1,8 @@
 //! The whole stack in one process against real PostgreSQL and NATS: three gRPC services
 //! and the gateway, as `./deploy/dev/up` runs them.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,10 +15,10 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 const SECRET: &str = "stack-test-secret-at-least-32-bytes!!";
 
@@ -56,13 +58,19 @@ async fn start_service(name: &str, common: CommonArgs, stop: &Token) -> Service 
     let shutdown = stop.wait();
     let task = match name {
         "integrations" => tokio::spawn(async move {
-            haven_integrations::serve(haven_integrations::Config::for_test(common), l, shutdown).await.unwrap()
+            haven_integrations::serve(haven_integrations::Config::for_test(common), l, shutdown)
+                .await
+                .unwrap()
         }),
         "retry" => tokio::spawn(async move {
-            haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown).await.unwrap()
+            haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown)
+                .await
+                .unwrap()
         }),
         "export" => tokio::spawn(async move {
-            haven_export::serve(haven_export::Config::for_test(common), l, shutdown).await.unwrap()
+            haven_export::serve(haven_export::Config::for_test(common), l, shutdown)
+                .await
+                .unwrap()
         }),
         other => panic!("unknown service {other}"),
     };
@@ -70,12 +78,16 @@ async fn start_service(name: &str, common: CommonArgs, stop: &Token) -> Service 
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy()
 }
 
 async fn health(addr: SocketAddr) -> Option<ServingStatus> {
     let mut client = HealthClient::new(channel(addr).await);
-    let call = client.check(HealthCheckRequest { service: String::new() });
+    let call = client.check(HealthCheckRequest {
+        service: String::new(),
+    });
     match tokio::time::timeout(Duration::from_secs(1), call).await {
         Ok(Ok(r)) => ServingStatus::try_from(r.into_inner().status).ok(),
         _ => None,
@@ -89,7 +101,10 @@ async fn wait_health(addr: SocketAddr, want: ServingStatus) {
         if got == Some(want) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{addr}: health {got:?}, wanted {want:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr}: health {got:?}, wanted {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -100,10 +115,16 @@ async fn reflected_services(addr: SocketAddr) -> Vec<String> {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = stream.message().await.unwrap().unwrap();
     match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
@@ -121,8 +142,14 @@ async fn stack_serves_health_reflection_and_readiness() {
     for svc in [&integrations, &retry, &export] {
         wait_health(svc.addr, ServingStatus::Serving).await;
         let services = reflected_services(svc.addr).await;
-        assert!(services.contains(&"grpc.health.v1.Health".to_owned()), "{services:?}");
-        assert!(services.iter().any(|s| s.starts_with("grpc.reflection.")), "{services:?}");
+        assert!(
+            services.contains(&"grpc.health.v1.Health".to_owned()),
+            "{services:?}"
+        );
+        assert!(
+            services.iter().any(|s| s.starts_with("grpc.reflection.")),
+            "{services:?}"
+        );
     }
 
     // Each service migrated its own schema.
@@ -154,26 +181,54 @@ async fn stack_serves_health_reflection_and_readiness() {
     assert_eq!(body["upstreams"]["retry"], "SERVING");
 
     // The API wants a token; with one, unknown paths are a JSON 404.
-    let res = http.get(format!("{base}/api/nothing-here")).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/api/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthenticated");
     let token = Minter::hs256(SECRET.as_bytes())
         .unwrap()
-        .mint(&Claims::new(uuid::Uuid::new_v4(), "u1", vec![Role::User], Duration::from_secs(60)))
+        .mint(&Claims::new(
+            uuid::Uuid::new_v4(),
+            "u1",
+            vec![Role::User],
+            Duration::from_secs(60),
+        ))
         .unwrap();
-    let res = http.get(format!("{base}/api/nothing-here")).bearer_auth(&token).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/api/nothing-here"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
 
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("haven_requests_total"), "{metrics}");
 
     // An upstream going away makes the gateway unready.
     stop.cancel();
     for svc in [integrations, retry, export] {
-        tokio::time::timeout(Duration::from_secs(15), svc.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), svc.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
-    tokio::time::timeout(Duration::from_secs(15), gateway).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(15), gateway)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -214,9 +269,17 @@ async fn service_follows_nats_outage_and_reconnects_without_restart() {
     // The service's streams are there again and take messages.
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let ack = js.publish("haven.retry.events.resolved", "x".into()).await.unwrap().await.unwrap();
+    let ack = js
+        .publish("haven.retry.events.resolved", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert_eq!(ack.stream, "RETRY_EVENTS");
 
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(15), retry.task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(15), retry.task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -7,10 +7,18 @@ use haven_server::CommonArgs;
 #[command(name = "haven-integrations", version, about, long_about = None)]
 pub struct Config {
     /// Address the gRPC API listens on.
-    #[arg(long, env = "HAVEN_INTEGRATIONS_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "HAVEN_INTEGRATIONS_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub addr: SocketAddr,
     /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, env = "HAVEN_INTEGRATIONS_METRICS_ADDR", default_value = "127.0.0.1:9151")]
+    #[arg(
+        long,
+        env = "HAVEN_INTEGRATIONS_METRICS_ADDR",
+        default_value = "127.0.0.1:9151"
+    )]
     pub metrics_addr: String,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -19,6 +27,10 @@ pub struct Config {
 impl Config {
     /// Settings for tests: the given servers, ephemeral ports.
     pub fn for_test(common: CommonArgs) -> Self {
-        Config { addr: SocketAddr::from(([127, 0, 0, 1], 0)), metrics_addr: "127.0.0.1:0".into(), common }
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: "127.0.0.1:0".into(),
+            common,
+        }
     }
 }

@@ -10,7 +10,11 @@ pub struct Config {
     #[arg(long, env = "HAVEN_RETRY_ADDR", default_value = "127.0.0.1:50052")]
     pub addr: SocketAddr,
     /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, env = "HAVEN_RETRY_METRICS_ADDR", default_value = "127.0.0.1:9152")]
+    #[arg(
+        long,
+        env = "HAVEN_RETRY_METRICS_ADDR",
+        default_value = "127.0.0.1:9152"
+    )]
     pub metrics_addr: String,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -19,6 +23,10 @@ pub struct Config {
 impl Config {
     /// Settings for tests: the given servers, ephemeral ports.
     pub fn for_test(common: CommonArgs) -> Self {
-        Config { addr: SocketAddr::from(([127, 0, 0, 1], 0)), metrics_addr: "127.0.0.1:0".into(), common }
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: "127.0.0.1:0".into(),
+            common,
+        }
     }
 }

@@ -17,7 +17,11 @@ const DEMO_TENANTS: [(&str, &str); 2] = [
 ];
 
 #[derive(Parser)]
-#[command(name = "havenctl", version, about = "Operate a Haven backbone: tokens, demo data, the vault.")]
+#[command(
+    name = "havenctl",
+    version,
+    about = "Operate a Haven backbone: tokens, demo data, the vault."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,11 +78,26 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Token { tenant, user, roles, ttl, jwt_secret } => {
+        Command::Token {
+            tenant,
+            user,
+            roles,
+            ttl,
+            jwt_secret,
+        } => {
             let minter = Minter::hs256(jwt_secret.expose_secret().as_bytes())?;
             println!("{}", minter.mint(&Claims::new(tenant, user, roles, ttl))?);
         }
-        Command::Seed { tenant, name, rows, types, days, seed, list_demo, db } => {
+        Command::Seed {
+            tenant,
+            name,
+            rows,
+            types,
+            days,
+            seed,
+            list_demo,
+            db,
+        } => {
             if list_demo {
                 for (i, (id, name)) in DEMO_TENANTS.iter().enumerate() {
                     println!("HAVEN_TENANT_{}={id}  # {name}", i + 1);

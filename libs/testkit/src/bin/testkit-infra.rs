@@ -6,7 +6,9 @@
 use std::io::Read;
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: testkit-infra <env-file>"))?;
+    let out = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: testkit-infra <env-file>"))?;
     let pg = haven_testkit::PostgresServer::start()?;
     let nats = haven_testkit::NatsServer::start()?;
     let tmp = format!("{out}.tmp");
@@ -19,7 +21,9 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     std::fs::rename(&tmp, &out)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let stdin_closed = tokio::task::spawn_blocking(|| {
