@@ -88,16 +88,25 @@ impl Namespace {
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
     #[arg(
+        id = "nats_url",
+        value_name = "URL",
         long = "nats-url",
         env = "HAVEN_NATS_URL",
         default_value = "nats://127.0.0.1:4222"
     )]
     pub url: String,
     /// Prefix for every subject and stream, to share one NATS between deployments.
-    #[arg(long = "nats-prefix", env = "HAVEN_NATS_PREFIX", default_value = "")]
+    #[arg(
+        id = "nats_prefix",
+        value_name = "PREFIX",
+        long = "nats-prefix",
+        env = "HAVEN_NATS_PREFIX",
+        default_value = ""
+    )]
     pub prefix: String,
     /// How long to keep trying the first connection at start-up.
-    #[arg(long = "nats-connect-timeout", env = "HAVEN_NATS_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(id = "nats_connect_timeout",
+        value_name = "DURATION", long = "nats-connect-timeout", env = "HAVEN_NATS_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 }
 

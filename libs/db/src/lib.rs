@@ -14,17 +14,21 @@ pub use sqlx;
 #[derive(Clone, Debug, clap::Args)]
 pub struct DbArgs {
     /// PostgreSQL URL, e.g. `postgres://haven@127.0.0.1:55432/haven`.
-    #[arg(long = "database-url", env = "HAVEN_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(id = "database_url",
+        value_name = "URL", long = "database-url", env = "HAVEN_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub url: SecretString,
     /// Most connections this process opens.
     #[arg(
+        id = "database_max_connections",
+        value_name = "N",
         long = "database-max-connections",
         env = "HAVEN_DATABASE_MAX_CONNECTIONS",
         default_value_t = 20
     )]
     pub max_connections: u32,
     /// How long to keep trying the first connection at start-up (PostgreSQL may be starting).
-    #[arg(long = "database-connect-timeout", env = "HAVEN_DATABASE_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(id = "database_connect_timeout",
+        value_name = "DURATION", long = "database-connect-timeout", env = "HAVEN_DATABASE_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 }
 

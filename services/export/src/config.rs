@@ -30,3 +30,12 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Config::command().debug_assert();
+    }
+}
