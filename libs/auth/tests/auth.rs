@@ -187,3 +187,35 @@ async fn layer_rejects_grpc_with_unauthenticated_status() {
     let message = res.headers().get("grpc-message").unwrap().to_str().unwrap();
     assert!(message.contains("malformed"), "{message}");
 }
+
+#[test]
+fn rs256_tokens_verify_with_the_configured_public_key() {
+    let private = include_bytes!("fixtures/test-rs256-private.pem");
+    let public = include_bytes!("fixtures/test-rs256-public.pem");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private).unwrap();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims(Duration::from_secs(60)),
+        &key,
+    )
+    .unwrap();
+
+    // Without the public key, RS256 is not accepted at all.
+    let hs_only = Verifier::hs256(SECRET).unwrap();
+    assert!(matches!(
+        hs_only.verify(&token),
+        Err(AuthError::UnsupportedAlgorithm(_))
+    ));
+
+    let verifier = Verifier::hs256(SECRET)
+        .unwrap()
+        .with_rs256_pem(public)
+        .unwrap();
+    assert_eq!(verifier.verify(&token).unwrap().user_id, "user-1");
+    // An HS256 token still works beside it.
+    assert!(
+        verifier
+            .verify(&mint(SECRET, &claims(Duration::from_secs(60))))
+            .is_ok()
+    );
+}
