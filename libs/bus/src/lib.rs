@@ -15,6 +15,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
 use bytes::Bytes;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 pub use async_nats;
 pub use consumer::{ConsumerSpec, Delivery, Outcome};
@@ -313,9 +314,10 @@ impl Bus {
         headers.insert(MSG_ID_HEADER, msg_id);
         headers.insert("Content-Type", "application/protobuf");
         haven_telemetry::inject_current(&mut NatsHeaderInjector(&mut headers));
-        let _span = tracing::debug_span!("nats.publish", subject = %full).entered();
+        let span = tracing::debug_span!("nats.publish", subject = %full);
         self.js
             .publish_with_headers(full, headers, payload)
+            .instrument(span)
             .await
             .map_err(|e| BusError::Publish {
                 subject: subject.to_owned(),

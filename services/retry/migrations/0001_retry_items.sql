@@ -9,7 +9,8 @@ CREATE TABLE retry_items (
     status            TEXT NOT NULL DEFAULT 'pending'
                       CHECK (status IN ('pending', 'processing', 'resolved', 'failed', 'cancelled')),
     attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-    max_attempts      INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts BETWEEN 1 AND 100),
+    -- Enqueue allows 1..=100; RetryNow may raise it by one past an exhausted item's attempts.
+    max_attempts      INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
     last_error        TEXT,
     next_retry_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     worker_id         TEXT,
@@ -26,9 +27,11 @@ CREATE TABLE retry_items (
     resolved_at       TIMESTAMPTZ
 );
 
--- One live item per idempotency key and tenant; finished items free the key.
+-- One live item per idempotency key and tenant. Finished items (resolved, failed, and
+-- cancelled, which is as final) free the key, so the same operation failing again later
+-- is queued again.
 CREATE UNIQUE INDEX retry_items_idempotency ON retry_items (tenant_id, idempotency_key)
-    WHERE idempotency_key IS NOT NULL AND status NOT IN ('resolved', 'failed');
+    WHERE idempotency_key IS NOT NULL AND status IN ('pending', 'processing');
 -- Claiming: only pending rows are indexed, so the index stays small however many
 -- resolved rows pile up.
 CREATE INDEX retry_items_due ON retry_items (next_retry_at) WHERE status = 'pending';
@@ -48,5 +51,6 @@ CREATE TABLE retry_attempts (
     outcome      TEXT NOT NULL DEFAULT 'running'
                  CHECK (outcome IN ('running', 'succeeded', 'failed', 'permanent', 'lease_expired')),
     error        TEXT,
+    worker_id    TEXT,
     PRIMARY KEY (item_id, attempt)
 );

@@ -1,8 +1,12 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use haven_server::CommonArgs;
 
-/// haven-retry: The durable retry queue for failed operations: enqueue, backoff, dispatch over NATS, outcomes, dead letters and the error-management API.
+use crate::backoff::{Backoff, BackoffPolicy};
+
+/// haven-retry: The durable retry queue for failed operations: enqueue, backoff, dispatch
+/// over NATS, outcomes, dead letters and the error-management API.
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "haven-retry", version, about, long_about = None)]
 pub struct Config {
@@ -16,6 +20,27 @@ pub struct Config {
         default_value = "127.0.0.1:9152"
     )]
     pub metrics_addr: String,
+    /// This replica's name in claims; defaults to host name, process id and a random suffix.
+    #[arg(long, env = "HAVEN_RETRY_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// How long an owner has to report an attempt's result before the item is rescued.
+    #[arg(long, env = "HAVEN_RETRY_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Items claimed per round.
+    #[arg(long, env = "HAVEN_RETRY_CLAIM_BATCH", default_value_t = 256)]
+    pub claim_batch: i64,
+    /// Most items leased at once across replicas; dispatch pauses beyond it (0: no limit).
+    #[arg(long, env = "HAVEN_RETRY_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    pub max_in_flight: i64,
+    /// Backoff base: the first retry waits up to this long.
+    #[arg(long, env = "HAVEN_RETRY_BACKOFF_BASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub backoff_base: Duration,
+    /// Backoff cap: no retry waits longer (unless the owner asks, e.g. Retry-After).
+    #[arg(long, env = "HAVEN_RETRY_BACKOFF_CAP", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub backoff_cap: Duration,
+    /// Per operation type backoff, e.g. `integrations.refresh_token=1s:5m,exports.statistics_variant=30s:2h`.
+    #[arg(long, env = "HAVEN_RETRY_BACKOFF", default_value = "")]
+    pub backoff_overrides: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -26,10 +51,48 @@ impl Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: "127.0.0.1:0".into(),
+            worker_id: None,
+            lease: Duration::from_secs(60),
+            claim_batch: 256,
+            max_in_flight: 10_000,
+            backoff_base: Duration::from_secs(10),
+            backoff_cap: Duration::from_secs(3600),
+            backoff_overrides: String::new(),
             common,
         }
     }
+
+    pub fn backoff_policy(&self) -> Result<BackoffPolicy, String> {
+        if self.backoff_base.is_zero() || self.backoff_cap < self.backoff_base {
+            return Err(
+                "HAVEN_RETRY_BACKOFF_BASE must be > 0 and <= HAVEN_RETRY_BACKOFF_CAP".into(),
+            );
+        }
+        Ok(BackoffPolicy {
+            default: Backoff {
+                base: self.backoff_base,
+                cap: self.backoff_cap,
+            },
+            per_type: BackoffPolicy::parse_overrides(&self.backoff_overrides)
+                .map_err(|e| format!("HAVEN_RETRY_BACKOFF: {e}"))?,
+        })
+    }
+
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "host".into());
+            format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                &Uuid::new_v4().simple().to_string()[..6]
+            )
+        })
+    }
 }
+
+use uuid::Uuid;
 
 #[cfg(test)]
 mod tests {

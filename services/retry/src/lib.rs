@@ -1,28 +1,38 @@
-//! The durable retry queue for failed operations: enqueue, backoff, dispatch over NATS, outcomes, dead letters and the error-management API.
+//! The durable retry queue for failed operations: enqueue (gRPC and NATS), exponential
+//! backoff with full jitter, concurrency-safe claiming, dispatch of due work over NATS,
+//! outcomes, dead letters and the error-management API.
 
+mod api;
+mod backoff;
+mod batch;
 mod config;
+mod consumers;
+mod dispatcher;
+mod events;
+mod model;
+mod store;
+mod validate;
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
 
-use haven_bus::StreamSpec;
+use haven_proto::retry::v1::retry_service_server::RetryServiceServer;
 use haven_server::{Base, ServiceSpec, StartError};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
+pub use backoff::{Backoff, BackoffPolicy};
 pub use config::Config;
 
 /// The schema this service owns.
 pub const SCHEMA: &str = "retry";
 
-/// The streams this service owns.
-pub fn streams() -> Vec<StreamSpec> {
-    vec![StreamSpec {
-        name: "RETRY_EVENTS",
-        subjects: vec!["haven.retry.events.>"],
-        work_queue: false,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-    }]
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains.
@@ -30,15 +40,49 @@ pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+) -> Result<(), RetryError> {
+    let backoff = config.backoff_policy().map_err(RetryError::Config)?;
+    if config.claim_batch < 1 {
+        return Err(RetryError::Config(
+            "HAVEN_RETRY_CLAIM_BATCH must be at least 1".into(),
+        ));
+    }
     let token = haven_server::token_for(shutdown);
     let spec = ServiceSpec {
         name: "haven-retry",
         schema: SCHEMA,
         migrator: sqlx::migrate!(),
-        streams: streams(),
+        streams: haven_retry_client::streams(),
     };
     let base = Base::start(spec, &config.common, &config.metrics_addr, token.clone()).await?;
-    base.grpc().serve(listener, token).await?;
+    let store = store::Store {
+        pool: base.pool.clone(),
+        lease: config.lease,
+        backoff,
+    };
+    let wake = Arc::new(Notify::new());
+    let enqueue = consumers::enqueue_batcher(store.clone());
+    let results = consumers::result_batcher(store.clone(), base.bus.clone(), wake.clone());
+    consumers::spawn(base.bus.clone(), enqueue.clone(), results, token.clone());
+
+    let worker_id = config.worker_id();
+    tracing::info!(%worker_id, lease = ?config.lease, "retry dispatcher starting");
+    let dispatcher = dispatcher::Dispatcher {
+        store: store.clone(),
+        bus: base.bus.clone(),
+        worker_id,
+        batch: config.claim_batch,
+        max_in_flight: config.max_in_flight,
+        wake,
+    };
+    let dispatching = tokio::spawn(dispatcher.run(token.clone()));
+
+    let api = api::Api { store, enqueue };
+    base.grpc()
+        .add_service(RetryServiceServer::new(api))
+        .serve(listener, token)
+        .await
+        .map_err(StartError::from)?;
+    let _ = dispatching.await;
     Ok(())
 }

@@ -1,0 +1,236 @@
+//! The gRPC API: enqueue and the error-management calls. Everything is scoped to the
+//! caller's tenant; platform admins may look across tenants.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use haven_auth::{Principal, principal_of};
+use haven_proto::retry::v1 as pb;
+use haven_proto::retry::v1::retry_service_server::RetryService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::consumers::EnqueueBatcher;
+use crate::model::Status as ItemStatus;
+use crate::store::{Scope, Store, StoreError};
+use crate::validate;
+
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
+pub const MAX_PAGE_SIZE: i32 = 1000;
+
+pub struct Api {
+    pub store: Store,
+    pub enqueue: EnqueueBatcher,
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => Status::not_found(format!("retry item {id} not found")),
+            StoreError::Precondition(m) => Status::failed_precondition(m),
+            StoreError::Db(e) => {
+                tracing::error!(error = %e, "database error");
+                Status::unavailable("the retry store is unavailable; try again")
+            }
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id).map_err(|_| Status::invalid_argument(format!("id: `{id}` is not a UUID")))
+}
+
+/// The tenants a read may cover: one's own; admins any tenant or, with "-", all.
+fn read_scope(principal: &Principal, requested: &str) -> Result<Scope, Status> {
+    match requested {
+        "" => Ok(Scope::Tenant(principal.tenant_id)),
+        _ if !principal.is_admin() => Err(Status::permission_denied(
+            "tenant_id: only platform admins may read other tenants",
+        )),
+        "-" => Ok(Scope::All),
+        t => Ok(Scope::Tenant(Uuid::parse_str(t).map_err(|_| {
+            Status::invalid_argument(format!("tenant_id: `{t}` is not a UUID"))
+        })?)),
+    }
+}
+
+/// Single-item calls: admins reach any item, everyone else only their tenant's.
+fn item_scope(principal: &Principal) -> Scope {
+    if principal.is_admin() {
+        Scope::All
+    } else {
+        Scope::Tenant(principal.tenant_id)
+    }
+}
+
+fn encode_token(at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))
+}
+
+fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("page_token: not a token from a previous response");
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))
+}
+
+#[tonic::async_trait]
+impl RetryService for Api {
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let item = validate::new_item(
+            principal.tenant_id,
+            Some(principal.user_id.clone()),
+            request.get_ref(),
+            None,
+            Utc::now(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.enqueue.submit(item).await {
+            Ok(Some((row, created))) => Ok(Response::new(pb::EnqueueResponse {
+                item: Some(row.to_proto()),
+                created,
+            })),
+            Ok(None) => Err(Status::aborted(
+                "a duplicate finished while enqueueing; try again",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "enqueue failed");
+                Err(Status::unavailable(
+                    "the retry store is unavailable; try again",
+                ))
+            }
+        }
+    }
+
+    async fn list_retry_items(
+        &self,
+        request: Request<pb::ListRetryItemsRequest>,
+    ) -> Result<Response<pb::ListRetryItemsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let req = request.into_inner();
+        let status = ItemStatus::from_proto(req.status).map_err(Status::invalid_argument)?;
+        let page_size = match req.page_size {
+            None => DEFAULT_PAGE_SIZE,
+            Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            Some(n) => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"
+                )));
+            }
+        };
+        if !req.operation_type.is_empty() {
+            validate::operation_type(&req.operation_type)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let scope = read_scope(&principal, &req.tenant_id)?;
+        let cursor = decode_token(&req.page_token)?;
+        let op = (!req.operation_type.is_empty()).then_some(req.operation_type.as_str());
+        let page = self
+            .store
+            .list(scope, status, op, i64::from(page_size), cursor)
+            .await?;
+        Ok(Response::new(pb::ListRetryItemsResponse {
+            items: page.items.iter().map(|i| i.to_proto()).collect(),
+            next_page_token: page
+                .next
+                .map(|(at, id)| encode_token(at, id))
+                .unwrap_or_default(),
+            total: page.total,
+            counts: Some(page.counts.to_proto()),
+        }))
+    }
+
+    async fn get_retry_item(
+        &self,
+        request: Request<pb::GetRetryItemRequest>,
+    ) -> Result<Response<pb::RetryItem>, Status> {
+        let principal = principal_of(&request)?;
+        let id = parse_id(&request.get_ref().id)?;
+        let (item, attempts) = self.store.get(item_scope(&principal), id).await?;
+        let mut out = item.to_proto();
+        out.attempt_history = attempts.iter().map(|a| a.to_proto()).collect();
+        Ok(Response::new(out))
+    }
+
+    async fn retry_now(
+        &self,
+        request: Request<pb::RetryNowRequest>,
+    ) -> Result<Response<pb::RetryItem>, Status> {
+        let principal = principal_of(&request)?;
+        let id = parse_id(&request.get_ref().id)?;
+        let item = self.store.retry_now(item_scope(&principal), id).await?;
+        Ok(Response::new(item.to_proto()))
+    }
+
+    async fn cancel_retry_item(
+        &self,
+        request: Request<pb::CancelRetryItemRequest>,
+    ) -> Result<Response<pb::RetryItem>, Status> {
+        let principal = principal_of(&request)?;
+        let id = parse_id(&request.get_ref().id)?;
+        let item = self.store.cancel(item_scope(&principal), id).await?;
+        Ok(Response::new(item.to_proto()))
+    }
+
+    async fn get_retry_stats(
+        &self,
+        request: Request<pb::GetRetryStatsRequest>,
+    ) -> Result<Response<pb::GetRetryStatsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let scope = read_scope(&principal, &request.get_ref().tenant_id)?;
+        let stats = self.store.stats(scope).await?;
+        let mut totals = crate::model::Counts::default();
+        let operation_types = stats
+            .into_iter()
+            .map(|s| {
+                totals.pending += s.counts.pending;
+                totals.processing += s.counts.processing;
+                totals.resolved += s.counts.resolved;
+                totals.failed += s.counts.failed;
+                totals.cancelled += s.counts.cancelled;
+                pb::OperationTypeStats {
+                    operation_type: s.operation_type,
+                    counts: Some(s.counts.to_proto()),
+                    total_attempts: s.total_attempts,
+                    oldest_pending_created_at: s.oldest_pending.map(crate::model::timestamp),
+                    last_error: s.last_error.unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetRetryStatsResponse {
+            operation_types,
+            totals: Some(totals.to_proto()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        let id = Uuid::now_v7();
+        assert_eq!(decode_token(&encode_token(at, id)).unwrap(), Some((at, id)));
+        assert_eq!(decode_token("").unwrap(), None);
+        for bad in [
+            "???",
+            "bm90LWEtdG9rZW4",
+            &URL_SAFE_NO_PAD.encode("12:not-a-uuid"),
+        ] {
+            let e = decode_token(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with("page_token"));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The retry service's two entrances on the bus: `haven.retry.enqueue` and
+//! `haven.retry.result`. A message is acknowledged only after its effect is committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use haven_bus::{Bus, ConsumerSpec, Delivery, Outcome};
+use haven_proto::events::v1::{RetryEnqueue, RetryOutcome, RetryResult};
+use haven_retry_client::{COMMANDS_STREAM, ENQUEUE_SUBJECT, RESULT_SUBJECT};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::batch::Batcher;
+use crate::events::publish_lifecycle;
+use crate::model::ItemRow;
+use crate::store::{Applied, NewItem, Outcome as AttemptOutcome, ResultIn, Store};
+use crate::validate;
+
+pub type EnqueueBatcher = Batcher<NewItem, Option<(ItemRow, bool)>>;
+
+/// Inserts enqueued items in batches.
+pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
+    Batcher::spawn(512, move |items: Vec<NewItem>| {
+        let store = store.clone();
+        async move {
+            let out = store.enqueue(&items).await?;
+            let created = out.iter().filter(|o| matches!(o, Some((_, true)))).count();
+            metrics::counter!("haven_retry_enqueued_total").increment(created as u64);
+            Ok::<_, crate::store::StoreError>(out)
+        }
+    })
+}
+
+/// Applies results in batches, then publishes the lifecycle events of what finished.
+pub fn result_batcher(store: Store, bus: Bus, wake: Arc<Notify>) -> Batcher<ResultIn, ()> {
+    Batcher::spawn(512, move |results: Vec<ResultIn>| {
+        let store = store.clone();
+        let bus = bus.clone();
+        let wake = wake.clone();
+        async move {
+            let applied = store
+                .apply_results(&results)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut finished = Vec::new();
+            let mut stale = 0u64;
+            for a in &applied {
+                match a {
+                    Applied::Transition(row) | Applied::Replayed(row) => finished.push(row.clone()),
+                    Applied::Stale => stale += 1,
+                }
+            }
+            metrics::counter!("haven_retry_results_total").increment(results.len() as u64);
+            if stale > 0 {
+                metrics::counter!("haven_retry_stale_results_total").increment(stale);
+            }
+            // Room freed and rescheduled items: the dispatcher may have work.
+            wake.notify_one();
+            publish_lifecycle(&bus, &finished)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(vec![(); results.len()])
+        }
+    })
+}
+
+pub fn spawn(
+    bus: Bus,
+    enqueue: EnqueueBatcher,
+    results: Batcher<ResultIn, ()>,
+    token: CancellationToken,
+) {
+    let b = bus.clone();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_enqueue")
+            .filter(ENQUEUE_SUBJECT)
+            .concurrency(512);
+        let handler = |d: Delivery<RetryEnqueue>| {
+            let enqueue = enqueue.clone();
+            async move { handle_enqueue(d, &enqueue).await }
+        };
+        if let Err(e) = b.consume(spec, handler, t.cancelled_owned()).await {
+            tracing::error!(error = %e, "enqueue consumer stopped");
+        }
+    });
+    tokio::spawn(async move {
+        let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
+            .filter(RESULT_SUBJECT)
+            .concurrency(512);
+        let handler = |d: Delivery<RetryResult>| {
+            let results = results.clone();
+            async move { handle_result(d, &results).await }
+        };
+        if let Err(e) = bus.consume(spec, handler, token.cancelled_owned()).await {
+            tracing::error!(error = %e, "result consumer stopped");
+        }
+    });
+}
+
+async fn handle_enqueue(d: Delivery<RetryEnqueue>, batcher: &EnqueueBatcher) -> Outcome {
+    let Ok(tenant_id) = Uuid::parse_str(&d.message.tenant_id) else {
+        tracing::error!(tenant_id = %d.message.tenant_id, "enqueue message has no valid tenant_id; dropping it");
+        return Outcome::Term;
+    };
+    let Some(request) = d.message.request.as_ref() else {
+        tracing::error!("enqueue message has no request; dropping it");
+        return Outcome::Term;
+    };
+    let user = Some(d.message.user_id.clone());
+    let item = match validate::new_item(tenant_id, user, request, d.msg_id.clone(), Utc::now()) {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::error!(error = %e, operation_type = %request.operation_type, "invalid enqueue message; dropping it");
+            metrics::counter!("haven_retry_rejected_total").increment(1);
+            return Outcome::Term;
+        }
+    };
+    match batcher.submit(item).await {
+        Ok(Some(_)) => Outcome::Ack,
+        Ok(None) => Outcome::Retry(Some(Duration::from_millis(100))),
+        Err(e) => {
+            tracing::warn!(error = %e, "enqueue not stored; will retry");
+            Outcome::Retry(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+async fn handle_result(d: Delivery<RetryResult>, batcher: &Batcher<ResultIn, ()>) -> Outcome {
+    let r = &d.message;
+    let (Ok(id), Ok(tenant_id)) = (Uuid::parse_str(&r.id), Uuid::parse_str(&r.tenant_id)) else {
+        tracing::error!(id = %r.id, "result with invalid ids; dropping it");
+        return Outcome::Term;
+    };
+    let outcome = match RetryOutcome::try_from(r.outcome) {
+        Ok(RetryOutcome::Succeeded) => AttemptOutcome::Succeeded,
+        Ok(RetryOutcome::Failed) => AttemptOutcome::Failed,
+        Ok(RetryOutcome::Permanent) => AttemptOutcome::Permanent,
+        _ => {
+            tracing::error!(id = %r.id, outcome = r.outcome, "result without a valid outcome; dropping it");
+            return Outcome::Term;
+        }
+    };
+    let result = ResultIn {
+        id,
+        tenant_id,
+        attempt: r.attempt,
+        outcome,
+        error: (!r.error.is_empty()).then(|| r.error.chars().take(4000).collect()),
+        duration_ms: r.duration_ms,
+        retry_after: Duration::from_millis(r.retry_after_ms),
+    };
+    match batcher.submit(result).await {
+        Ok(()) => Outcome::Ack,
+        Err(e) => {
+            tracing::warn!(error = %e, "result not applied; will retry");
+            Outcome::Retry(Some(Duration::from_secs(1)))
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Claims due items and publishes them on `haven.retry.dispatch.<operation_type>`.
+//!
+//! It sleeps until the earliest item falls due or a lease runs out, and wakes at once when
+//! PostgreSQL notifies that something new is due (enqueue, retry-now, a rescheduled failure),
+//! so an item due now is dispatched within milliseconds, without polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use haven_bus::Bus;
+use haven_proto::events::v1::RetryDispatch;
+use haven_retry_client::dispatch_subject;
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::publish_lifecycle;
+use crate::model::{ItemRow, timestamp};
+use crate::store::{NOTIFY_CHANNEL, Store};
+
+/// The longest the dispatcher sleeps without being woken (a safety net for clock jumps).
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+pub struct Dispatcher {
+    pub store: Store,
+    pub bus: Bus,
+    pub worker_id: String,
+    pub batch: i64,
+    pub max_in_flight: i64,
+    /// Poked when work may be due: by NOTIFY, and by this process's result handling.
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub async fn run(self, token: CancellationToken) {
+        spawn_listener(self.store.pool.clone(), self.wake.clone(), token.clone());
+        let mut failures = 0u32;
+        while !token.is_cancelled() {
+            match self.round().await {
+                Ok(Some(sleep)) => {
+                    failures = 0;
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(sleep) => {}
+                    }
+                }
+                Ok(None) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
+                    tracing::warn!(error = %e, ?backoff, "dispatch round failed");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: rescue expired leases, claim and publish. `None` means "go again at once";
+    /// `Some(d)` means nothing is due for `d`.
+    async fn round(&self) -> Result<Option<Duration>, String> {
+        let rescued = self
+            .store
+            .rescue_expired(500)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !rescued.is_empty() {
+            tracing::warn!(count = rescued.len(), "rescued items whose lease expired");
+            metrics::counter!("haven_retry_lease_expired_total").increment(rescued.len() as u64);
+            publish_lifecycle(&self.bus, &rescued)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let room = if self.max_in_flight > 0 {
+            self.max_in_flight - self.store.in_flight().await.map_err(|e| e.to_string())?
+        } else {
+            self.batch
+        };
+        if room <= 0 {
+            // Owners are behind: wait for results to free room.
+            return Ok(Some(Duration::from_millis(50)));
+        }
+        let claimed = self
+            .store
+            .claim(&self.worker_id, room.min(self.batch))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !claimed.is_empty() {
+            self.publish(claimed).await;
+            return Ok(None);
+        }
+        let next = self.store.next_wake().await.map_err(|e| e.to_string())?;
+        let sleep = next
+            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        if sleep.is_zero() {
+            // Due now but claimed by another replica; give it a moment.
+            return Ok(Some(Duration::from_millis(5)));
+        }
+        Ok(Some(sleep))
+    }
+
+    /// Publishes claimed items; those the bus did not take are given back at once.
+    async fn publish(&self, claimed: Vec<ItemRow>) {
+        let now = Utc::now();
+        let mut pending = Vec::with_capacity(claimed.len());
+        let mut unsent = Vec::new();
+        for item in &claimed {
+            let lag = (now - item.next_retry_at)
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            metrics::histogram!("haven_retry_dispatch_lag_seconds").record(lag.as_secs_f64());
+            let dispatch = RetryDispatch {
+                id: item.id.to_string(),
+                tenant_id: item.tenant_id.to_string(),
+                operation_type: item.operation_type.clone(),
+                attempt: item.attempts,
+                max_attempts: item.max_attempts,
+                payload_json: item.payload.clone(),
+                lease_expires_at: item.lease_expires_at.map(timestamp),
+                reference_id: item.reference_id.clone().unwrap_or_default(),
+                reference_table: item.reference_table.clone().unwrap_or_default(),
+                dispatched_at: Some(timestamp(now)),
+                due_at: Some(timestamp(item.next_retry_at)),
+            };
+            let msg_id = format!("{}:{}", item.id, item.attempts);
+            let payload = prost::Message::encode_to_vec(&dispatch).into();
+            match self
+                .bus
+                .publish_start(&dispatch_subject(&item.operation_type), payload, &msg_id)
+                .await
+            {
+                Ok(ack) => pending.push((item, ack)),
+                Err(e) => {
+                    tracing::warn!(error = %e, item = %item.id, "dispatch not sent");
+                    unsent.push((item.id, item.attempts));
+                }
+            }
+        }
+        for (item, ack) in pending {
+            if let Err(e) = ack.await {
+                tracing::warn!(error = %e, item = %item.id, "dispatch not stored");
+                unsent.push((item.id, item.attempts));
+            }
+        }
+        metrics::counter!("haven_retry_dispatched_total")
+            .increment((claimed.len() - unsent.len()) as u64);
+        if !unsent.is_empty() {
+            // If even this fails, the lease expiry rescues them.
+            if let Err(e) = self.store.unclaim(&unsent).await {
+                tracing::warn!(error = %e, "cannot give back unsent claims; their leases will expire");
+            }
+        }
+    }
+}
+
+/// LISTENs for "something is due" and pokes the dispatcher. Reconnects after a database
+/// restart; a notification missed meanwhile is covered by the dispatcher's own wake-ups.
+fn spawn_listener(pool: sqlx::PgPool, wake: Arc<Notify>, token: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+                tracing::warn!(error = %e, "cannot LISTEN; retrying");
+                continue;
+            }
+            wake.notify_one();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    n = listener.recv() => match n {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            wake.notify_one();
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    });
+}

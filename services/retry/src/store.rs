@@ -1,0 +1,781 @@
+//! Every SQL statement of the retry queue. Batched where throughput matters (enqueue,
+//! claim, results), row by row for the operator API.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::backoff::BackoffPolicy;
+use crate::model::{AttemptRow, Counts, ITEM_COLUMNS, ItemRow, Status};
+
+/// The channel a dispatcher LISTENs on to learn that something fell due.
+pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("retry item {0} not found")]
+    NotFound(Uuid),
+    #[error("{0}")]
+    Precondition(String),
+}
+
+/// Whose items a call may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(Uuid),
+    /// Platform admins only.
+    All,
+}
+
+impl Scope {
+    fn tenant(self) -> Option<Uuid> {
+        match self {
+            Scope::Tenant(t) => Some(t),
+            Scope::All => None,
+        }
+    }
+}
+
+/// A validated item to insert.
+#[derive(Clone, Debug)]
+pub struct NewItem {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Option<String>,
+    pub operation_type: String,
+    pub payload: String,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub reference_id: Option<String>,
+    pub reference_table: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub source_msg_id: Option<String>,
+}
+
+/// How an attempt ended, as reported or as found at lease expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Permanent,
+    LeaseExpired,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Permanent => "permanent",
+            Outcome::LeaseExpired => "lease_expired",
+        }
+    }
+}
+
+/// One attempt's result, to apply.
+#[derive(Clone, Debug)]
+pub struct ResultIn {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub attempt: i32,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub retry_after: Duration,
+}
+
+/// What became of a result.
+#[derive(Clone, Debug)]
+pub enum Applied {
+    /// The item moved on; `item` is its new state.
+    Transition(ItemRow),
+    /// The item had already taken this very result (a redelivery): its terminal state, so
+    /// the lifecycle event can be published again (the bus drops the repeat).
+    Replayed(ItemRow),
+    /// For an attempt that is no longer current (or another tenant's item): ignored.
+    Stale,
+}
+
+/// One page of items.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub items: Vec<ItemRow>,
+    pub next: Option<(DateTime<Utc>, Uuid)>,
+    pub total: i64,
+    pub counts: Counts,
+}
+
+/// Per operation type figures.
+#[derive(Clone, Debug)]
+pub struct TypeStats {
+    pub operation_type: String,
+    pub counts: Counts,
+    pub total_attempts: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub pool: PgPool,
+    pub lease: Duration,
+    pub backoff: BackoffPolicy,
+}
+
+impl Store {
+    /// Inserts `items` in one statement. Returns, per input, the stored item and whether it
+    /// is new; a duplicate (by source message id, or by idempotency key among live items)
+    /// returns the existing one. `None` when neither insert nor duplicate could be found
+    /// (the duplicate finished in between): the caller retries.
+    pub async fn enqueue(
+        &self,
+        items: &[NewItem],
+    ) -> Result<Vec<Option<(ItemRow, bool)>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "INSERT INTO retry.retry_items AS r (id, tenant_id, user_id, operation_type, payload, max_attempts,
+                 last_error, next_retry_at, reference_id, reference_table, idempotency_key, source_msg_id)
+             SELECT t.id, t.tenant_id, t.user_id, t.operation_type, t.payload::jsonb, t.max_attempts,
+                 t.last_error, COALESCE(t.run_at, now()), t.reference_id, t.reference_table,
+                 t.idempotency_key, t.source_msg_id
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+                         $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
+                  AS t(id, tenant_id, user_id, operation_type, payload, max_attempts, last_error, run_at,
+                       reference_id, reference_table, idempotency_key, source_msg_id)
+             ON CONFLICT DO NOTHING
+             RETURNING {ITEM_COLUMNS}"
+        );
+        let inserted: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(items.iter().map(|i| i.id).collect::<Vec<_>>())
+            .bind(items.iter().map(|i| i.tenant_id).collect::<Vec<_>>())
+            .bind(items.iter().map(|i| i.user_id.clone()).collect::<Vec<_>>())
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.operation_type.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(items.iter().map(|i| i.payload.clone()).collect::<Vec<_>>())
+            .bind(items.iter().map(|i| i.max_attempts).collect::<Vec<_>>())
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.last_error.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(items.iter().map(|i| i.run_at).collect::<Vec<_>>())
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.reference_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.reference_table.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.idempotency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.source_msg_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut by_id: HashMap<Uuid, ItemRow> = inserted.into_iter().map(|r| (r.id, r)).collect();
+        let created_any = !by_id.is_empty();
+
+        let missing: Vec<&NewItem> = items
+            .iter()
+            .filter(|i| !by_id.contains_key(&i.id))
+            .collect();
+        let mut existing: Vec<(ItemRow, Option<String>)> = Vec::new();
+        if !missing.is_empty() {
+            let sql = format!(
+                "SELECT {ITEM_COLUMNS}, r.source_msg_id FROM retry.retry_items r
+                 WHERE r.source_msg_id = ANY($1)
+                    OR ((r.tenant_id, r.idempotency_key) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
+                        AND r.status IN ('pending', 'processing'))"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(
+                    missing
+                        .iter()
+                        .filter_map(|i| i.source_msg_id.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    missing
+                        .iter()
+                        .filter(|i| i.idempotency_key.is_some())
+                        .map(|i| i.tenant_id)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    missing
+                        .iter()
+                        .filter_map(|i| i.idempotency_key.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let source: Option<String> = row.try_get("source_msg_id")?;
+                existing.push((<ItemRow as sqlx::FromRow<_>>::from_row(&row)?, source));
+            }
+        }
+        if created_any {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some(row) = by_id.remove(&item.id) {
+                out.push(Some((row, true)));
+                continue;
+            }
+            let dup = existing.iter().find(|(e, source)| {
+                (item.source_msg_id.is_some() && *source == item.source_msg_id)
+                    || (item.idempotency_key.is_some()
+                        && e.tenant_id == item.tenant_id
+                        && e.idempotency_key == item.idempotency_key)
+            });
+            out.push(dup.map(|(d, _)| (d.clone(), false)));
+        }
+        Ok(out)
+    }
+
+    /// Claims up to `limit` due items for `worker`: attempts + 1, a lease, and a history row.
+    /// `FOR UPDATE SKIP LOCKED` lets any number of replicas claim side by side.
+    pub async fn claim(&self, worker: &str, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
+        let sql = format!(
+            "WITH due AS (
+                 SELECT id FROM retry.retry_items
+                 WHERE status = 'pending' AND next_retry_at <= now()
+                 ORDER BY next_retry_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), claimed AS (
+                 UPDATE retry.retry_items r
+                 SET status = 'processing', attempts = r.attempts + 1, worker_id = $1, claimed_at = now(),
+                     lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
+                 FROM due WHERE r.id = due.id
+                 RETURNING {ITEM_COLUMNS}
+             ), history AS (
+                 INSERT INTO retry.retry_attempts (item_id, attempt, started_at, worker_id)
+                 SELECT id, attempts, now(), $1 FROM claimed
+             )
+             SELECT * FROM claimed"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(limit)
+            .bind(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Gives back claims whose dispatch could not be published: they are due again at once,
+    /// and the attempt they never made is forgotten.
+    pub async fn unclaim(&self, claims: &[(Uuid, i32)]) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = claims.iter().map(|c| c.0).collect();
+        let attempts: Vec<i32> = claims.iter().map(|c| c.1).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE retry.retry_items r SET status = 'pending', attempts = r.attempts - 1, worker_id = NULL,
+                 claimed_at = NULL, lease_expires_at = NULL, next_retry_at = now(), updated_at = now()
+             FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)
+             WHERE r.id = u.id AND r.attempts = u.attempt AND r.status = 'processing'",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM retry.retry_attempts a USING unnest($1::uuid[], $2::int[]) AS u(id, attempt)
+             WHERE a.item_id = u.id AND a.attempt = u.attempt AND a.outcome = 'running'",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies attempt results in one transaction. A result for an attempt that is no longer
+    /// current is ignored.
+    pub async fn apply_results(&self, results: &[ResultIn]) -> Result<Vec<Applied>, StoreError> {
+        let mut ids: Vec<Uuid> = results.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids.dedup();
+        let mut tx = self.pool.begin().await?;
+        // Rows are locked in id order, so concurrent batches cannot deadlock.
+        let current = sqlx::query(
+            "SELECT id, tenant_id, operation_type, attempts, max_attempts, status FROM retry.retry_items
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        struct Current {
+            tenant_id: Uuid,
+            operation_type: String,
+            attempts: i32,
+            max_attempts: i32,
+            status: String,
+        }
+        let mut rows: HashMap<Uuid, Current> = HashMap::with_capacity(current.len());
+        for row in current {
+            rows.insert(
+                row.try_get("id")?,
+                Current {
+                    tenant_id: row.try_get("tenant_id")?,
+                    operation_type: row.try_get("operation_type")?,
+                    attempts: row.try_get("attempts")?,
+                    max_attempts: row.try_get("max_attempts")?,
+                    status: row.try_get("status")?,
+                },
+            );
+        }
+
+        let mut rng = SmallRng::from_rng(&mut rand::rng());
+        // Per input: the index into the update arrays, or why it was not applied.
+        enum Plan {
+            Update,
+            Replay,
+            Stale,
+        }
+        let mut plans = Vec::with_capacity(results.len());
+        let (
+            mut u_id,
+            mut u_status,
+            mut u_delay,
+            mut u_error,
+            mut u_outcome,
+            mut u_attempt,
+            mut u_duration,
+        ) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let mut replay_ids = Vec::new();
+        for r in results {
+            let Some(cur) = rows.get_mut(&r.id) else {
+                plans.push(Plan::Stale);
+                continue;
+            };
+            if cur.tenant_id != r.tenant_id {
+                plans.push(Plan::Stale);
+                continue;
+            }
+            if cur.status != "processing" || cur.attempts != r.attempt {
+                let replay = cur.attempts == r.attempt
+                    && ((cur.status == "resolved" && r.outcome == Outcome::Succeeded)
+                        || (cur.status == "failed" && r.outcome != Outcome::Succeeded));
+                if replay {
+                    replay_ids.push(r.id);
+                    plans.push(Plan::Replay);
+                } else {
+                    plans.push(Plan::Stale);
+                }
+                continue;
+            }
+            let status = match r.outcome {
+                Outcome::Succeeded => Status::Resolved,
+                Outcome::Permanent => Status::Failed,
+                Outcome::Failed | Outcome::LeaseExpired if cur.attempts >= cur.max_attempts => {
+                    Status::Failed
+                }
+                Outcome::Failed | Outcome::LeaseExpired => Status::Pending,
+            };
+            let attempts = u32::try_from(cur.attempts).unwrap_or(1);
+            let delay =
+                self.backoff
+                    .for_type(&cur.operation_type)
+                    .delay(attempts, r.retry_after, &mut rng);
+            u_id.push(r.id);
+            u_status.push(status.as_str());
+            u_delay.push(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            u_error.push(r.error.clone());
+            u_outcome.push(r.outcome.as_str());
+            u_attempt.push(r.attempt);
+            u_duration.push(r.duration_ms);
+            // A second result for the same attempt in this batch is stale.
+            cur.status = status.as_str().to_owned();
+            plans.push(Plan::Update);
+        }
+
+        let mut updated: HashMap<Uuid, ItemRow> = HashMap::new();
+        if !u_id.is_empty() {
+            let sql = format!(
+                "UPDATE retry.retry_items r SET
+                     status = u.status,
+                     next_retry_at = CASE WHEN u.status = 'pending' THEN now() + u.delay_ms * interval '1 millisecond'
+                                          ELSE r.next_retry_at END,
+                     last_error = CASE WHEN u.outcome = 'succeeded' THEN r.last_error ELSE u.error END,
+                     worker_id = NULL, lease_expires_at = NULL,
+                     resolved_at = CASE WHEN u.status = 'resolved' THEN now() ELSE r.resolved_at END,
+                     updated_at = now()
+                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+                      AS u(id, status, delay_ms, error, outcome)
+                 WHERE r.id = u.id
+                 RETURNING {ITEM_COLUMNS}"
+            );
+            let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&u_id)
+                .bind(&u_status)
+                .bind(&u_delay)
+                .bind(&u_error)
+                .bind(&u_outcome)
+                .fetch_all(&mut *tx)
+                .await?;
+            updated = rows.into_iter().map(|r| (r.id, r)).collect();
+            sqlx::query(
+                "UPDATE retry.retry_attempts a SET finished_at = now(), outcome = u.outcome, error = u.error,
+                     duration_ms = CASE WHEN u.outcome = 'lease_expired'
+                                        THEN (extract(epoch FROM now() - a.started_at) * 1000)::bigint
+                                        ELSE u.duration_ms END
+                 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::bigint[])
+                      AS u(id, attempt, outcome, error, duration_ms)
+                 WHERE a.item_id = u.id AND a.attempt = u.attempt",
+            )
+            .bind(&u_id)
+            .bind(&u_attempt)
+            .bind(&u_outcome)
+            .bind(&u_error)
+            .bind(&u_duration)
+            .execute(&mut *tx)
+            .await?;
+            if u_status.contains(&"pending") {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(NOTIFY_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let mut replayed: HashMap<Uuid, ItemRow> = HashMap::new();
+        if !replay_ids.is_empty() {
+            let sql =
+                format!("SELECT {ITEM_COLUMNS} FROM retry.retry_items r WHERE r.id = ANY($1)");
+            let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&replay_ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            replayed = rows.into_iter().map(|r| (r.id, r)).collect();
+        }
+        tx.commit().await?;
+
+        let mut seen_update: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+        Ok(results
+            .iter()
+            .zip(plans)
+            .map(|(r, plan)| match plan {
+                Plan::Update if seen_update.insert(r.id) => updated
+                    .get(&r.id)
+                    .cloned()
+                    .map(Applied::Transition)
+                    .unwrap_or(Applied::Stale),
+                Plan::Update => Applied::Stale,
+                Plan::Replay => replayed
+                    .get(&r.id)
+                    .cloned()
+                    .map(Applied::Replayed)
+                    .unwrap_or(Applied::Stale),
+                Plan::Stale => Applied::Stale,
+            })
+            .collect())
+    }
+
+    /// Rescues items whose lease ran out with no result (the owner crashed): the attempt
+    /// counts as failed with "lease expired" and the item is rescheduled (or fails).
+    pub async fn rescue_expired(&self, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
+        let expired = sqlx::query(
+            "SELECT id, tenant_id, attempts FROM retry.retry_items
+             WHERE status = 'processing' AND lease_expires_at <= now()
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut results = Vec::with_capacity(expired.len());
+        for row in expired {
+            results.push(ResultIn {
+                id: row.try_get("id")?,
+                tenant_id: row.try_get("tenant_id")?,
+                attempt: row.try_get("attempts")?,
+                outcome: Outcome::LeaseExpired,
+                error: Some("lease expired".into()),
+                duration_ms: 0,
+                retry_after: Duration::ZERO,
+            });
+        }
+        let applied = self.apply_results(&results).await?;
+        Ok(applied
+            .into_iter()
+            .filter_map(|a| match a {
+                Applied::Transition(row) => Some(row),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The next moment something needs the dispatcher: an item falling due or a lease
+    /// running out.
+    pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT LEAST(
+                 (SELECT min(next_retry_at) FROM retry.retry_items WHERE status = 'pending'),
+                 (SELECT min(lease_expires_at) FROM retry.retry_items WHERE status = 'processing'))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Items currently leased, across all replicas.
+    pub async fn in_flight(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM retry.retry_items WHERE status = 'processing'",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Newest first, `page_size` at a time, after `cursor`.
+    pub async fn list(
+        &self,
+        scope: Scope,
+        status: Option<Status>,
+        operation_type: Option<&str>,
+        page_size: i64,
+        cursor: Option<(DateTime<Utc>, Uuid)>,
+    ) -> Result<Page, StoreError> {
+        fn filters(qb: &mut QueryBuilder<Postgres>, scope: Scope, op: Option<&str>) {
+            qb.push(" WHERE true");
+            if let Some(t) = scope.tenant() {
+                qb.push(" AND r.tenant_id = ").push_bind(t);
+            }
+            if let Some(op) = op {
+                qb.push(" AND r.operation_type = ").push_bind(op);
+            }
+        }
+        let mut qb = QueryBuilder::new(format!("SELECT {ITEM_COLUMNS} FROM retry.retry_items r"));
+        filters(&mut qb, scope, operation_type);
+        if let Some(s) = status {
+            qb.push(" AND r.status = ").push_bind(s.as_str());
+        }
+        if let Some((at, id)) = cursor {
+            qb.push(" AND (r.created_at, r.id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        qb.push(" ORDER BY r.created_at DESC, r.id DESC LIMIT ")
+            .push_bind(page_size + 1);
+        let mut items: Vec<ItemRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        let next = if items.len() as i64 > page_size {
+            items.truncate(usize::try_from(page_size).unwrap_or(0));
+            items.last().map(|i| (i.created_at, i.id))
+        } else {
+            None
+        };
+
+        let mut qb = QueryBuilder::new("SELECT r.status, count(*) AS n FROM retry.retry_items r");
+        filters(&mut qb, scope, operation_type);
+        qb.push(" GROUP BY r.status");
+        let mut counts = Counts::default();
+        for row in qb.build().fetch_all(&self.pool).await? {
+            counts.add(
+                row.try_get::<String, _>("status")?.as_str(),
+                row.try_get("n")?,
+            );
+        }
+        let total = match status {
+            Some(Status::Pending) => counts.pending,
+            Some(Status::Processing) => counts.processing,
+            Some(Status::Resolved) => counts.resolved,
+            Some(Status::Failed) => counts.failed,
+            Some(Status::Cancelled) => counts.cancelled,
+            None => {
+                counts.pending
+                    + counts.processing
+                    + counts.resolved
+                    + counts.failed
+                    + counts.cancelled
+            }
+        };
+        Ok(Page {
+            items,
+            next,
+            total,
+            counts,
+        })
+    }
+
+    /// One item with its attempt history.
+    pub async fn get(
+        &self,
+        scope: Scope,
+        id: Uuid,
+    ) -> Result<(ItemRow, Vec<AttemptRow>), StoreError> {
+        let item = self
+            .find(scope, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let attempts = sqlx::query_as(
+            "SELECT attempt, started_at, finished_at, duration_ms, outcome, error, worker_id
+             FROM retry.retry_attempts WHERE item_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((item, attempts))
+    }
+
+    async fn find(&self, scope: Scope, id: Uuid) -> Result<Option<ItemRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM retry.retry_items r WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2)"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.tenant())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A failed or pending item becomes pending and due now, claim cleared; an exhausted one
+    /// gets one more attempt.
+    pub async fn retry_now(&self, scope: Scope, id: Uuid) -> Result<ItemRow, StoreError> {
+        let sql = format!(
+            "WITH changed AS (
+                 UPDATE retry.retry_items r SET status = 'pending', next_retry_at = now(), worker_id = NULL,
+                     claimed_at = NULL, lease_expires_at = NULL,
+                     max_attempts = GREATEST(r.max_attempts, r.attempts + 1), updated_at = now()
+                 WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2) AND r.status IN ('pending', 'failed')
+                 RETURNING {ITEM_COLUMNS}
+             ), notified AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM changed)
+             SELECT changed.* FROM changed, notified"
+        );
+        let row: Option<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.tenant())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(row),
+            None => match self.find(scope, id).await? {
+                None => Err(StoreError::NotFound(id)),
+                Some(item) => Err(StoreError::Precondition(format!(
+                    "item {id} is {}: only failed or pending items can be retried",
+                    item.status
+                ))),
+            },
+        }
+    }
+
+    /// The item becomes cancelled and is never dispatched again. Cancelling a cancelled item
+    /// is a no-op; a resolved one cannot be cancelled.
+    pub async fn cancel(&self, scope: Scope, id: Uuid) -> Result<ItemRow, StoreError> {
+        let sql = format!(
+            "UPDATE retry.retry_items r SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL, updated_at = now()
+             WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2)
+               AND r.status IN ('pending', 'processing', 'failed')
+             RETURNING {ITEM_COLUMNS}"
+        );
+        let row: Option<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.tenant())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(row),
+            None => match self.find(scope, id).await? {
+                None => Err(StoreError::NotFound(id)),
+                Some(item) if item.status() == Status::Cancelled => Ok(item),
+                Some(item) => Err(StoreError::Precondition(format!(
+                    "item {id} is {}: it cannot be cancelled",
+                    item.status
+                ))),
+            },
+        }
+    }
+
+    /// Figures per operation type.
+    pub async fn stats(&self, scope: Scope) -> Result<Vec<TypeStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.operation_type, r.status, count(*) AS n, sum(r.attempts)::bigint AS attempts,
+                    min(r.created_at) FILTER (WHERE r.status = 'pending') AS oldest_pending,
+                    (array_agg(r.last_error ORDER BY r.updated_at DESC) FILTER (WHERE r.last_error IS NOT NULL))[1] AS last_error,
+                    max(r.updated_at) FILTER (WHERE r.last_error IS NOT NULL) AS last_error_at
+             FROM retry.retry_items r WHERE ($1::uuid IS NULL OR r.tenant_id = $1)
+             GROUP BY r.operation_type, r.status ORDER BY r.operation_type",
+        )
+        .bind(scope.tenant())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(TypeStats, Option<DateTime<Utc>>)> = Vec::new();
+        for row in rows {
+            let op: String = row.try_get("operation_type")?;
+            if out.last().is_none_or(|(s, _)| s.operation_type != op) {
+                out.push((
+                    TypeStats {
+                        operation_type: op,
+                        counts: Counts::default(),
+                        total_attempts: 0,
+                        oldest_pending: None,
+                        last_error: None,
+                    },
+                    None,
+                ));
+            }
+            let Some((stats, last_at)) = out.last_mut() else {
+                continue;
+            };
+            stats.counts.add(
+                row.try_get::<String, _>("status")?.as_str(),
+                row.try_get("n")?,
+            );
+            stats.total_attempts += row.try_get::<Option<i64>, _>("attempts")?.unwrap_or(0);
+            if let Some(t) = row.try_get::<Option<DateTime<Utc>>, _>("oldest_pending")? {
+                stats.oldest_pending = Some(stats.oldest_pending.map_or(t, |o| o.min(t)));
+            }
+            let error_at: Option<DateTime<Utc>> = row.try_get("last_error_at")?;
+            if error_at.is_some() && error_at > *last_at {
+                *last_at = error_at;
+                stats.last_error = row.try_get("last_error")?;
+            }
+        }
+        Ok(out.into_iter().map(|(s, _)| s).collect())
+    }
+}

@@ -1,0 +1,206 @@
+//! Tenant isolation and input validation of the gRPC API.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use common::*;
+use haven_auth::Role;
+use haven_proto::retry::v1 as pb;
+use tonic::Code;
+use uuid::Uuid;
+
+fn assert_invalid(status: tonic::Status, field: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with(field),
+        "message `{}` should name `{field}`",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn tenant_b_can_neither_see_nor_touch_tenant_a_items() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut client_a = h.client(&svc, a, Role::User).await;
+    let mut client_b = h.client(&svc, b, Role::User).await;
+    let mut req = enqueue_request("test.private", r#"{"secret":"a"}"#);
+    req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+    let item = client_a
+        .enqueue(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+
+    let page = client_b
+        .list_retry_items(pb::ListRetryItemsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.items.is_empty());
+    assert_eq!(page.total, 0);
+    assert_eq!(page.counts.unwrap().pending, 0);
+    let stats = client_b
+        .get_retry_stats(pb::GetRetryStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stats.operation_types.is_empty());
+    for code in [
+        client_b
+            .get_retry_item(pb::GetRetryItemRequest {
+                id: item.id.clone(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        client_b
+            .retry_now(pb::RetryNowRequest {
+                id: item.id.clone(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        client_b
+            .cancel_retry_item(pb::CancelRetryItemRequest {
+                id: item.id.clone(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+    ] {
+        assert_eq!(code, Code::NotFound);
+    }
+    // Asking for another tenant by id is for admins only.
+    let err = client_b
+        .list_retry_items(pb::ListRetryItemsRequest {
+            tenant_id: a.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // A's item is untouched.
+    let still = client_a
+        .get_retry_item(pb::GetRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.status, pb::RetryStatus::Pending as i32);
+
+    // A platform admin sees across tenants.
+    let mut admin = h.client(&svc, b, Role::Admin).await;
+    let all = admin
+        .list_retry_items(pb::ListRetryItemsRequest {
+            tenant_id: "-".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.total, 1);
+    admin
+        .get_retry_item(pb::GetRetryItemRequest { id: item.id })
+        .await
+        .unwrap();
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_invalid_argument_naming_the_field() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let list = |req: pb::ListRetryItemsRequest| {
+        let mut c = client.clone();
+        async move { c.list_retry_items(req).await.unwrap_err() }
+    };
+    assert_invalid(
+        list(pb::ListRetryItemsRequest {
+            status: 42,
+            ..Default::default()
+        })
+        .await,
+        "status",
+    );
+    assert_invalid(
+        list(pb::ListRetryItemsRequest {
+            page_size: Some(0),
+            ..Default::default()
+        })
+        .await,
+        "page_size",
+    );
+    assert_invalid(
+        list(pb::ListRetryItemsRequest {
+            page_size: Some(1_000_000_000),
+            ..Default::default()
+        })
+        .await,
+        "page_size",
+    );
+    assert_invalid(
+        list(pb::ListRetryItemsRequest {
+            page_token: "garbage!".into(),
+            ..Default::default()
+        })
+        .await,
+        "page_token",
+    );
+    assert_invalid(
+        list(pb::ListRetryItemsRequest {
+            operation_type: "DROP TABLE".into(),
+            ..Default::default()
+        })
+        .await,
+        "operation_type",
+    );
+
+    assert_invalid(
+        client
+            .enqueue(enqueue_request("test.x", "{oops"))
+            .await
+            .unwrap_err(),
+        "payload_json",
+    );
+    assert_invalid(
+        client
+            .enqueue(enqueue_request("test.x", "[]"))
+            .await
+            .unwrap_err(),
+        "payload_json",
+    );
+    assert_invalid(
+        client.enqueue(enqueue_request("", "{}")).await.unwrap_err(),
+        "operation_type",
+    );
+    let mut req = enqueue_request("test.x", "{}");
+    req.max_attempts = 1_000_000;
+    assert_invalid(client.enqueue(req).await.unwrap_err(), "max_attempts");
+    assert_invalid(
+        client
+            .get_retry_item(pb::GetRetryItemRequest { id: "nope".into() })
+            .await
+            .unwrap_err(),
+        "id",
+    );
+
+    // Without a token: Unauthenticated.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", svc.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut anonymous = pb::retry_service_client::RetryServiceClient::new(channel);
+    let err = anonymous
+        .list_retry_items(pb::ListRetryItemsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    svc.shutdown().await;
+}

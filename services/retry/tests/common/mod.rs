@@ -1,0 +1,290 @@
+//! A retry service (or several) in-process against real PostgreSQL and NATS, with gRPC
+//! clients for any tenant and role, and an owner that handles dispatches.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use haven_auth::{Claims, Minter, Role};
+use haven_bus::{Bus, NatsArgs};
+use haven_proto::events::v1::RetryDispatch;
+use haven_proto::retry::v1::retry_service_client::RetryServiceClient;
+use haven_retry::Config;
+use haven_retry_client::HandlerError;
+use haven_server::CommonArgs;
+use haven_testkit::TestDb;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub const SECRET: &str = "retry-test-secret-at-least-32-bytes!";
+
+#[derive(Clone)]
+pub struct Stop(watch::Sender<bool>);
+
+impl Stop {
+    pub fn new() -> Self {
+        Stop(watch::channel(false).0)
+    }
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+}
+
+pub struct Instance {
+    pub addr: SocketAddr,
+    pub stop: Stop,
+    pub task: JoinHandle<()>,
+}
+
+impl Instance {
+    pub async fn shutdown(self) {
+        self.stop.stop();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub struct Harness {
+    pub db: TestDb,
+    pub ns: String,
+    pub nats_url: String,
+    pub bus: Bus,
+}
+
+#[derive(Clone)]
+pub struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = RetryServiceClient<InterceptedService<Channel, Auth>>;
+
+pub fn token(tenant: Uuid, role: Role) -> String {
+    Minter::hs256(SECRET.as_bytes())
+        .unwrap()
+        .mint(&Claims::new(
+            tenant,
+            "tester",
+            vec![role],
+            Duration::from_secs(3600),
+        ))
+        .unwrap()
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_nats(haven_testkit::nats_url()).await
+    }
+
+    pub async fn with_nats(nats_url: String) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let db = TestDb::new().await;
+        let ns = haven_testkit::namespace();
+        let bus = Bus::connect(&NatsArgs::new(&nats_url, &ns).config("retry-test").unwrap())
+            .await
+            .unwrap();
+        Harness {
+            db,
+            ns,
+            nats_url,
+            bus,
+        }
+    }
+
+    /// Test settings: fast backoff so retries happen within a test.
+    pub fn config(&self) -> Config {
+        let mut c = Config::for_test(CommonArgs::new(
+            &self.db.url,
+            &self.nats_url,
+            &self.ns,
+            SECRET,
+        ));
+        c.backoff_base = Duration::from_millis(20);
+        c.backoff_cap = Duration::from_millis(100);
+        c
+    }
+
+    pub async fn start(&self, config: Config) -> Instance {
+        let listener = haven_testkit::listener().await;
+        let addr = listener.local_addr().unwrap();
+        let stop = Stop::new();
+        let shutdown = stop.wait();
+        let task = tokio::spawn(async move {
+            haven_retry::serve(config, listener, shutdown)
+                .await
+                .unwrap()
+        });
+        let instance = Instance { addr, stop, task };
+        wait_serving(addr).await;
+        instance
+    }
+
+    pub async fn client(&self, instance: &Instance, tenant: Uuid, role: Role) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", instance.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let value = format!("Bearer {}", token(tenant, role)).parse().unwrap();
+        RetryServiceClient::with_interceptor(channel, Auth(value))
+    }
+
+    /// Runs an owner for `operation_type`: `decide(dispatch)` picks each attempt's outcome.
+    /// Every dispatch received is recorded by (item id, attempt).
+    pub fn owner<F>(&self, operation_type: &str, decide: F) -> Owner
+    where
+        F: Fn(&RetryDispatch) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        let seen: Arc<Mutex<HashMap<(String, i32), u32>>> = Arc::default();
+        let stop = Stop::new();
+        let bus = self.bus.clone();
+        let op = operation_type.to_owned();
+        let record = seen.clone();
+        let shutdown = stop.wait();
+        let decide = Arc::new(decide);
+        let task = tokio::spawn(async move {
+            haven_retry_client::consume(
+                &bus,
+                &op,
+                64,
+                move |d: RetryDispatch| {
+                    let record = record.clone();
+                    let decide = decide.clone();
+                    async move {
+                        *record
+                            .lock()
+                            .unwrap()
+                            .entry((d.id.clone(), d.attempt))
+                            .or_default() += 1;
+                        decide(&d)
+                    }
+                },
+                shutdown,
+            )
+            .await
+            .unwrap();
+        });
+        Owner { seen, stop, task }
+    }
+
+    pub async fn status_counts(&self) -> HashMap<String, i64> {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, count(*) FROM retry.retry_items GROUP BY status",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    }
+
+    /// Waits until `n` items have `status`.
+    pub async fn wait_status(&self, status: &str, n: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let counts = self.status_counts().await;
+            if counts.get(status).copied().unwrap_or(0) == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waiting for {n} {status}: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub struct Owner {
+    pub seen: Arc<Mutex<HashMap<(String, i32), u32>>>,
+    pub stop: Stop,
+    pub task: JoinHandle<()>,
+}
+
+impl Owner {
+    pub async fn shutdown(self) {
+        self.stop.stop();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn deliveries(&self, id: &str) -> Vec<(i32, u32)> {
+        let mut v: Vec<(i32, u32)> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((i, _), _)| i == id)
+            .map(|((_, a), n)| (*a, *n))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub async fn wait_serving(addr: SocketAddr) {
+    use tonic_health::pb::health_client::HealthClient;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel);
+            if let Ok(r) = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                && r.into_inner().status == 1
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retry service at {addr} never became SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn enqueue_request(op: &str, payload: &str) -> haven_proto::retry::v1::EnqueueRequest {
+    haven_proto::retry::v1::EnqueueRequest {
+        operation_type: op.into(),
+        payload_json: payload.into(),
+        ..Default::default()
+    }
+}
+
+/// Subscribes (core NATS) to the lifecycle events of this harness's namespace.
+pub async fn lifecycle_events(h: &Harness, kind: &str) -> async_nats::Subscriber {
+    h.bus
+        .client()
+        .subscribe(format!("{}.haven.retry.events.{kind}", h.ns))
+        .await
+        .unwrap()
+}

@@ -1,0 +1,532 @@
+//! Queue semantics against real PostgreSQL and NATS: dispatch, backoff to exhaustion and the
+//! dead letter, permanent failures, stale results, RetryNow, Cancel, idempotent enqueue.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use haven_auth::Role;
+use haven_proto::events::v1::{RetryLifecycle, RetryOutcome, RetryResult};
+use haven_proto::retry::v1 as pb;
+use haven_retry_client::HandlerError;
+use prost::Message;
+use uuid::Uuid;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn dispatches_resolves_and_keeps_history() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let tenant = Uuid::new_v4();
+    let mut client = h.client(&svc, tenant, Role::Service).await;
+    let mut resolved = lifecycle_events(&h, "resolved").await;
+    let owner = h.owner("test.ok", |_| Ok(()));
+
+    let mut req = enqueue_request("test.ok", r#"{"shop":"acme.myshopify.com"}"#);
+    req.reference_id = "ref-1".into();
+    req.reference_table = "integrations".into();
+    req.last_error = "HTTP 503 from Shopify".into();
+    let created = client.enqueue(req).await.unwrap().into_inner();
+    assert!(created.created);
+    let item = created.item.unwrap();
+    assert_eq!(item.status, pb::RetryStatus::Pending as i32);
+    assert_eq!(item.max_attempts, 5);
+    assert_eq!(item.last_error, "HTTP 503 from Shopify");
+
+    h.wait_status("resolved", 1, T).await;
+    let got = client
+        .get_retry_item(pb::GetRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::RetryStatus::Resolved as i32);
+    assert_eq!(got.attempts, 1);
+    assert!(got.resolved_at.is_some());
+    assert_eq!(got.payload_json, r#"{"shop": "acme.myshopify.com"}"#);
+    assert_eq!(got.attempt_history.len(), 1);
+    assert_eq!(
+        got.attempt_history[0].outcome,
+        pb::AttemptOutcome::Succeeded as i32
+    );
+    assert_eq!(owner.deliveries(&item.id), vec![(1, 1)]);
+
+    let event = tokio::time::timeout(T, resolved.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let event = RetryLifecycle::decode(event.payload).unwrap();
+    assert_eq!(event.item.unwrap().id, item.id);
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn retryable_failures_back_off_until_exhausted_then_dead_letter() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let mut dead = lifecycle_events(&h, "failed").await;
+    let owner = h.owner("test.flaky", |d| {
+        Err(HandlerError::retryable(format!("boom {}", d.attempt)))
+    });
+
+    let mut req = enqueue_request("test.flaky", "{}");
+    req.max_attempts = 3;
+    let item = client
+        .enqueue(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    h.wait_status("failed", 1, T).await;
+
+    let got = client
+        .get_retry_item(pb::GetRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.attempts, 3);
+    assert_eq!(got.last_error, "boom 3");
+    let outcomes: Vec<i32> = got.attempt_history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![pb::AttemptOutcome::Failed as i32; 3]);
+    // Each retry waited for its backoff: attempts started in order, later than the last.
+    for pair in got.attempt_history.windows(2) {
+        let (a, b) = (pair[0].started_at.unwrap(), pair[1].started_at.unwrap());
+        assert!((b.seconds, b.nanos) > (a.seconds, a.nanos));
+    }
+    assert_eq!(owner.deliveries(&item.id), vec![(1, 1), (2, 1), (3, 1)]);
+
+    let event = tokio::time::timeout(T, dead.next()).await.unwrap().unwrap();
+    let event = RetryLifecycle::decode(event.payload).unwrap().item.unwrap();
+    assert_eq!(
+        (event.id.as_str(), event.status),
+        (item.id.as_str(), pb::RetryStatus::Failed as i32)
+    );
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_fails_at_once() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let owner = h.owner("test.permanent", |_| {
+        Err(HandlerError::permanent("400: shop domain is invalid"))
+    });
+    let item = client
+        .enqueue(enqueue_request("test.permanent", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    h.wait_status("failed", 1, T).await;
+    let got = client
+        .get_retry_item(pb::GetRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.attempts, 1);
+    assert_eq!(got.last_error, "400: shop domain is invalid");
+    assert_eq!(
+        got.attempt_history[0].outcome,
+        pb::AttemptOutcome::Permanent as i32
+    );
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+async fn publish_result(
+    h: &Harness,
+    item: &pb::RetryItem,
+    attempt: i32,
+    outcome: RetryOutcome,
+    tag: &str,
+) {
+    let result = RetryResult {
+        id: item.id.clone(),
+        tenant_id: item.tenant_id.clone(),
+        attempt,
+        outcome: outcome as i32,
+        error: format!("reported {tag}"),
+        ..Default::default()
+    };
+    h.bus
+        .publish("haven.retry.result", &result, &format!("manual-{tag}"))
+        .await
+        .unwrap();
+}
+
+async fn row(h: &Harness, id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempts FROM retry.retry_items WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_row(h: &Harness, id: &str, want: (&str, i32)) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let got = row(h, id).await;
+        if (got.0.as_str(), got.1) == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "item {id}: {got:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn results_for_attempts_no_longer_current_are_ignored() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    // No owner yet: dispatches wait in the stream and results are ours to forge.
+    let item = client
+        .enqueue(enqueue_request("test.stale", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    wait_row(&h, &item.id, ("processing", 1)).await;
+
+    publish_result(&h, &item, 2, RetryOutcome::Succeeded, "future-attempt").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(row(&h, &item.id).await, ("processing".into(), 1));
+
+    publish_result(&h, &item, 1, RetryOutcome::Failed, "attempt-1-failed").await;
+    wait_row(&h, &item.id, ("processing", 2)).await;
+
+    // A late success for attempt 1 must not resolve attempt 2.
+    publish_result(&h, &item, 1, RetryOutcome::Succeeded, "late-attempt-1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(row(&h, &item.id).await, ("processing".into(), 2));
+
+    // The owner arrives: it answers both queued dispatches; only attempt 2 counts.
+    let owner = h.owner("test.stale", |_| Ok(()));
+    wait_row(&h, &item.id, ("resolved", 2)).await;
+    let got = client
+        .get_retry_item(pb::GetRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let history: Vec<(i32, i32)> = got
+        .attempt_history
+        .iter()
+        .map(|a| (a.attempt, a.outcome))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (1, pb::AttemptOutcome::Failed as i32),
+            (2, pb::AttemptOutcome::Succeeded as i32)
+        ]
+    );
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_now_gives_an_exhausted_item_one_more_attempt() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let owner = h.owner("test.revive", move |_| {
+        if flag.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(HandlerError::retryable("down"))
+        }
+    });
+    let mut req = enqueue_request("test.revive", "{}");
+    req.max_attempts = 1;
+    let item = client
+        .enqueue(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    h.wait_status("failed", 1, T).await;
+
+    healthy.store(true, Ordering::SeqCst);
+    let revived = client
+        .retry_now(pb::RetryNowRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revived.status, pb::RetryStatus::Pending as i32);
+    assert_eq!(revived.max_attempts, 2);
+    assert!(revived.worker_id.is_empty() && revived.claimed_at.is_none());
+    h.wait_status("resolved", 1, T).await;
+    assert_eq!(row(&h, &item.id).await, ("resolved".into(), 2));
+
+    // Resolved items cannot be retried or cancelled.
+    let err = client
+        .retry_now(pb::RetryNowRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let err = client
+        .cancel_retry_item(pb::CancelRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_now_makes_a_waiting_item_due_at_once() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let owner = h.owner("test.later", |_| Ok(()));
+    let mut req = enqueue_request("test.later", "{}");
+    req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+    let item = client
+        .enqueue(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(row(&h, &item.id).await, ("pending".into(), 0));
+    client
+        .retry_now(pb::RetryNowRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap();
+    wait_row(&h, &item.id, ("resolved", 1)).await;
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelled_items_are_never_dispatched() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let owner = h.owner("test.cancel", |_| Ok(()));
+    let mut req = enqueue_request("test.cancel", "{}");
+    req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(500));
+    let item = client
+        .enqueue(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let cancelled = client
+        .cancel_retry_item(pb::CancelRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, pb::RetryStatus::Cancelled as i32);
+    // Cancelling again is harmless; retrying a cancelled item is not allowed.
+    client
+        .cancel_retry_item(pb::CancelRetryItemRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap();
+    let err = client
+        .retry_now(pb::RetryNowRequest {
+            id: item.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(row(&h, &item.id).await, ("cancelled".into(), 0));
+    assert!(owner.deliveries(&item.id).is_empty());
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn enqueue_is_idempotent_by_key_and_by_message_id() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let tenant = Uuid::new_v4();
+    let mut client = h.client(&svc, tenant, Role::Service).await;
+
+    let mut req = enqueue_request("test.idem", r#"{"n":1}"#);
+    req.idempotency_key = "webhook:orders/create".into();
+    req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+    let first = client.enqueue(req.clone()).await.unwrap().into_inner();
+    let second = client.enqueue(req.clone()).await.unwrap().into_inner();
+    assert!(first.created && !second.created);
+    assert_eq!(first.item.unwrap().id, second.item.unwrap().id);
+
+    // Over NATS: the same message twice, and another message with the same key.
+    let nats_req = {
+        let mut r = enqueue_request("test.idem", r#"{"n":2}"#);
+        r.idempotency_key = "nats-key".into();
+        r.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+        r
+    };
+    for msg_id in ["m-1", "m-1", "m-2"] {
+        haven_retry_client::enqueue(&h.bus, tenant, None, nats_req.clone(), msg_id)
+            .await
+            .unwrap();
+    }
+    // A message id seen before also creates nothing when its key differs (a redelivery).
+    let mut other = nats_req.clone();
+    other.idempotency_key = String::new();
+    haven_retry_client::enqueue(&h.bus, tenant, None, other.clone(), "m-3")
+        .await
+        .unwrap();
+    haven_retry_client::enqueue(&h.bus, tenant, None, other, "m-3")
+        .await
+        .unwrap();
+    h.wait_status("pending", 3, T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.status_counts().await.get("pending"), Some(&3));
+
+    // Another tenant's identical key is its own item.
+    let mut other_client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    assert!(
+        other_client
+            .enqueue(req.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
+
+    // A finished item frees its key.
+    let id = first_id(&mut client, "webhook:orders/create").await;
+    client
+        .cancel_retry_item(pb::CancelRetryItemRequest { id })
+        .await
+        .unwrap();
+    assert!(client.enqueue(req).await.unwrap().into_inner().created);
+    svc.shutdown().await;
+}
+
+async fn first_id(client: &mut Client, key: &str) -> String {
+    let page = client
+        .list_retry_items(pb::ListRetryItemsRequest {
+            page_size: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    page.items
+        .into_iter()
+        .find(|i| i.idempotency_key == key)
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn lists_page_newest_first_with_counts_and_stats() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut req = enqueue_request(if i % 2 == 0 { "test.even" } else { "test.odd" }, "{}");
+        req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+        ids.push(
+            client
+                .enqueue(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .item
+                .unwrap()
+                .id,
+        );
+    }
+    client
+        .cancel_retry_item(pb::CancelRetryItemRequest { id: ids[0].clone() })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_retry_items(pb::ListRetryItemsRequest {
+                page_size: Some(3),
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.total, 7);
+        let counts = page.counts.unwrap();
+        assert_eq!((counts.pending, counts.cancelled), (6, 1));
+        seen.extend(page.items.into_iter().map(|i| i.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+
+    let even = client
+        .list_retry_items(pb::ListRetryItemsRequest {
+            operation_type: "test.even".into(),
+            status: pb::RetryStatus::Pending as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(even.total, 3);
+    assert_eq!(even.counts.unwrap().cancelled, 1);
+
+    let stats = client
+        .get_retry_stats(pb::GetRetryStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let types: Vec<(String, i64)> = stats
+        .operation_types
+        .iter()
+        .map(|s| (s.operation_type.clone(), s.counts.unwrap().pending))
+        .collect();
+    assert_eq!(types, vec![("test.even".into(), 3), ("test.odd".into(), 3)]);
+    assert_eq!(stats.totals.unwrap().cancelled, 1);
+    svc.shutdown().await;
+}
