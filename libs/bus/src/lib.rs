@@ -302,7 +302,8 @@ impl Bus {
     }
 
     /// Sends without waiting for the store's ack, for callers that pipeline many publishes
-    /// and await the returned futures afterwards.
+    /// and await the returned futures afterwards. Each unawaited ack holds one of the
+    /// client's in-flight permits (shared by the whole process): await them in chunks.
     pub async fn publish_start(
         &self,
         subject: &str,

@@ -90,7 +90,12 @@ impl Dispatcher {
             .await
             .map_err(|e| e.to_string())?;
         if !claimed.is_empty() {
-            self.publish(claimed).await;
+            let count = claimed.len();
+            let unsent = self.publish(claimed).await;
+            if unsent == count {
+                // The bus takes nothing: back off rather than claim again at once.
+                return Err(format!("none of {count} dispatches could be published"));
+            }
             return Ok(None);
         }
         let next = self.store.next_wake().await.map_err(|e| e.to_string())?;
@@ -105,8 +110,9 @@ impl Dispatcher {
         Ok(Some(sleep))
     }
 
-    /// Publishes claimed items; those the bus did not take are given back at once.
-    async fn publish(&self, claimed: Vec<ItemRow>) {
+    /// Publishes claimed items; those the bus did not take are given back at once. Returns
+    /// how many were not sent.
+    async fn publish(&self, claimed: Vec<ItemRow>) -> usize {
         let now = Utc::now();
         let mut pending = Vec::with_capacity(claimed.len());
         let mut unsent = Vec::new();
@@ -156,6 +162,7 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "cannot give back unsent claims; their leases will expire");
             }
         }
+        unsent.len()
     }
 }
 
