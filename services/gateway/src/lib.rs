@@ -3,6 +3,8 @@
 
 mod config;
 mod error;
+mod errors;
+mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -90,6 +92,7 @@ pub fn router(config: &Config, upstreams: Upstreams) -> Result<Router, GatewayEr
         ready_timeout: config.ready_timeout,
     });
     let api = Router::new()
+        .merge(errors::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));
     Ok(Router::new()
