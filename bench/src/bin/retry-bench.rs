@@ -1,0 +1,373 @@
+//! retry-bench: the retry queue against graphile-worker, on the same PostgreSQL, in one run.
+//!
+//! Run it with `./bench/retry/run` (it installs graphile-worker first). Figures:
+//! - backlog: N items already due → dispatched over NATS → no-op handler → result → resolved,
+//!   beside graphile-worker's own method (N jobs added in SQL, two `--once -j 24 -m 25`
+//!   workers, minus one empty start-up);
+//! - steady state: enqueue over NATS and processing at once;
+//! - due-to-dispatch latency: items scheduled to fall due over a few seconds, measured from
+//!   their due time to the handler receiving them.
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use haven_bus::{Bus, NatsArgs};
+use haven_proto::events::v1::{RetryDispatch, RetryEnqueue};
+use haven_proto::retry::v1::EnqueueRequest;
+use haven_proto::retry::v1::enqueue_request::FirstRun;
+use haven_retry_client::HandlerError;
+use haven_server::CommonArgs;
+use haven_testkit::{NatsServer, PostgresServer};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Args {
+    /// Items in the backlog run (graphile-worker runs the same number of jobs).
+    #[arg(long, default_value_t = 50_000)]
+    items: u64,
+    /// Items in the steady-state run.
+    #[arg(long, default_value_t = 50_000)]
+    steady_items: u64,
+    /// Items in the latency run (at least 1,000 for meaningful percentiles).
+    #[arg(long, default_value_t = 2_000)]
+    latency_items: u64,
+    /// How long the latency run spreads its due times.
+    #[arg(long, default_value = "4s", value_parser = humantime_parse)]
+    latency_spread: Duration,
+    /// Directory with graphile-worker installed (npm) and its no-op task.
+    #[arg(long, default_value = "bench/retry/graphile")]
+    graphile_dir: PathBuf,
+    /// Repeat each measurement and report the median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip the graphile-worker reference.
+    #[arg(long)]
+    skip_reference: bool,
+}
+
+fn humantime_parse(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("bad duration {s}"))?;
+    match unit {
+        "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => Err(format!("bad duration {s}: use s or ms")),
+    }
+}
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    println!("starting PostgreSQL (durable settings) and nats-server -js ...");
+    let pg = PostgresServer::start_durable()?;
+    let nats = NatsServer::start()?;
+    let admin = PgPool::connect(&pg.url()).await?;
+    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
+    let db_url = haven_testkit::with_database(&pg.url(), "bench");
+    let pool = PgPool::connect(&db_url).await?;
+    let pg_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
+
+    // Our side: one retry-service replica and a no-op owner, in this process.
+    let mut config = haven_retry::Config::for_test(CommonArgs::new(&db_url, &nats.url(), "", SECRET));
+    config.claim_batch = 512;
+    config.max_in_flight = 20_000;
+    config.common.db.max_connections = 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let service = tokio::spawn(haven_retry::serve(config, listener, stopped));
+    let bus = Bus::connect(&NatsArgs::new(nats.url(), "").config("retry-bench")?).await?;
+    wait_for_schema(&pool).await?;
+
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let owner = {
+        let bus = bus.clone();
+        let latencies = latencies.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            for op in ["bench.backlog", "bench.steady", "bench.latency"] {
+                let bus = bus.clone();
+                let latencies = latencies.clone();
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    haven_retry_client::consume(
+                        &bus,
+                        op,
+                        512,
+                        move |d: RetryDispatch| {
+                            let latencies = latencies.clone();
+                            async move {
+                                if d.operation_type == "bench.latency"
+                                    && let Some(due) = d.due_at
+                                {
+                                    let now = chrono::Utc::now();
+                                    let due = chrono::DateTime::from_timestamp(due.seconds, due.nanos as u32).unwrap();
+                                    latencies.lock().unwrap().push((now - due).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                                }
+                                Ok::<(), HandlerError>(())
+                            }
+                        },
+                        async move {
+                            let _ = rx.wait_for(|v| *v).await;
+                        },
+                    )
+                    .await
+                    .unwrap();
+                });
+            }
+            let _ = rx.wait_for(|v| *v).await;
+        })
+    };
+
+    println!("haven-retry: backlog of {} due items, {} run(s) ...", args.items, args.runs);
+    let mut backlog = Vec::new();
+    for _ in 0..args.runs {
+        backlog.push(run_backlog(&pool, args.items).await?);
+    }
+    println!("haven-retry: steady state, {} items enqueued over NATS while processing ...", args.steady_items);
+    let mut steady = Vec::new();
+    for _ in 0..args.runs {
+        steady.push(run_steady(&pool, &bus, args.steady_items).await?);
+    }
+    println!("haven-retry: latency, {} items falling due over {:?} ...", args.latency_items, args.latency_spread);
+    run_latency(&pool, &bus, args.latency_items, args.latency_spread).await?;
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.total_cmp(b));
+
+    let reference = if args.skip_reference {
+        None
+    } else {
+        println!("graphile-worker: {} jobs, {} run(s) ...", args.items, args.runs);
+        Some(run_graphile(&args.graphile_dir, &db_url, &pool, args.items, args.runs).await?)
+    };
+
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
+    let _ = owner.await;
+
+    let ours = median(backlog.clone());
+    println!();
+    println!("Retry queue benchmark — PostgreSQL {pg_version} (fsync on), {} CPUs, medians of {} runs", cpus(), args.runs);
+    println!("{:<46} {:>14} {:>16} {:>8}", "", "haven-retry", "graphile-worker", "ratio");
+    match reference {
+        Some(r) => println!(
+            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
+            format!("backlog of {} due jobs (jobs/s)", args.items),
+            ours,
+            r,
+            ours / r
+        ),
+        None => println!("{:<46} {:>14.0} {:>16} {:>8}", format!("backlog of {} due jobs (jobs/s)", args.items), ours, "-", "-"),
+    }
+    println!("{:<46} {:>14.0} {:>16} {:>8}", "steady state: enqueue + process (items/s)", median(steady.clone()), "-", "-");
+    if !lat.is_empty() {
+        println!(
+            "{:<46} {:>14}",
+            format!("due→dispatch latency, {} samples (ms)", lat.len()),
+            format!("p50 {:.1} / p99 {:.1} / max {:.1}", percentile(&lat, 0.5), percentile(&lat, 0.99), lat[lat.len() - 1])
+        );
+    }
+    println!("runs: backlog {:?} jobs/s; steady {:?} items/s", rounded(&backlog), rounded(&steady));
+    drop(nats);
+    drop(pg);
+    Ok(())
+}
+
+fn rounded(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| *x as u64).collect()
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+async fn wait_for_schema(pool: &PgPool) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        let ready: Option<String> = sqlx::query_scalar("SELECT to_regclass('retry.retry_items')::text").fetch_one(pool).await?;
+        if ready.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the retry service never migrated its schema")
+}
+
+async fn resolved(pool: &PgPool, op: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM retry.retry_items WHERE operation_type = $1 AND status = 'resolved'")
+        .bind(op)
+        .fetch_one(pool)
+        .await?)
+}
+
+async fn wait_resolved(pool: &PgPool, op: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while resolved(pool, op).await? < n as i64 {
+        if Instant::now() > deadline {
+            bail!("{op}: only {} of {n} resolved after {timeout:?}", resolved(pool, op).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// N due items appear at once (one INSERT, as graphile-worker's test adds its jobs), and
+/// the clock runs until the last is resolved.
+async fn run_backlog(pool: &PgPool, n: u64) -> anyhow::Result<f64> {
+    sqlx::query("DELETE FROM retry.retry_items WHERE operation_type = 'bench.backlog'").execute(pool).await?;
+    let started = Instant::now();
+    sqlx::query(
+        "WITH ins AS (
+             INSERT INTO retry.retry_items (id, tenant_id, operation_type, payload)
+             SELECT gen_random_uuid(), '00000000-0000-4000-8000-00000000be01', 'bench.backlog', json_build_object('id', i)::jsonb
+             FROM generate_series(1, $1) i
+         ) SELECT pg_notify('haven_retry_due', '')",
+    )
+    .bind(i64::try_from(n)?)
+    .execute(pool)
+    .await?;
+    wait_resolved(pool, "bench.backlog", n, Duration::from_secs(600)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("  {n} items in {secs:.2}s");
+    Ok(n as f64 / secs)
+}
+
+/// Enqueue over NATS as fast as the bus acks while the queue works.
+async fn run_steady(pool: &PgPool, bus: &Bus, n: u64) -> anyhow::Result<f64> {
+    sqlx::query("DELETE FROM retry.retry_items WHERE operation_type = 'bench.steady'").execute(pool).await?;
+    let tenant = Uuid::new_v4().to_string();
+    let run = Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let message = RetryEnqueue {
+            tenant_id: tenant.clone(),
+            user_id: String::new(),
+            request: Some(EnqueueRequest {
+                operation_type: "bench.steady".into(),
+                payload_json: format!(r#"{{"id":{i}}}"#),
+                ..Default::default()
+            }),
+        };
+        let payload = prost::Message::encode_to_vec(&message).into();
+        acks.push(bus.publish_start(haven_retry_client::ENQUEUE_SUBJECT, payload, &format!("{run}-{i}")).await?);
+        if acks.len() >= 500 {
+            for ack in acks.drain(..) {
+                ack.await.context("enqueue not acked")?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.context("enqueue not acked")?;
+    }
+    let enqueued = started.elapsed().as_secs_f64();
+    wait_resolved(pool, "bench.steady", n, Duration::from_secs(600)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("  {n} items enqueued in {enqueued:.2}s, all resolved after {secs:.2}s");
+    Ok(n as f64 / secs)
+}
+
+/// Items scheduled to fall due one after another over `spread`: the dispatcher must wake
+/// for each due time by itself.
+async fn run_latency(pool: &PgPool, bus: &Bus, n: u64, spread: Duration) -> anyhow::Result<()> {
+    let tenant = Uuid::new_v4().to_string();
+    let first_due = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let step = spread.as_micros() as i64 / n.max(1) as i64;
+    for i in 0..n {
+        let due = first_due + chrono::Duration::microseconds(step * i as i64);
+        let message = RetryEnqueue {
+            tenant_id: tenant.clone(),
+            user_id: String::new(),
+            request: Some(EnqueueRequest {
+                operation_type: "bench.latency".into(),
+                payload_json: "{}".into(),
+                first_run: Some(FirstRun::RunAt(prost_types::Timestamp {
+                    seconds: due.timestamp(),
+                    nanos: due.timestamp_subsec_nanos() as i32,
+                })),
+                ..Default::default()
+            }),
+        };
+        bus.publish(haven_retry_client::ENQUEUE_SUBJECT, &message, &format!("lat-{tenant}-{i}")).await?;
+    }
+    wait_resolved(pool, "bench.latency", n, Duration::from_secs(120)).await
+}
+
+/// graphile-worker's own performance test: add N jobs in SQL, run two `--once -j 24 -m 25`
+/// workers until the queue is empty; jobs/s = N / (wall time − one empty start-up).
+async fn run_graphile(dir: &PathBuf, db_url: &str, pool: &PgPool, n: u64, runs: usize) -> anyhow::Result<f64> {
+    let dir = &std::fs::canonicalize(dir).with_context(|| format!("{} not found", dir.display()))?;
+    let bin = dir.join("node_modules/.bin/graphile-worker");
+    if !bin.exists() {
+        bail!("{} not found: run `npm install` in {} (./bench/retry/run does)", bin.display(), dir.display());
+    }
+    let worker = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(dir).arg("-c").arg(db_url).args(args).env("NO_LOG_SUCCESS", "1");
+        cmd
+    };
+    let status = worker(&["--schema-only"]).status()?;
+    if !status.success() {
+        bail!("graphile-worker --schema-only failed");
+    }
+    let mut startups = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = worker(&["--once", "-j", "24", "-m", "25"]).output()?;
+        if !out.status.success() {
+            bail!("graphile-worker failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        startups.push(t.elapsed().as_secs_f64());
+    }
+    let startup = median(startups);
+    println!("  empty start-up {startup:.2}s");
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        sqlx::query("SELECT graphile_worker.add_job('noop', json_build_object('id', i)) FROM generate_series(1, $1) i")
+            .bind(i64::try_from(n)?)
+            .execute(pool)
+            .await?;
+        let t = Instant::now();
+        let mut children = Vec::new();
+        for _ in 0..2 {
+            children.push(worker(&["--once", "-j", "24", "-m", "25"]).stdout(std::process::Stdio::null()).spawn()?);
+        }
+        for mut child in children {
+            if !child.wait()?.success() {
+                bail!("a graphile-worker process failed");
+            }
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM graphile_worker.jobs").fetch_one(pool).await?;
+        if left != 0 {
+            bail!("graphile-worker left {left} jobs");
+        }
+        let rate = n as f64 / (wall - startup).max(1e-3);
+        println!("  {n} jobs in {wall:.2}s wall ({rate:.0} jobs/s)");
+        rates.push(rate);
+    }
+    Ok(median(rates))
+}
