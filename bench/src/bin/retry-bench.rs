@@ -84,10 +84,13 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
     let db_url = haven_testkit::with_database(&pg.url(), "bench");
     let pool = PgPool::connect(&db_url).await?;
-    let pg_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
+    let pg_version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
 
     // Our side: one retry-service replica and a no-op owner, in this process.
-    let mut config = haven_retry::Config::for_test(CommonArgs::new(&db_url, &nats.url(), "", SECRET));
+    let mut config =
+        haven_retry::Config::for_test(CommonArgs::new(&db_url, &nats.url(), "", SECRET));
     config.claim_batch = 512;
     config.max_in_flight = 20_000;
     config.common.db.max_connections = 20;
@@ -125,8 +128,14 @@ async fn main() -> anyhow::Result<()> {
                                     && let Some(due) = d.due_at
                                 {
                                     let now = chrono::Utc::now();
-                                    let due = chrono::DateTime::from_timestamp(due.seconds, due.nanos as u32).unwrap();
-                                    latencies.lock().unwrap().push((now - due).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                                    let due = chrono::DateTime::from_timestamp(
+                                        due.seconds,
+                                        due.nanos as u32,
+                                    )
+                                    .unwrap();
+                                    latencies.lock().unwrap().push(
+                                        (now - due).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                                    );
                                 }
                                 Ok::<(), HandlerError>(())
                             }
@@ -143,17 +152,26 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    println!("haven-retry: backlog of {} due items, {} run(s) ...", args.items, args.runs);
+    println!(
+        "haven-retry: backlog of {} due items, {} run(s) ...",
+        args.items, args.runs
+    );
     let mut backlog = Vec::new();
     for _ in 0..args.runs {
         backlog.push(run_backlog(&pool, args.items).await?);
     }
-    println!("haven-retry: steady state, {} items enqueued over NATS while processing ...", args.steady_items);
+    println!(
+        "haven-retry: steady state, {} items enqueued over NATS while processing ...",
+        args.steady_items
+    );
     let mut steady = Vec::new();
     for _ in 0..args.runs {
         steady.push(run_steady(&pool, &bus, args.steady_items).await?);
     }
-    println!("haven-retry: latency, {} items falling due over {:?} ...", args.latency_items, args.latency_spread);
+    println!(
+        "haven-retry: latency, {} items falling due over {:?} ...",
+        args.latency_items, args.latency_spread
+    );
     run_latency(&pool, &bus, args.latency_items, args.latency_spread).await?;
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(|a, b| a.total_cmp(b));
@@ -161,7 +179,10 @@ async fn main() -> anyhow::Result<()> {
     let reference = if args.skip_reference {
         None
     } else {
-        println!("graphile-worker: {} jobs, {} run(s) ...", args.items, args.runs);
+        println!(
+            "graphile-worker: {} jobs, {} run(s) ...",
+            args.items, args.runs
+        );
         Some(run_graphile(&args.graphile_dir, &db_url, &pool, args.items, args.runs).await?)
     };
 
@@ -171,8 +192,15 @@ async fn main() -> anyhow::Result<()> {
 
     let ours = median(backlog.clone());
     println!();
-    println!("Retry queue benchmark — PostgreSQL {pg_version} (fsync on), {} CPUs, medians of {} runs", cpus(), args.runs);
-    println!("{:<46} {:>14} {:>16} {:>8}", "", "haven-retry", "graphile-worker", "ratio");
+    println!(
+        "Retry queue benchmark — PostgreSQL {pg_version} (fsync on), {} CPUs, medians of {} runs",
+        cpus(),
+        args.runs
+    );
+    println!(
+        "{:<46} {:>14} {:>16} {:>8}",
+        "", "haven-retry", "graphile-worker", "ratio"
+    );
     match reference {
         Some(r) => println!(
             "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
@@ -181,17 +209,38 @@ async fn main() -> anyhow::Result<()> {
             r,
             ours / r
         ),
-        None => println!("{:<46} {:>14.0} {:>16} {:>8}", format!("backlog of {} due jobs (jobs/s)", args.items), ours, "-", "-"),
+        None => println!(
+            "{:<46} {:>14.0} {:>16} {:>8}",
+            format!("backlog of {} due jobs (jobs/s)", args.items),
+            ours,
+            "-",
+            "-"
+        ),
     }
-    println!("{:<46} {:>14.0} {:>16} {:>8}", "steady state: enqueue + process (items/s)", median(steady.clone()), "-", "-");
+    println!(
+        "{:<46} {:>14.0} {:>16} {:>8}",
+        "steady state: enqueue + process (items/s)",
+        median(steady.clone()),
+        "-",
+        "-"
+    );
     if !lat.is_empty() {
         println!(
             "{:<46} {:>14}",
             format!("due→dispatch latency, {} samples (ms)", lat.len()),
-            format!("p50 {:.1} / p99 {:.1} / max {:.1}", percentile(&lat, 0.5), percentile(&lat, 0.99), lat[lat.len() - 1])
+            format!(
+                "p50 {:.1} / p99 {:.1} / max {:.1}",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat[lat.len() - 1]
+            )
         );
     }
-    println!("runs: backlog {:?} jobs/s; steady {:?} items/s", rounded(&backlog), rounded(&steady));
+    println!(
+        "runs: backlog {:?} jobs/s; steady {:?} items/s",
+        rounded(&backlog),
+        rounded(&steady)
+    );
     drop(nats);
     drop(pg);
     Ok(())
@@ -202,12 +251,17 @@ fn rounded(v: &[f64]) -> Vec<u64> {
 }
 
 fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 async fn wait_for_schema(pool: &PgPool) -> anyhow::Result<()> {
     for _ in 0..300 {
-        let ready: Option<String> = sqlx::query_scalar("SELECT to_regclass('retry.retry_items')::text").fetch_one(pool).await?;
+        let ready: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('retry.retry_items')::text")
+                .fetch_one(pool)
+                .await?;
         if ready.is_some() {
             return Ok(());
         }
@@ -217,17 +271,22 @@ async fn wait_for_schema(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 async fn resolved(pool: &PgPool, op: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM retry.retry_items WHERE operation_type = $1 AND status = 'resolved'")
-        .bind(op)
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM retry.retry_items WHERE operation_type = $1 AND status = 'resolved'",
+    )
+    .bind(op)
+    .fetch_one(pool)
+    .await?)
 }
 
 async fn wait_resolved(pool: &PgPool, op: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while resolved(pool, op).await? < n as i64 {
         if Instant::now() > deadline {
-            bail!("{op}: only {} of {n} resolved after {timeout:?}", resolved(pool, op).await?);
+            bail!(
+                "{op}: only {} of {n} resolved after {timeout:?}",
+                resolved(pool, op).await?
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -237,7 +296,9 @@ async fn wait_resolved(pool: &PgPool, op: &str, n: u64, timeout: Duration) -> an
 /// N due items appear at once (one INSERT, as graphile-worker's test adds its jobs), and
 /// the clock runs until the last is resolved.
 async fn run_backlog(pool: &PgPool, n: u64) -> anyhow::Result<f64> {
-    sqlx::query("DELETE FROM retry.retry_items WHERE operation_type = 'bench.backlog'").execute(pool).await?;
+    sqlx::query("DELETE FROM retry.retry_items WHERE operation_type = 'bench.backlog'")
+        .execute(pool)
+        .await?;
     let started = Instant::now();
     sqlx::query(
         "WITH ins AS (
@@ -257,7 +318,9 @@ async fn run_backlog(pool: &PgPool, n: u64) -> anyhow::Result<f64> {
 
 /// Enqueue over NATS as fast as the bus acks while the queue works.
 async fn run_steady(pool: &PgPool, bus: &Bus, n: u64) -> anyhow::Result<f64> {
-    sqlx::query("DELETE FROM retry.retry_items WHERE operation_type = 'bench.steady'").execute(pool).await?;
+    sqlx::query("DELETE FROM retry.retry_items WHERE operation_type = 'bench.steady'")
+        .execute(pool)
+        .await?;
     let tenant = Uuid::new_v4().to_string();
     let run = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
@@ -273,7 +336,14 @@ async fn run_steady(pool: &PgPool, bus: &Bus, n: u64) -> anyhow::Result<f64> {
             }),
         };
         let payload = prost::Message::encode_to_vec(&message).into();
-        acks.push(bus.publish_start(haven_retry_client::ENQUEUE_SUBJECT, payload, &format!("{run}-{i}")).await?);
+        acks.push(
+            bus.publish_start(
+                haven_retry_client::ENQUEUE_SUBJECT,
+                payload,
+                &format!("{run}-{i}"),
+            )
+            .await?,
+        );
         if acks.len() >= 500 {
             for ack in acks.drain(..) {
                 ack.await.context("enqueue not acked")?;
@@ -311,22 +381,42 @@ async fn run_latency(pool: &PgPool, bus: &Bus, n: u64, spread: Duration) -> anyh
                 ..Default::default()
             }),
         };
-        bus.publish(haven_retry_client::ENQUEUE_SUBJECT, &message, &format!("lat-{tenant}-{i}")).await?;
+        bus.publish(
+            haven_retry_client::ENQUEUE_SUBJECT,
+            &message,
+            &format!("lat-{tenant}-{i}"),
+        )
+        .await?;
     }
     wait_resolved(pool, "bench.latency", n, Duration::from_secs(120)).await
 }
 
 /// graphile-worker's own performance test: add N jobs in SQL, run two `--once -j 24 -m 25`
 /// workers until the queue is empty; jobs/s = N / (wall time − one empty start-up).
-async fn run_graphile(dir: &PathBuf, db_url: &str, pool: &PgPool, n: u64, runs: usize) -> anyhow::Result<f64> {
-    let dir = &std::fs::canonicalize(dir).with_context(|| format!("{} not found", dir.display()))?;
+async fn run_graphile(
+    dir: &PathBuf,
+    db_url: &str,
+    pool: &PgPool,
+    n: u64,
+    runs: usize,
+) -> anyhow::Result<f64> {
+    let dir =
+        &std::fs::canonicalize(dir).with_context(|| format!("{} not found", dir.display()))?;
     let bin = dir.join("node_modules/.bin/graphile-worker");
     if !bin.exists() {
-        bail!("{} not found: run `npm install` in {} (./bench/retry/run does)", bin.display(), dir.display());
+        bail!(
+            "{} not found: run `npm install` in {} (./bench/retry/run does)",
+            bin.display(),
+            dir.display()
+        );
     }
     let worker = |args: &[&str]| {
         let mut cmd = Command::new(&bin);
-        cmd.current_dir(dir).arg("-c").arg(db_url).args(args).env("NO_LOG_SUCCESS", "1");
+        cmd.current_dir(dir)
+            .arg("-c")
+            .arg(db_url)
+            .args(args)
+            .env("NO_LOG_SUCCESS", "1");
         cmd
     };
     let status = worker(&["--schema-only"]).status()?;
@@ -338,7 +428,10 @@ async fn run_graphile(dir: &PathBuf, db_url: &str, pool: &PgPool, n: u64, runs: 
         let t = Instant::now();
         let out = worker(&["--once", "-j", "24", "-m", "25"]).output()?;
         if !out.status.success() {
-            bail!("graphile-worker failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "graphile-worker failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         startups.push(t.elapsed().as_secs_f64());
     }
@@ -353,7 +446,11 @@ async fn run_graphile(dir: &PathBuf, db_url: &str, pool: &PgPool, n: u64, runs: 
         let t = Instant::now();
         let mut children = Vec::new();
         for _ in 0..2 {
-            children.push(worker(&["--once", "-j", "24", "-m", "25"]).stdout(std::process::Stdio::null()).spawn()?);
+            children.push(
+                worker(&["--once", "-j", "24", "-m", "25"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()?,
+            );
         }
         for mut child in children {
             if !child.wait()?.success() {
@@ -361,7 +458,9 @@ async fn run_graphile(dir: &PathBuf, db_url: &str, pool: &PgPool, n: u64, runs: 
             }
         }
         let wall = t.elapsed().as_secs_f64();
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM graphile_worker.jobs").fetch_one(pool).await?;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM graphile_worker.jobs")
+            .fetch_one(pool)
+            .await?;
         if left != 0 {
             bail!("graphile-worker left {left} jobs");
         }

@@ -218,7 +218,11 @@ impl PostgresServer {
     /// `initdb` in a temporary directory and start `postgres` on a free port, tuned for
     /// tests (no fsync: a crashed test cluster is thrown away anyway).
     pub fn start() -> anyhow::Result<PostgresServer> {
-        Self::start_with(&[("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off")])
+        Self::start_with(&[
+            ("fsync", "off"),
+            ("synchronous_commit", "off"),
+            ("full_page_writes", "off"),
+        ])
     }
 
     /// As [`PostgresServer::start`] with PostgreSQL's own durable defaults, for benchmarks
@@ -280,8 +284,19 @@ impl PostgresServer {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400", "-c", "shared_buffers=128MB"])
-            .args(settings.iter().flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]))
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=400",
+                "-c",
+                "shared_buffers=128MB",
+            ])
+            .args(
+                settings
+                    .iter()
+                    .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -22,6 +22,16 @@ use crate::store::{NOTIFY_CHANNEL, Store};
 /// The longest the dispatcher sleeps without being woken (a safety net for clock jumps).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// How often leases are checked for expiry and the in-flight count refreshed.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// When the periodic checks are next due, and the room left under the in-flight cap.
+struct Checks {
+    next_rescue: tokio::time::Instant,
+    next_in_flight: tokio::time::Instant,
+    room: i64,
+}
+
 pub struct Dispatcher {
     pub store: Store,
     pub bus: Bus,
@@ -36,8 +46,14 @@ impl Dispatcher {
     pub async fn run(self, token: CancellationToken) {
         spawn_listener(self.store.pool.clone(), self.wake.clone(), token.clone());
         let mut failures = 0u32;
+        let now = tokio::time::Instant::now();
+        let mut checks = Checks {
+            next_rescue: now,
+            next_in_flight: now,
+            room: 0,
+        };
         while !token.is_cancelled() {
-            match self.round().await {
+            match self.round(&mut checks).await {
                 Ok(Some(sleep)) => {
                     failures = 0;
                     tokio::select! {
@@ -62,21 +78,35 @@ impl Dispatcher {
 
     /// One round: rescue expired leases, claim and publish. `None` means "go again at once";
     /// `Some(d)` means nothing is due for `d`.
-    async fn round(&self) -> Result<Option<Duration>, String> {
-        let rescued = self
-            .store
-            .rescue_expired(500)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !rescued.is_empty() {
-            tracing::warn!(count = rescued.len(), "rescued items whose lease expired");
-            metrics::counter!("haven_retry_lease_expired_total").increment(rescued.len() as u64);
-            publish_lifecycle(&self.bus, &rescued)
+    async fn round(&self, checks: &mut Checks) -> Result<Option<Duration>, String> {
+        // Leases and the in-flight count change slowly: look at them a few times a second,
+        // not on every round of a busy queue.
+        let now = tokio::time::Instant::now();
+        if now >= checks.next_rescue {
+            checks.next_rescue = now + CHECK_EVERY;
+            let rescued = self
+                .store
+                .rescue_expired(500)
                 .await
                 .map_err(|e| e.to_string())?;
+            if !rescued.is_empty() {
+                tracing::warn!(count = rescued.len(), "rescued items whose lease expired");
+                metrics::counter!("haven_retry_lease_expired_total")
+                    .increment(rescued.len() as u64);
+                publish_lifecycle(&self.bus, &rescued)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // More may have expired than one rescue takes.
+                checks.next_rescue = now;
+            }
+        }
+        if self.max_in_flight > 0 && (now >= checks.next_in_flight || checks.room < self.batch) {
+            checks.next_in_flight = now + CHECK_EVERY;
+            checks.room =
+                self.max_in_flight - self.store.in_flight().await.map_err(|e| e.to_string())?;
         }
         let room = if self.max_in_flight > 0 {
-            self.max_in_flight - self.store.in_flight().await.map_err(|e| e.to_string())?
+            checks.room
         } else {
             self.batch
         };
@@ -91,6 +121,7 @@ impl Dispatcher {
             .map_err(|e| e.to_string())?;
         if !claimed.is_empty() {
             let count = claimed.len();
+            checks.room -= count as i64;
             let unsent = self.publish(claimed).await;
             if unsent == count {
                 // The bus takes nothing: back off rather than claim again at once.
@@ -102,7 +133,14 @@ impl Dispatcher {
         let sleep = next
             .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(MAX_SLEEP)
-            .min(MAX_SLEEP);
+            .min(MAX_SLEEP)
+            // A lease check may be due before anything falls due.
+            .min(
+                checks
+                    .next_rescue
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            );
         if sleep.is_zero() {
             // Due now but claimed by another replica; give it a moment.
             return Ok(Some(Duration::from_millis(5)));
