@@ -16,6 +16,9 @@ pub struct Config {
         default_value = "127.0.0.1:9153"
     )]
     pub metrics_addr: String,
+    /// Row limits per type, overriding the catalogue's defaults, e.g. `orders=2000000,leads=100000`.
+    #[arg(long, env = "HAVEN_EXPORT_MAX_RECORDS", default_value = "")]
+    pub max_records: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -26,6 +29,7 @@ impl Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: "127.0.0.1:0".into(),
+            max_records: String::new(),
             common,
         }
     }

@@ -1,15 +1,30 @@
 //! Data exports: the catalogue of export types, typed and rendered row streams, export history and scheduled exports.
 
+mod api;
+mod catalog;
 mod config;
+mod engine;
+mod history;
+mod plan;
 
 use std::future::Future;
 use std::time::Duration;
 
 use haven_bus::StreamSpec;
+use haven_proto::export::v1::export_service_server::ExportServiceServer;
 use haven_server::{Base, ServiceSpec, StartError};
 use tokio::net::TcpListener;
 
 pub use config::Config;
+pub use plan::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
 
 /// The schema this service owns.
 pub const SCHEMA: &str = "exports";
@@ -30,7 +45,8 @@ pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+) -> Result<(), ExportError> {
+    let limits = Limits::parse(&config.max_records).map_err(|e| ExportError::Config(format!("HAVEN_EXPORT_MAX_RECORDS: {e}")))?;
     let token = haven_server::token_for(shutdown);
     let spec = ServiceSpec {
         name: "haven-export",
@@ -40,7 +56,13 @@ pub async fn serve(
     };
     let base = Base::start(spec, &config.common, &config.metrics_addr, token.clone()).await?;
     // The export service reads the platform's `app` data; it keeps that schema current.
-    haven_appdata::migrate(&base.pool).await?;
-    base.grpc().serve(listener, token).await?;
+    haven_appdata::migrate(&base.pool).await.map_err(StartError::from)?;
+    let engine = engine::Engine { pool: base.pool.clone(), bus: base.bus.clone() };
+    let api = api::Api { engine, limits };
+    base.grpc()
+        .add_service(ExportServiceServer::new(api))
+        .serve(listener, token)
+        .await
+        .map_err(StartError::from)?;
     Ok(())
 }

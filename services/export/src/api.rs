@@ -1,0 +1,178 @@
+//! The gRPC API of the export service. Every call is scoped to the caller's tenant.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use haven_auth::principal_of;
+use haven_proto::export::v1 as pb;
+use haven_proto::export::v1::export_service_server::ExportService;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::catalog;
+use crate::engine::Engine;
+use crate::plan::{self, Limits};
+
+pub struct Api {
+    pub engine: Engine,
+    pub limits: Limits,
+}
+
+const DEFAULT_PAGE_SIZE: i32 = 50;
+const MAX_PAGE_SIZE: i32 = 1000;
+
+fn invalid(e: plan::Invalid) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl ExportService for Api {
+    async fn list_export_types(
+        &self,
+        _request: Request<pb::ListExportTypesRequest>,
+    ) -> Result<Response<pb::ListExportTypesResponse>, Status> {
+        let export_types = catalog::TYPES.iter().map(|t| t.to_proto(self.limits.max_records(t))).collect();
+        Ok(Response::new(pb::ListExportTypesResponse { export_types }))
+    }
+
+    type StreamRowsStream = ReceiverStream<Result<pb::StreamRowsResponse, Status>>;
+
+    async fn stream_rows(&self, request: Request<pb::ExportRequest>) -> Result<Response<Self::StreamRowsStream>, Status> {
+        let principal = principal_of(&request)?;
+        let plan = plan::resolve(request.get_ref(), principal.tenant_id, &principal.user_id, &self.limits, Utc::now(), true)
+            .map_err(invalid)?;
+        Ok(Response::new(ReceiverStream::new(self.engine.rows(plan))))
+    }
+
+    type StreamExportStream = ReceiverStream<Result<pb::StreamExportResponse, Status>>;
+
+    async fn stream_export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::StreamExportStream>, Status> {
+        let principal = principal_of(&request)?;
+        let plan = plan::resolve(request.get_ref(), principal.tenant_id, &principal.user_id, &self.limits, Utc::now(), false)
+            .map_err(invalid)?;
+        Ok(Response::new(ReceiverStream::new(self.engine.export(plan))))
+    }
+
+    async fn list_export_history(
+        &self,
+        request: Request<pb::ListExportHistoryRequest>,
+    ) -> Result<Response<pb::ListExportHistoryResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let req = request.into_inner();
+        let page_size = match req.page_size {
+            None => DEFAULT_PAGE_SIZE,
+            Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            Some(n) => return Err(Status::invalid_argument(format!("page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"))),
+        };
+        if !req.export_type.is_empty() && catalog::find(&req.export_type).is_none() {
+            return Err(Status::invalid_argument(format!("export_type: unknown type `{}`", req.export_type)));
+        }
+        let cursor = decode_token(&req.page_token)?;
+        let rows = sqlx::query_as::<_, HistoryRow>(
+            "SELECT id, tenant_id, user_id, export_type, format, fields, range_start, range_end, record_count, bytes,
+                    duration_ms, status, error, truncated, created_at
+             FROM exports.export_history
+             WHERE tenant_id = $1 AND ($2 = '' OR export_type = $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+             ORDER BY created_at DESC, id DESC LIMIT $5",
+        )
+        .bind(principal.tenant_id)
+        .bind(&req.export_type)
+        .bind(cursor.map(|c| c.0))
+        .bind(cursor.map(|c| c.1))
+        .bind(i64::from(page_size) + 1)
+        .fetch_all(&self.engine.pool)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "history query failed");
+            Status::unavailable("export history is unavailable; try again")
+        })?;
+        let more = rows.len() > page_size as usize;
+        let rows = &rows[..rows.len().min(page_size as usize)];
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!("{}:{}", last.created_at.timestamp_micros(), last.id)),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListExportHistoryResponse { entries: rows.iter().map(HistoryRow::to_proto).collect(), next_page_token }))
+    }
+
+    async fn create_scheduled_export(
+        &self,
+        _request: Request<pb::CreateScheduledExportRequest>,
+    ) -> Result<Response<pb::ScheduledExport>, Status> {
+        Err(Status::unimplemented("scheduled exports are not available yet"))
+    }
+
+    async fn list_scheduled_exports(
+        &self,
+        _request: Request<pb::ListScheduledExportsRequest>,
+    ) -> Result<Response<pb::ListScheduledExportsResponse>, Status> {
+        Err(Status::unimplemented("scheduled exports are not available yet"))
+    }
+
+    async fn delete_scheduled_export(&self, _request: Request<pb::DeleteScheduledExportRequest>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("scheduled exports are not available yet"))
+    }
+}
+
+fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("page_token: not a token from a previous response");
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    user_id: String,
+    export_type: String,
+    format: String,
+    fields: Vec<String>,
+    range_start: DateTime<Utc>,
+    range_end: DateTime<Utc>,
+    record_count: i64,
+    bytes: i64,
+    duration_ms: i64,
+    status: String,
+    error: Option<String>,
+    truncated: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl HistoryRow {
+    fn to_proto(&self) -> pb::ExportHistoryEntry {
+        let format = match self.format.as_str() {
+            "csv" => pb::ExportFormat::Csv,
+            "json" => pb::ExportFormat::Json,
+            "ndjson" => pb::ExportFormat::Ndjson,
+            _ => pb::ExportFormat::Unspecified,
+        };
+        crate::history::entry(
+            self.id,
+            self.tenant_id,
+            &self.user_id,
+            &self.export_type,
+            format,
+            self.fields.clone(),
+            self.range_start,
+            self.range_end,
+            u64::try_from(self.record_count).unwrap_or(0),
+            u64::try_from(self.bytes).unwrap_or(0),
+            self.duration_ms,
+            &self.status,
+            self.error.clone().unwrap_or_default(),
+            self.truncated,
+            self.created_at,
+        )
+    }
+}

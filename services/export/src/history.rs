@@ -1,0 +1,122 @@
+//! The record of every export, written when it ends however it ends, and its event.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use haven_bus::Bus;
+use haven_proto::common::v1::DateRange;
+use haven_proto::events::v1::ExportEvent;
+use haven_proto::export::v1 as pb;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::plan::Plan;
+
+pub const COMPLETED_SUBJECT: &str = "haven.exports.events.completed";
+pub const FAILED_SUBJECT: &str = "haven.exports.events.failed";
+
+pub enum Ending {
+    Completed { rows: u64, bytes: u64, truncated: bool },
+    Cancelled { rows: u64, bytes: u64 },
+    Failed { rows: u64, bytes: u64, error: String },
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+/// Writes the history row and publishes the event. Failures here are logged, not returned:
+/// the caller's stream has already ended.
+pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took: Duration) {
+    let (status, rows, bytes, truncated, error) = match ending {
+        Ending::Completed { rows, bytes, truncated } => ("completed", *rows, *bytes, *truncated, None),
+        Ending::Cancelled { rows, bytes } => ("cancelled", *rows, *bytes, false, Some("the caller went away".to_owned())),
+        Ending::Failed { rows, bytes, error } => ("failed", *rows, *bytes, false, Some(error.clone())),
+    };
+    let duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+    let fields: Vec<String> = plan.fields.iter().map(|f| f.key.to_owned()).collect();
+    let created_at: Result<DateTime<Utc>, _> = sqlx::query_scalar(
+        "INSERT INTO exports.export_history
+             (id, tenant_id, user_id, export_type, format, fields, range_start, range_end, row_limit,
+              record_count, bytes, duration_ms, status, error, truncated, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now() - $12 * interval '1 millisecond')
+         RETURNING created_at",
+    )
+    .bind(plan.id)
+    .bind(plan.tenant_id)
+    .bind(&plan.user_id)
+    .bind(plan.ty.key)
+    .bind(plan.format.as_str())
+    .bind(&fields)
+    .bind(plan.start)
+    .bind(plan.end)
+    .bind(i64::try_from(plan.limit).unwrap_or(i64::MAX))
+    .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+    .bind(duration_ms)
+    .bind(status)
+    .bind(&error)
+    .bind(truncated)
+    .fetch_one(pool)
+    .await;
+    let created_at = match created_at {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, export = %plan.id, "cannot record export history");
+            Utc::now()
+        }
+    };
+    metrics::counter!("haven_export_rows_total", "type" => plan.ty.key).increment(rows);
+    metrics::counter!("haven_export_bytes_total", "type" => plan.ty.key).increment(bytes);
+    metrics::counter!("haven_exports_total", "status" => status).increment(1);
+    tracing::info!(export = %plan.id, r#type = plan.ty.key, format = plan.format.as_str(), status, rows, bytes, duration_ms, "export ended");
+    let entry = entry(plan.id, plan.tenant_id, &plan.user_id, plan.ty.key, plan.format.to_proto(), fields, plan.start, plan.end,
+        rows, bytes, duration_ms, status, error.unwrap_or_default(), truncated, created_at);
+    let subject = if status == "completed" { COMPLETED_SUBJECT } else { FAILED_SUBJECT };
+    let event = ExportEvent { entry: Some(entry), occurred_at: Some(ts(Utc::now())) };
+    if let Err(e) = bus.publish(subject, &event, &plan.id.to_string()).await {
+        tracing::warn!(error = %e, export = %plan.id, "cannot publish export event");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn entry(
+    id: Uuid,
+    tenant_id: Uuid,
+    user_id: &str,
+    export_type: &str,
+    format: pb::ExportFormat,
+    fields: Vec<String>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    rows: u64,
+    bytes: u64,
+    duration_ms: i64,
+    status: &str,
+    error: String,
+    truncated: bool,
+    created_at: DateTime<Utc>,
+) -> pb::ExportHistoryEntry {
+    let status = match status {
+        "completed" => pb::ExportStatus::Completed,
+        "failed" => pb::ExportStatus::Failed,
+        "cancelled" => pb::ExportStatus::Cancelled,
+        _ => pb::ExportStatus::Unspecified,
+    };
+    pb::ExportHistoryEntry {
+        id: id.to_string(),
+        tenant_id: tenant_id.to_string(),
+        user_id: user_id.to_owned(),
+        export_type: export_type.to_owned(),
+        format: format as i32,
+        fields,
+        date_range: Some(DateRange { start: Some(ts(start)), end: Some(ts(end)) }),
+        record_count: rows,
+        bytes,
+        duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+        status: status as i32,
+        error,
+        truncated,
+        created_at: Some(ts(created_at)),
+    }
+}
