@@ -32,16 +32,29 @@ impl ExportService for Api {
         &self,
         _request: Request<pb::ListExportTypesRequest>,
     ) -> Result<Response<pb::ListExportTypesResponse>, Status> {
-        let export_types = catalog::TYPES.iter().map(|t| t.to_proto(self.limits.max_records(t))).collect();
+        let export_types = catalog::TYPES
+            .iter()
+            .map(|t| t.to_proto(self.limits.max_records(t)))
+            .collect();
         Ok(Response::new(pb::ListExportTypesResponse { export_types }))
     }
 
     type StreamRowsStream = ReceiverStream<Result<pb::StreamRowsResponse, Status>>;
 
-    async fn stream_rows(&self, request: Request<pb::ExportRequest>) -> Result<Response<Self::StreamRowsStream>, Status> {
+    async fn stream_rows(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::StreamRowsStream>, Status> {
         let principal = principal_of(&request)?;
-        let plan = plan::resolve(request.get_ref(), principal.tenant_id, &principal.user_id, &self.limits, Utc::now(), true)
-            .map_err(invalid)?;
+        let plan = plan::resolve(
+            request.get_ref(),
+            principal.tenant_id,
+            &principal.user_id,
+            &self.limits,
+            Utc::now(),
+            true,
+        )
+        .map_err(invalid)?;
         Ok(Response::new(ReceiverStream::new(self.engine.rows(plan))))
     }
 
@@ -52,8 +65,15 @@ impl ExportService for Api {
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::StreamExportStream>, Status> {
         let principal = principal_of(&request)?;
-        let plan = plan::resolve(request.get_ref(), principal.tenant_id, &principal.user_id, &self.limits, Utc::now(), false)
-            .map_err(invalid)?;
+        let plan = plan::resolve(
+            request.get_ref(),
+            principal.tenant_id,
+            &principal.user_id,
+            &self.limits,
+            Utc::now(),
+            false,
+        )
+        .map_err(invalid)?;
         Ok(Response::new(ReceiverStream::new(self.engine.export(plan))))
     }
 
@@ -66,10 +86,17 @@ impl ExportService for Api {
         let page_size = match req.page_size {
             None => DEFAULT_PAGE_SIZE,
             Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-            Some(n) => return Err(Status::invalid_argument(format!("page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"))),
+            Some(n) => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"
+                )));
+            }
         };
         if !req.export_type.is_empty() && catalog::find(&req.export_type).is_none() {
-            return Err(Status::invalid_argument(format!("export_type: unknown type `{}`", req.export_type)));
+            return Err(Status::invalid_argument(format!(
+                "export_type: unknown type `{}`",
+                req.export_type
+            )));
         }
         let cursor = decode_token(&req.page_token)?;
         let rows = sqlx::query_as::<_, HistoryRow>(
@@ -94,28 +121,44 @@ impl ExportService for Api {
         let more = rows.len() > page_size as usize;
         let rows = &rows[..rows.len().min(page_size as usize)];
         let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!("{}:{}", last.created_at.timestamp_micros(), last.id)),
+            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!(
+                "{}:{}",
+                last.created_at.timestamp_micros(),
+                last.id
+            )),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListExportHistoryResponse { entries: rows.iter().map(HistoryRow::to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListExportHistoryResponse {
+            entries: rows.iter().map(HistoryRow::to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn create_scheduled_export(
         &self,
         _request: Request<pb::CreateScheduledExportRequest>,
     ) -> Result<Response<pb::ScheduledExport>, Status> {
-        Err(Status::unimplemented("scheduled exports are not available yet"))
+        Err(Status::unimplemented(
+            "scheduled exports are not available yet",
+        ))
     }
 
     async fn list_scheduled_exports(
         &self,
         _request: Request<pb::ListScheduledExportsRequest>,
     ) -> Result<Response<pb::ListScheduledExportsResponse>, Status> {
-        Err(Status::unimplemented("scheduled exports are not available yet"))
+        Err(Status::unimplemented(
+            "scheduled exports are not available yet",
+        ))
     }
 
-    async fn delete_scheduled_export(&self, _request: Request<pb::DeleteScheduledExportRequest>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("scheduled exports are not available yet"))
+    async fn delete_scheduled_export(
+        &self,
+        _request: Request<pb::DeleteScheduledExportRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented(
+            "scheduled exports are not available yet",
+        ))
     }
 }
 
@@ -124,7 +167,8 @@ fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Status> {
         return Ok(None);
     }
     let bad = || Status::invalid_argument("page_token: not a token from a previous response");
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
     let (micros, id) = text.split_once(':').ok_or_else(bad)?;
     let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
     Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))

@@ -33,11 +33,17 @@ pub struct Engine {
 }
 
 fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 fn range(plan: &Plan) -> DateRange {
-    DateRange { start: Some(ts(plan.start)), end: Some(ts(plan.end)) }
+    DateRange {
+        start: Some(ts(plan.start)),
+        end: Some(ts(plan.end)),
+    }
 }
 
 fn db_error(e: sqlx::Error) -> Status {
@@ -61,15 +67,25 @@ struct Running {
 impl Running {
     async fn start(pool: &PgPool) -> Result<Running, Status> {
         let mut conn = pool.acquire().await.map_err(db_error)?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.map_err(db_error)?;
-        sqlx::query("SET TIME ZONE 'UTC'").execute(&mut *conn).await.map_err(db_error)?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("SET TIME ZONE 'UTC'")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
         Ok(Running { conn, pid })
     }
 
     /// Stops the query now and throws the connection away (it is mid-protocol): the backend
     /// is cancelled and then finds its socket closed.
     async fn abort(self, pool: &PgPool) {
-        if let Err(e) = sqlx::query("SELECT pg_cancel_backend($1)").bind(self.pid).execute(pool).await {
+        if let Err(e) = sqlx::query("SELECT pg_cancel_backend($1)")
+            .bind(self.pid)
+            .execute(pool)
+            .await
+        {
             tracing::warn!(error = %e, pid = self.pid, "cannot cancel export query; closing its connection");
         }
         drop(self.conn.detach());
@@ -85,12 +101,20 @@ impl Engine {
             let started = Instant::now();
             let result = engine.run_export(&plan, &tx).await;
             let ending = match result {
-                Ok((rows, bytes, truncated)) => Ending::Completed { rows, bytes, truncated },
+                Ok((rows, bytes, truncated)) => Ending::Completed {
+                    rows,
+                    bytes,
+                    truncated,
+                },
                 Err((Stop::Gone, rows, bytes)) => Ending::Cancelled { rows, bytes },
                 Err((Stop::Failed(status), rows, bytes)) => {
                     let message = status.message().to_owned();
                     let _ = tx.send(Err(status)).await;
-                    Ending::Failed { rows, bytes, error: message }
+                    Ending::Failed {
+                        rows,
+                        bytes,
+                        error: message,
+                    }
                 }
             };
             history::record(&engine.pool, &engine.bus, &plan, &ending, started.elapsed()).await;
@@ -112,10 +136,16 @@ impl Engine {
             date_range: Some(range(plan)),
             limit: plan.limit,
         };
-        if tx.send(part(pb::stream_export_response::Part::Start(start))).await.is_err() {
+        if tx
+            .send(part(pb::stream_export_response::Part::Start(start)))
+            .await
+            .is_err()
+        {
             return Err((Stop::Gone, 0, 0));
         }
-        let mut running = Running::start(&self.pool).await.map_err(|s| (Stop::Failed(s), 0, 0))?;
+        let mut running = Running::start(&self.pool)
+            .await
+            .map_err(|s| (Stop::Failed(s), 0, 0))?;
         let (mut rows, mut bytes, mut truncated) = (0u64, 0u64, false);
         let mut out = BytesMut::with_capacity(64 * 1024);
         match plan.format {
@@ -123,7 +153,9 @@ impl Engine {
                 if bom {
                     out.put_slice("\u{feff}".as_bytes());
                 }
-                let mut header = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+                let mut header = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_writer(Vec::new());
                 let written = header
                     .write_record(plan.fields.iter().map(|f| f.label))
                     .map_err(|e| e.to_string())
@@ -131,7 +163,13 @@ impl Engine {
                 let header = header.into_inner().map_err(|e| e.to_string());
                 match (written, header) {
                     (Ok(()), Ok(h)) => out.put_slice(&h),
-                    _ => return Err((Stop::Failed(Status::internal("cannot render the CSV header")), 0, 0)),
+                    _ => {
+                        return Err((
+                            Stop::Failed(Status::internal("cannot render the CSV header")),
+                            0,
+                            0,
+                        ));
+                    }
                 }
             }
             Format::Json => out.put_slice(b"["),
@@ -139,7 +177,11 @@ impl Engine {
         }
         let sql = plan.copy_sql();
         let outcome: Result<(), Stop> = async {
-            let copy = running.conn.copy_out_raw(&sql).await.map_err(|e| Stop::Failed(db_error(e)))?;
+            let copy = running
+                .conn
+                .copy_out_raw(&sql)
+                .await
+                .map_err(|e| Stop::Failed(db_error(e)))?;
             let mut batches = copy.ready_chunks(BATCH_ROWS);
             while let Some(batch) = batches.next().await {
                 for row in batch {
@@ -163,7 +205,11 @@ impl Engine {
                 }
                 let chunk = out.split().freeze();
                 bytes += chunk.len() as u64;
-                if tx.send(part(pb::stream_export_response::Part::Chunk(chunk))).await.is_err() {
+                if tx
+                    .send(part(pb::stream_export_response::Part::Chunk(chunk)))
+                    .await
+                    .is_err()
+                {
                     return Err(Stop::Gone);
                 }
             }
@@ -184,12 +230,24 @@ impl Engine {
         if !out.is_empty() {
             let chunk: Bytes = out.split().freeze();
             bytes += chunk.len() as u64;
-            if tx.send(part(pb::stream_export_response::Part::Chunk(chunk))).await.is_err() {
+            if tx
+                .send(part(pb::stream_export_response::Part::Chunk(chunk)))
+                .await
+                .is_err()
+            {
                 return Err((Stop::Gone, rows, bytes));
             }
         }
-        let summary = pb::ExportSummary { record_count: rows, bytes, truncated };
-        if tx.send(part(pb::stream_export_response::Part::Summary(summary))).await.is_err() {
+        let summary = pb::ExportSummary {
+            record_count: rows,
+            bytes,
+            truncated,
+        };
+        if tx
+            .send(part(pb::stream_export_response::Part::Summary(summary)))
+            .await
+            .is_err()
+        {
             return Err((Stop::Gone, rows, bytes));
         }
         Ok((rows, bytes, truncated))
@@ -202,12 +260,20 @@ impl Engine {
         tokio::spawn(async move {
             let started = Instant::now();
             let ending = match engine.run_rows(&plan, &tx).await {
-                Ok((rows, truncated)) => Ending::Completed { rows, bytes: 0, truncated },
+                Ok((rows, truncated)) => Ending::Completed {
+                    rows,
+                    bytes: 0,
+                    truncated,
+                },
                 Err((Stop::Gone, rows)) => Ending::Cancelled { rows, bytes: 0 },
                 Err((Stop::Failed(status), rows)) => {
                     let message = status.message().to_owned();
                     let _ = tx.send(Err(status)).await;
-                    Ending::Failed { rows, bytes: 0, error: message }
+                    Ending::Failed {
+                        rows,
+                        bytes: 0,
+                        error: message,
+                    }
                 }
             };
             history::record(&engine.pool, &engine.bus, &plan, &ending, started.elapsed()).await;
@@ -227,7 +293,11 @@ impl Engine {
             columns: plan
                 .fields
                 .iter()
-                .map(|f| pb::Column { key: f.key.into(), label: f.label.into(), value_type: f.kind.to_proto() as i32 })
+                .map(|f| pb::Column {
+                    key: f.key.into(),
+                    label: f.label.into(),
+                    value_type: f.kind.to_proto() as i32,
+                })
                 .collect(),
             date_range: Some(range(plan)),
             limit: plan.limit,
@@ -235,7 +305,9 @@ impl Engine {
         if tx.send(part(Part::Header(header))).await.is_err() {
             return Err((Stop::Gone, 0));
         }
-        let mut running = Running::start(&self.pool).await.map_err(|s| (Stop::Failed(s), 0))?;
+        let mut running = Running::start(&self.pool)
+            .await
+            .map_err(|s| (Stop::Failed(s), 0))?;
         let sql = plan.rows_sql();
         let (mut count, mut truncated) = (0u64, false);
         let outcome: Result<(), Stop> = async {
@@ -252,7 +324,12 @@ impl Engine {
                     count += 1;
                     out.push(typed_row(plan, &row).map_err(|e| Stop::Failed(db_error(e)))?);
                 }
-                if !out.is_empty() && tx.send(part(Part::Batch(pb::RowBatch { rows: out }))).await.is_err() {
+                if !out.is_empty()
+                    && tx
+                        .send(part(Part::Batch(pb::RowBatch { rows: out })))
+                        .await
+                        .is_err()
+                {
                     return Err(Stop::Gone);
                 }
                 if truncated {
@@ -270,7 +347,14 @@ impl Engine {
                 return Err((stop, count));
             }
         }
-        if tx.send(part(Part::Trailer(pb::RowsTrailer { record_count: count, truncated }))).await.is_err() {
+        if tx
+            .send(part(Part::Trailer(pb::RowsTrailer {
+                record_count: count,
+                truncated,
+            })))
+            .await
+            .is_err()
+        {
             return Err((Stop::Gone, count));
         }
         Ok((count, truncated))
@@ -286,10 +370,14 @@ fn typed_row(plan: &Plan, row: &sqlx::postgres::PgRow) -> Result<pb::Row, sqlx::
             Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(V::Int64Value),
             Kind::Decimal => row.try_get::<Option<String>, _>(i)?.map(V::DecimalValue),
             Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(V::BoolValue),
-            Kind::Timestamp => row.try_get::<Option<chrono::DateTime<Utc>>, _>(i)?.map(|t| V::TimestampValue(ts(t))),
+            Kind::Timestamp => row
+                .try_get::<Option<chrono::DateTime<Utc>>, _>(i)?
+                .map(|t| V::TimestampValue(ts(t))),
             Kind::Date => row.try_get::<Option<String>, _>(i)?.map(V::DateValue),
         };
-        values.push(pb::Value { kind: Some(kind.unwrap_or(V::NullValue(0))) });
+        values.push(pb::Value {
+            kind: Some(kind.unwrap_or(V::NullValue(0))),
+        });
     }
     Ok(pb::Row { values })
 }

@@ -16,22 +16,48 @@ pub const COMPLETED_SUBJECT: &str = "haven.exports.events.completed";
 pub const FAILED_SUBJECT: &str = "haven.exports.events.failed";
 
 pub enum Ending {
-    Completed { rows: u64, bytes: u64, truncated: bool },
-    Cancelled { rows: u64, bytes: u64 },
-    Failed { rows: u64, bytes: u64, error: String },
+    Completed {
+        rows: u64,
+        bytes: u64,
+        truncated: bool,
+    },
+    Cancelled {
+        rows: u64,
+        bytes: u64,
+    },
+    Failed {
+        rows: u64,
+        bytes: u64,
+        error: String,
+    },
 }
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// Writes the history row and publishes the event. Failures here are logged, not returned:
 /// the caller's stream has already ended.
 pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took: Duration) {
     let (status, rows, bytes, truncated, error) = match ending {
-        Ending::Completed { rows, bytes, truncated } => ("completed", *rows, *bytes, *truncated, None),
-        Ending::Cancelled { rows, bytes } => ("cancelled", *rows, *bytes, false, Some("the caller went away".to_owned())),
-        Ending::Failed { rows, bytes, error } => ("failed", *rows, *bytes, false, Some(error.clone())),
+        Ending::Completed {
+            rows,
+            bytes,
+            truncated,
+        } => ("completed", *rows, *bytes, *truncated, None),
+        Ending::Cancelled { rows, bytes } => (
+            "cancelled",
+            *rows,
+            *bytes,
+            false,
+            Some("the caller went away".to_owned()),
+        ),
+        Ending::Failed { rows, bytes, error } => {
+            ("failed", *rows, *bytes, false, Some(error.clone()))
+        }
     };
     let duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
     let fields: Vec<String> = plan.fields.iter().map(|f| f.key.to_owned()).collect();
@@ -70,10 +96,32 @@ pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took
     metrics::counter!("haven_export_bytes_total", "type" => plan.ty.key).increment(bytes);
     metrics::counter!("haven_exports_total", "status" => status).increment(1);
     tracing::info!(export = %plan.id, r#type = plan.ty.key, format = plan.format.as_str(), status, rows, bytes, duration_ms, "export ended");
-    let entry = entry(plan.id, plan.tenant_id, &plan.user_id, plan.ty.key, plan.format.to_proto(), fields, plan.start, plan.end,
-        rows, bytes, duration_ms, status, error.unwrap_or_default(), truncated, created_at);
-    let subject = if status == "completed" { COMPLETED_SUBJECT } else { FAILED_SUBJECT };
-    let event = ExportEvent { entry: Some(entry), occurred_at: Some(ts(Utc::now())) };
+    let entry = entry(
+        plan.id,
+        plan.tenant_id,
+        &plan.user_id,
+        plan.ty.key,
+        plan.format.to_proto(),
+        fields,
+        plan.start,
+        plan.end,
+        rows,
+        bytes,
+        duration_ms,
+        status,
+        error.unwrap_or_default(),
+        truncated,
+        created_at,
+    );
+    let subject = if status == "completed" {
+        COMPLETED_SUBJECT
+    } else {
+        FAILED_SUBJECT
+    };
+    let event = ExportEvent {
+        entry: Some(entry),
+        occurred_at: Some(ts(Utc::now())),
+    };
     if let Err(e) = bus.publish(subject, &event, &plan.id.to_string()).await {
         tracing::warn!(error = %e, export = %plan.id, "cannot publish export event");
     }
@@ -110,7 +158,10 @@ pub fn entry(
         export_type: export_type.to_owned(),
         format: format as i32,
         fields,
-        date_range: Some(DateRange { start: Some(ts(start)), end: Some(ts(end)) }),
+        date_range: Some(DateRange {
+            start: Some(ts(start)),
+            end: Some(ts(end)),
+        }),
         record_count: rows,
         bytes,
         duration_ms: u64::try_from(duration_ms).unwrap_or(0),

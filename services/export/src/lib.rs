@@ -46,7 +46,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ExportError> {
-    let limits = Limits::parse(&config.max_records).map_err(|e| ExportError::Config(format!("HAVEN_EXPORT_MAX_RECORDS: {e}")))?;
+    let limits = Limits::parse(&config.max_records)
+        .map_err(|e| ExportError::Config(format!("HAVEN_EXPORT_MAX_RECORDS: {e}")))?;
     let token = haven_server::token_for(shutdown);
     let spec = ServiceSpec {
         name: "haven-export",
@@ -56,8 +57,13 @@ pub async fn serve(
     };
     let base = Base::start(spec, &config.common, &config.metrics_addr, token.clone()).await?;
     // The export service reads the platform's `app` data; it keeps that schema current.
-    haven_appdata::migrate(&base.pool).await.map_err(StartError::from)?;
-    let engine = engine::Engine { pool: base.pool.clone(), bus: base.bus.clone() };
+    haven_appdata::migrate(&base.pool)
+        .await
+        .map_err(StartError::from)?;
+    let engine = engine::Engine {
+        pool: base.pool.clone(),
+        bus: base.bus.clone(),
+    };
     let api = api::Api { engine, limits };
     base.grpc()
         .add_service(ExportServiceServer::new(api))

@@ -15,7 +15,9 @@ const MAX_RANGE_DAYS: i64 = 3660;
 /// What a request asks to render.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    Csv { bom: bool },
+    Csv {
+        bom: bool,
+    },
     Json,
     Ndjson,
     /// Typed rows for `StreamRows`.
@@ -67,7 +69,10 @@ pub struct Invalid {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid { field, message: message.into() }
+    Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 /// Row limits per type: the seed's `maxRecords`, unless the deployment says otherwise.
@@ -78,18 +83,26 @@ pub struct Limits {
 
 impl Limits {
     pub fn max_records(&self, ty: &ExportType) -> u64 {
-        self.overrides.get(ty.key).copied().unwrap_or(ty.max_records)
+        self.overrides
+            .get(ty.key)
+            .copied()
+            .unwrap_or(ty.max_records)
     }
 
     /// Parses `orders=2000000,leads=100000`.
     pub fn parse(spec: &str) -> Result<Limits, String> {
         let mut overrides = HashMap::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, n) = part.split_once('=').ok_or_else(|| format!("`{part}`: expected type=limit"))?;
+            let (key, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: expected type=limit"))?;
             if catalog::find(key.trim()).is_none() {
                 return Err(format!("`{part}`: unknown export type"));
             }
-            let n: u64 = n.trim().parse().map_err(|_| format!("`{part}`: limit is not a whole number"))?;
+            let n: u64 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}`: limit is not a whole number"))?;
             if n == 0 {
                 return Err(format!("`{part}`: limit must be at least 1"));
             }
@@ -138,7 +151,14 @@ pub fn resolve(
     }
     let ty = catalog::find(&request.export_type).ok_or_else(|| {
         let known: Vec<&str> = catalog::TYPES.iter().map(|t| t.key).collect();
-        invalid("export_type", format!("unknown type `{}`; expected one of {}", request.export_type, known.join(", ")))
+        invalid(
+            "export_type",
+            format!(
+                "unknown type `{}`; expected one of {}",
+                request.export_type,
+                known.join(", ")
+            ),
+        )
     })?;
     let format = if rows {
         Format::Rows
@@ -147,9 +167,21 @@ pub fn resolve(
             Ok(pb::ExportFormat::Csv) => Format::Csv { bom: request.bom },
             Ok(pb::ExportFormat::Json) => Format::Json,
             Ok(pb::ExportFormat::Ndjson) => Format::Ndjson,
-            Ok(pb::ExportFormat::Unspecified) => return Err(invalid("format", "is required: csv, json or ndjson")),
-            Ok(pb::ExportFormat::Pdf) => return Err(invalid("format", "pdf is not available for row exports; use csv, json or ndjson")),
-            Err(_) => return Err(invalid("format", format!("unknown value {}", request.format))),
+            Ok(pb::ExportFormat::Unspecified) => {
+                return Err(invalid("format", "is required: csv, json or ndjson"));
+            }
+            Ok(pb::ExportFormat::Pdf) => {
+                return Err(invalid(
+                    "format",
+                    "pdf is not available for row exports; use csv, json or ndjson",
+                ));
+            }
+            Err(_) => {
+                return Err(invalid(
+                    "format",
+                    format!("unknown value {}", request.format),
+                ));
+            }
         }
     };
     if request.bom && !matches!(format, Format::Csv { .. }) {
@@ -162,7 +194,14 @@ pub fn resolve(
         for key in &request.fields {
             let field = ty.field(key).ok_or_else(|| {
                 let known: Vec<&str> = ty.fields.iter().map(|f| f.key).collect();
-                invalid("fields", format!("unknown field `{key}` for {}; expected any of {}", ty.key, known.join(", ")))
+                invalid(
+                    "fields",
+                    format!(
+                        "unknown field `{key}` for {}; expected any of {}",
+                        ty.key,
+                        known.join(", ")
+                    ),
+                )
             })?;
             if out.iter().any(|f| f.key == field.key) {
                 return Err(invalid("fields", format!("`{key}` is listed twice")));
@@ -180,13 +219,23 @@ pub fn resolve(
         None => end - Duration::days(i64::from(ty.default_date_range_days)),
     };
     if start > end {
-        return Err(invalid("start_time", format!("{start} is after end_time {end}")));
+        return Err(invalid(
+            "start_time",
+            format!("{start} is after end_time {end}"),
+        ));
     }
     if end - start > Duration::days(MAX_RANGE_DAYS) {
-        return Err(invalid("start_time", format!("the range is longer than {MAX_RANGE_DAYS} days")));
+        return Err(invalid(
+            "start_time",
+            format!("the range is longer than {MAX_RANGE_DAYS} days"),
+        ));
     }
     let max = limits.max_records(ty);
-    let limit = if request.limit == 0 { max } else { request.limit.min(max) };
+    let limit = if request.limit == 0 {
+        max
+    } else {
+        request.limit.min(max)
+    };
     Ok(Plan {
         id: Uuid::now_v7(),
         tenant_id,
@@ -216,7 +265,10 @@ fn csv_expr(field: &Field) -> String {
                  THEN '''' || {v} ELSE {v} END"
             )
         }
-        Kind::Bool => format!("CASE WHEN {0} THEN 'true' WHEN NOT {0} THEN 'false' END", field.sql),
+        Kind::Bool => format!(
+            "CASE WHEN {0} THEN 'true' WHEN NOT {0} THEN 'false' END",
+            field.sql
+        ),
         _ => field.sql.to_owned(),
     }
 }
@@ -224,7 +276,12 @@ fn csv_expr(field: &Field) -> String {
 impl Plan {
     fn filter(&self) -> String {
         let time = self.ty.time_column;
-        if self.ty.fields.iter().any(|f| f.kind == Kind::Date && f.sql == time) {
+        if self
+            .ty
+            .fields
+            .iter()
+            .any(|f| f.kind == Kind::Date && f.sql == time)
+        {
             // Calendar dates: the range covers whole days.
             format!(
                 "t.tenant_id = '{}' AND {time} >= ({})::date AND {time} <= ({})::date",
@@ -244,7 +301,11 @@ impl Plan {
 
     /// One more row than the limit is asked for: its arrival means the limit cut the result.
     fn tail(&self) -> String {
-        format!("ORDER BY {} DESC LIMIT {}", self.ty.time_column, self.limit.saturating_add(1))
+        format!(
+            "ORDER BY {} DESC LIMIT {}",
+            self.ty.time_column,
+            self.limit.saturating_add(1)
+        )
     }
 
     /// The COPY statement that renders this export's rows in PostgreSQL itself.
@@ -261,7 +322,11 @@ impl Plan {
                 )
             }
             Format::Json | Format::Ndjson | Format::Rows => {
-                let pairs: Vec<String> = self.fields.iter().map(|f| format!("'{}', {}", f.key, f.sql)).collect();
+                let pairs: Vec<String> = self
+                    .fields
+                    .iter()
+                    .map(|f| format!("'{}', {}", f.key, f.sql))
+                    .collect();
                 // JSON text never holds a raw newline, \x01 or \x02: with those as quote and
                 // delimiter, COPY writes each object verbatim, one per line.
                 format!(
@@ -286,12 +351,23 @@ impl Plan {
                 _ => f.sql.to_owned(),
             })
             .collect();
-        format!("SELECT {} FROM {} WHERE {} {}", cols.join(", "), self.ty.from, self.filter(), self.tail())
+        format!(
+            "SELECT {} FROM {} WHERE {} {}",
+            cols.join(", "),
+            self.ty.from,
+            self.filter(),
+            self.tail()
+        )
     }
 
     /// `{type}-export-{YYYY-MM-DD}.{ext}`.
     pub fn filename(&self, now: DateTime<Utc>) -> String {
-        format!("{}-export-{}.{}", self.ty.key, now.format("%Y-%m-%d"), self.format.extension())
+        format!(
+            "{}-export-{}.{}",
+            self.ty.key,
+            now.format("%Y-%m-%d"),
+            self.format.extension()
+        )
     }
 }
 
@@ -316,7 +392,20 @@ mod tests {
     fn defaults_follow_the_catalogue() {
         let plan = resolve_(&req("orders", &[])).unwrap();
         let keys: Vec<&str> = plan.fields.iter().map(|f| f.key).collect();
-        assert_eq!(keys, ["id", "shopify_order_id", "customer_email", "total", "subtotal", "discount_total", "item_count", "status", "created_at"]);
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "shopify_order_id",
+                "customer_email",
+                "total",
+                "subtotal",
+                "discount_total",
+                "item_count",
+                "status",
+                "created_at"
+            ]
+        );
         assert_eq!(plan.limit, 100_000);
         assert_eq!((plan.end - plan.start).num_days(), 90);
     }
@@ -324,24 +413,45 @@ mod tests {
     #[test]
     fn bad_requests_name_the_field() {
         assert_eq!(resolve_(&req("", &[])).unwrap_err().field, "export_type");
-        assert_eq!(resolve_(&req("invoices", &[])).unwrap_err().field, "export_type");
+        assert_eq!(
+            resolve_(&req("invoices", &[])).unwrap_err().field,
+            "export_type"
+        );
         let e = resolve_(&req("orders", &["id", "password"])).unwrap_err();
         assert_eq!(e.field, "fields");
         assert!(e.message.contains("`password`"));
-        assert_eq!(resolve_(&req("orders", &["id", "id"])).unwrap_err().field, "fields");
+        assert_eq!(
+            resolve_(&req("orders", &["id", "id"])).unwrap_err().field,
+            "fields"
+        );
         let mut r = req("orders", &[]);
         r.format = 0;
         assert_eq!(resolve_(&r).unwrap_err().field, "format");
         let mut r = req("orders", &[]);
-        r.start_time = Some(prost_types::Timestamp { seconds: 2_000_000_000, nanos: 0 });
-        r.end_time = Some(prost_types::Timestamp { seconds: 1_000_000_000, nanos: 0 });
+        r.start_time = Some(prost_types::Timestamp {
+            seconds: 2_000_000_000,
+            nanos: 0,
+        });
+        r.end_time = Some(prost_types::Timestamp {
+            seconds: 1_000_000_000,
+            nanos: 0,
+        });
         assert_eq!(resolve_(&r).unwrap_err().field, "start_time");
         let mut r = req("orders", &[]);
-        r.start_time = Some(prost_types::Timestamp { seconds: 0, nanos: 0 });
-        r.end_time = Some(prost_types::Timestamp { seconds: 4_000_000_000, nanos: 0 });
+        r.start_time = Some(prost_types::Timestamp {
+            seconds: 0,
+            nanos: 0,
+        });
+        r.end_time = Some(prost_types::Timestamp {
+            seconds: 4_000_000_000,
+            nanos: 0,
+        });
         assert_eq!(resolve_(&r).unwrap_err().field, "start_time");
         let mut r = req("orders", &[]);
-        r.end_time = Some(prost_types::Timestamp { seconds: -5_000_000_000, nanos: 0 });
+        r.end_time = Some(prost_types::Timestamp {
+            seconds: -5_000_000_000,
+            nanos: 0,
+        });
         assert_eq!(resolve_(&r).unwrap_err().field, "end_time");
     }
 
@@ -353,7 +463,12 @@ mod tests {
         let limits = Limits::parse("orders=2000000").unwrap();
         let mut r = req("orders", &[]);
         r.limit = 1_500_000;
-        assert_eq!(resolve(&r, Uuid::nil(), "u", &limits, Utc::now(), false).unwrap().limit, 1_500_000);
+        assert_eq!(
+            resolve(&r, Uuid::nil(), "u", &limits, Utc::now(), false)
+                .unwrap()
+                .limit,
+            1_500_000
+        );
         assert!(Limits::parse("invoices=5").is_err());
         assert!(Limits::parse("orders=0").is_err());
     }

@@ -1,0 +1,600 @@
+//! Exports against real PostgreSQL: every type × format, field selection, date ranges,
+//! limits and truncation, empty results, hostile text, tenant isolation, cancellation.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use haven_appdata::{DataKind, HOSTILE_TEXT, SeedOptions};
+use haven_auth::{Claims, Minter, Role};
+use haven_proto::export::v1 as pb;
+use haven_proto::export::v1::export_service_client::ExportServiceClient;
+use haven_server::CommonArgs;
+use haven_testkit::TestDb;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+const SECRET: &str = "export-test-secret-at-least-32-bytes!";
+
+#[derive(Clone)]
+struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+type Client = ExportServiceClient<InterceptedService<Channel, Auth>>;
+
+struct Stack {
+    db: TestDb,
+    addr: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+async fn start(max_records: &str) -> Stack {
+    let db = TestDb::new().await;
+    let mut config = haven_export::Config::for_test(CommonArgs::new(
+        &db.url,
+        &haven_testkit::nats_url(),
+        &haven_testkit::namespace(),
+        SECRET,
+    ));
+    config.max_records = max_records.into();
+    let listener = haven_testkit::listener().await;
+    let addr = listener.local_addr().unwrap();
+    let (stop, _) = watch::channel(false);
+    let mut rx = stop.subscribe();
+    tokio::spawn(async move {
+        haven_export::serve(config, listener, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+        .unwrap()
+    });
+    // Ready once the app schema is migrated.
+    for _ in 0..300 {
+        let ok: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('app.daily_metrics')::text")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        if ok.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Stack { db, addr, stop }
+}
+
+impl Stack {
+    async fn client(&self, tenant: Uuid) -> Client {
+        let channel = loop {
+            if let Ok(c) = Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+            {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let token = Minter::hs256(SECRET.as_bytes())
+            .unwrap()
+            .mint(&Claims::new(
+                tenant,
+                "tester",
+                vec![Role::User],
+                Duration::from_secs(600),
+            ))
+            .unwrap();
+        ExportServiceClient::with_interceptor(
+            channel,
+            Auth(format!("Bearer {token}").parse().unwrap()),
+        )
+    }
+
+    async fn seed(&self, tenant: Uuid, rows: u64, hostile: f64) {
+        let mut o = SeedOptions::new(tenant, "T", rows);
+        o.days = 30;
+        o.hostile_ratio = hostile;
+        haven_appdata::seed(&self.db.pool, &o).await.unwrap();
+    }
+}
+
+fn request(ty: &str, format: pb::ExportFormat) -> pb::ExportRequest {
+    pb::ExportRequest {
+        export_type: ty.into(),
+        format: format as i32,
+        ..Default::default()
+    }
+}
+
+/// The whole file and its summary.
+async fn export(
+    client: &mut Client,
+    req: pb::ExportRequest,
+) -> Result<(pb::ExportStart, Vec<u8>, pb::ExportSummary), tonic::Status> {
+    use pb::stream_export_response::Part;
+    let mut stream = client.stream_export(req).await?.into_inner();
+    let (mut start, mut body, mut summary) = (None, Vec::new(), None);
+    while let Some(msg) = stream.message().await? {
+        match msg.part.unwrap() {
+            Part::Start(s) => start = Some(s),
+            Part::Chunk(c) => body.extend_from_slice(&c),
+            Part::Summary(s) => summary = Some(s),
+        }
+    }
+    Ok((
+        start.unwrap(),
+        body,
+        summary.expect("a complete stream ends with a summary"),
+    ))
+}
+
+async fn rows(
+    client: &mut Client,
+    req: pb::ExportRequest,
+) -> (pb::RowsHeader, Vec<pb::Row>, pb::RowsTrailer) {
+    use pb::stream_rows_response::Part;
+    let mut stream = client.stream_rows(req).await.unwrap().into_inner();
+    let (mut header, mut out, mut trailer) = (None, Vec::new(), None);
+    while let Some(msg) = stream.message().await.unwrap() {
+        match msg.part.unwrap() {
+            Part::Header(h) => header = Some(h),
+            Part::Batch(b) => out.extend(b.rows),
+            Part::Trailer(t) => trailer = Some(t),
+        }
+    }
+    (header.unwrap(), out, trailer.unwrap())
+}
+
+fn parse_csv(body: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(body);
+    let header = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (header, rows)
+}
+
+#[tokio::test]
+async fn catalogue_is_the_seeds() {
+    let s = start("").await;
+    let mut c = s.client(Uuid::new_v4()).await;
+    let types = c
+        .list_export_types(pb::ListExportTypesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .export_types;
+    let keys: Vec<&str> = types.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "leads",
+            "customers",
+            "orders",
+            "pins",
+            "quotes",
+            "assets",
+            "analytics"
+        ]
+    );
+    let orders = &types[2];
+    assert_eq!(
+        (
+            orders.label.as_str(),
+            orders.default_date_range_days,
+            orders.max_records
+        ),
+        ("Orders", 90, 100_000)
+    );
+    let defaults: Vec<&str> = orders
+        .fields
+        .iter()
+        .filter(|f| f.default)
+        .map(|f| f.key.as_str())
+        .collect();
+    assert_eq!(
+        defaults,
+        [
+            "id",
+            "shopify_order_id",
+            "customer_email",
+            "total",
+            "subtotal",
+            "discount_total",
+            "item_count",
+            "status",
+            "created_at"
+        ]
+    );
+    assert_eq!(types[6].max_records, 1000);
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn every_type_in_every_format() {
+    let s = start("").await;
+    let tenant = Uuid::new_v4();
+    s.seed(tenant, 150, 0.2).await;
+    let mut c = s.client(tenant).await;
+    for ty in [
+        "leads",
+        "customers",
+        "orders",
+        "pins",
+        "quotes",
+        "assets",
+        "analytics",
+    ] {
+        let (header, typed, trailer) =
+            rows(&mut c, request(ty, pb::ExportFormat::Unspecified)).await;
+        let n = typed.len();
+        assert_eq!(trailer.record_count as usize, n);
+        assert!(n > 0, "{ty} exported nothing");
+        assert!(typed.iter().all(|r| r.values.len() == header.columns.len()));
+
+        let (start, body, summary) = export(&mut c, request(ty, pb::ExportFormat::Csv))
+            .await
+            .unwrap();
+        assert_eq!(start.content_type, "text/csv; charset=utf-8");
+        assert!(
+            start.filename.starts_with(&format!("{ty}-export-"))
+                && start.filename.ends_with(".csv")
+        );
+        let (labels, records) = parse_csv(&body);
+        assert_eq!(labels.len(), header.columns.len());
+        assert_eq!(records.len(), n, "{ty} csv");
+        assert_eq!(
+            (summary.record_count as usize, summary.bytes as usize),
+            (n, body.len())
+        );
+
+        let (_, body, summary) = export(&mut c, request(ty, pb::ExportFormat::Json))
+            .await
+            .unwrap();
+        let json: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (json.len(), summary.record_count as usize),
+            (n, n),
+            "{ty} json"
+        );
+        assert_eq!(json[0].len(), header.columns.len());
+
+        let (_, body, _) = export(&mut c, request(ty, pb::ExportFormat::Ndjson))
+            .await
+            .unwrap();
+        let lines: Vec<serde_json::Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), n, "{ty} ndjson");
+    }
+    // Derived fields: zeros and 'none' where nothing joins.
+    let (h, typed, _) = rows(
+        &mut c,
+        pb::ExportRequest {
+            export_type: "pins".into(),
+            fields: vec!["impressions".into(), "engagement_rate".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(h.columns[1].value_type, pb::ValueType::Decimal as i32);
+    assert!(
+        typed
+            .iter()
+            .any(|r| matches!(r.values[0].kind, Some(pb::value::Kind::Int64Value(0))))
+    );
+    let (_, typed, _) = rows(
+        &mut c,
+        pb::ExportRequest {
+            export_type: "customers".into(),
+            fields: vec!["loyalty_tier".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        typed
+            .iter()
+            .any(|r| r.values[0].kind == Some(pb::value::Kind::StringValue("none".into())))
+    );
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn hostile_text_round_trips_and_formulas_are_neutralised() {
+    let s = start("").await;
+    let tenant = Uuid::new_v4();
+    let mut expected = HashMap::new();
+    let mut values: Vec<String> = HOSTILE_TEXT.iter().map(|s| s.to_string()).collect();
+    values.push("-42".into());
+    values.push("12.5".into());
+    for (i, v) in values.iter().enumerate() {
+        let id = Uuid::new_v4();
+        sqlx::query("INSERT INTO app.leads (id, tenant_id, email, segment, created_at) VALUES ($1, $2, $3, $4, now() - $5 * interval '1 second')")
+            .bind(id)
+            .bind(tenant)
+            .bind(format!("lead{i}@example.com"))
+            .bind(v)
+            .bind(i as i64)
+            .execute(&s.db.pool)
+            .await
+            .unwrap();
+        expected.insert(id.to_string(), v.clone());
+    }
+    sqlx::query("INSERT INTO app.customer_orders (id, tenant_id, total, subtotal, discount_total, item_count, status) VALUES ($1, $2, -12.50, 10, 22.50, 1, '=cmd|calc')")
+        .bind(Uuid::new_v4())
+        .bind(tenant)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let mut c = s.client(tenant).await;
+    let mut req = request("leads", pb::ExportFormat::Csv);
+    req.fields = vec!["id".into(), "segment".into()];
+    req.bom = true;
+    let (_, body, _) = export(&mut c, req.clone()).await.unwrap();
+    assert!(body.starts_with("\u{feff}".as_bytes()));
+    let (header, records) = parse_csv(&body[3..]);
+    assert_eq!(header, ["ID", "Segment"]);
+    for r in &records {
+        let original = &expected[&r[0]];
+        let risky = original.starts_with(['=', '+', '-', '@', '\t', '\r'])
+            && original.parse::<f64>().is_err();
+        let want = if risky {
+            format!("'{original}")
+        } else {
+            original.clone()
+        };
+        assert_eq!(&r[1], &want, "csv cell for {original:?}");
+    }
+    assert_eq!(records.len(), expected.len());
+
+    req.format = pb::ExportFormat::Json as i32;
+    req.bom = false;
+    let (_, body, _) = export(&mut c, req).await.unwrap();
+    let json: Vec<HashMap<String, serde_json::Value>> = serde_json::from_slice(&body).unwrap();
+    for obj in &json {
+        assert_eq!(
+            obj["segment"].as_str().unwrap(),
+            expected[obj["id"].as_str().unwrap()],
+            "json is exact"
+        );
+    }
+
+    // A negative amount stays a number; a formula in text does not stay a formula.
+    let mut req = request("orders", pb::ExportFormat::Csv);
+    req.fields = vec!["total".into(), "status".into()];
+    let (_, body, _) = export(&mut c, req).await.unwrap();
+    let (_, records) = parse_csv(&body);
+    assert_eq!(
+        records,
+        vec![vec!["-12.50".to_owned(), "'=cmd|calc".to_owned()]]
+    );
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn fields_ranges_limits_truncation_and_empty_results() {
+    let s = start("").await;
+    let tenant = Uuid::new_v4();
+    s.seed(tenant, 300, 0.0).await;
+    let mut c = s.client(tenant).await;
+
+    let mut req = request("orders", pb::ExportFormat::Csv);
+    req.fields = vec!["customer_email".into(), "id".into()];
+    let (start, body, _) = export(&mut c, req).await.unwrap();
+    assert_eq!(start.fields, ["customer_email", "id"]);
+    assert_eq!(parse_csv(&body).0, ["Customer Email", "ID"]);
+
+    // Newest first, all within the asked range.
+    let now = chrono::Utc::now();
+    let from = now - chrono::Duration::days(10);
+    let mut req = request("orders", pb::ExportFormat::Unspecified);
+    req.fields = vec!["created_at".into()];
+    req.start_time = Some(prost_types::Timestamp {
+        seconds: from.timestamp(),
+        nanos: 0,
+    });
+    let (_, typed, trailer) = rows(&mut c, req).await;
+    let times: Vec<i64> = typed
+        .iter()
+        .map(|r| match &r.values[0].kind {
+            Some(pb::value::Kind::TimestampValue(t)) => t.seconds,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(!times.is_empty() && times.len() < 300 && !trailer.truncated);
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    assert!(times.iter().all(|t| *t >= from.timestamp()));
+
+    // A limit that cuts says so; one that does not, does not.
+    let mut req = request("orders", pb::ExportFormat::Ndjson);
+    req.limit = 7;
+    let (start, body, summary) = export(&mut c, req.clone()).await.unwrap();
+    assert_eq!(
+        (start.limit, summary.record_count, summary.truncated),
+        (7, 7, true)
+    );
+    assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 7);
+    req.limit = 10_000;
+    let (_, _, summary) = export(&mut c, req).await.unwrap();
+    assert_eq!((summary.record_count, summary.truncated), (300, false));
+    // maxRecords caps what is asked.
+    let mut req = request("analytics", pb::ExportFormat::Json);
+    req.limit = 50_000;
+    assert_eq!(export(&mut c, req).await.unwrap().0.limit, 1000);
+
+    // Nothing to export: still a well-formed file.
+    let mut empty = s.client(Uuid::new_v4()).await;
+    let (_, body, summary) = export(&mut empty, request("leads", pb::ExportFormat::Json))
+        .await
+        .unwrap();
+    assert_eq!((body.as_slice(), summary.record_count), (&b"[]\n"[..], 0));
+    let (_, body, _) = export(&mut empty, request("leads", pb::ExportFormat::Csv))
+        .await
+        .unwrap();
+    let (header, records) = parse_csv(&body);
+    assert_eq!((header.len(), records.len()), (7, 0));
+
+    // Bad requests name the field.
+    for (req, field) in [
+        (
+            pb::ExportRequest {
+                export_type: "orders".into(),
+                format: 1,
+                fields: vec!["password".into()],
+                ..Default::default()
+            },
+            "fields",
+        ),
+        (
+            pb::ExportRequest {
+                export_type: "invoices".into(),
+                format: 1,
+                ..Default::default()
+            },
+            "export_type",
+        ),
+        (
+            pb::ExportRequest {
+                export_type: "orders".into(),
+                format: 0,
+                ..Default::default()
+            },
+            "format",
+        ),
+        (
+            pb::ExportRequest {
+                export_type: "orders".into(),
+                format: 1,
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: 0,
+                }),
+                end_time: Some(prost_types::Timestamp {
+                    seconds: now.timestamp() - 86_400,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            "start_time",
+        ),
+    ] {
+        let err = export(&mut c, req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+
+    // History: newest first, this tenant only.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let history = c
+        .list_export_history(pb::ListExportHistoryRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(history.len() >= 5);
+    assert!(history.iter().all(
+        |e| e.tenant_id == tenant.to_string() && e.status == pb::ExportStatus::Completed as i32
+    ));
+    assert!(history.iter().any(|e| e.truncated && e.record_count == 7));
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn tenant_b_never_sees_tenant_a_rows() {
+    let s = start("").await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    s.seed(a, 100, 0.1).await;
+    s.seed(b, 50, 0.1).await;
+    let mut c = s.client(b).await;
+    for ty in ["leads", "customers", "orders", "pins", "quotes", "assets"] {
+        let mut req = request(ty, pb::ExportFormat::Json);
+        req.fields = vec!["id".into()];
+        let (_, body, _) = export(&mut c, req).await.unwrap();
+        let json: Vec<HashMap<String, String>> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json.len(), 50, "{ty}");
+        let table = match ty {
+            "orders" => "customer_orders",
+            t => t,
+        };
+        let foreign: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM app.{table} WHERE id::text = ANY($1) AND tenant_id <> $2"
+        )))
+        .bind(json.iter().map(|o| o["id"].clone()).collect::<Vec<_>>())
+        .bind(b)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(foreign, 0, "{ty}");
+    }
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn a_caller_going_away_stops_the_query() {
+    let s = start("orders=1000000").await;
+    let tenant = Uuid::new_v4();
+    let mut o = SeedOptions::new(tenant, "Big", 200_000);
+    o.kinds = vec![DataKind::Orders];
+    o.days = 30;
+    haven_appdata::seed(&s.db.pool, &o).await.unwrap();
+    let mut c = s.client(tenant).await;
+    let mut req = request("orders", pb::ExportFormat::Csv);
+    req.limit = 1_000_000;
+    let mut stream = c.stream_export(req).await.unwrap().into_inner();
+    stream.message().await.unwrap();
+    stream.message().await.unwrap();
+    let copies = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state = 'active'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(copies().await, 1, "the export query runs while we read");
+    drop(stream);
+    drop(c);
+    let dropped = std::time::Instant::now();
+    while copies().await > 0 {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(1),
+            "the query outlived its caller by a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Recorded as cancelled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM exports.export_history WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_optional(&s.db.pool)
+                .await
+                .unwrap();
+        if status.as_deref() == Some("cancelled") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history says {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop.send_replace(true);
+}
