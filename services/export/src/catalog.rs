@@ -39,7 +39,7 @@ pub struct Field {
 }
 
 /// One export type.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ExportType {
     pub key: &'static str,
     pub label: &'static str,
