@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod errors;
+mod export;
 mod upstream;
 
 use std::future::Future;
@@ -93,6 +94,7 @@ pub fn router(config: &Config, upstreams: Upstreams) -> Result<Router, GatewayEr
     });
     let api = Router::new()
         .merge(errors::routes())
+        .merge(export::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));
     Ok(Router::new()

@@ -1,0 +1,250 @@
+//! Downloads through the gateway against a real export service: headers, streaming body,
+//! record count trailer, JSON errors before the first byte, and an aborted body when the
+//! export fails mid-stream.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use haven_appdata::{DataKind, SeedOptions};
+use haven_auth::{Claims, Minter, Role};
+use haven_server::CommonArgs;
+use haven_testkit::{TestDb, listener, namespace, nats_url};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+const SECRET: &str = "gateway-download-secret-at-least-32-bytes";
+
+fn token(tenant: Uuid) -> String {
+    Minter::hs256(SECRET.as_bytes())
+        .unwrap()
+        .mint(&Claims::new(
+            tenant,
+            "u",
+            vec![Role::User],
+            Duration::from_secs(600),
+        ))
+        .unwrap()
+}
+
+struct Stack {
+    db: TestDb,
+    base: String,
+    gateway: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+async fn stack() -> Stack {
+    let db = TestDb::new().await;
+    let (stop, _) = watch::channel(false);
+    let wait = |stop: &watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let mut config =
+        haven_export::Config::for_test(CommonArgs::new(&db.url, &nats_url(), &namespace(), SECRET));
+    config.max_records = "orders=1000000".into();
+    let el = listener().await;
+    let export_addr = el.local_addr().unwrap();
+    tokio::spawn(haven_export::serve(config, el, wait(&stop)));
+    let gl = listener().await;
+    let gateway = gl.local_addr().unwrap();
+    let config = haven_gateway::Config::for_test(
+        SECRET,
+        "http://127.0.0.1:9".into(),
+        "http://127.0.0.1:9".into(),
+        format!("http://{export_addr}"),
+    );
+    tokio::spawn(haven_gateway::serve(config, gl, wait(&stop)));
+    for _ in 0..300 {
+        let ok: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('app.daily_metrics')::text")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        if ok.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Stack {
+        db,
+        base: format!("http://{gateway}"),
+        gateway,
+        stop,
+    }
+}
+
+async fn seed_orders(db: &TestDb, tenant: Uuid, n: u64) {
+    let mut o = SeedOptions::new(tenant, "T", n);
+    o.kinds = vec![DataKind::Orders];
+    o.days = 30;
+    haven_appdata::seed(&db.pool, &o).await.unwrap();
+}
+
+#[tokio::test]
+async fn csv_download_streams_with_headers_and_record_count() {
+    let s = stack().await;
+    let tenant = Uuid::new_v4();
+    seed_orders(&s.db, tenant, 5_000).await;
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!(
+            "{}/api/export?type=orders&format=csv&fields=id,total,status&bom=true",
+            s.base
+        ))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers().clone();
+    assert_eq!(h["content-type"], "text/csv; charset=utf-8");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(
+        h["content-disposition"],
+        format!("attachment; filename=\"orders-export-{today}.csv\"").as_str()
+    );
+    assert_eq!(h["cache-control"], "no-store");
+    let body = res.bytes().await.unwrap();
+    assert!(body.starts_with("\u{feff}".as_bytes()));
+    let mut reader = csv::Reader::from_reader(&body[3..]);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["ID", "Total", "Status"]
+    );
+    assert_eq!(reader.records().count(), 5_000);
+
+    // A client that accepts trailers gets the record count at the end of the body.
+    let mut tcp = tokio::net::TcpStream::connect(s.gateway).await.unwrap();
+    let request = format!(
+        "GET /api/export?type=orders&format=ndjson&limit=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        token(tenant)
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_lowercase();
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("x-record-count: 10"), "{text}");
+    assert!(text.contains("x-export-truncated: true"), "{text}");
+
+    // JSON and the catalogue.
+    let res = http
+        .get(format!(
+            "{}/api/export?type=orders&format=json&limit=3",
+            s.base
+        ))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let json: Vec<Value> = res.json().await.unwrap();
+    assert_eq!(json.len(), 3);
+    let configs: Value = http
+        .get(format!("{}/api/export/configs", s.base))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(configs[2]["type"], "orders");
+    assert_eq!(configs[2]["maxRecords"], 1_000_000);
+    assert_eq!(
+        configs[2]["fields"][0],
+        serde_json::json!({ "key": "id", "label": "ID", "default": true })
+    );
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn errors_before_the_first_byte_are_json() {
+    let s = stack().await;
+    let http = reqwest::Client::new();
+    let t = token(Uuid::new_v4());
+    for (query, status, field) in [
+        ("type=invoices", 400, "type"),
+        ("format=csv", 400, "type"),
+        ("type=orders&format=xlsx", 400, "format"),
+        ("type=orders&fields=id,password", 400, "fields"),
+        (
+            "type=orders&startDate=2026-02-01&endDate=2026-01-01",
+            400,
+            "startDate",
+        ),
+        ("type=orders&startDate=yesterday", 400, "startDate"),
+        ("type=orders&limit=-4", 400, "limit"),
+    ] {
+        let res = http
+            .get(format!("{}/api/export?{query}", s.base))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{query}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{query}: {body}"
+        );
+    }
+    let res = http
+        .get(format!("{}/api/export?type=orders", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_is_a_failure_to_the_http_client() {
+    let s = stack().await;
+    let tenant = Uuid::new_v4();
+    seed_orders(&s.db, tenant, 200_000).await;
+    let res = reqwest::Client::new()
+        .get(format!(
+            "{}/api/export?type=orders&format=csv&limit=1000000",
+            s.base
+        ))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    // The database connection of the export dies mid-way.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state = 'active') t",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    let mut received = first.len();
+    let outcome = loop {
+        match body.next().await {
+            Some(Ok(chunk)) => received += chunk.len(),
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "the body ended cleanly after {received} bytes: a truncated file would pass as complete"
+    );
+    s.stop.send_replace(true);
+}
