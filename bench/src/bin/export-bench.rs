@@ -42,7 +42,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bin_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn free_addr() -> String {
@@ -89,8 +93,14 @@ async fn main() -> anyhow::Result<()> {
     options.days = 30;
     let report = haven_appdata::seed(&pool, &options).await?;
     let seed_rate = report.total() as f64 / report.elapsed.as_secs_f64();
-    println!("  {} rows in {:.1}s ({seed_rate:.0} rows/s)", report.total(), report.elapsed.as_secs_f64());
-    sqlx::query("VACUUM ANALYZE app.customer_orders").execute(&pool).await?;
+    println!(
+        "  {} rows in {:.1}s ({seed_rate:.0} rows/s)",
+        report.total(),
+        report.elapsed.as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE app.customer_orders")
+        .execute(&pool)
+        .await?;
 
     // The services as real processes, so their memory is their own.
     let export_addr = free_addr();
@@ -108,7 +118,9 @@ async fn main() -> anyhow::Result<()> {
         .env("HAVEN_EXPORT_ADDR", &export_addr)
         .env("HAVEN_EXPORT_METRICS_ADDR", "127.0.0.1:0")
         .env("HAVEN_EXPORT_MAX_RECORDS", format!("orders={total}"));
-    let mut export: Child = export.spawn().context("start haven-export (build it with --release)")?;
+    let mut export: Child = export
+        .spawn()
+        .context("start haven-export (build it with --release)")?;
     let mut gateway = Command::new(bin_dir().join("haven-gateway"));
     common(&mut gateway);
     gateway
@@ -116,21 +128,36 @@ async fn main() -> anyhow::Result<()> {
         .env("HAVEN_EXPORT_URL", format!("http://{export_addr}"));
     let mut gateway: Child = gateway.spawn().context("start haven-gateway")?;
 
-    let token = Minter::hs256(SECRET.as_bytes())?.mint(&Claims::new(tenant, "bench", vec![Role::User], Duration::from_secs(3600)))?;
-    let (start, end) = (chrono::Utc::now() - chrono::Duration::days(31), chrono::Utc::now() + chrono::Duration::minutes(10));
+    let token = Minter::hs256(SECRET.as_bytes())?.mint(&Claims::new(
+        tenant,
+        "bench",
+        vec![Role::User],
+        Duration::from_secs(3600),
+    ))?;
+    let (start, end) = (
+        chrono::Utc::now() - chrono::Duration::days(31),
+        chrono::Utc::now() + chrono::Duration::minutes(10),
+    );
     let channel = loop {
-        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{export_addr}"))?.connect().await {
+        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{export_addr}"))?
+            .connect()
+            .await
+        {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let mut client = ExportServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", auth.clone());
-        Ok(r)
-    })
-    .max_decoding_message_size(64 << 20);
-    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 };
+    let mut client =
+        ExportServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", auth.clone());
+            Ok(r)
+        })
+        .max_decoding_message_size(64 << 20);
+    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    };
     let grpc_request = |limit: u64| pb::ExportRequest {
         export_type: "orders".into(),
         format: pb::ExportFormat::Csv as i32,
@@ -141,7 +168,11 @@ async fn main() -> anyhow::Result<()> {
     };
     // Wait until the export service has migrated and answers.
     for _ in 0..300 {
-        if client.list_export_types(pb::ListExportTypesRequest {}).await.is_ok() {
+        if client
+            .list_export_types(pb::ListExportTypesRequest {})
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -162,7 +193,12 @@ async fn main() -> anyhow::Result<()> {
     );
     // Warm-up: the gateway must be ready, and caches equally warm for everyone.
     for _ in 0..300 {
-        if http.get(format!("http://{gateway_addr}/healthz")).send().await.is_ok() {
+        if http
+            .get(format!("http://{gateway_addr}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -182,7 +218,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let rss_1m = peak_rss_mib(export.id());
-    println!("export of {} rows (gRPC) for peak memory ...", args.big_rows);
+    println!(
+        "export of {} rows (gRPC) for peak memory ...",
+        args.big_rows
+    );
     let big = run_grpc(&mut client, grpc_request(args.big_rows)).await?;
     let rss_5m = peak_rss_mib(export.id());
 
@@ -190,14 +229,49 @@ async fn main() -> anyhow::Result<()> {
     let mbps = |m: &[Measure]| median(m.iter().map(|m| m.bytes as f64 / m.secs / 1e6).collect());
     let ttfb = |m: &[Measure]| median(m.iter().map(|m| m.ttfb_ms).collect());
     let psql_rate = median(psql.iter().map(|s| args.rows as f64 / s).collect());
-    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
     println!();
-    println!("Export benchmark — orders CSV, {} rows, PostgreSQL {version} (fsync on), {} CPUs, medians of {} runs", args.rows, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), args.runs);
-    println!("{:<34} {:>12} {:>10} {:>10} {:>12}", "", "rows/s", "MB/s", "TTFB ms", "vs psql");
-    println!("{:<34} {:>12.0} {:>10} {:>10} {:>11.2}x", "psql \\copy (reference)", psql_rate, "-", "-", 1.0);
-    println!("{:<34} {:>12.0} {:>10.1} {:>10.1} {:>11.2}x", "StreamExport (gRPC client)", rate(&grpc), mbps(&grpc), ttfb(&grpc), rate(&grpc) / psql_rate);
-    println!("{:<34} {:>12.0} {:>10.1} {:>10.1} {:>11.2}x", "gateway download (HTTP client)", rate(&gw), mbps(&gw), ttfb(&gw), rate(&gw) / psql_rate);
-    println!("export service peak RSS: {rss_1m:.1} MiB after {} rows; {rss_5m:.1} MiB after {} more ({} rows at {:.0} rows/s)", args.rows, big.rows, big.rows, big.rows as f64 / big.secs);
+    println!(
+        "Export benchmark — orders CSV, {} rows, PostgreSQL {version} (fsync on), {} CPUs, medians of {} runs",
+        args.rows,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        args.runs
+    );
+    println!(
+        "{:<34} {:>12} {:>10} {:>10} {:>12}",
+        "", "rows/s", "MB/s", "TTFB ms", "vs psql"
+    );
+    println!(
+        "{:<34} {:>12.0} {:>10} {:>10} {:>11.2}x",
+        "psql \\copy (reference)", psql_rate, "-", "-", 1.0
+    );
+    println!(
+        "{:<34} {:>12.0} {:>10.1} {:>10.1} {:>11.2}x",
+        "StreamExport (gRPC client)",
+        rate(&grpc),
+        mbps(&grpc),
+        ttfb(&grpc),
+        rate(&grpc) / psql_rate
+    );
+    println!(
+        "{:<34} {:>12.0} {:>10.1} {:>10.1} {:>11.2}x",
+        "gateway download (HTTP client)",
+        rate(&gw),
+        mbps(&gw),
+        ttfb(&gw),
+        rate(&gw) / psql_rate
+    );
+    println!(
+        "export service peak RSS: {rss_1m:.1} MiB after {} rows; {rss_5m:.1} MiB after {} more ({} rows at {:.0} rows/s)",
+        args.rows,
+        big.rows,
+        big.rows,
+        big.rows as f64 / big.secs
+    );
     println!("seed (havenctl seed's generator, COPY): {seed_rate:.0} rows/s");
     let _ = gateway.kill();
     let _ = export.kill();
@@ -211,7 +285,9 @@ async fn main() -> anyhow::Result<()> {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -219,14 +295,24 @@ fn urlencode(s: &str) -> String {
 
 fn run_psql(db_url: &str, sql: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let status = Command::new("psql").arg(db_url).arg("-X").arg("-q").arg("-c").arg(sql).stdout(Stdio::null()).status()?;
+    let status = Command::new("psql")
+        .arg(db_url)
+        .arg("-X")
+        .arg("-q")
+        .arg("-c")
+        .arg(sql)
+        .stdout(Stdio::null())
+        .status()?;
     if !status.success() {
         bail!("psql failed");
     }
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn run_grpc<T>(client: &mut ExportServiceClient<T>, request: pb::ExportRequest) -> anyhow::Result<Measure>
+async fn run_grpc<T>(
+    client: &mut ExportServiceClient<T>,
+    request: pb::ExportRequest,
+) -> anyhow::Result<Measure>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
     T::Error: Into<tonic::codegen::StdError>,
@@ -247,7 +333,12 @@ where
             _ => {}
         }
     }
-    Ok(Measure { rows, bytes, secs: started.elapsed().as_secs_f64(), ttfb_ms: ttfb.unwrap_or_default().as_secs_f64() * 1000.0 })
+    Ok(Measure {
+        rows,
+        bytes,
+        secs: started.elapsed().as_secs_f64(),
+        ttfb_ms: ttfb.unwrap_or_default().as_secs_f64() * 1000.0,
+    })
 }
 
 async fn run_http(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Measure> {
@@ -265,5 +356,10 @@ async fn run_http(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Res
         newlines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
     }
     // The seeded orders hold no newlines in these columns: lines minus the header are rows.
-    Ok(Measure { rows: newlines.saturating_sub(1), bytes, secs: started.elapsed().as_secs_f64(), ttfb_ms: ttfb.unwrap_or_default().as_secs_f64() * 1000.0 })
+    Ok(Measure {
+        rows: newlines.saturating_sub(1),
+        bytes,
+        secs: started.elapsed().as_secs_f64(),
+        ttfb_ms: ttfb.unwrap_or_default().as_secs_f64() * 1000.0,
+    })
 }

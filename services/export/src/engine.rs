@@ -67,14 +67,13 @@ struct Running {
 impl Running {
     async fn start(pool: &PgPool) -> Result<Running, Status> {
         let mut conn = pool.acquire().await.map_err(db_error)?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        sqlx::query("SET TIME ZONE 'UTC'")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        // One round trip: who to cancel, and timestamps rendered in UTC.
+        let pid: i32 = sqlx::query_scalar(
+            "SELECT pg_backend_pid() FROM (SELECT set_config('TimeZone', 'UTC', false)) s",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
         Ok(Running { conn, pid })
     }
 
@@ -174,6 +173,20 @@ impl Engine {
             }
             Format::Json => out.put_slice(b"["),
             Format::Ndjson | Format::Rows => {}
+        }
+        // The file's first bytes (BOM, header, `[`) need no query: send them at once, so the
+        // download starts while PostgreSQL plans.
+        if !out.is_empty() {
+            let chunk = out.split().freeze();
+            bytes += chunk.len() as u64;
+            if tx
+                .send(part(pb::stream_export_response::Part::Chunk(chunk)))
+                .await
+                .is_err()
+            {
+                running.abort(&self.pool).await;
+                return Err((Stop::Gone, 0, bytes));
+            }
         }
         let sql = plan.copy_sql();
         let outcome: Result<(), Stop> = async {
