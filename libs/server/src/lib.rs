@@ -3,6 +3,7 @@
 //! `/metrics` endpoint, and a shutdown that drains in-flight calls.
 
 mod base;
+pub mod page_token;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,11 +1,10 @@
 //! The gRPC API of the export service. Every call is scoped to the caller's tenant.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use haven_auth::principal_of;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_server::ExportService;
+use haven_server::page_token;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -98,7 +97,7 @@ impl ExportService for Api {
                 req.export_type
             )));
         }
-        let cursor = decode_token(&req.page_token)?;
+        let cursor = page_token::decode(&req.page_token)?;
         let rows = sqlx::query_as::<_, HistoryRow>(
             "SELECT id, tenant_id, user_id, export_type, format, fields, range_start, range_end, record_count, bytes,
                     duration_ms, status, error, truncated, created_at
@@ -121,11 +120,7 @@ impl ExportService for Api {
         let more = rows.len() > page_size as usize;
         let rows = &rows[..rows.len().min(page_size as usize)];
         let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!(
-                "{}:{}",
-                last.created_at.timestamp_micros(),
-                last.id
-            )),
+            (true, Some(last)) => page_token::encode(last.created_at, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListExportHistoryResponse {
@@ -160,18 +155,6 @@ impl ExportService for Api {
             "scheduled exports are not available yet",
         ))
     }
-}
-
-fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Status> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || Status::invalid_argument("page_token: not a token from a previous response");
-    let text =
-        String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))
 }
 
 #[derive(sqlx::FromRow)]

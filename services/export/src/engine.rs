@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::catalog::Kind;
-use crate::history::{self, Ending};
+use crate::history::{self, Ending, ts};
 use crate::plan::{Format, Plan};
 
 /// Rows gathered into one message when they are ready together.
@@ -30,13 +30,6 @@ const CHANNEL_DEPTH: usize = 4;
 pub struct Engine {
     pub pool: PgPool,
     pub bus: Bus,
-}
-
-fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn range(plan: &Plan) -> DateRange {

@@ -32,7 +32,7 @@ pub enum Ending {
     },
 }
 
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),

@@ -1,12 +1,11 @@
 //! The gRPC API: enqueue and the error-management calls. Everything is scoped to the
 //! caller's tenant; platform admins may look across tenants.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use haven_auth::{Principal, principal_of};
 use haven_proto::retry::v1 as pb;
 use haven_proto::retry::v1::retry_service_server::RetryService;
+use haven_server::page_token;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -63,22 +62,6 @@ fn item_scope(principal: &Principal) -> Scope {
     }
 }
 
-fn encode_token(at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))
-}
-
-fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Status> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || Status::invalid_argument("page_token: not a token from a previous response");
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))
-}
-
 #[tonic::async_trait]
 impl RetryService for Api {
     async fn enqueue(
@@ -132,7 +115,7 @@ impl RetryService for Api {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let scope = read_scope(&principal, &req.tenant_id)?;
-        let cursor = decode_token(&req.page_token)?;
+        let cursor = page_token::decode(&req.page_token)?;
         let op = (!req.operation_type.is_empty()).then_some(req.operation_type.as_str());
         let page = self
             .store
@@ -142,7 +125,7 @@ impl RetryService for Api {
             items: page.items.iter().map(|i| i.to_proto()).collect(),
             next_page_token: page
                 .next
-                .map(|(at, id)| encode_token(at, id))
+                .map(|(at, id)| page_token::encode(at, id))
                 .unwrap_or_default(),
             total: page.total,
             counts: Some(page.counts.to_proto()),
@@ -210,27 +193,5 @@ impl RetryService for Api {
             operation_types,
             totals: Some(totals.to_proto()),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_reject_garbage() {
-        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
-        let id = Uuid::now_v7();
-        assert_eq!(decode_token(&encode_token(at, id)).unwrap(), Some((at, id)));
-        assert_eq!(decode_token("").unwrap(), None);
-        for bad in [
-            "???",
-            "bm90LWEtdG9rZW4",
-            &URL_SAFE_NO_PAD.encode("12:not-a-uuid"),
-        ] {
-            let e = decode_token(bad).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::InvalidArgument);
-            assert!(e.message().starts_with("page_token"));
-        }
     }
 }
