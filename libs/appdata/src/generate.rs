@@ -142,7 +142,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
                 opt(utm, || c.text(rng, &["pinterest", "google", "klaviyo"])),
                 opt(utm, || pick(rng, &["cpc", "email", "social"]).to_owned()),
                 opt(utm, || c.text(rng, &["spring-sale", "holiday-2026", "launch"])),
-                c.created(rng),
+                c.created_at(1, i),
             ];
             out.write_record(&rec)
         })
@@ -153,7 +153,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         let c = ctx.clone();
         let w = copy(pool, "COPY app.customers (id, tenant_id, email, shopify_customer_id, segment, order_count, total_spent, first_order_at, last_order_at, journey_stage, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 2, move |rng, i, out| {
             let orders = rng.random_range(0..40u32);
-            let created = c.created(rng);
+            let created = c.created_at(2, i);
             let rec = [
                 c.id(2, i).to_string(),
                 c.tenant.to_string(),
@@ -209,7 +209,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
                 pick(rng, &["paid", "paid", "paid", "fulfilled", "refunded", "pending", "cancelled"]).to_owned(),
                 opt(rng.random_bool(0.7), || c.text(rng, &["pinterest", "email", "organic", "direct"])),
                 opt(coupon, || c.text(rng, &["WELCOME10", "SPRING20", "VIP15"])),
-                c.created(rng),
+                c.created_at(4, i),
             ];
             out.write_record(&rec)
         })
@@ -225,7 +225,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
                 c.tenant.to_string(),
                 c.text(rng, &["Quotes to Live By", "Home Decor", "Gift Ideas", "Wall Art", "Motivation"]),
                 format!("{}", 900_000_000_000u64 + i),
-                c.created(rng),
+                c.created_at(5, i),
             ];
             out.write_record(&rec)
         })
@@ -234,7 +234,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         let c = ctx.clone();
         let w = copy(pool, "COPY app.pins (id, tenant_id, board_id, title, status, link, pinterest_pin_id, published_at, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 6, move |rng, i, out| {
             let published = rng.random_bool(0.8);
-            let created = c.created(rng);
+            let created = c.created_at(6, i);
             let rec = [
                 c.id(6, i).to_string(),
                 c.tenant.to_string(),
@@ -281,7 +281,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
                 c.text(rng, &["growth", "grounding", "wholeness"]),
                 c.text(rng, &["calm", "bold", "hopeful", "playful"]),
                 pick(rng, &["approved", "approved", "draft", "archived"]).to_owned(),
-                c.created(rng),
+                c.created_at(8, i),
             ];
             out.write_record(&rec)
         })
@@ -299,7 +299,7 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
                 pick(rng, &["ready", "ready", "generating", "failed"]).to_owned(),
                 opt(rng.random_bool(0.9), || format!("{}.{:02}", rng.random_range(40..100u32), rng.random_range(0..100u32))),
                 opt(rng.random_bool(0.95), || format!("https://cdn.example.com/assets/{}.png", c.id(9, i).simple())),
-                c.created(rng),
+                c.created_at(9, i),
             ];
             out.write_record(&rec)
         })
@@ -339,22 +339,46 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// When row `i` of table `kind` was created: rows are generated oldest first across the
+    /// `days` window (with jitter inside each row's slot), so that PostgreSQL appends to its
+    /// indexes instead of inserting all over them; exports still see rows spread over days.
+    fn time_of(&self, kind: u64, i: u64) -> DateTime<Utc> {
+        let span_us = i64::from(self.days) * 86_400_000_000;
+        let rows = i64::try_from(self.rows.max(1)).unwrap_or(i64::MAX);
+        let slot = span_us / rows;
+        let i = i64::try_from(i).unwrap_or(0);
+        let jitter = i64::try_from(
+            splitmix(self.run ^ kind ^ (i as u64).wrapping_mul(31)) % slot.max(1) as u64,
+        )
+        .unwrap_or(0);
+        self.now - chrono::Duration::microseconds(span_us)
+            + chrono::Duration::microseconds(slot.saturating_mul(i) + jitter)
+    }
+
     /// A stable id for row `i` of table `kind` in this run, so related rows can point at
-    /// each other without a lookup.
+    /// each other without a lookup. Time-ordered (UUIDv7 of the row's creation), as new
+    /// systems mint them, which also keeps primary-key inserts local.
     fn id(&self, kind: u64, i: u64) -> Uuid {
         let hi = splitmix(
             self.run ^ self.tenant.as_u64_pair().0 ^ kind.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
         let lo = splitmix(hi ^ i);
-        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
-            .into_uuid()
+        let millis = u64::try_from(self.time_of(kind, i).timestamp_millis()).unwrap_or(0);
+        let random = (u128::from(hi) << 64 | u128::from(lo)).to_be_bytes();
+        let mut rand_bytes = [0u8; 10];
+        rand_bytes.copy_from_slice(&random[..10]);
+        uuid::Builder::from_unix_timestamp_millis(millis, &rand_bytes).into_uuid()
     }
 
+    /// `created_at` of row `i` of `kind`, as COPY reads it.
+    fn created_at(&self, kind: u64, i: u64) -> String {
+        timestamp_text(self.time_of(kind, i))
+    }
+
+    /// A random time in the window, for columns no index orders.
     fn created(&self, rng: &mut SmallRng) -> String {
         let secs = rng.random_range(0..i64::from(self.days) * 86_400);
-        (self.now - chrono::Duration::seconds(secs))
-            .format("%Y-%m-%d %H:%M:%S%.6f+00")
-            .to_string()
+        timestamp_text(self.now - chrono::Duration::seconds(secs))
     }
 
     /// One of `normal`, or now and then a hostile value.
@@ -365,6 +389,26 @@ impl Ctx {
             pick(rng, normal).to_owned()
         }
     }
+}
+
+/// `2026-11-22 21:00:00.123456+00`, written by hand: chrono's format strings are parsed on
+/// every call, which is most of a row's cost.
+fn timestamp_text(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let mut out = String::with_capacity(32);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.timestamp_subsec_micros()
+    );
+    out
 }
 
 fn splitmix(mut x: u64) -> u64 {
