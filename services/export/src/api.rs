@@ -16,6 +16,7 @@ use crate::plan::{self, Limits};
 pub struct Api {
     pub engine: Engine,
     pub limits: Limits,
+    pub tenants: crate::limiter::TenantLimiter,
 }
 
 const DEFAULT_PAGE_SIZE: i32 = 50;
@@ -54,7 +55,10 @@ impl ExportService for Api {
             true,
         )
         .map_err(invalid)?;
-        Ok(Response::new(ReceiverStream::new(self.engine.rows(plan))))
+        let permit = self.tenants.acquire(principal.tenant_id)?;
+        Ok(Response::new(ReceiverStream::new(
+            self.engine.rows(plan, permit),
+        )))
     }
 
     type StreamExportStream = ReceiverStream<Result<pb::StreamExportResponse, Status>>;
@@ -73,7 +77,10 @@ impl ExportService for Api {
             false,
         )
         .map_err(invalid)?;
-        Ok(Response::new(ReceiverStream::new(self.engine.export(plan))))
+        let permit = self.tenants.acquire(principal.tenant_id)?;
+        Ok(Response::new(ReceiverStream::new(
+            self.engine.export(plan, permit),
+        )))
     }
 
     async fn list_export_history(

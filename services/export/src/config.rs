@@ -19,6 +19,13 @@ pub struct Config {
     /// Row limits per type, overriding the catalogue's defaults, e.g. `orders=2000000,leads=100000`.
     #[arg(long, env = "HAVEN_EXPORT_MAX_RECORDS", default_value = "")]
     pub max_records: String,
+    /// Exports one tenant may run at once; more get ResourceExhausted.
+    #[arg(
+        long,
+        env = "HAVEN_EXPORT_MAX_CONCURRENT_PER_TENANT",
+        default_value_t = 4
+    )]
+    pub max_concurrent_per_tenant: usize,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -30,6 +37,7 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: "127.0.0.1:0".into(),
             max_records: String::new(),
+            max_concurrent_per_tenant: 4,
             common,
         }
     }

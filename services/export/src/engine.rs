@@ -19,6 +19,7 @@ use tonic::Status;
 
 use crate::catalog::Kind;
 use crate::history::{self, Ending, ts};
+use crate::limiter::Permit;
 use crate::plan::{Format, Plan};
 
 /// Rows gathered into one message when they are ready together.
@@ -86,10 +87,15 @@ impl Running {
 
 impl Engine {
     /// Renders `plan` as a file, streamed as `StreamExportResponse` messages.
-    pub fn export(&self, plan: Plan) -> mpsc::Receiver<Result<pb::StreamExportResponse, Status>> {
+    pub fn export(
+        &self,
+        plan: Plan,
+        permit: Permit,
+    ) -> mpsc::Receiver<Result<pb::StreamExportResponse, Status>> {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let engine = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let started = Instant::now();
             let result = engine.run_export(&plan, &tx).await;
             let ending = match result {
@@ -260,10 +266,15 @@ impl Engine {
     }
 
     /// Streams `plan` as typed rows: header, batches, trailer.
-    pub fn rows(&self, plan: Plan) -> mpsc::Receiver<Result<pb::StreamRowsResponse, Status>> {
+    pub fn rows(
+        &self,
+        plan: Plan,
+        permit: Permit,
+    ) -> mpsc::Receiver<Result<pb::StreamRowsResponse, Status>> {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let engine = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let started = Instant::now();
             let ending = match engine.run_rows(&plan, &tx).await {
                 Ok((rows, truncated)) => Ending::Completed {

@@ -5,6 +5,7 @@ mod catalog;
 mod config;
 mod engine;
 mod history;
+mod limiter;
 mod plan;
 
 use std::future::Future;
@@ -64,7 +65,11 @@ pub async fn serve(
         pool: base.pool.clone(),
         bus: base.bus.clone(),
     };
-    let api = api::Api { engine, limits };
+    let api = api::Api {
+        engine,
+        limits,
+        tenants: limiter::TenantLimiter::new(config.max_concurrent_per_tenant),
+    };
     base.grpc()
         .add_service(ExportServiceServer::new(api))
         .serve(listener, token)

@@ -35,6 +35,10 @@ struct Stack {
 }
 
 async fn start(max_records: &str) -> Stack {
+    start_with(max_records, 4).await
+}
+
+async fn start_with(max_records: &str, per_tenant: usize) -> Stack {
     let db = TestDb::new().await;
     let mut config = haven_export::Config::for_test(CommonArgs::new(
         &db.url,
@@ -43,6 +47,7 @@ async fn start(max_records: &str) -> Stack {
         SECRET,
     ));
     config.max_records = max_records.into();
+    config.max_concurrent_per_tenant = per_tenant;
     let listener = haven_testkit::listener().await;
     let addr = listener.local_addr().unwrap();
     let (stop, _) = watch::channel(false);
@@ -595,6 +600,55 @@ async fn a_caller_going_away_stops_the_query() {
             "history says {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop.send_replace(true);
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_take_every_export_slot() {
+    let s = start_with("orders=1000000", 1).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut o = SeedOptions::new(a, "Heavy", 100_000);
+    o.kinds = vec![DataKind::Orders];
+    o.days = 30;
+    haven_appdata::seed(&s.db.pool, &o).await.unwrap();
+    let mut ca = s.client(a).await;
+    let mut req = request("orders", pb::ExportFormat::Csv);
+    req.limit = 1_000_000;
+    // A's first export is running (we read one message and let it wait on us).
+    let mut running = ca.stream_export(req.clone()).await.unwrap().into_inner();
+    running.message().await.unwrap();
+    let err = ca.stream_export(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().contains("retry when one finishes"),
+        "{}",
+        err.message()
+    );
+    // B is not affected.
+    let mut cb = s.client(b).await;
+    export(&mut cb, request("orders", pb::ExportFormat::Csv))
+        .await
+        .unwrap();
+    // When A's export ends, A may export again.
+    drop(running);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut small = req.clone();
+        small.limit = 10;
+        match export(&mut ca, small).await {
+            Ok((_, _, summary)) => {
+                assert_eq!(summary.record_count, 10);
+                break;
+            }
+            Err(e)
+                if e.code() == tonic::Code::ResourceExhausted
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
     }
     s.stop.send_replace(true);
 }
