@@ -4,6 +4,8 @@
 //! cursor-like row stream. A caller that goes away cancels the query and closes its
 //! connection; a failure mid-stream ends the stream with an error status.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -92,13 +94,31 @@ impl Engine {
         plan: Plan,
         permit: Permit,
     ) -> mpsc::Receiver<Result<pb::StreamExportResponse, Status>> {
+        self.spawn(plan, permit, |engine, plan, tx| async move {
+            engine.run_export(&plan, &tx).await
+        })
+    }
+
+    /// Runs one export on its own task, holding the tenant's slot, and records its history
+    /// however it ends. A failure is sent to the caller as the stream's final status.
+    fn spawn<M, F, Fut>(
+        &self,
+        plan: Plan,
+        permit: Permit,
+        run: F,
+    ) -> mpsc::Receiver<Result<M, Status>>
+    where
+        M: Send + 'static,
+        F: FnOnce(Engine, Arc<Plan>, mpsc::Sender<Result<M, Status>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(u64, u64, bool), (Stop, u64, u64)>> + Send,
+    {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let engine = self.clone();
+        let plan = Arc::new(plan);
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            let result = engine.run_export(&plan, &tx).await;
-            let ending = match result {
+            let ending = match run(engine.clone(), plan.clone(), tx.clone()).await {
                 Ok((rows, bytes, truncated)) => Ending::Completed {
                     rows,
                     bytes,
@@ -106,13 +126,9 @@ impl Engine {
                 },
                 Err((Stop::Gone, rows, bytes)) => Ending::Cancelled { rows, bytes },
                 Err((Stop::Failed(status), rows, bytes)) => {
-                    let message = status.message().to_owned();
+                    let error = status.message().to_owned();
                     let _ = tx.send(Err(status)).await;
-                    Ending::Failed {
-                        rows,
-                        bytes,
-                        error: message,
-                    }
+                    Ending::Failed { rows, bytes, error }
                 }
             };
             history::record(&engine.pool, &engine.bus, &plan, &ending, started.elapsed()).await;
@@ -271,38 +287,16 @@ impl Engine {
         plan: Plan,
         permit: Permit,
     ) -> mpsc::Receiver<Result<pb::StreamRowsResponse, Status>> {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let started = Instant::now();
-            let ending = match engine.run_rows(&plan, &tx).await {
-                Ok((rows, truncated)) => Ending::Completed {
-                    rows,
-                    bytes: 0,
-                    truncated,
-                },
-                Err((Stop::Gone, rows)) => Ending::Cancelled { rows, bytes: 0 },
-                Err((Stop::Failed(status), rows)) => {
-                    let message = status.message().to_owned();
-                    let _ = tx.send(Err(status)).await;
-                    Ending::Failed {
-                        rows,
-                        bytes: 0,
-                        error: message,
-                    }
-                }
-            };
-            history::record(&engine.pool, &engine.bus, &plan, &ending, started.elapsed()).await;
-        });
-        rx
+        self.spawn(plan, permit, |engine, plan, tx| async move {
+            engine.run_rows(&plan, &tx).await
+        })
     }
 
     async fn run_rows(
         &self,
         plan: &Plan,
         tx: &mpsc::Sender<Result<pb::StreamRowsResponse, Status>>,
-    ) -> Result<(u64, bool), (Stop, u64)> {
+    ) -> Result<(u64, u64, bool), (Stop, u64, u64)> {
         use pb::stream_rows_response::Part;
         let part = |p| Ok(pb::StreamRowsResponse { part: Some(p) });
         let header = pb::RowsHeader {
@@ -320,11 +314,11 @@ impl Engine {
             limit: plan.limit,
         };
         if tx.send(part(Part::Header(header))).await.is_err() {
-            return Err((Stop::Gone, 0));
+            return Err((Stop::Gone, 0, 0));
         }
         let mut running = Running::start(&self.pool)
             .await
-            .map_err(|s| (Stop::Failed(s), 0))?;
+            .map_err(|s| (Stop::Failed(s), 0, 0))?;
         let sql = plan.rows_sql();
         let (mut count, mut truncated) = (0u64, false);
         let outcome: Result<(), Stop> = async {
@@ -361,7 +355,7 @@ impl Engine {
             Ok(()) => {}
             Err(stop) => {
                 running.abort(&self.pool).await;
-                return Err((stop, count));
+                return Err((stop, count, 0));
             }
         }
         if tx
@@ -372,9 +366,9 @@ impl Engine {
             .await
             .is_err()
         {
-            return Err((Stop::Gone, count));
+            return Err((Stop::Gone, count, 0));
         }
-        Ok((count, truncated))
+        Ok((count, 0, truncated))
     }
 }
 
