@@ -147,3 +147,31 @@ mod tests {
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
     }
 }
+
+/// A shutdown switch for services run in-process: hand `wait()` to `serve`, `fire()` to stop.
+#[derive(Clone, Debug)]
+pub struct Switch(tokio::sync::watch::Sender<bool>);
+
+impl Default for Switch {
+    fn default() -> Self {
+        Switch(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Switch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once `fire` has been called (at once if it already was).
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|fired| *fired).await;
+        }
+    }
+}

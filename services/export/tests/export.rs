@@ -10,8 +10,7 @@ use haven_auth::{Claims, Minter, Role};
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
 use haven_server::CommonArgs;
-use haven_testkit::TestDb;
-use tokio::sync::watch;
+use haven_testkit::{Switch, TestDb};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -31,7 +30,7 @@ type Client = ExportServiceClient<InterceptedService<Channel, Auth>>;
 struct Stack {
     db: TestDb,
     addr: std::net::SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: Switch,
 }
 
 async fn start(max_records: &str) -> Stack {
@@ -50,14 +49,12 @@ async fn start_with(max_records: &str, per_tenant: usize) -> Stack {
     config.max_concurrent_per_tenant = per_tenant;
     let listener = haven_testkit::listener().await;
     let addr = listener.local_addr().unwrap();
-    let (stop, _) = watch::channel(false);
-    let mut rx = stop.subscribe();
+    let stop = Switch::new();
+    let shutdown = stop.wait();
     tokio::spawn(async move {
-        haven_export::serve(config, listener, async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await
-        .unwrap()
+        haven_export::serve(config, listener, shutdown)
+            .await
+            .unwrap()
     });
     // Ready once the app schema is migrated.
     for _ in 0..300 {
@@ -226,7 +223,7 @@ async fn catalogue_is_the_seeds() {
         ]
     );
     assert_eq!(types[6].max_records, 1000);
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -319,7 +316,7 @@ async fn every_type_in_every_format() {
             .iter()
             .any(|r| r.values[0].kind == Some(pb::value::Kind::StringValue("none".into())))
     );
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -391,7 +388,7 @@ async fn hostile_text_round_trips_and_formulas_are_neutralised() {
         records,
         vec![vec!["-12.50".to_owned(), "'=cmd|calc".to_owned()]]
     );
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -519,7 +516,7 @@ async fn fields_ranges_limits_truncation_and_empty_results() {
         |e| e.tenant_id == tenant.to_string() && e.status == pb::ExportStatus::Completed as i32
     ));
     assert!(history.iter().any(|e| e.truncated && e.record_count == 7));
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -549,7 +546,7 @@ async fn tenant_b_never_sees_tenant_a_rows() {
         .unwrap();
         assert_eq!(foreign, 0, "{ty}");
     }
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -601,7 +598,7 @@ async fn a_caller_going_away_stops_the_query() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -650,5 +647,5 @@ async fn one_tenant_cannot_take_every_export_slot() {
             Err(e) => panic!("{e:?}"),
         }
     }
-    s.stop.send_replace(true);
+    s.stop.fire();
 }

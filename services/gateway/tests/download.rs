@@ -9,10 +9,9 @@ use futures::StreamExt;
 use haven_appdata::{DataKind, SeedOptions};
 use haven_auth::{Claims, Minter, Role};
 use haven_server::CommonArgs;
-use haven_testkit::{TestDb, listener, namespace, nats_url};
+use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 const SECRET: &str = "gateway-download-secret-at-least-32-bytes";
@@ -33,24 +32,18 @@ struct Stack {
     db: TestDb,
     base: String,
     gateway: std::net::SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: Switch,
 }
 
 async fn stack() -> Stack {
     let db = TestDb::new().await;
-    let (stop, _) = watch::channel(false);
-    let wait = |stop: &watch::Sender<bool>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    };
+    let stop = Switch::new();
     let mut config =
         haven_export::Config::for_test(CommonArgs::new(&db.url, &nats_url(), &namespace(), SECRET));
     config.max_records = "orders=1000000".into();
     let el = listener().await;
     let export_addr = el.local_addr().unwrap();
-    tokio::spawn(haven_export::serve(config, el, wait(&stop)));
+    tokio::spawn(haven_export::serve(config, el, stop.wait()));
     let gl = listener().await;
     let gateway = gl.local_addr().unwrap();
     let config = haven_gateway::Config::for_test(
@@ -59,7 +52,7 @@ async fn stack() -> Stack {
         "http://127.0.0.1:9".into(),
         format!("http://{export_addr}"),
     );
-    tokio::spawn(haven_gateway::serve(config, gl, wait(&stop)));
+    tokio::spawn(haven_gateway::serve(config, gl, stop.wait()));
     for _ in 0..300 {
         let ok: Option<String> =
             sqlx::query_scalar("SELECT to_regclass('app.daily_metrics')::text")
@@ -161,7 +154,7 @@ async fn csv_download_streams_with_headers_and_record_count() {
         configs[2]["fields"][0],
         serde_json::json!({ "key": "id", "label": "ID", "default": true })
     );
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -205,7 +198,7 @@ async fn errors_before_the_first_byte_are_json() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
-    s.stop.send_replace(true);
+    s.stop.fire();
 }
 
 #[tokio::test]
@@ -246,5 +239,5 @@ async fn a_failure_mid_stream_is_a_failure_to_the_http_client() {
         outcome.is_err(),
         "the body ended cleanly after {received} bytes: a truncated file would pass as complete"
     );
-    s.stop.send_replace(true);
+    s.stop.fire();
 }

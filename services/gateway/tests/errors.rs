@@ -6,9 +6,8 @@ use std::time::Duration;
 use haven_auth::{Claims, Minter, Role};
 use haven_proto::retry::v1 as pb;
 use haven_server::CommonArgs;
-use haven_testkit::{TestDb, listener, namespace, nats_url};
+use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
 use serde_json::Value;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 const SECRET: &str = "gateway-errors-secret-at-least-32-bytes";
@@ -28,20 +27,14 @@ fn token(tenant: Uuid) -> String {
 #[tokio::test]
 async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
     let db = TestDb::new().await;
-    let (stop, _) = watch::channel(false);
-    let wait = |stop: &watch::Sender<bool>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    };
+    let stop = Switch::new();
     let common = CommonArgs::new(&db.url, &nats_url(), &namespace(), SECRET);
     let rl = listener().await;
     let retry_addr = rl.local_addr().unwrap();
     let retry = tokio::spawn(haven_retry::serve(
         haven_retry::Config::for_test(common),
         rl,
-        wait(&stop),
+        stop.wait(),
     ));
     let gl = listener().await;
     let base = format!("http://{}", gl.local_addr().unwrap());
@@ -51,7 +44,7 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
         format!("http://{retry_addr}"),
         "http://127.0.0.1:9".into(),
     );
-    let gateway = tokio::spawn(haven_gateway::serve(config, gl, wait(&stop)));
+    let gateway = tokio::spawn(haven_gateway::serve(config, gl, stop.wait()));
 
     // Tenant A has two items waiting (due in an hour, so nothing dispatches them).
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -199,7 +192,7 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
     let res = http.get(format!("{base}/api/errors")).send().await.unwrap();
     assert_eq!(res.status(), 401);
 
-    stop.send_replace(true);
+    stop.fire();
     retry.await.unwrap().unwrap();
     gateway.await.unwrap().unwrap();
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use haven_auth::{Claims, Minter, Role};
 use haven_server::CommonArgs;
-use haven_testkit::{NatsServer, TestDb, listener, namespace, nats_url};
+use haven_testkit::{NatsServer, Switch as Token, TestDb, listener, namespace, nats_url};
 use tokio::task::JoinHandle;
-use tokio_util_shim::Token;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -21,31 +20,6 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 const SECRET: &str = "stack-test-secret-at-least-32-bytes!!";
-
-/// A oneshot-based shutdown switch for in-process services.
-mod tokio_util_shim {
-    use tokio::sync::watch;
-
-    #[derive(Clone)]
-    pub struct Token(watch::Sender<bool>);
-
-    impl Token {
-        pub fn new() -> Self {
-            Token(watch::channel(false).0)
-        }
-
-        pub fn cancel(&self) {
-            self.0.send_replace(true);
-        }
-
-        pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-            let mut rx = self.0.subscribe();
-            async move {
-                let _ = rx.wait_for(|v| *v).await;
-            }
-        }
-    }
-}
 
 struct Service {
     addr: SocketAddr,
@@ -217,7 +191,7 @@ async fn stack_serves_health_reflection_and_readiness() {
     assert!(metrics.contains("haven_requests_total"), "{metrics}");
 
     // An upstream going away makes the gateway unready.
-    stop.cancel();
+    stop.fire();
     for svc in [integrations, retry, export] {
         tokio::time::timeout(Duration::from_secs(15), svc.task)
             .await
@@ -247,7 +221,7 @@ async fn gateway_is_unready_while_upstreams_are_down() {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "not_ready");
-    stop.cancel();
+    stop.fire();
     gateway.await.unwrap().unwrap();
 }
 
@@ -277,7 +251,7 @@ async fn service_follows_nats_outage_and_reconnects_without_restart() {
         .unwrap();
     assert_eq!(ack.stream, "RETRY_EVENTS");
 
-    stop.cancel();
+    stop.fire();
     tokio::time::timeout(Duration::from_secs(15), retry.task)
         .await
         .unwrap()

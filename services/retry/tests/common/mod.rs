@@ -15,7 +15,6 @@ use haven_retry::Config;
 use haven_retry_client::HandlerError;
 use haven_server::CommonArgs;
 use haven_testkit::TestDb;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -23,23 +22,7 @@ use uuid::Uuid;
 
 pub const SECRET: &str = "retry-test-secret-at-least-32-bytes!";
 
-#[derive(Clone)]
-pub struct Stop(watch::Sender<bool>);
-
-impl Stop {
-    pub fn new() -> Self {
-        Stop(watch::channel(false).0)
-    }
-    pub fn stop(&self) {
-        self.0.send_replace(true);
-    }
-    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.0.subscribe();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    }
-}
+pub use haven_testkit::Switch as Stop;
 
 pub struct Instance {
     pub addr: SocketAddr,
@@ -49,7 +32,7 @@ pub struct Instance {
 
 impl Instance {
     pub async fn shutdown(self) {
-        self.stop.stop();
+        self.stop.fire();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .unwrap()
@@ -223,7 +206,7 @@ pub struct Owner {
 
 impl Owner {
     pub async fn shutdown(self) {
-        self.stop.stop();
+        self.stop.fire();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .unwrap()
