@@ -443,12 +443,41 @@ fn cents(c: i64) -> String {
     format!("{}.{:02}", c / 100, c % 100)
 }
 
-/// Streams `rows` generated rows into one COPY: a blocking thread renders CSV chunks while
-/// the connection sends the previous one.
+/// Streams `rows` generated rows into PostgreSQL. Large tables go in two COPYs side by
+/// side (one per half of the rows), each fed by a blocking thread that renders CSV chunks
+/// while its connection sends the previous one.
 async fn copy<F>(
     pool: &PgPool,
     statement: &'static str,
     rows: u64,
+    ctx: &Ctx,
+    stream: u64,
+    row: F,
+) -> Result<u64, SeedError>
+where
+    F: FnMut(&mut SmallRng, u64, &mut csv::Writer<Vec<u8>>) -> csv::Result<()>
+        + Clone
+        + Send
+        + 'static,
+{
+    if rows < PARALLEL_FROM {
+        return copy_part(pool, statement, 0..rows, ctx, stream, row).await;
+    }
+    let half = rows / 2;
+    let (a, b) = tokio::join!(
+        copy_part(pool, statement, 0..half, ctx, stream, row.clone()),
+        copy_part(pool, statement, half..rows, ctx, stream ^ 0x5eed, row),
+    );
+    Ok(a? + b?)
+}
+
+/// Tables at least this large are loaded by two COPYs at once.
+const PARALLEL_FROM: u64 = 200_000;
+
+async fn copy_part<F>(
+    pool: &PgPool,
+    statement: &'static str,
+    range: std::ops::Range<u64>,
     ctx: &Ctx,
     stream: u64,
     mut row: F,
@@ -459,9 +488,9 @@ where
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(4);
     let mut rng = SmallRng::seed_from_u64(splitmix(ctx.run ^ stream));
     let producer = tokio::task::spawn_blocking(move || {
-        let mut start = 0;
-        while start < rows {
-            let end = (start + CHUNK_ROWS).min(rows);
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + CHUNK_ROWS).min(range.end);
             let mut out = csv::WriterBuilder::new()
                 .has_headers(false)
                 .from_writer(Vec::with_capacity(4 << 20));
