@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::catalog;
 use crate::engine::Engine;
+use crate::limiter::Permit;
 use crate::plan::{self, Limits};
 
 pub struct Api {
@@ -21,6 +22,30 @@ pub struct Api {
 
 const DEFAULT_PAGE_SIZE: i32 = 50;
 const MAX_PAGE_SIZE: i32 = 1000;
+
+impl Api {
+    /// What both streams do first: check the request for the caller's tenant, then take one
+    /// of the tenant's export slots (in that order, so a bad request never holds a slot).
+    #[allow(clippy::result_large_err)]
+    fn start(
+        &self,
+        request: &Request<pb::ExportRequest>,
+        rows: bool,
+    ) -> Result<(plan::Plan, Permit), Status> {
+        let principal = principal_of(request)?;
+        let plan = plan::resolve(
+            request.get_ref(),
+            principal.tenant_id,
+            &principal.user_id,
+            &self.limits,
+            Utc::now(),
+            rows,
+        )
+        .map_err(invalid)?;
+        let permit = self.tenants.acquire(principal.tenant_id)?;
+        Ok((plan, permit))
+    }
+}
 
 fn invalid(e: plan::Invalid) -> Status {
     Status::invalid_argument(e.to_string())
@@ -45,17 +70,7 @@ impl ExportService for Api {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::StreamRowsStream>, Status> {
-        let principal = principal_of(&request)?;
-        let plan = plan::resolve(
-            request.get_ref(),
-            principal.tenant_id,
-            &principal.user_id,
-            &self.limits,
-            Utc::now(),
-            true,
-        )
-        .map_err(invalid)?;
-        let permit = self.tenants.acquire(principal.tenant_id)?;
+        let (plan, permit) = self.start(&request, true)?;
         Ok(Response::new(ReceiverStream::new(
             self.engine.rows(plan, permit),
         )))
@@ -67,17 +82,7 @@ impl ExportService for Api {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::StreamExportStream>, Status> {
-        let principal = principal_of(&request)?;
-        let plan = plan::resolve(
-            request.get_ref(),
-            principal.tenant_id,
-            &principal.user_id,
-            &self.limits,
-            Utc::now(),
-            false,
-        )
-        .map_err(invalid)?;
-        let permit = self.tenants.acquire(principal.tenant_id)?;
+        let (plan, permit) = self.start(&request, false)?;
         Ok(Response::new(ReceiverStream::new(
             self.engine.export(plan, permit),
         )))
