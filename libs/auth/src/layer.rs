@@ -65,6 +65,7 @@ fn json_error(err: &AuthError) -> Response<axum::body::Body> {
 pub struct AuthLayer<R> {
     verifier: Arc<Verifier>,
     public_prefixes: Arc<[String]>,
+    optional_prefixes: Arc<[String]>,
     reject: R,
 }
 
@@ -73,8 +74,23 @@ impl<R> AuthLayer<R> {
         AuthLayer {
             verifier: Arc::new(verifier),
             public_prefixes: Arc::new([]),
+            optional_prefixes: Arc::new([]),
             reject,
         }
+    }
+
+    /// Requests under `prefixes` may come without a token (e.g. an OAuth callback, which its
+    /// single-use state authenticates); a token that is present is still verified and its
+    /// principal handed on, and a bad one is still rejected.
+    pub fn optional<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let mut all: Vec<String> = self.optional_prefixes.iter().cloned().collect();
+        all.extend(prefixes.into_iter().map(Into::into));
+        self.optional_prefixes = all.into();
+        self
     }
 
     /// Requests whose path starts with one of `prefixes` pass without a token.
@@ -98,6 +114,7 @@ impl<S, R: Clone> Layer<S> for AuthLayer<R> {
             inner,
             verifier: self.verifier.clone(),
             public_prefixes: self.public_prefixes.clone(),
+            optional_prefixes: self.optional_prefixes.clone(),
             reject: self.reject.clone(),
         }
     }
@@ -108,6 +125,7 @@ pub struct AuthService<S, R> {
     inner: S,
     verifier: Arc<Verifier>,
     public_prefixes: Arc<[String]>,
+    optional_prefixes: Arc<[String]>,
     reject: R,
 }
 
@@ -130,6 +148,15 @@ where
             .public_prefixes
             .iter()
             .any(|p| path.starts_with(p.as_str()))
+        {
+            return Either::Right(self.inner.call(req));
+        }
+        let authorization = req.headers().get(header::AUTHORIZATION);
+        if authorization.is_none()
+            && self
+                .optional_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
         {
             return Either::Right(self.inner.call(req));
         }

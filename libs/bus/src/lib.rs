@@ -326,3 +326,15 @@ impl Bus {
             })
     }
 }
+
+/// The stream of verified provider webhooks (`haven.webhooks.>`), shared by the gateway that
+/// publishes them and the services that consume them; both ensure it with this one spec.
+pub fn webhooks_stream() -> StreamSpec {
+    StreamSpec {
+        name: "WEBHOOKS",
+        subjects: vec!["haven.webhooks.>"],
+        work_queue: false,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(600),
+    }
+}

@@ -109,6 +109,7 @@ pub struct GrpcServer {
     verifier: Verifier,
     readiness: Vec<watch::Receiver<bool>>,
     grace: Duration,
+    optional_auth: Vec<&'static str>,
 }
 
 impl GrpcServer {
@@ -121,7 +122,14 @@ impl GrpcServer {
             verifier,
             readiness: Vec::new(),
             grace: Duration::from_secs(25),
+            optional_auth: Vec::new(),
         }
+    }
+
+    /// Methods (full gRPC paths) callable without a token; a token sent anyway is verified.
+    pub fn optional_auth(mut self, paths: &[&'static str]) -> Self {
+        self.optional_auth.extend_from_slice(paths);
+        self
     }
 
     /// Adds an API; health reports it by name.
@@ -188,7 +196,11 @@ impl GrpcServer {
         let layers = ServiceBuilder::new()
             .layer(TraceContextLayer::new("grpc"))
             .layer(MetricsLayer::new("grpc"))
-            .layer(AuthLayer::new(self.verifier, GrpcRejection).public(PUBLIC_GRPC_PATHS));
+            .layer(
+                AuthLayer::new(self.verifier, GrpcRejection)
+                    .public(PUBLIC_GRPC_PATHS)
+                    .optional(self.optional_auth),
+            );
 
         let addr = listener.local_addr()?;
         tracing::info!(service = self.service, %addr, "gRPC server listening");

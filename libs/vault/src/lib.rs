@@ -48,6 +48,8 @@ pub enum CredentialKind {
     RefreshToken,
     /// A key pasted by the user.
     ApiKey,
+    /// A PKCE code verifier waiting for its OAuth callback.
+    PkceVerifier,
 }
 
 impl CredentialKind {
@@ -57,6 +59,7 @@ impl CredentialKind {
             CredentialKind::AccessToken => "access_token",
             CredentialKind::RefreshToken => "refresh_token",
             CredentialKind::ApiKey => "api_key",
+            CredentialKind::PkceVerifier => "pkce_verifier",
         }
     }
 
@@ -66,6 +69,7 @@ impl CredentialKind {
             "access_token" => Some(CredentialKind::AccessToken),
             "refresh_token" => Some(CredentialKind::RefreshToken),
             "api_key" => Some(CredentialKind::ApiKey),
+            "pkce_verifier" => Some(CredentialKind::PkceVerifier),
             _ => None,
         }
     }
@@ -206,6 +210,16 @@ impl KeyRing {
     pub fn generate_entry(id: &str) -> String {
         let key = Aes256Gcm::generate_key(&mut OsRng);
         format!("{id}={}", BASE64.encode(key))
+    }
+
+    /// A ring of one fresh random key, active; for tests and throwaway dev stacks.
+    pub fn random(id: &str) -> Self {
+        let mut keys = BTreeMap::new();
+        keys.insert(id.to_owned(), Aes256Gcm::generate_key(&mut OsRng));
+        KeyRing {
+            keys,
+            active: id.to_owned(),
+        }
     }
 
     /// Id of the key new secrets are sealed with.

@@ -73,6 +73,29 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Manage the credential vault's keys.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Print a new random key entry (`id=base64`) to add to HAVEN_VAULT_KEYS.
+    Keygen {
+        /// Id of the new key, e.g. the month it was made.
+        #[arg(long)]
+        id: String,
+    },
+    /// Re-encrypt every stored credential under the active key of HAVEN_VAULT_KEYS. Safe
+    /// while the services run; the old key can leave the ring once this reports zero left.
+    Rotate {
+        #[command(flatten)]
+        vault: haven_vault::VaultArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[tokio::main]
@@ -135,6 +158,25 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Vault { command } => match command {
+            VaultCommand::Keygen { id } => {
+                let entry = haven_vault::KeyRing::generate_entry(&id);
+                haven_vault::KeyRing::parse(&entry).context("key id")?;
+                println!("{entry}");
+            }
+            VaultCommand::Rotate { vault, db } => {
+                let pool = haven_db::connect(&db).await?;
+                let report = haven_integrations::rotate(&pool, &vault.keys)
+                    .await
+                    .context("rotating credentials")?;
+                println!(
+                    "re-encrypted {} credentials under key `{}` ({} changed meanwhile and were already current)",
+                    report.resealed,
+                    vault.keys.active_id(),
+                    report.raced
+                );
+            }
+        },
     }
     Ok(())
 }

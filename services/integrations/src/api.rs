@@ -1,0 +1,225 @@
+//! The gRPC edge: checks the caller, calls [`Core`], maps errors to statuses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use haven_auth::{Principal, principal_of};
+use haven_proto::integrations::v1 as pb;
+use haven_proto::integrations::v1::integrations_service_server::IntegrationsService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::convert::{integration, timestamp};
+use crate::core::Core;
+use crate::registry::PROVIDERS;
+
+/// Tokens handed out are good for at least this long unless the caller asks for more.
+const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
+
+pub struct Api {
+    core: Arc<Core>,
+}
+
+impl Api {
+    pub fn new(core: Arc<Core>) -> Self {
+        Api { core }
+    }
+
+    async fn progress(&self, tenant: Uuid) -> Result<pb::SetupProgress, Status> {
+        let steps = self.core.setup_progress(tenant).await?;
+        let steps: Vec<pb::SetupStep> = steps
+            .into_iter()
+            .map(|(step, status, at)| pb::SetupStep {
+                key: step.key.to_owned(),
+                label: step.label.to_owned(),
+                provider: step.provider.unwrap_or_default().to_owned(),
+                status: step_status(&status) as i32,
+                updated_at: at.map(timestamp),
+            })
+            .collect();
+        let completed = steps
+            .iter()
+            .filter(|s| s.status == pb::SetupStepStatus::Completed as i32)
+            .count();
+        let complete = steps
+            .iter()
+            .all(|s| s.status != pb::SetupStepStatus::Pending as i32);
+        Ok(pb::SetupProgress {
+            completed_count: i32::try_from(completed).unwrap_or(i32::MAX),
+            complete,
+            steps,
+        })
+    }
+}
+
+fn step_status(s: &str) -> pb::SetupStepStatus {
+    match s {
+        "completed" => pb::SetupStepStatus::Completed,
+        "skipped" => pb::SetupStepStatus::Skipped,
+        _ => pb::SetupStepStatus::Pending,
+    }
+}
+
+/// The principal of a call under optional authentication, if it sent a token.
+fn maybe_principal<T>(request: &Request<T>) -> Option<Principal> {
+    request.extensions().get::<Principal>().cloned()
+}
+
+#[tonic::async_trait]
+impl IntegrationsService for Api {
+    async fn list_providers(
+        &self,
+        request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        principal_of(&request)?;
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: PROVIDERS.iter().map(|p| p.to_proto()).collect(),
+        }))
+    }
+
+    async fn list_integrations(
+        &self,
+        request: Request<pb::ListIntegrationsRequest>,
+    ) -> Result<Response<pb::ListIntegrationsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let rows = self.core.list(principal.tenant_id).await?;
+        Ok(Response::new(pb::ListIntegrationsResponse {
+            integrations: rows.iter().map(integration).collect(),
+        }))
+    }
+
+    async fn get_integration(
+        &self,
+        request: Request<pb::GetIntegrationRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let principal = principal_of(&request)?;
+        let row = self
+            .core
+            .get(principal.tenant_id, &request.get_ref().provider)
+            .await?;
+        Ok(Response::new(integration(&row)))
+    }
+
+    async fn begin_o_auth(
+        &self,
+        request: Request<pb::BeginOAuthRequest>,
+    ) -> Result<Response<pb::BeginOAuthResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let r = request.get_ref();
+        let (url, expires) = self
+            .core
+            .begin_oauth(&principal, &r.provider, &r.shop, &r.redirect_uri)
+            .await?;
+        Ok(Response::new(pb::BeginOAuthResponse {
+            authorize_url: url,
+            state_expires_at: Some(timestamp(expires)),
+        }))
+    }
+
+    async fn complete_o_auth(
+        &self,
+        request: Request<pb::CompleteOAuthRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let principal = maybe_principal(&request);
+        let r = request.into_inner();
+        let query: Vec<(String, String)> = r.query.into_iter().collect();
+        let row = self
+            .core
+            .complete_oauth(principal.as_ref(), &r.provider, query)
+            .await
+            .inspect_err(
+                |e| tracing::info!(provider = %r.provider, error = %e, "OAuth callback rejected"),
+            )?;
+        Ok(Response::new(integration(&row)))
+    }
+
+    async fn connect_api_key(
+        &self,
+        request: Request<pb::ConnectApiKeyRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let principal = principal_of(&request)?;
+        let r = request.get_ref();
+        let row = self
+            .core
+            .connect_api_key(&principal, &r.provider, &r.api_key)
+            .await?;
+        Ok(Response::new(integration(&row)))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let principal = principal_of(&request)?;
+        let row = self
+            .core
+            .disconnect(&principal, &request.get_ref().provider)
+            .await?;
+        Ok(Response::new(integration(&row)))
+    }
+
+    async fn get_access_token(
+        &self,
+        request: Request<pb::GetAccessTokenRequest>,
+    ) -> Result<Response<pb::GetAccessTokenResponse>, Status> {
+        let principal = principal_of(&request)?;
+        if !principal.is_service() {
+            return Err(Status::permission_denied(
+                "GetAccessToken is for role service only",
+            ));
+        }
+        let r = request.get_ref();
+        let tenant: Uuid = r
+            .tenant_id
+            .parse()
+            .map_err(|_| Status::invalid_argument("tenant_id: must be a UUID"))?;
+        let min_valid = match r.min_valid_seconds {
+            0 => DEFAULT_MIN_VALID,
+            s if s > 86_400 => {
+                return Err(Status::invalid_argument(
+                    "min_valid_seconds: at most 86400 (one day)",
+                ));
+            }
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let token = self
+            .core
+            .access_token(tenant, &r.provider, min_valid)
+            .await?;
+        tracing::info!(%tenant, provider = %r.provider, caller = %principal.user_id, "access token handed out");
+        Ok(Response::new(pb::GetAccessTokenResponse {
+            access_token: token.token.expose().to_owned(),
+            expires_at: token.expires_at.map(timestamp),
+            scopes: token.scopes,
+            shop_domain: token.shop_domain.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_setup_progress(
+        &self,
+        request: Request<pb::GetSetupProgressRequest>,
+    ) -> Result<Response<pb::SetupProgress>, Status> {
+        let principal = principal_of(&request)?;
+        Ok(Response::new(self.progress(principal.tenant_id).await?))
+    }
+
+    async fn update_setup_step(
+        &self,
+        request: Request<pb::UpdateSetupStepRequest>,
+    ) -> Result<Response<pb::SetupProgress>, Status> {
+        let principal = principal_of(&request)?;
+        let r = request.get_ref();
+        let status = match pb::SetupStepStatus::try_from(r.status) {
+            Ok(pb::SetupStepStatus::Pending) => "pending",
+            Ok(pb::SetupStepStatus::Completed) => "completed",
+            Ok(pb::SetupStepStatus::Skipped) => "skipped",
+            _ => {
+                return Err(Status::invalid_argument(
+                    "status: must be PENDING, COMPLETED or SKIPPED",
+                ));
+            }
+        };
+        self.core.update_step(&principal, &r.step, status).await?;
+        Ok(Response::new(self.progress(principal.tenant_id).await?))
+    }
+}

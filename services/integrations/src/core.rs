@@ -1,0 +1,521 @@
+//! The service's behaviour, independent of gRPC: connect, disconnect, tokens, the wizard.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use haven_auth::Principal;
+use haven_bus::Bus;
+use haven_proto::events::v1::IntegrationEventKind;
+use haven_providers::dynamic_mockups::DynamicMockupsClient;
+use haven_providers::klaviyo::KlaviyoClient;
+use haven_providers::pinterest::{PinterestClient, PinterestConfig};
+use haven_providers::resend::ResendClient;
+use haven_providers::shopify::{ShopifyClient, ShopifyConfig};
+use haven_providers::sky_pilot::SkyPilotClient;
+use haven_providers::{HttpSettings, ProviderError, TokenSet};
+use haven_vault::{CredentialKind, KeyRing, Owner, Secret};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::registry::{self, Auth, ProviderInfo};
+use crate::store::{self, IntegrationRow, Status};
+
+/// Clients for every provider, built once from configuration.
+pub struct Providers {
+    pub shopify: ShopifyClient,
+    pub shopify_secret: Secret,
+    pub pinterest: PinterestClient,
+    pub klaviyo: KlaviyoClient,
+    pub dynamic_mockups: DynamicMockupsClient,
+    pub resend: ResendClient,
+    pub sky_pilot: SkyPilotClient,
+}
+
+impl Providers {
+    pub fn new(config: &Config) -> Result<Self, ProviderError> {
+        let p = &config.providers;
+        let http = HttpSettings {
+            timeout: p.provider_timeout,
+            ..HttpSettings::default()
+        };
+        Ok(Providers {
+            shopify: ShopifyClient::new(
+                ShopifyConfig {
+                    client_id: p.shopify_client_id.clone(),
+                    client_secret: p.shopify_client_secret.clone(),
+                    scopes: p.shopify_scopes.clone(),
+                    api_version: p.shopify_api_version.clone(),
+                    url_template: p.shopify_url_template.clone(),
+                },
+                &http,
+            )?,
+            shopify_secret: p.shopify_client_secret.clone(),
+            pinterest: PinterestClient::new(
+                PinterestConfig {
+                    client_id: p.pinterest_client_id.clone(),
+                    client_secret: p.pinterest_client_secret.clone(),
+                    scopes: p.pinterest_scopes.clone(),
+                    api_base: p.pinterest_api_url.clone(),
+                    authorize_url: p.pinterest_authorize_url.clone(),
+                },
+                &http,
+            )?,
+            klaviyo: KlaviyoClient::new(&p.klaviyo_url, &http)?,
+            dynamic_mockups: DynamicMockupsClient::new(&p.dynamic_mockups_url, &http)?,
+            resend: ResendClient::new(&p.resend_url, &http)?,
+            sky_pilot: SkyPilotClient::new(&p.sky_pilot_url, &http)?,
+        })
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Core {
+    pub pool: PgPool,
+    pub bus: Bus,
+    pub ring: KeyRing,
+    pub providers: Providers,
+    pub public_url: String,
+    pub refresh_lead: Duration,
+}
+
+/// A usable credential for another service.
+pub struct AccessToken {
+    pub token: Secret,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub shop_domain: Option<String>,
+}
+
+/// Resolves a provider key, naming it when unknown.
+pub fn provider_info(key: &str) -> Result<&'static ProviderInfo> {
+    registry::provider(key).ok_or_else(|| {
+        let known: Vec<&str> = registry::PROVIDERS.iter().map(|p| p.key).collect();
+        Error::invalid(format!(
+            "provider: unknown provider `{key}`; expected one of {}",
+            known.join(", ")
+        ))
+    })
+}
+
+impl Core {
+    pub fn owner<'a>(&self, row: &'a IntegrationRow, kind: CredentialKind) -> Owner<'a> {
+        Owner {
+            tenant_id: row.tenant_id,
+            provider: &row.provider,
+            kind,
+        }
+    }
+
+    /// The OAuth callback URL registered with the provider.
+    pub fn callback_url(&self, provider: &str) -> String {
+        format!(
+            "{}/api/integrations/{provider}/callback",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// Where Shopify delivers webhooks.
+    pub fn webhook_address(&self) -> String {
+        format!(
+            "{}/api/webhooks/shopify",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+
+    pub async fn list(&self, tenant: Uuid) -> Result<Vec<IntegrationRow>> {
+        let mut rows = store::list(&self.pool, tenant).await?;
+        rows.sort_by_key(|r| registry::provider(&r.provider).map_or(i32::MAX, |p| p.setup_order));
+        Ok(rows)
+    }
+
+    pub async fn get(&self, tenant: Uuid, provider: &str) -> Result<IntegrationRow> {
+        let info = provider_info(provider)?;
+        let mut conn = self.pool.acquire().await?;
+        store::get(&mut conn, tenant, info.key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{} has never been connected", info.name)))
+    }
+
+    /// Stores tokens and account details of a finished connection, completes the wizard step
+    /// and announces it; one transaction, so a half-stored connection cannot exist.
+    pub async fn store_connection(
+        &self,
+        connected: store::Connected<'_>,
+        secrets: &[(CredentialKind, &Secret, Option<DateTime<Utc>>)],
+    ) -> Result<IntegrationRow> {
+        let mut tx = self.pool.begin().await?;
+        let row = store::set_connected(&mut tx, &connected).await?;
+        store::delete_credentials(&mut tx, row.id, None).await?;
+        for (kind, secret, expires) in secrets {
+            let sealed = self.ring.seal(secret, self.owner(&row, *kind));
+            store::put_credential(&mut tx, &row, *kind, &sealed, *expires).await?;
+        }
+        if let Some(step) = registry::step_for_provider(&row.provider) {
+            store::set_step(
+                &mut tx,
+                row.tenant_id,
+                step.key,
+                "completed",
+                connected.user,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        events::publish(
+            &self.bus,
+            &row,
+            IntegrationEventKind::Connected,
+            Some(connected.user),
+            None,
+        )
+        .await;
+        tracing::info!(tenant = %row.tenant_id, provider = %row.provider, "integration connected");
+        Ok(row)
+    }
+
+    /// Records a failed connection attempt (status error) and announces it.
+    pub async fn fail_connection(
+        &self,
+        tenant: Uuid,
+        provider: &str,
+        user: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        // A working connection stays usable when a re-authorization fails.
+        let current = store::get(&mut conn, tenant, provider).await?;
+        let status = match current.map(|r| r.status()) {
+            Some(Status::Connected) => None,
+            _ => Some(Status::Error),
+        };
+        let row = store::set_failed(&mut conn, tenant, provider, status, message).await?;
+        events::publish(
+            &self.bus,
+            &row,
+            IntegrationEventKind::Error,
+            user,
+            Some(message),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Validates an API key with its provider, then stores it.
+    pub async fn connect_api_key(
+        &self,
+        principal: &Principal,
+        provider: &str,
+        key: &str,
+    ) -> Result<IntegrationRow> {
+        let info = provider_info(provider)?;
+        if info.auth != Auth::ApiKey {
+            return Err(Error::invalid(format!(
+                "provider: {} connects with OAuth; use BeginOAuth",
+                info.name
+            )));
+        }
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(Error::invalid("api_key: must not be empty"));
+        }
+        if key.len() > 1024 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(
+                "api_key: must be one line of at most 1024 characters without spaces",
+            ));
+        }
+        let key = Secret::new(key);
+        let p = &self.providers;
+        let metadata = match info.key {
+            "klaviyo" => p
+                .klaviyo
+                .validate(&key)
+                .await
+                .map(|a| json!({ "list_count": a.list_count })),
+            "dynamic_mockups" => p
+                .dynamic_mockups
+                .validate(&key)
+                .await
+                .map(|a| json!({ "credits_remaining": a.credits_remaining, "plan": a.plan })),
+            "resend" => p.resend.validate(&key).await.map(|a| {
+                json!({ "domain_verified": a.domain_verified, "send_only": a.send_only,
+                        "from_email": a.from_domain.map(|d| format!("noreply@{d}")) })
+            }),
+            _ => p
+                .sky_pilot
+                .validate(&key)
+                .await
+                .map(|()| json!({ "connected": true })),
+        };
+        let metadata = match metadata {
+            Ok(m) => m,
+            Err(e) if e.is_retryable() => {
+                let message = format!("{} could not be reached to check the key: {e}", info.name);
+                let mut conn = self.pool.acquire().await?;
+                if let Some(row) = store::get(&mut conn, principal.tenant_id, info.key).await? {
+                    store::note_error(&mut conn, row.id, &message).await?;
+                }
+                return Err(Error::provider(
+                    format!(
+                        "{} could not be reached to check the key; try again",
+                        info.name
+                    ),
+                    e,
+                ));
+            }
+            Err(e) => {
+                let message = format!(
+                    "{} rejected the API key ({e}); check that it was copied whole and is active",
+                    info.name
+                );
+                self.fail_connection(
+                    principal.tenant_id,
+                    info.key,
+                    Some(&principal.user_id),
+                    &message,
+                )
+                .await?;
+                return Err(Error::InvalidArgument(format!("api_key: {message}")));
+            }
+        };
+        self.store_connection(
+            store::Connected {
+                tenant: principal.tenant_id,
+                provider: info.key,
+                user: &principal.user_id,
+                metadata,
+                scopes: Vec::new(),
+                shop_domain: None,
+                token_expires_at: None,
+            },
+            &[(CredentialKind::ApiKey, &key, None)],
+        )
+        .await
+    }
+
+    /// A valid credential for `tenant`'s `provider`, refreshed first when it expires within
+    /// `min_valid`.
+    pub async fn access_token(
+        &self,
+        tenant: Uuid,
+        provider: &str,
+        min_valid: Duration,
+    ) -> Result<AccessToken> {
+        let info = provider_info(provider)?;
+        let mut row = self.get(tenant, info.key).await?;
+        match row.status() {
+            Status::Connected => {}
+            Status::Expired => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{}'s authorization expired; the user must reconnect it",
+                    info.name
+                )));
+            }
+            other => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is not connected (status {})",
+                    info.name,
+                    other.as_str()
+                )));
+            }
+        }
+        let kind = match info.auth {
+            Auth::ApiKey => CredentialKind::ApiKey,
+            Auth::OAuth => CredentialKind::AccessToken,
+        };
+        if info.auth == Auth::OAuth && expires_within(row.token_expires_at, min_valid) {
+            row = self
+                .refresh(row.id, min_valid, true)
+                .await?
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!("{} is no longer connected", info.name))
+                })?;
+        }
+        let mut conn = self.pool.acquire().await?;
+        let sealed = store::credential(&mut conn, row.id, kind)
+            .await?
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "{} has no stored credential; reconnect it",
+                    info.name
+                ))
+            })?;
+        let token = self.ring.open(&sealed, self.owner(&row, kind))?;
+        Ok(AccessToken {
+            token,
+            expires_at: row.token_expires_at,
+            scopes: row.scopes.clone(),
+            shop_domain: row.shop_domain.clone(),
+        })
+    }
+
+    /// Renews an integration's tokens unless another refresher already did. The row lock makes
+    /// this single-flight across replicas: a second caller waits, then finds the new expiry
+    /// and returns without calling the provider. The rotated refresh token is saved in the
+    /// same transaction as the access token. With `wait = false` a row being refreshed
+    /// elsewhere is skipped (`Ok(None)`).
+    pub async fn refresh(
+        &self,
+        id: Uuid,
+        min_valid: Duration,
+        wait: bool,
+    ) -> Result<Option<IntegrationRow>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = store::lock(&mut tx, id, !wait).await? else {
+            return Ok(None);
+        };
+        if row.status() != Status::Connected {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is not connected (status {})",
+                row.provider, row.status
+            )));
+        }
+        if !expires_within(row.token_expires_at, min_valid) {
+            return Ok(Some(row));
+        }
+        let sealed = store::credential(&mut tx, row.id, CredentialKind::RefreshToken)
+            .await?
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "{} has no refresh token; reconnect it",
+                    row.provider
+                ))
+            })?;
+        let refresh_token = self
+            .ring
+            .open(&sealed, self.owner(&row, CredentialKind::RefreshToken))?;
+        let result = match row.provider.as_str() {
+            "shopify" => {
+                let shop = row.shop_domain.clone().unwrap_or_default();
+                self.providers.shopify.refresh(&shop, &refresh_token).await
+            }
+            _ => self.providers.pinterest.refresh(&refresh_token).await,
+        };
+        match result {
+            Ok(tokens) => {
+                self.save_tokens(&mut tx, &row, &tokens).await?;
+                let row = store::set_refreshed(&mut tx, row.id, tokens.expires_at).await?;
+                tx.commit().await?;
+                tracing::info!(tenant = %row.tenant_id, provider = %row.provider, "token refreshed");
+                events::publish(&self.bus, &row, IntegrationEventKind::Refreshed, None, None).await;
+                Ok(Some(row))
+            }
+            Err(e) if e.is_grant_refused() => {
+                let message = format!(
+                    "{} refused to renew the authorization ({e}); reconnect it",
+                    row.provider
+                );
+                let row = store::set_failed(
+                    &mut tx,
+                    row.tenant_id,
+                    &row.provider,
+                    Some(Status::Expired),
+                    &message,
+                )
+                .await?;
+                tx.commit().await?;
+                events::publish(
+                    &self.bus,
+                    &row,
+                    IntegrationEventKind::Expired,
+                    None,
+                    Some(&message),
+                )
+                .await;
+                Err(Error::FailedPrecondition(message))
+            }
+            Err(e) => {
+                store::note_error(
+                    &mut tx,
+                    row.id,
+                    &format!("token refresh failed, will retry: {e}"),
+                )
+                .await?;
+                tx.commit().await?;
+                Err(Error::provider(
+                    format!("{} token refresh failed", row.provider),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// Seals and stores renewed tokens; a response without a refresh token keeps the old one.
+    async fn save_tokens(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        row: &IntegrationRow,
+        tokens: &TokenSet,
+    ) -> Result<()> {
+        let sealed = self.ring.seal(
+            &tokens.access_token,
+            self.owner(row, CredentialKind::AccessToken),
+        );
+        store::put_credential(
+            conn,
+            row,
+            CredentialKind::AccessToken,
+            &sealed,
+            tokens.expires_at,
+        )
+        .await?;
+        if let Some(refresh) = &tokens.refresh_token {
+            let sealed = self
+                .ring
+                .seal(refresh, self.owner(row, CredentialKind::RefreshToken));
+            store::put_credential(
+                conn,
+                row,
+                CredentialKind::RefreshToken,
+                &sealed,
+                tokens.refresh_token_expires_at,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The wizard's steps for a tenant, unset ones pending.
+    pub async fn setup_progress(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<(&'static registry::Step, String, Option<DateTime<Utc>>)>> {
+        let stored = store::setup_steps(&self.pool, tenant).await?;
+        Ok(registry::STEPS
+            .iter()
+            .map(|step| match stored.iter().find(|(k, _, _)| k == step.key) {
+                Some((_, status, at)) => (step, status.clone(), Some(*at)),
+                None => (step, "pending".to_owned(), None),
+            })
+            .collect())
+    }
+
+    pub async fn update_step(&self, principal: &Principal, step: &str, status: &str) -> Result<()> {
+        let Some(step) = registry::step(step) else {
+            let known: Vec<&str> = registry::STEPS.iter().map(|s| s.key).collect();
+            return Err(Error::invalid(format!(
+                "step: unknown step `{step}`; expected one of {}",
+                known.join(", ")
+            )));
+        };
+        let mut conn = self.pool.acquire().await?;
+        store::set_step(
+            &mut conn,
+            principal.tenant_id,
+            step.key,
+            status,
+            &principal.user_id,
+        )
+        .await
+    }
+}
+
+/// Whether a token expiring at `at` has less than `min_valid` left (no expiry: never).
+pub fn expires_within(at: Option<DateTime<Utc>>, min_valid: Duration) -> bool {
+    let Some(at) = at else { return false };
+    let min_valid = chrono::Duration::from_std(min_valid).unwrap_or(chrono::Duration::MAX);
+    at - Utc::now() < min_valid
+}

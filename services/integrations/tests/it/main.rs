@@ -1,0 +1,8 @@
+//! Integration tests of the integrations service: real PostgreSQL and NATS, fake providers.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+mod lifecycle;
+mod oauth;
+mod vault;
