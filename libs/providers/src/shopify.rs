@@ -518,14 +518,19 @@ impl ShopifyClient {
         if status != StatusCode::UNPROCESSABLE_ENTITY {
             return Err(err);
         }
-        let existing = self
+        match self
             .list_webhooks(shop, token, Some(topic), Some(address))
-            .await?;
-        existing
-            .into_iter()
-            .find(|w| w.topic == topic && w.address == address)
-            .map(|w| w.id)
-            .ok_or(err)
+            .await
+        {
+            Ok(existing) => existing
+                .into_iter()
+                .find(|w| w.topic == topic && w.address == address)
+                .map(|w| w.id)
+                .ok_or(err),
+            // The lookup failing transiently is worth a retry; otherwise report the 422.
+            Err(lookup) if lookup.is_retryable() => Err(lookup),
+            Err(_) => Err(err),
+        }
     }
 
     /// Removes a subscription; one that is already gone (404) counts as removed.
