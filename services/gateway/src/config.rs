@@ -2,7 +2,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use haven_auth::AuthArgs;
+use haven_bus::NatsArgs;
 use haven_telemetry::TelemetryArgs;
+use haven_vault::Secret;
 
 /// haven-gateway: the HTTP edge. Authenticates users, turns REST calls into gRPC calls,
 /// streams exports as downloads and ingests provider webhooks.
@@ -33,12 +35,27 @@ pub struct Config {
         default_value = "http://127.0.0.1:50053"
     )]
     pub export_url: String,
+    /// Base URL of the web app; OAuth callbacks redirect the browser back to its
+    /// `/dashboard/settings/integrations` page.
+    #[arg(long, env = "HAVEN_APP_URL", default_value = "http://localhost:3000")]
+    pub app_url: String,
+    /// The Shopify app's client secret, which Shopify signs webhooks with. Without it
+    /// `POST /api/webhooks/shopify` answers 503 (Shopify retries).
+    #[arg(
+        long = "shopify-client-secret",
+        env = "HAVEN_SHOPIFY_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub shopify_client_secret: Option<Secret>,
     /// How long `/readyz` waits for each upstream's health answer.
     #[arg(long, env = "HAVEN_GATEWAY_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
     /// How long in-flight requests (downloads included) may finish after SIGTERM.
     #[arg(long, env = "HAVEN_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Verified webhooks are published here.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -46,9 +63,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings for tests: an ephemeral port and the given upstreams.
+    /// Settings for tests: an ephemeral port, the given NATS and upstreams, no Shopify
+    /// secret (see [`Config::with_shopify_client_secret`]).
     pub fn for_test(
         jwt_secret: &str,
+        nats: NatsArgs,
         integrations_url: String,
         retry_url: String,
         export_url: String,
@@ -58,8 +77,11 @@ impl Config {
             integrations_url,
             retry_url,
             export_url,
+            app_url: "http://localhost:3000".into(),
+            shopify_client_secret: None,
             ready_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            nats,
             auth: AuthArgs::new(jwt_secret),
             telemetry: TelemetryArgs {
                 log_filter: "info".into(),
@@ -67,6 +89,18 @@ impl Config {
                 otlp_endpoint: None,
             },
         }
+    }
+
+    /// The same settings with webhooks verified against `secret`.
+    pub fn with_shopify_client_secret(mut self, secret: &str) -> Self {
+        self.shopify_client_secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// The same settings redirecting OAuth callbacks to `app_url`.
+    pub fn with_app_url(mut self, app_url: &str) -> Self {
+        self.app_url = app_url.to_owned();
+        self
     }
 }
 
@@ -76,5 +110,18 @@ mod tests {
     fn command_line_is_well_formed() {
         use clap::CommandFactory;
         super::Config::command().debug_assert();
+    }
+
+    #[test]
+    fn the_shopify_secret_never_prints() {
+        let config = super::Config::for_test(
+            "x",
+            haven_bus::NatsArgs::new("nats://127.0.0.1:9", ""),
+            String::new(),
+            String::new(),
+            String::new(),
+        )
+        .with_shopify_client_secret("shpss_very_secret");
+        assert!(!format!("{config:?}").contains("shpss_very_secret"));
     }
 }

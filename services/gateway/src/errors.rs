@@ -12,6 +12,7 @@ use haven_proto::retry::v1::retry_service_client::RetryServiceClient;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::json::{text, time};
 use crate::{ApiError, AppState, upstream};
 
 /// The seed's page size; the retry service allows up to 1000.
@@ -138,22 +139,6 @@ async fn cancel(
         .await?
         .into_inner();
     Ok(Json(json!({ "success": true, "item": item_json(&item) })))
-}
-
-fn time(ts: Option<prost_types::Timestamp>) -> Value {
-    ts.and_then(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-    })
-    .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-    .unwrap_or(Value::Null)
-}
-
-fn text(s: &str) -> Value {
-    if s.is_empty() {
-        Value::Null
-    } else {
-        Value::String(s.to_owned())
-    }
 }
 
 /// The seed's `RetryItem` shape (snake_case, payload as an object), plus our additions.

@@ -5,7 +5,10 @@ mod config;
 mod error;
 mod errors;
 mod export;
+mod integrations;
+mod json;
 mod upstream;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,13 +29,19 @@ use tonic_health::pb::health_client::HealthClient;
 
 pub use config::Config;
 pub use error::ApiError;
+pub use haven_bus::NatsArgs;
+pub use webhooks::{LazyBus, stream_spec as webhook_stream_spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("invalid upstream URL {url}: {reason}")]
     Upstream { url: String, reason: String },
+    #[error("invalid HAVEN_APP_URL {url}: {reason}")]
+    AppUrl { url: String, reason: String },
     #[error(transparent)]
     Auth(#[from] haven_auth::AuthError),
+    #[error(transparent)]
+    Bus(#[from] haven_bus::BusError),
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -82,21 +91,39 @@ fn channel(url: &str) -> Result<Channel, GatewayError> {
 pub struct AppState {
     pub upstreams: Upstreams,
     pub ready_timeout: Duration,
+    /// Where OAuth callbacks send the browser back to.
+    pub app_url: String,
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// The gateway's routes. `/healthz`, `/readyz` and `/metrics` are public; everything
-/// under `/api` needs a bearer token.
-pub fn router(config: &Config, upstreams: Upstreams) -> Result<Router, GatewayError> {
+/// under `/api` needs a bearer token, except what a third party calls without one: the
+/// Shopify webhook (authenticated by its HMAC) and the OAuth callback (by its single-use state).
+pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Router, GatewayError> {
     let verifier = config.auth.verifier()?;
+    url::Url::parse(&config.app_url).map_err(|e| GatewayError::AppUrl {
+        url: config.app_url.clone(),
+        reason: e.to_string(),
+    })?;
     let state = Arc::new(AppState {
         upstreams,
         ready_timeout: config.ready_timeout,
+        app_url: config.app_url.clone(),
+        webhooks: webhooks::Webhooks {
+            shopify_secret: config.shopify_client_secret.clone(),
+            bus,
+        },
     });
-    let api = Router::new()
+    let protected = Router::new()
         .merge(errors::routes())
         .merge(export::routes())
+        .merge(integrations::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));
+    let api = Router::new()
+        .merge(webhooks::routes())
+        .merge(integrations::public_routes())
+        .merge(protected);
     Ok(Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -114,9 +141,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let upstreams = Upstreams::connect_lazy(&config)?;
-    let app = router(&config, upstreams)?;
     let token = haven_server::token_for(shutdown);
+    let upstreams = Upstreams::connect_lazy(&config)?;
+    let bus = LazyBus::spawn(&config.nats, token.clone())?;
+    let app = router(&config, upstreams, bus)?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     let drain = token.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -138,7 +166,8 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: every upstream reports SERVING within the timeout.
+/// Readiness: every upstream reports SERVING within the timeout. NATS is reported but does
+/// not count: only webhook ingestion needs it, and Shopify retries those.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let checks = state.upstreams.named().map(|(name, channel)| {
         let timeout = state.ready_timeout;
@@ -170,6 +199,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({ "status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams });
+    let nats = if state.webhooks.bus.is_connected() {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "upstreams": upstreams,
+        "nats": nats,
+    });
     (code, Json(body))
 }

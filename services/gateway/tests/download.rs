@@ -48,6 +48,7 @@ async fn stack() -> Stack {
     let gateway = gl.local_addr().unwrap();
     let config = haven_gateway::Config::for_test(
         SECRET,
+        haven_gateway::NatsArgs::new(nats_url(), namespace()),
         "http://127.0.0.1:9".into(),
         "http://127.0.0.1:9".into(),
         format!("http://{export_addr}"),

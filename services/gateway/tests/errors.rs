@@ -40,6 +40,7 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
     let base = format!("http://{}", gl.local_addr().unwrap());
     let config = haven_gateway::Config::for_test(
         SECRET,
+        haven_gateway::NatsArgs::new(nats_url(), namespace()),
         "http://127.0.0.1:9".into(),
         format!("http://{retry_addr}"),
         "http://127.0.0.1:9".into(),

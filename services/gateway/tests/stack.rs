@@ -138,6 +138,7 @@ async fn stack_serves_health_reflection_and_readiness() {
     // The gateway: live at once, ready when its upstreams are.
     let config = haven_gateway::Config::for_test(
         SECRET,
+        haven_gateway::NatsArgs::new(nats_url(), &ns),
         format!("http://{}", integrations.addr),
         format!("http://{}", retry.addr),
         format!("http://{}", export.addr),
@@ -209,6 +210,7 @@ async fn stack_serves_health_reflection_and_readiness() {
 async fn gateway_is_unready_while_upstreams_are_down() {
     let config = haven_gateway::Config::for_test(
         SECRET,
+        haven_gateway::NatsArgs::new("nats://127.0.0.1:9", ""),
         "http://127.0.0.1:9".into(),
         "http://127.0.0.1:9".into(),
         "http://127.0.0.1:9".into(),

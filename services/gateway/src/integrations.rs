@@ -1,0 +1,847 @@
+//! The integrations settings page and the setup wizard (seed 001, Phase 5), backed by the
+//! integrations service:
+//! - `GET /api/integrations`: every provider with the tenant's connection, by setup order;
+//! - `GET /api/integrations/{provider}/install?shop=`: a 302 to the provider's consent page;
+//! - `GET /api/integrations/{provider}/callback` (public): a 302 back to the web app;
+//! - `POST /api/integrations/{provider}/connect` `{apiKey}`; `DELETE /api/integrations/{provider}`;
+//! - `GET /api/settings/setup-progress`, `PATCH /api/settings/setup-progress/{step}` `{status}`.
+//!
+//! The callback is public because the browser arrives from the provider without our bearer
+//! token; the single-use OAuth state the service checks is what authenticates it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use haven_proto::integrations::v1 as pb;
+use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
+use haven_vault::Secret;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tonic::transport::Channel;
+
+use crate::json::{text, time};
+use crate::{ApiError, AppState, upstream};
+
+/// Routes that need the caller's bearer token.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/integrations", get(list))
+        .route("/integrations/{provider}", delete(disconnect))
+        .route("/integrations/{provider}/install", get(install))
+        .route("/integrations/{provider}/connect", post(connect))
+        .route("/settings/setup-progress", get(setup_progress))
+        .route(
+            "/settings/setup-progress/{step}",
+            axum::routing::patch(update_setup_step),
+        )
+}
+
+/// Routes a browser reaches without our token.
+pub fn public_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/integrations/{provider}/callback", get(callback))
+}
+
+fn client(state: &AppState) -> IntegrationsServiceClient<Channel> {
+    IntegrationsServiceClient::new(state.upstreams.integrations.clone())
+}
+
+fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_argument",
+        format!("{field}: {message}"),
+    )
+}
+
+/// The seed's `IntegrationStatus`; PENDING is its "connecting".
+pub fn status_str(status: i32) -> &'static str {
+    match pb::IntegrationStatus::try_from(status) {
+        Ok(pb::IntegrationStatus::Pending) => "connecting",
+        Ok(pb::IntegrationStatus::Connected) => "connected",
+        Ok(pb::IntegrationStatus::Error) => "error",
+        Ok(pb::IntegrationStatus::Expired) => "expired",
+        Ok(pb::IntegrationStatus::Disconnected | pb::IntegrationStatus::Unspecified) | Err(_) => {
+            "disconnected"
+        }
+    }
+}
+
+/// The seed's `authType`, or `null` when the service did not say.
+pub fn auth_type_json(auth_type: i32) -> Value {
+    match pb::AuthType::try_from(auth_type) {
+        Ok(pb::AuthType::Oauth) => json!("oauth"),
+        Ok(pb::AuthType::ApiKey) => json!("api_key"),
+        _ => Value::Null,
+    }
+}
+
+/// Account details in the seed's `IntegrationMetadata` shapes (snake_case); `{}` when none
+/// are known. Sky Pilot has no details beyond whether it is connected.
+pub fn metadata_json(provider: &str, integration: Option<&pb::Integration>) -> Value {
+    use pb::integration::Metadata;
+    let Some(integration) = integration else {
+        return if provider == "sky_pilot" {
+            json!({ "connected": false })
+        } else {
+            json!({})
+        };
+    };
+    match &integration.metadata {
+        Some(Metadata::Shopify(m)) => json!({
+            "shop_domain": m.shop_domain,
+            "shop_name": m.shop_name,
+            "access_scopes": integration.scopes,
+        }),
+        Some(Metadata::Pinterest(m)) => json!({
+            "account_name": m.account_name,
+            "account_id": m.account_id,
+            "board_count": m.board_count,
+        }),
+        Some(Metadata::Klaviyo(m)) => {
+            let mut o = Map::new();
+            o.insert("list_count".into(), json!(m.list_count));
+            if !m.default_list_id.is_empty() {
+                o.insert("default_list_id".into(), json!(m.default_list_id));
+            }
+            Value::Object(o)
+        }
+        Some(Metadata::DynamicMockups(m)) => json!({
+            "credits_remaining": m.credits_remaining,
+            "plan": m.plan,
+        }),
+        Some(Metadata::Resend(m)) => json!({
+            "domain_verified": m.domain_verified,
+            "from_email": m.from_email,
+        }),
+        None if provider == "sky_pilot" => json!({
+            "connected": integration.status == pb::IntegrationStatus::Connected as i32,
+        }),
+        None => json!({}),
+    }
+}
+
+/// One entry of `GET /api/integrations`: the provider's registry entry and the tenant's
+/// connection to it (a never-connected provider is "disconnected" with null fields).
+pub fn integration_json(
+    provider: Option<&pb::Provider>,
+    integration: Option<&pb::Integration>,
+) -> Value {
+    let key = provider
+        .map(|p| p.key.as_str())
+        .or(integration.map(|i| i.provider.as_str()))
+        .unwrap_or_default();
+    let auth_type = match provider {
+        Some(p) => auth_type_json(p.auth_type),
+        None => auth_type_json(integration.map(|i| i.auth_type).unwrap_or_default()),
+    };
+    let i = integration;
+    json!({
+        "id": i.map_or(Value::Null, |i| text(&i.id)),
+        "provider": key,
+        "name": provider.map(|p| p.name.clone()),
+        "description": provider.map(|p| p.description.clone()),
+        "icon": provider.map(|p| p.icon.clone()),
+        "auth_type": auth_type,
+        "required": provider.map(|p| p.required),
+        "setup_order": provider.map(|p| p.setup_order),
+        "docs_url": provider.map(|p| p.docs_url.clone()),
+        "status": i.map_or("disconnected", |i| status_str(i.status)),
+        "metadata": metadata_json(key, i),
+        "scopes": i.map(|i| i.scopes.clone()).unwrap_or_default(),
+        "last_error": i.map_or(Value::Null, |i| text(&i.last_error)),
+        "last_error_at": time(i.and_then(|i| i.last_error_at)),
+        "token_expires_at": time(i.and_then(|i| i.token_expires_at)),
+        "last_refreshed_at": time(i.and_then(|i| i.last_refreshed_at)),
+        "connected_at": time(i.and_then(|i| i.connected_at)),
+        "disconnected_at": time(i.and_then(|i| i.disconnected_at)),
+        "created_at": time(i.and_then(|i| i.created_at)),
+        "updated_at": time(i.and_then(|i| i.updated_at)),
+    })
+}
+
+/// Every provider by setup order, each with the tenant's integration if there is one;
+/// integrations of providers the registry no longer lists come last.
+pub fn merge(mut providers: Vec<pb::Provider>, integrations: &[pb::Integration]) -> Vec<Value> {
+    providers.sort_by_key(|p| p.setup_order);
+    let by_provider: HashMap<&str, &pb::Integration> = integrations
+        .iter()
+        .map(|i| (i.provider.as_str(), i))
+        .collect();
+    let mut out: Vec<Value> = providers
+        .iter()
+        .map(|p| integration_json(Some(p), by_provider.get(p.key.as_str()).copied()))
+        .collect();
+    out.extend(
+        integrations
+            .iter()
+            .filter(|i| !providers.iter().any(|p| p.key == i.provider))
+            .map(|i| integration_json(None, Some(i))),
+    );
+    out
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let mut a = client(&state);
+    let mut b = a.clone();
+    let (providers, integrations) = tokio::try_join!(
+        a.list_providers(upstream::request(&headers, pb::ListProvidersRequest {})),
+        b.list_integrations(upstream::request(&headers, pb::ListIntegrationsRequest {})),
+    )?;
+    Ok(Json(Value::Array(merge(
+        providers.into_inner().providers,
+        &integrations.into_inner().integrations,
+    ))))
+}
+
+/// One integration in the list's shape. The registry entry is looked up alongside; if only
+/// that lookup fails, the action still succeeded, so the answer is the integration alone.
+async fn one(state: &AppState, headers: &HeaderMap, integration: pb::Integration) -> Json<Value> {
+    let providers = client(state)
+        .list_providers(upstream::request(headers, pb::ListProvidersRequest {}))
+        .await;
+    let providers = match providers {
+        Ok(p) => p.into_inner().providers,
+        Err(status) => {
+            tracing::warn!(status = ?status, "cannot read the provider registry");
+            Vec::new()
+        }
+    };
+    let provider = providers.iter().find(|p| p.key == integration.provider);
+    Json(integration_json(provider, Some(&integration)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstallQuery {
+    shop: Option<String>,
+}
+
+/// Sends the browser to the provider's consent page. Errors come before the redirect and
+/// are JSON (a bad shop domain or provider is a 400 naming it).
+async fn install(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+    Query(query): Query<InstallQuery>,
+) -> Result<Response, ApiError> {
+    let begun = client(&state)
+        .begin_o_auth(upstream::request(
+            &headers,
+            pb::BeginOAuthRequest {
+                provider,
+                shop: query.shop.unwrap_or_default(),
+                redirect_uri: String::new(),
+            },
+        ))
+        .await?
+        .into_inner();
+    let location = HeaderValue::from_str(&begun.authorize_url).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            "the integrations service returned an unusable authorize URL",
+        )
+    })?;
+    Ok(redirect(location))
+}
+
+fn redirect(location: HeaderValue) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `s` with everything but RFC 3986's unreserved characters percent-encoded, so it is one
+/// query value whichever decoder the web app uses.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where the callback sends the browser: the integrations settings page with
+/// `success={provider}_connected`, or `error={provider}_callback_failed&message=…`.
+pub fn callback_redirect(app_url: &str, provider: &str, outcome: Result<(), &str>) -> String {
+    let page = format!(
+        "{}/dashboard/settings/integrations",
+        app_url.trim_end_matches('/')
+    );
+    match outcome {
+        Ok(()) => format!(
+            "{page}?success={}",
+            encode_component(&format!("{provider}_connected"))
+        ),
+        Err(message) => format!(
+            "{page}?error={}&message={}",
+            encode_component(&format!("{provider}_callback_failed")),
+            encode_component(message)
+        ),
+    }
+}
+
+/// The callback's query as a map. A repeated parameter is refused: the map the service
+/// verifies could only hold one of its values.
+pub fn callback_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
+    let mut query = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if query.insert(key.to_string(), value.into_owned()).is_some() {
+            return Err(format!("the callback repeats the query parameter `{key}`"));
+        }
+    }
+    Ok(query)
+}
+
+/// Completes OAuth and sends the browser back to the web app either way. The query holds
+/// the authorization code, so neither it nor the URI is logged here.
+async fn callback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let outcome = match callback_query(raw.as_deref()) {
+        Err(message) => Err(message),
+        Ok(query) => client(&state)
+            .complete_o_auth(upstream::request(
+                &headers,
+                pb::CompleteOAuthRequest {
+                    provider: provider.clone(),
+                    query,
+                },
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                tracing::warn!(%provider, code = ?status.code(), "OAuth callback failed");
+                ApiError::from(status).message
+            }),
+    };
+    let location = callback_redirect(
+        &state.app_url,
+        &provider,
+        outcome.as_ref().map(|_| ()).map_err(String::as_str),
+    );
+    match HeaderValue::from_str(&location) {
+        Ok(location) => redirect(location),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot build the redirect back to the app",
+        )
+        .into_response(),
+    }
+}
+
+/// `{ "apiKey": "..." }`. No `Debug`: it holds the key.
+#[derive(Deserialize)]
+struct ConnectBody {
+    #[serde(rename = "apiKey", alias = "api_key")]
+    api_key: Option<String>,
+}
+
+/// Reads the key from the body. serde's messages can quote the input, so the errors here
+/// are our own and never echo it.
+pub fn parse_api_key(body: &[u8]) -> Result<Secret, ApiError> {
+    let parsed: ConnectBody = serde_json::from_slice(body)
+        .map_err(|_| bad("body", "expected JSON {\"apiKey\": \"...\"}"))?;
+    let key = parsed
+        .api_key
+        .map(Secret::from)
+        .filter(|k| !k.expose().trim().is_empty())
+        .ok_or_else(|| bad("apiKey", "is required"))?;
+    Ok(key)
+}
+
+async fn connect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let key = parse_api_key(&body)?;
+    let integration = client(&state)
+        .connect_api_key(upstream::request(
+            &headers,
+            pb::ConnectApiKeyRequest {
+                provider,
+                api_key: key.expose().trim().to_owned(),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(one(&state, &headers, integration).await)
+}
+
+async fn disconnect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let integration = client(&state)
+        .disconnect(upstream::request(
+            &headers,
+            pb::DisconnectRequest { provider },
+        ))
+        .await?
+        .into_inner();
+    Ok(one(&state, &headers, integration).await)
+}
+
+/// `pending`, `completed` or `skipped` as the service's enum.
+pub fn parse_step_status(status: &str) -> Result<pb::SetupStepStatus, ApiError> {
+    match status {
+        "pending" => Ok(pb::SetupStepStatus::Pending),
+        "completed" => Ok(pb::SetupStepStatus::Completed),
+        "skipped" => Ok(pb::SetupStepStatus::Skipped),
+        other => Err(bad(
+            "status",
+            format!("unknown value `{other}`; expected pending, completed or skipped"),
+        )),
+    }
+}
+
+fn step_status_str(status: i32) -> &'static str {
+    match pb::SetupStepStatus::try_from(status) {
+        Ok(pb::SetupStepStatus::Completed) => "completed",
+        Ok(pb::SetupStepStatus::Skipped) => "skipped",
+        _ => "pending",
+    }
+}
+
+/// The wizard's state: the seed's `setup_progress` map (step → status) plus the ordered
+/// steps and counts the service computes.
+pub fn progress_json(progress: &pb::SetupProgress) -> Value {
+    let map: Map<String, Value> = progress
+        .steps
+        .iter()
+        .map(|s| (s.key.clone(), json!(step_status_str(s.status))))
+        .collect();
+    json!({
+        "setup_progress": map,
+        "steps": progress.steps.iter().map(|s| json!({
+            "key": s.key,
+            "label": s.label,
+            "provider": text(&s.provider),
+            "status": step_status_str(s.status),
+            "updated_at": time(s.updated_at),
+        })).collect::<Vec<_>>(),
+        "completed_count": progress.completed_count,
+        "complete": progress.complete,
+    })
+}
+
+async fn setup_progress(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let progress = client(&state)
+        .get_setup_progress(upstream::request(&headers, pb::GetSetupProgressRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(progress_json(&progress)))
+}
+
+#[derive(Debug, Deserialize)]
+struct StepBody {
+    status: Option<Value>,
+}
+
+/// Reads `{ "status": "completed" | "skipped" | "pending" }`.
+pub fn parse_step_body(body: &[u8]) -> Result<pb::SetupStepStatus, ApiError> {
+    let parsed: StepBody = serde_json::from_slice(body)
+        .map_err(|_| bad("body", "expected JSON {\"status\": \"completed\"}"))?;
+    match parsed.status {
+        Some(Value::String(s)) => parse_step_status(&s),
+        Some(other) => Err(bad("status", format!("must be a string, got {other}"))),
+        None => Err(bad("status", "is required")),
+    }
+}
+
+async fn update_setup_step(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(step): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let status = parse_step_body(&body)?;
+    let progress = client(&state)
+        .update_setup_step(upstream::request(
+            &headers,
+            pb::UpdateSetupStepRequest {
+                step,
+                status: status as i32,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(progress_json(&progress)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn provider(key: &str, order: i32, auth: pb::AuthType) -> pb::Provider {
+        pb::Provider {
+            key: key.into(),
+            name: key.to_uppercase(),
+            description: format!("{key} description"),
+            icon: key.into(),
+            auth_type: auth as i32,
+            required: order <= 4,
+            setup_order: order,
+            docs_url: format!("https://docs.havenhold.com/integrations/{key}"),
+        }
+    }
+
+    fn shopify_integration() -> pb::Integration {
+        pb::Integration {
+            id: "0194f8a0-0000-7000-8000-000000000001".into(),
+            tenant_id: "t".into(),
+            provider: "shopify".into(),
+            auth_type: pb::AuthType::Oauth as i32,
+            status: pb::IntegrationStatus::Connected as i32,
+            scopes: vec!["read_products".into(), "write_orders".into()],
+            metadata: Some(pb::integration::Metadata::Shopify(pb::ShopifyMetadata {
+                shop_domain: "haven.myshopify.com".into(),
+                shop_name: "Haven".into(),
+            })),
+            token_expires_at: ts(1_767_225_600),
+            connected_at: ts(1_767_222_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses_and_auth_types_use_the_seeds_words() {
+        use pb::IntegrationStatus as S;
+        assert_eq!(status_str(S::Pending as i32), "connecting");
+        assert_eq!(status_str(S::Connected as i32), "connected");
+        assert_eq!(status_str(S::Error as i32), "error");
+        assert_eq!(status_str(S::Expired as i32), "expired");
+        assert_eq!(status_str(S::Disconnected as i32), "disconnected");
+        assert_eq!(status_str(S::Unspecified as i32), "disconnected");
+        assert_eq!(status_str(99), "disconnected");
+        assert_eq!(auth_type_json(pb::AuthType::Oauth as i32), "oauth");
+        assert_eq!(auth_type_json(pb::AuthType::ApiKey as i32), "api_key");
+        assert_eq!(auth_type_json(0), Value::Null);
+    }
+
+    #[test]
+    fn the_list_merges_registry_and_connections_by_setup_order() {
+        let providers = vec![
+            provider("klaviyo", 3, pb::AuthType::ApiKey),
+            provider("shopify", 1, pb::AuthType::Oauth),
+            provider("sky_pilot", 6, pb::AuthType::ApiKey),
+        ];
+        let klaviyo = pb::Integration {
+            id: "k1".into(),
+            provider: "klaviyo".into(),
+            auth_type: pb::AuthType::ApiKey as i32,
+            status: pb::IntegrationStatus::Error as i32,
+            metadata: Some(pb::integration::Metadata::Klaviyo(pb::KlaviyoMetadata {
+                list_count: 4,
+                default_list_id: String::new(),
+            })),
+            last_error: "Klaviyo rejected the key: create a private key with read access".into(),
+            last_error_at: ts(0),
+            ..Default::default()
+        };
+        let orphan = pb::Integration {
+            id: "o1".into(),
+            provider: "retired".into(),
+            status: pb::IntegrationStatus::Pending as i32,
+            ..Default::default()
+        };
+        let list = merge(providers, &[klaviyo, shopify_integration(), orphan]);
+        let keys: Vec<_> = list.iter().map(|v| v["provider"].clone()).collect();
+        assert_eq!(keys, ["shopify", "klaviyo", "sky_pilot", "retired"]);
+
+        assert_eq!(
+            list[0],
+            json!({
+                "id": "0194f8a0-0000-7000-8000-000000000001",
+                "provider": "shopify",
+                "name": "SHOPIFY",
+                "description": "shopify description",
+                "icon": "shopify",
+                "auth_type": "oauth",
+                "required": true,
+                "setup_order": 1,
+                "docs_url": "https://docs.havenhold.com/integrations/shopify",
+                "status": "connected",
+                "metadata": {
+                    "shop_domain": "haven.myshopify.com",
+                    "shop_name": "Haven",
+                    "access_scopes": ["read_products", "write_orders"],
+                },
+                "scopes": ["read_products", "write_orders"],
+                "last_error": null,
+                "last_error_at": null,
+                "token_expires_at": "2026-01-01T00:00:00.000Z",
+                "last_refreshed_at": null,
+                "connected_at": "2025-12-31T23:00:00.000Z",
+                "disconnected_at": null,
+                "created_at": null,
+                "updated_at": null,
+            })
+        );
+        assert_eq!(list[1]["status"], "error");
+        assert_eq!(list[1]["metadata"], json!({ "list_count": 4 }));
+        assert_eq!(list[1]["last_error_at"], "1970-01-01T00:00:00.000Z");
+        // Never connected: disconnected, no id, registry fields still there.
+        assert_eq!(list[2]["status"], "disconnected");
+        assert_eq!(list[2]["id"], Value::Null);
+        assert_eq!(list[2]["auth_type"], "api_key");
+        assert_eq!(list[2]["required"], false);
+        assert_eq!(list[2]["metadata"], json!({ "connected": false }));
+        assert_eq!(list[2]["scopes"], json!([]));
+        // Unknown to the registry: still shown, with what is known.
+        assert_eq!(list[3]["status"], "connecting");
+        assert_eq!(list[3]["name"], Value::Null);
+        assert_eq!(list[3]["auth_type"], Value::Null);
+    }
+
+    #[test]
+    fn metadata_follows_the_seeds_types() {
+        use pb::integration::Metadata as M;
+        let with = |provider: &str, m: M| pb::Integration {
+            provider: provider.into(),
+            status: pb::IntegrationStatus::Connected as i32,
+            metadata: Some(m),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                with(
+                    "pinterest",
+                    M::Pinterest(pb::PinterestMetadata {
+                        account_name: "Haven".into(),
+                        account_id: "549755885175".into(),
+                        board_count: 12,
+                    }),
+                ),
+                json!({ "account_name": "Haven", "account_id": "549755885175", "board_count": 12 }),
+            ),
+            (
+                with(
+                    "klaviyo",
+                    M::Klaviyo(pb::KlaviyoMetadata {
+                        list_count: 2,
+                        default_list_id: "XyZ123".into(),
+                    }),
+                ),
+                json!({ "list_count": 2, "default_list_id": "XyZ123" }),
+            ),
+            (
+                with(
+                    "dynamic_mockups",
+                    M::DynamicMockups(pb::DynamicMockupsMetadata {
+                        credits_remaining: 950,
+                        plan: "pro".into(),
+                    }),
+                ),
+                json!({ "credits_remaining": 950, "plan": "pro" }),
+            ),
+            (
+                with(
+                    "resend",
+                    M::Resend(pb::ResendMetadata {
+                        domain_verified: false,
+                        from_email: "hello@haven.example".into(),
+                    }),
+                ),
+                json!({ "domain_verified": false, "from_email": "hello@haven.example" }),
+            ),
+        ];
+        for (integration, expected) in cases {
+            assert_eq!(
+                metadata_json(&integration.provider, Some(&integration)),
+                expected
+            );
+        }
+        let sky = pb::Integration {
+            provider: "sky_pilot".into(),
+            status: pb::IntegrationStatus::Connected as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            metadata_json("sky_pilot", Some(&sky)),
+            json!({ "connected": true })
+        );
+        assert_eq!(metadata_json("shopify", None), json!({}));
+    }
+
+    #[test]
+    fn setup_progress_has_the_seeds_map_and_the_ordered_steps() {
+        let step = |key: &str, provider: &str, status: pb::SetupStepStatus, at| pb::SetupStep {
+            key: key.into(),
+            label: format!("Step {key}"),
+            provider: provider.into(),
+            status: status as i32,
+            updated_at: at,
+        };
+        let progress = pb::SetupProgress {
+            steps: vec![
+                step(
+                    "shopify",
+                    "shopify",
+                    pb::SetupStepStatus::Completed,
+                    ts(1_767_225_600),
+                ),
+                step(
+                    "pinterest",
+                    "pinterest",
+                    pb::SetupStepStatus::Skipped,
+                    ts(1_767_225_600),
+                ),
+                step("design_rules", "", pb::SetupStepStatus::Pending, None),
+            ],
+            completed_count: 1,
+            complete: false,
+        };
+        assert_eq!(
+            progress_json(&progress),
+            json!({
+                "setup_progress": {
+                    "shopify": "completed",
+                    "pinterest": "skipped",
+                    "design_rules": "pending",
+                },
+                "steps": [
+                    { "key": "shopify", "label": "Step shopify", "provider": "shopify", "status": "completed", "updated_at": "2026-01-01T00:00:00.000Z" },
+                    { "key": "pinterest", "label": "Step pinterest", "provider": "pinterest", "status": "skipped", "updated_at": "2026-01-01T00:00:00.000Z" },
+                    { "key": "design_rules", "label": "Step design_rules", "provider": null, "status": "pending", "updated_at": null },
+                ],
+                "completed_count": 1,
+                "complete": false,
+            })
+        );
+    }
+
+    #[test]
+    fn step_bodies_are_checked_and_named() {
+        assert_eq!(
+            parse_step_body(br#"{"status":"skipped"}"#).unwrap(),
+            pb::SetupStepStatus::Skipped
+        );
+        assert_eq!(
+            parse_step_body(br#"{"status":"completed"}"#).unwrap(),
+            pb::SetupStepStatus::Completed
+        );
+        let e = parse_step_body(br#"{"status":"done"}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.message.starts_with("status:") && e.message.contains("`done`"),
+            "{}",
+            e.message
+        );
+        assert!(
+            parse_step_body(br#"{"status":2}"#)
+                .unwrap_err()
+                .message
+                .starts_with("status:")
+        );
+        assert!(
+            parse_step_body(b"{}")
+                .unwrap_err()
+                .message
+                .starts_with("status:")
+        );
+        assert!(
+            parse_step_body(b"nope")
+                .unwrap_err()
+                .message
+                .starts_with("body:")
+        );
+    }
+
+    #[test]
+    fn api_keys_are_required_and_never_echoed() {
+        assert_eq!(
+            parse_api_key(br#"{"apiKey":"pk_live_1"}"#)
+                .unwrap()
+                .expose(),
+            "pk_live_1"
+        );
+        assert_eq!(
+            parse_api_key(br#"{"api_key":"pk_live_2"}"#)
+                .unwrap()
+                .expose(),
+            "pk_live_2"
+        );
+        for body in [
+            &b"{}"[..],
+            br#"{"apiKey":""}"#,
+            br#"{"apiKey":"   "}"#,
+            br#"{"apiKey":null}"#,
+        ] {
+            let e = parse_api_key(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.message, "apiKey: is required");
+        }
+        // serde would quote the input; our message does not.
+        let e = parse_api_key(br#""pk_live_secret""#).unwrap_err();
+        assert!(!e.message.contains("pk_live_secret"), "{}", e.message);
+        let e = parse_api_key(br#"{"apiKey":["pk_live_secret"]}"#).unwrap_err();
+        assert!(!e.message.contains("pk_live_secret"), "{}", e.message);
+    }
+
+    #[test]
+    fn callback_redirects_are_encoded() {
+        assert_eq!(
+            callback_redirect("https://app.example.com/", "shopify", Ok(())),
+            "https://app.example.com/dashboard/settings/integrations?success=shopify_connected"
+        );
+        assert_eq!(
+            callback_redirect(
+                "http://localhost:3000",
+                "pinterest",
+                Err("state: expired & used; see https://x.y/?a=b#c")
+            ),
+            "http://localhost:3000/dashboard/settings/integrations?error=pinterest_callback_failed&message=state%3A%20expired%20%26%20used%3B%20see%20https%3A%2F%2Fx.y%2F%3Fa%3Db%23c"
+        );
+        // A hostile provider path cannot add parameters or leave the page.
+        let hostile = callback_redirect("http://localhost:3000", "x&success=y#z", Ok(()));
+        assert_eq!(
+            hostile,
+            "http://localhost:3000/dashboard/settings/integrations?success=x%26success%3Dy%23z_connected"
+        );
+        assert_eq!(encode_component("é ☕"), "%C3%A9%20%E2%98%95");
+    }
+
+    #[test]
+    fn callback_queries_are_decoded_and_repeats_refused() {
+        let q = callback_query(Some(
+            "code=a%2Bb&state=s1&shop=h.myshopify.com&timestamp=1&hmac=ff",
+        ))
+        .unwrap();
+        assert_eq!(q["code"], "a+b");
+        assert_eq!(q["state"], "s1");
+        assert_eq!(q.len(), 5);
+        assert!(callback_query(None).unwrap().is_empty());
+        let e = callback_query(Some("state=a&state=b")).unwrap_err();
+        assert!(e.contains("`state`"), "{e}");
+    }
+}

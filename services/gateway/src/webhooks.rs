@@ -1,0 +1,436 @@
+//! Incoming provider webhooks: `POST /api/webhooks/shopify` verifies Shopify's HMAC over the
+//! raw body and publishes the delivery, byte for byte, to `haven.webhooks.shopify.<topic>`.
+//!
+//! The route is public (Shopify has no bearer token); the HMAC, signed with the app's client
+//! secret, is what authenticates it. The gateway answers 200 only once JetStream has stored
+//! the message, so anything Shopify saw accepted survives a crash; any failure before that
+//! is a 503, which Shopify retries with the same `X-Shopify-Webhook-Id` (our `Nats-Msg-Id`,
+//! so a redelivery is stored once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use haven_bus::{Bus, BusError, NatsArgs, StreamSpec};
+use haven_proto::events::v1::ShopifyWebhook;
+use haven_vault::Secret;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ApiError, AppState};
+
+/// Shopify's payloads are far smaller; this only bounds what a hostile caller can make us hold.
+pub const MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// Shopify gives up on a delivery after 5 s; answer 503 before that so it retries promptly.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long a webhook arriving during start-up waits for the first NATS connection.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Topics are at most this long (Shopify's longest is about 40 characters).
+const MAX_TOPIC_LEN: usize = 128;
+
+/// The stream the gateway owns: every verified webhook, kept a week for replays.
+pub fn stream_spec() -> StreamSpec {
+    StreamSpec {
+        name: "WEBHOOKS",
+        subjects: vec!["haven.webhooks.>"],
+        work_queue: false,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(10 * 60),
+    }
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/webhooks/shopify", post(shopify))
+}
+
+/// The bus, connected in the background so that the gateway serves its REST API even while
+/// NATS is down; only webhook ingestion waits for it (and answers 503 meanwhile).
+#[derive(Clone)]
+pub struct LazyBus {
+    bus: watch::Receiver<Option<Bus>>,
+    /// Whether the stream is known to exist; cleared by a failed publish, so the next one
+    /// re-creates it (a NATS that lost its store gets it back without our restart).
+    stream_ready: Arc<AtomicBool>,
+}
+
+impl LazyBus {
+    /// Starts connecting (retrying until `token` is cancelled) and returns at once.
+    pub fn spawn(args: &NatsArgs, token: CancellationToken) -> Result<Self, BusError> {
+        let config = args.config("haven-gateway")?;
+        let (tx, rx) = watch::channel(None);
+        let stream_ready = Arc::new(AtomicBool::new(false));
+        let lazy = LazyBus {
+            bus: rx,
+            stream_ready: stream_ready.clone(),
+        };
+        tokio::spawn(async move {
+            let bus = loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    connected = Bus::connect(&config) => match connected {
+                        Ok(bus) => break bus,
+                        Err(e) => tracing::warn!(error = %e, "NATS unreachable; webhooks answer 503 until it is back"),
+                    },
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            };
+            ensure(&bus, &stream_ready).await;
+            let mut connected = bus.connected();
+            tx.send_replace(Some(bus.clone()));
+            // Re-create the stream after every reconnect, as the services do for theirs.
+            let mut was = *connected.borrow_and_update();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    changed = connected.changed() => if changed.is_err() { return },
+                }
+                let now = *connected.borrow_and_update();
+                if now && !was {
+                    stream_ready.store(false, Ordering::Release);
+                    ensure(&bus, &stream_ready).await;
+                }
+                was = now;
+            }
+        });
+        Ok(lazy)
+    }
+
+    /// Whether NATS is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.bus.borrow().as_ref().is_some_and(Bus::is_connected)
+    }
+
+    async fn bus(&self) -> Option<Bus> {
+        let mut rx = self.bus.clone();
+        let ready = tokio::time::timeout(CONNECT_WAIT, rx.wait_for(Option::is_some)).await;
+        ready.ok()?.ok()?.clone()
+    }
+
+    /// Publishes and waits for JetStream's ack; `Ok(true)` when it was a duplicate.
+    async fn publish(
+        &self,
+        subject: &str,
+        message: &ShopifyWebhook,
+        msg_id: &str,
+    ) -> Result<bool, ApiError> {
+        let bus = self
+            .bus()
+            .await
+            .ok_or_else(|| unavailable("the message bus is not reachable yet"))?;
+        if !bus.is_connected() {
+            return Err(unavailable("the message bus is not reachable"));
+        }
+        let attempt = async {
+            if !self.stream_ready.load(Ordering::Acquire) {
+                ensure_or_fail(&bus, &self.stream_ready).await?;
+            }
+            match bus.publish(subject, message, msg_id).await {
+                Ok(ack) => Ok(ack.duplicate),
+                Err(first) => {
+                    // Maybe the stream is gone; re-create it and try once more (the same
+                    // Nats-Msg-Id makes a repeat harmless if the first one was stored).
+                    tracing::warn!(error = %first, "webhook publish failed; re-creating the stream and retrying");
+                    self.stream_ready.store(false, Ordering::Release);
+                    ensure_or_fail(&bus, &self.stream_ready).await?;
+                    bus.publish(subject, message, msg_id)
+                        .await
+                        .map(|ack| ack.duplicate)
+                }
+            }
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, attempt).await {
+            Ok(Ok(duplicate)) => Ok(duplicate),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "webhook not stored");
+                Err(unavailable("the webhook could not be stored; retry later"))
+            }
+            Err(_) => Err(unavailable(
+                "the message bus did not answer in time; retry later",
+            )),
+        }
+    }
+}
+
+async fn ensure(bus: &Bus, ready: &AtomicBool) {
+    if let Err(e) = ensure_or_fail(bus, ready).await {
+        tracing::warn!(error = %e, "cannot create the webhook stream yet; will retry on the next webhook");
+    }
+}
+
+async fn ensure_or_fail(bus: &Bus, ready: &AtomicBool) -> Result<(), BusError> {
+    bus.ensure_stream(&stream_spec()).await?;
+    ready.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// What the webhook route needs: the secret Shopify signs with and the bus.
+#[derive(Clone)]
+pub struct Webhooks {
+    pub shopify_secret: Option<Secret>,
+    pub bus: LazyBus,
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Checks `X-Shopify-Hmac-Sha256` (base64 HMAC-SHA256 of the raw body) in constant time.
+pub fn verify_hmac(secret: &Secret, body: &[u8], signature: Option<&str>) -> Result<(), ApiError> {
+    let signature =
+        signature.ok_or_else(|| unauthenticated("missing X-Shopify-Hmac-Sha256 header"))?;
+    let signature = STANDARD
+        .decode(signature)
+        .map_err(|_| unauthenticated("X-Shopify-Hmac-Sha256 is not base64"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
+        .map_err(|_| unavailable("the Shopify client secret is unusable"))?;
+    mac.update(body);
+    mac.verify_slice(&signature)
+        .map_err(|_| unauthenticated("X-Shopify-Hmac-Sha256 does not match the request body"))
+}
+
+/// Turns a topic into subject tokens (`orders/create` → `orders.create`). Only lowercase
+/// letters, digits and `_` in non-empty `/`-separated parts pass, so a header cannot add
+/// wildcards (`*`, `>`), extra tokens (`.`) or whitespace to the subject.
+pub fn topic_subject(topic: &str) -> Result<String, ApiError> {
+    let valid = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+    if !valid {
+        return Err(bad(
+            "X-Shopify-Topic must be lowercase letters, digits and `_` in `/`-separated parts, e.g. orders/create",
+        ));
+    }
+    Ok(format!(
+        "haven.webhooks.shopify.{}",
+        topic.replace('/', ".")
+    ))
+}
+
+/// A `*.myshopify.com` domain, as Shopify sends it.
+pub fn valid_shop_domain(shop: &str) -> bool {
+    shop.strip_suffix(".myshopify.com").is_some_and(|name| {
+        name.len() <= 100
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+}
+
+/// Shopify's delivery id, or (if a sender leaves it out) a digest of the delivery, so that
+/// repeats of one delivery still share a `Nats-Msg-Id`.
+fn message_id(webhook_id: Option<&str>, shop: &str, topic: &str, body: &[u8]) -> String {
+    match webhook_id {
+        Some(id) if id.len() <= 200 => id.to_owned(),
+        _ => {
+            let mut digest = Sha256::new();
+            digest.update(shop.as_bytes());
+            digest.update([0]);
+            digest.update(topic.as_bytes());
+            digest.update([0]);
+            digest.update(body);
+            format!("sha256-{}", URL_SAFE_NO_PAD.encode(digest.finalize()))
+        }
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+async fn shopify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let received_at = chrono::Utc::now();
+    let secret = state
+        .webhooks
+        .shopify_secret
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            unavailable("Shopify webhooks are not configured (HAVEN_SHOPIFY_CLIENT_SECRET)")
+        })?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {MAX_BODY} bytes or was cut off"),
+        )
+    })?;
+    verify_hmac(secret, &body, header(&headers, "x-shopify-hmac-sha256"))?;
+
+    let topic =
+        header(&headers, "x-shopify-topic").ok_or_else(|| bad("missing X-Shopify-Topic header"))?;
+    let subject = topic_subject(topic)?;
+    let shop = header(&headers, "x-shopify-shop-domain")
+        .ok_or_else(|| bad("missing X-Shopify-Shop-Domain header"))?;
+    if !valid_shop_domain(shop) {
+        return Err(bad(
+            "X-Shopify-Shop-Domain must be a *.myshopify.com domain",
+        ));
+    }
+    let webhook_id = header(&headers, "x-shopify-webhook-id");
+    let msg_id = message_id(webhook_id, shop, topic, &body);
+    let triggered_at = header(&headers, "x-shopify-triggered-at")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| timestamp(t.with_timezone(&chrono::Utc)));
+    let message = ShopifyWebhook {
+        shop_domain: shop.to_owned(),
+        topic: topic.to_owned(),
+        webhook_id: webhook_id.unwrap_or_default().to_owned(),
+        event_id: header(&headers, "x-shopify-event-id")
+            .unwrap_or_default()
+            .to_owned(),
+        api_version: header(&headers, "x-shopify-api-version")
+            .unwrap_or_default()
+            .to_owned(),
+        triggered_at,
+        body,
+        received_at: Some(timestamp(received_at)),
+    };
+    let duplicate = state
+        .webhooks
+        .bus
+        .publish(&subject, &message, &msg_id)
+        .await?;
+    tracing::info!(%shop, %topic, %msg_id, duplicate, "Shopify webhook accepted");
+    Ok(Json(json!({ "received": true, "duplicate": duplicate })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        STANDARD.encode(mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn hmac_is_checked_over_the_exact_body() {
+        let secret = Secret::new("shpss_test");
+        let body = br#"{"id":1}"#;
+        let good = sign("shpss_test", body);
+        assert!(verify_hmac(&secret, body, Some(&good)).is_ok());
+        let e = verify_hmac(&secret, br#"{"id":2}"#, Some(&good)).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert!(e.message.contains("does not match"), "{}", e.message);
+        let e = verify_hmac(&secret, body, None).unwrap_err();
+        assert!(e.message.contains("missing"), "{}", e.message);
+        let e = verify_hmac(&secret, body, Some("not base64!")).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let other = sign("another_secret", body);
+        assert!(verify_hmac(&secret, body, Some(&other)).is_err());
+        // A truncated tag is not a shorter valid one.
+        let short = STANDARD.encode(&STANDARD.decode(&good).unwrap()[..16]);
+        assert!(verify_hmac(&secret, body, Some(&short)).is_err());
+    }
+
+    #[test]
+    fn topics_become_subject_tokens_and_nothing_else() {
+        assert_eq!(
+            topic_subject("orders/create").unwrap(),
+            "haven.webhooks.shopify.orders.create"
+        );
+        assert_eq!(
+            topic_subject("customers_data_request").unwrap(),
+            "haven.webhooks.shopify.customers_data_request"
+        );
+        assert_eq!(
+            topic_subject("app/uninstalled").unwrap(),
+            "haven.webhooks.shopify.app.uninstalled"
+        );
+        for hostile in [
+            "",
+            "orders/*",
+            "orders/>",
+            ">",
+            "orders.create",
+            "orders create",
+            "Orders/Create",
+            "orders//create",
+            "/orders",
+            "orders/",
+            "orders/create\n",
+            "órders/create",
+        ] {
+            assert!(topic_subject(hostile).is_err(), "{hostile:?} passed");
+        }
+        assert!(topic_subject(&"a".repeat(MAX_TOPIC_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn shop_domains_are_myshopify_domains() {
+        assert!(valid_shop_domain("haven-test.myshopify.com"));
+        for bad in [
+            "",
+            ".myshopify.com",
+            "-x.myshopify.com",
+            "evil.com",
+            "a.b.myshopify.com",
+            "haven.myshopify.com.evil.com",
+            "ha ven.myshopify.com",
+        ] {
+            assert!(!valid_shop_domain(bad), "{bad:?} passed");
+        }
+    }
+
+    #[test]
+    fn message_ids_follow_the_delivery() {
+        assert_eq!(message_id(Some("abc-1"), "s", "t", b"x"), "abc-1");
+        let a = message_id(None, "s.myshopify.com", "orders/create", b"{}");
+        assert_eq!(
+            a,
+            message_id(None, "s.myshopify.com", "orders/create", b"{}")
+        );
+        assert_ne!(
+            a,
+            message_id(None, "s.myshopify.com", "orders/create", b"{ }")
+        );
+        assert!(a.starts_with("sha256-"));
+    }
+}
