@@ -219,3 +219,43 @@ fn rs256_tokens_verify_with_the_configured_public_key() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn optional_paths_pass_without_a_token_but_verify_one_that_is_sent() {
+    let layer =
+        AuthLayer::new(Verifier::hs256(SECRET).unwrap(), JsonRejection).optional(["/callback"]);
+    let svc = layer.layer(service_fn(echo_principal));
+    let get = |auth: Option<String>| {
+        let mut b = Request::get("/callback");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    };
+    // No token: passes, without a principal.
+    let res = svc.clone().oneshot(get(None)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        axum::body::to_bytes(res.into_body(), 1024)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A valid token: its principal is handed on.
+    let token = mint(SECRET, &claims(Duration::from_secs(60)));
+    let res = svc
+        .clone()
+        .oneshot(get(Some(format!("Bearer {token}"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        &axum::body::to_bytes(res.into_body(), 1024).await.unwrap()[..],
+        b"user-1"
+    );
+    // A bad token is still rejected.
+    let res = svc
+        .oneshot(get(Some("Bearer garbage".into())))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
