@@ -135,8 +135,8 @@ impl fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Parses `HAVEN_VAULT_KEYS`: comma-separated `id=base64(32 bytes)` entries, the active one
-    /// marked with a leading `*`, e.g. `*2026-11=...,2026-05=...`.
+    /// Parses `HAVEN_VAULT_KEYS`: comma-separated `id:base64(32 bytes)` entries, the active one
+    /// marked with `*` before or after it, e.g. `*2026-11:...,2026-05:...`.
     pub fn parse(spec: &str) -> Result<Self, VaultError> {
         let mut keys = BTreeMap::new();
         let mut active = None;
@@ -144,13 +144,14 @@ impl KeyRing {
             if entry.is_empty() {
                 continue;
             }
-            let (marked, entry) = match entry.strip_prefix('*') {
-                Some(rest) => (true, rest),
+            let (marked, entry) = match entry.strip_prefix('*').or_else(|| entry.strip_suffix('*'))
+            {
+                Some(rest) => (true, rest.trim()),
                 None => (false, entry),
             };
-            let Some((id, b64)) = entry.split_once('=') else {
+            let Some((id, b64)) = entry.split_once(':') else {
                 return Err(VaultError::Config(format!(
-                    "entry {} is not `id=base64key`",
+                    "entry {} is not `id:base64key`",
                     n + 1
                 )));
             };
@@ -206,10 +207,10 @@ impl KeyRing {
         Ok(KeyRing { keys, active })
     }
 
-    /// A fresh random key entry (`id=base64`), for `havenctl vault keygen`.
+    /// A fresh random key entry (`id:base64`), for `havenctl vault keygen`.
     pub fn generate_entry(id: &str) -> String {
         let key = Aes256Gcm::generate_key(&mut OsRng);
-        format!("{id}={}", BASE64.encode(key))
+        format!("{id}:{}", BASE64.encode(key))
     }
 
     /// A ring of one fresh random key, active; for tests and throwaway dev stacks.
@@ -293,8 +294,8 @@ impl FromStr for KeyRing {
 /// The vault's settings, shared by the integrations service and `havenctl vault`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct VaultArgs {
-    /// Key ring for credential encryption: comma-separated `id=base64(32 bytes)`, the active key
-    /// marked `*`, e.g. `*k2=...,k1=...`. Generate one with `havenctl vault keygen`.
+    /// Key ring for credential encryption: comma-separated `id:base64(32 bytes)`, the active key
+    /// marked `*`, e.g. `*k2:...,k1:...`. Generate an entry with `havenctl vault keygen`.
     #[arg(long = "vault-keys", env = "HAVEN_VAULT_KEYS", hide_env_values = true)]
     pub keys: KeyRing,
 }
@@ -384,19 +385,21 @@ mod tests {
         let k2 = KeyRing::generate_entry("k2");
         for (spec, needle) in [
             ("", "no keys"),
-            ("k1", "not `id=base64key`"),
-            ("k1=***", "not valid base64"),
-            ("k1=AAAA", "3 bytes"),
+            ("k1", "not `id:base64key`"),
+            ("k1:***", "not valid base64"),
+            ("k1:AAAA", "3 bytes"),
             (&format!("{k1},{k2}") as &str, "none marked active"),
             (&format!("*{k1},*{k2}"), "more than one"),
             (&format!("*{k1},{k1}"), "appears twice"),
         ] {
             let err = KeyRing::parse(spec).unwrap_err().to_string();
             assert!(err.contains(needle), "{spec:?}: {err}");
-            let b64 = k1.split_once('=').unwrap().1;
+            let b64 = k1.split_once(':').unwrap().1;
             assert!(!err.contains(b64));
         }
         let r = ring(&format!("*{k1}"));
-        assert!(!format!("{r:?}").contains(k1.split_once('=').unwrap().1));
+        assert!(!format!("{r:?}").contains(k1.split_once(':').unwrap().1));
+        // The mark may also trail the entry.
+        assert_eq!(ring(&format!("{k2},{k1}*")).active_id(), "k1");
     }
 }
