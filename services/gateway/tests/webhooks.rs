@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use haven_gateway::{Config, NatsArgs};
 use haven_proto::events::v1::ShopifyWebhook;
-use haven_testkit::{Switch, listener, namespace, nats_url};
+use haven_testkit::{NatsServer, Switch, listener, namespace, nats_url};
 use hmac::{Hmac, KeyInit, Mac};
 use prost::Message;
 use serde_json::Value;
@@ -30,10 +30,14 @@ struct Gateway {
 }
 
 async fn start(secret: Option<&str>) -> Gateway {
+    start_on(&nats_url(), secret).await
+}
+
+async fn start_on(nats: &str, secret: Option<&str>) -> Gateway {
     let ns = namespace();
     let mut config = Config::for_test(
         JWT,
-        NatsArgs::new(nats_url(), ns.clone()),
+        NatsArgs::new(nats, ns.clone()),
         "http://127.0.0.1:9".into(),
         "http://127.0.0.1:9".into(),
         "http://127.0.0.1:9".into(),
@@ -71,7 +75,11 @@ impl Gateway {
     }
 
     async fn stream(&self) -> async_nats::jetstream::stream::Stream {
-        let client = async_nats::connect(nats_url()).await.unwrap();
+        self.stream_on(&nats_url()).await
+    }
+
+    async fn stream_on(&self, nats: &str) -> async_nats::jetstream::stream::Stream {
+        let client = async_nats::connect(nats).await.unwrap();
         async_nats::jetstream::new(client)
             .get_stream(format!("{}_WEBHOOKS", self.ns))
             .await
@@ -308,5 +316,77 @@ async fn the_oauth_callback_is_public_and_the_rest_needs_a_token() {
             .unwrap();
         assert_eq!(res.status(), 401, "{method} {path}");
     }
+    gw.stop.fire();
+}
+
+#[tokio::test]
+async fn a_lost_stream_is_re_created_by_the_next_webhook() {
+    let gw = start(Some(SHOPIFY_SECRET)).await;
+    let body: &'static [u8] = b"{\"id\":1}";
+    let hmac = sign(body);
+    let (status, _) = gw.post(&headers("orders/paid", &hmac, "wh-a"), body).await;
+    assert_eq!(status, 200);
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .delete_stream(format!("{}_WEBHOOKS", gw.ns))
+        .await
+        .unwrap();
+    let (status, json) = gw.post(&headers("orders/paid", &hmac, "wh-b"), body).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(gw.stored().await, 1);
+    gw.stop.fire();
+}
+
+#[tokio::test]
+async fn webhooks_answer_503_while_nats_is_down_and_resume_after() {
+    // Never reachable: start-up is not held up, webhooks are refused so Shopify retries.
+    let gw = start_on("nats://127.0.0.1:9", Some(SHOPIFY_SECRET)).await;
+    let body: &'static [u8] = b"{\"id\":2}";
+    let hmac = sign(body);
+    let live = gw
+        .http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let (status, json) = gw
+        .post(&headers("orders/create", &hmac, "wh-1"), body)
+        .await;
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(json["error"]["code"], "unavailable");
+    gw.stop.fire();
+
+    // An outage after start-up.
+    let mut nats = NatsServer::start().unwrap();
+    let gw = start_on(&nats.url(), Some(SHOPIFY_SECRET)).await;
+    let (status, _) = gw
+        .post(&headers("orders/create", &hmac, "wh-1"), body)
+        .await;
+    assert_eq!(status, 200);
+    nats.kill();
+    let (status, json) = gw
+        .post(&headers("orders/create", &hmac, "wh-2"), body)
+        .await;
+    assert_eq!(status, 503, "{json}");
+    nats.restart().unwrap();
+    // Shopify's retry of the refused delivery goes through once NATS is back.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, json) = gw
+            .post(&headers("orders/create", &hmac, "wh-2"), body)
+            .await;
+        if status == 200 {
+            assert_eq!(json["duplicate"], false);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {status}: {json}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let info = gw.stream_on(&nats.url()).await.get_info().await.unwrap();
+    assert_eq!(info.state.messages, 2);
     gw.stop.fire();
 }
