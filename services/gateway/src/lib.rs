@@ -30,7 +30,7 @@ use tonic_health::pb::health_client::HealthClient;
 pub use config::Config;
 pub use error::ApiError;
 pub use haven_bus::NatsArgs;
-pub use webhooks::{LazyBus, stream_spec as webhook_stream_spec};
+pub use webhooks::LazyBus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
