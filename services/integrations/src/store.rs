@@ -575,7 +575,17 @@ pub async fn stale_credentials(
     active: &str,
     limit: i64,
 ) -> Result<Vec<StoredSecret>> {
-    let rows: Vec<(Uuid, Uuid, String, String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        integration_id: Uuid,
+        tenant_id: Uuid,
+        provider: String,
+        kind: String,
+        key_id: String,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT integration_id, tenant_id, provider, kind, key_id, nonce, ciphertext FROM integrations.credentials \
          WHERE key_id <> $1 ORDER BY integration_id, kind LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
@@ -585,19 +595,17 @@ pub async fn stale_credentials(
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(integration_id, tenant_id, provider, kind, key_id, nonce, ciphertext)| StoredSecret {
-                integration_id,
-                tenant_id,
-                provider,
-                kind,
-                sealed: Sealed {
-                    key_id,
-                    nonce,
-                    ciphertext,
-                },
+        .map(|r| StoredSecret {
+            integration_id: r.integration_id,
+            tenant_id: r.tenant_id,
+            provider: r.provider,
+            kind: r.kind,
+            sealed: Sealed {
+                key_id: r.key_id,
+                nonce: r.nonce,
+                ciphertext: r.ciphertext,
             },
-        )
+        })
         .collect())
 }
 
