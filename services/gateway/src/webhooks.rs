@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use haven_bus::{Bus, BusError, NatsArgs, StreamSpec};
+use haven_bus::{Bus, BusError, NatsArgs};
 use haven_proto::events::v1::ShopifyWebhook;
 use haven_vault::Secret;
 use hmac::{Hmac, KeyInit, Mac};
@@ -40,17 +40,6 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Topics are at most this long (Shopify's longest is about 40 characters).
 const MAX_TOPIC_LEN: usize = 128;
-
-/// The stream the gateway owns: every verified webhook, kept a week for replays.
-pub fn stream_spec() -> StreamSpec {
-    StreamSpec {
-        name: "WEBHOOKS",
-        subjects: vec!["haven.webhooks.>"],
-        work_queue: false,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(10 * 60),
-    }
-}
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/webhooks/shopify", post(shopify))
@@ -174,7 +163,7 @@ async fn ensure(bus: &Bus, ready: &AtomicBool) {
 }
 
 async fn ensure_or_fail(bus: &Bus, ready: &AtomicBool) -> Result<(), BusError> {
-    bus.ensure_stream(&stream_spec()).await?;
+    bus.ensure_stream(&haven_bus::webhooks_stream()).await?;
     ready.store(true, Ordering::Release);
     Ok(())
 }
