@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod common;
+mod gateway;
 mod lifecycle;
 mod oauth;
 mod vault;

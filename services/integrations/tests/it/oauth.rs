@@ -151,7 +151,7 @@ async fn shopify_round_trip_stores_offline_token_metadata_and_webhooks() {
 }
 
 #[tokio::test]
-async fn pinterest_round_trip_with_pkce() {
+async fn pinterest_round_trip_with_pkce_where_supported() {
     let stack = Stack::start().await;
     let tenant = Uuid::new_v4();
     let url = begin(&stack, &user(tenant), "pinterest", "").await;

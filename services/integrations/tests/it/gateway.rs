@@ -1,0 +1,320 @@
+//! The user's side: OAuth round trips through the gateway's redirects, API keys, the wizard
+//! and Shopify's webhooks, over HTTP.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::common::*;
+
+const APP_URL: &str = "http://app.haven.test";
+
+struct Site {
+    stack: Stack,
+    gateway: String,
+    http: reqwest::Client,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let gw_listener = haven_testkit::listener().await;
+        let gateway = format!("http://{}", gw_listener.local_addr().unwrap());
+        let public = gateway.clone();
+        let stack = Stack::start_with(move |mut c| {
+            c.public_url = public;
+            c
+        })
+        .await;
+        let config = haven_gateway::Config::for_test(
+            JWT_SECRET,
+            haven_gateway::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone()),
+            format!("http://{}", stack.addr),
+            "http://127.0.0.1:9".into(),
+            "http://127.0.0.1:9".into(),
+        )
+        .with_shopify_client_secret(SHOPIFY_SECRET)
+        .with_app_url(APP_URL);
+        let shutdown = stack.stop.wait();
+        tokio::spawn(async move {
+            haven_gateway::serve(config, gw_listener, shutdown)
+                .await
+                .unwrap()
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Site {
+            stack,
+            gateway,
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    /// Follows one redirect hop and returns the next Location.
+    async fn hop(&self, url: &str, bearer: Option<&str>) -> String {
+        let mut r = self.http.get(url);
+        if let Some(t) = bearer {
+            r = r.bearer_auth(t);
+        }
+        let res = r.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 302, "{url}: {}", res.status());
+        res.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(bearer);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn integration(&self, tenant: Uuid, provider: &str) -> Value {
+        let (status, list) = self
+            .json(
+                reqwest::Method::GET,
+                "/api/integrations",
+                &user(tenant),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["provider"] == provider)
+            .cloned()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn oauth_round_trips_through_the_gateway_redirects() {
+    let site = Site::start().await;
+    let tenant = Uuid::new_v4();
+    let token = user(tenant);
+
+    for (provider, install) in [
+        (
+            "shopify",
+            format!("/api/integrations/shopify/install?shop={SHOP}"),
+        ),
+        (
+            "pinterest",
+            "/api/integrations/pinterest/install".to_owned(),
+        ),
+    ] {
+        // Gateway → provider's authorize page → gateway callback → the app.
+        let authorize = site.hop(&site.url(&install), Some(&token)).await;
+        assert!(
+            authorize.starts_with(&site.stack.fake.base_url()),
+            "{authorize}"
+        );
+        let callback = site.hop(&authorize, None).await;
+        assert!(
+            callback.starts_with(&site.url(&format!("/api/integrations/{provider}/callback?"))),
+            "{callback}"
+        );
+        let landing = site.hop(&callback, None).await;
+        assert_eq!(
+            landing,
+            format!("{APP_URL}/dashboard/settings/integrations?success={provider}_connected")
+        );
+        let i = site.integration(tenant, provider).await;
+        assert_eq!(i["status"], "connected", "{i}");
+    }
+    let shop = site.integration(tenant, "shopify").await;
+    assert_eq!(shop["metadata"]["shop_domain"], SHOP);
+    assert!(shop["token_expires_at"].is_string());
+    let pin = site.integration(tenant, "pinterest").await;
+    assert!(pin["metadata"]["board_count"].as_i64().unwrap() > 0);
+
+    // The same callback again is a replay: back to the app with an error, nothing changed.
+    let authorize = site
+        .hop(
+            &site.url(&format!("/api/integrations/shopify/install?shop={SHOP}")),
+            Some(&token),
+        )
+        .await;
+    let callback = site.hop(&authorize, None).await;
+    site.hop(&callback, None).await;
+    let again = site.hop(&callback, None).await;
+    assert!(
+        again.starts_with(&format!(
+            "{APP_URL}/dashboard/settings/integrations?error=shopify_callback_failed&message="
+        )),
+        "{again}"
+    );
+    assert!(
+        again.contains("already%20used") || again.contains("already+used"),
+        "{again}"
+    );
+
+    // Wizard: both OAuth steps completed by connecting; skip one by hand.
+    let (status, progress) = site
+        .json(
+            reqwest::Method::GET,
+            "/api/settings/setup-progress",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(progress["setup_progress"]["shopify"], "completed");
+    assert_eq!(progress["setup_progress"]["pinterest"], "completed");
+    assert_eq!(progress["setup_progress"]["design_rules"], "pending");
+    let (status, progress) = site
+        .json(
+            reqwest::Method::PATCH,
+            "/api/settings/setup-progress/design_rules",
+            &token,
+            Some(json!({"status": "skipped"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{progress}");
+    assert_eq!(progress["setup_progress"]["design_rules"], "skipped");
+    let (status, err) = site
+        .json(
+            reqwest::Method::PATCH,
+            "/api/settings/setup-progress/wizardry",
+            &token,
+            Some(json!({"status": "skipped"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wizardry")
+    );
+}
+
+#[tokio::test]
+async fn bad_install_requests_and_api_keys_get_clear_errors() {
+    let site = Site::start().await;
+    let tenant = Uuid::new_v4();
+    let token = user(tenant);
+    let res = site
+        .http
+        .get(site.url("/api/integrations/shopify/install?shop=evil.com"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("shop:"),
+        "{body}"
+    );
+    // Without a token: 401, not a redirect.
+    let res = site
+        .http
+        .get(site.url(&format!("/api/integrations/shopify/install?shop={SHOP}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+
+    site.stack.fake.add_api_key("klaviyo", "pk_live_gateway_ok");
+    let (status, body) = site
+        .json(
+            reqwest::Method::POST,
+            "/api/integrations/klaviyo/connect",
+            &token,
+            Some(json!({"apiKey": "pk_live_gateway_bad"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.to_string().contains("pk_live_gateway_bad"));
+    let (status, body) = site
+        .json(
+            reqwest::Method::POST,
+            "/api/integrations/klaviyo/connect",
+            &token,
+            Some(json!({"apiKey": "pk_live_gateway_ok"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "connected");
+    let (status, body) = site
+        .json(
+            reqwest::Method::DELETE,
+            "/api/integrations/klaviyo",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "disconnected");
+}
+
+#[tokio::test]
+async fn signed_app_uninstalled_webhook_disconnects_through_the_bus() {
+    let site = Site::start().await;
+    let tenant = Uuid::new_v4();
+    crate::lifecycle::connect_shopify(&site.stack, tenant).await;
+    let body = br#"{"id":548380009,"name":"Acme Prints","domain":"acme-prints.myshopify.com"}"#;
+    let sign = |secret: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
+    let post = |hmac: String| {
+        site.http
+            .post(site.url("/api/webhooks/shopify"))
+            .header("X-Shopify-Topic", "app/uninstalled")
+            .header("X-Shopify-Shop-Domain", SHOP)
+            .header("X-Shopify-Webhook-Id", Uuid::new_v4().to_string())
+            .header("X-Shopify-Hmac-Sha256", hmac)
+            .body(body.to_vec())
+            .send()
+    };
+    // Forged: 401, and the shop stays connected.
+    assert_eq!(
+        post(sign("not-the-app-secret"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        site.integration(tenant, "shopify").await["status"],
+        "connected"
+    );
+    // Genuine: disconnected.
+    assert_eq!(
+        post(sign(SHOPIFY_SECRET)).await.unwrap().status().as_u16(),
+        200
+    );
+    eventually("the uninstall to disconnect the shop", || async {
+        site.integration(tenant, "shopify").await["status"] == "disconnected"
+    })
+    .await;
+}
