@@ -30,7 +30,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bins \
  && mkdir -p /out \
- && for bin in haven-integrations haven-retry haven-export haven-gateway havenctl; do \
+ && for bin in haven-integrations haven-retry haven-export haven-gateway havenctl haven-fake-providers; do \
         cp "target/release/${bin}" /out/ ; \
     done
 
