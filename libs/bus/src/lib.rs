@@ -245,6 +245,29 @@ impl Bus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// Runs `f` every time the connection comes back after a loss, until `shutdown`: a NATS
+    /// that restarted without its store needs its streams created again.
+    pub async fn each_reconnect<F, Fut>(&self, shutdown: impl Future<Output = ()>, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut connected = self.connected();
+        let mut was = *connected.borrow_and_update();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                changed = connected.changed() => if changed.is_err() { return },
+            }
+            let now = *connected.borrow_and_update();
+            if now && !was {
+                f().await;
+            }
+            was = now;
+        }
+    }
+
     /// Creates the stream, or updates it to `spec` if it exists.
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<(), BusError> {
         let name = self.namespace.name(spec.name);

@@ -129,23 +129,14 @@ impl Base {
 }
 
 fn spawn_stream_keeper(bus: Bus, streams: Vec<StreamSpec>, token: CancellationToken) {
-    let mut connected = bus.connected();
     tokio::spawn(async move {
-        let mut was = *connected.borrow_and_update();
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                changed = connected.changed() => if changed.is_err() { return },
-            }
-            let now = *connected.borrow_and_update();
-            if now && !was {
-                for stream in &streams {
-                    if let Err(e) = bus.ensure_stream(stream).await {
-                        tracing::warn!(error = %e, "cannot re-create stream after reconnect");
-                    }
+        bus.each_reconnect(token.cancelled(), || async {
+            for stream in &streams {
+                if let Err(e) = bus.ensure_stream(stream).await {
+                    tracing::warn!(error = %e, "cannot re-create stream after reconnect");
                 }
             }
-            was = now;
-        }
+        })
+        .await;
     });
 }

@@ -80,22 +80,13 @@ impl LazyBus {
                 }
             };
             ensure(&bus, &stream_ready).await;
-            let mut connected = bus.connected();
             tx.send_replace(Some(bus.clone()));
             // Re-create the stream after every reconnect, as the services do for theirs.
-            let mut was = *connected.borrow_and_update();
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    changed = connected.changed() => if changed.is_err() { return },
-                }
-                let now = *connected.borrow_and_update();
-                if now && !was {
-                    stream_ready.store(false, Ordering::Release);
-                    ensure(&bus, &stream_ready).await;
-                }
-                was = now;
-            }
+            bus.each_reconnect(token.cancelled(), || async {
+                stream_ready.store(false, Ordering::Release);
+                ensure(&bus, &stream_ready).await;
+            })
+            .await;
         });
         Ok(lazy)
     }

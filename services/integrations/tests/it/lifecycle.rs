@@ -44,7 +44,7 @@ pub async fn connect_oauth(stack: &Stack, tenant: Uuid, provider: &str, shop: &s
     .unwrap();
 }
 
-async fn access_token(
+pub async fn access_token(
     stack: &Stack,
     tenant: Uuid,
     provider: &str,
@@ -65,7 +65,7 @@ async fn access_token(
         .map(|r| r.into_inner().access_token)
 }
 
-async fn connect_key(
+pub async fn connect_key(
     stack: &Stack,
     tenant: Uuid,
     provider: &str,
@@ -85,7 +85,7 @@ async fn connect_key(
         .map(|r| r.into_inner())
 }
 
-async fn status(
+pub async fn status(
     stack: &Stack,
     tenant: Uuid,
     provider: &str,

@@ -1,8 +1,7 @@
 //! OAuth: round trips and every way a callback must be refused.
 
 use haven_proto::integrations::v1::{
-    BeginOAuthRequest, CompleteOAuthRequest, GetIntegrationRequest, IntegrationStatus,
-    integration::Metadata,
+    BeginOAuthRequest, CompleteOAuthRequest, IntegrationStatus, integration::Metadata,
 };
 use haven_providers::shopify;
 use haven_vault::Secret;
@@ -320,18 +319,7 @@ async fn declined_authorization_sets_error_the_user_can_act_on() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let got = stack
-        .client()
-        .await
-        .get_integration(req(
-            GetIntegrationRequest {
-                provider: "pinterest".into(),
-            },
-            &user(tenant),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = crate::lifecycle::status(&stack, tenant, "pinterest").await;
     assert_eq!(got.status, IntegrationStatus::Error as i32);
     assert!(got.last_error.contains("not granted"), "{}", got.last_error);
 }

@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use haven_proto::integrations::v1::{ConnectApiKeyRequest, GetAccessTokenRequest};
+use haven_proto::integrations::v1::GetAccessTokenRequest;
 use haven_vault::KeyRing;
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::common::*;
-use crate::lifecycle::{connect_oauth, connect_shopify};
+use crate::lifecycle::{connect_key, connect_oauth, connect_shopify};
 
 async fn token_of(
     addr: std::net::SocketAddr,
@@ -37,18 +37,7 @@ async fn ciphertext_moved_to_another_tenant_fails_to_decrypt() {
     let b = Uuid::new_v4();
     for (tenant, key) in [(a, "pk_live_a_secret"), (b, "pk_live_b_secret")] {
         stack.fake.add_api_key("klaviyo", key);
-        stack
-            .client()
-            .await
-            .connect_api_key(req(
-                ConnectApiKeyRequest {
-                    provider: "klaviyo".into(),
-                    api_key: key.into(),
-                },
-                &user(tenant),
-            ))
-            .await
-            .unwrap();
+        connect_key(&stack, tenant, "klaviyo", key).await.unwrap();
     }
     // Copy A's ciphertext over B's, as an attacker with database write access might.
     sqlx::query(
@@ -78,16 +67,7 @@ async fn rotation_re_encrypts_everything_and_keeps_it_readable() {
     let tenant = Uuid::new_v4();
     connect_shopify(&stack, tenant).await;
     stack.fake.add_api_key("klaviyo", "pk_live_rotate");
-    stack
-        .client()
-        .await
-        .connect_api_key(req(
-            ConnectApiKeyRequest {
-                provider: "klaviyo".into(),
-                api_key: "pk_live_rotate".into(),
-            },
-            &user(tenant),
-        ))
+    connect_key(&stack, tenant, "klaviyo", "pk_live_rotate")
         .await
         .unwrap();
     let before = token_of(stack.addr, tenant, "shopify").await.unwrap();
@@ -166,31 +146,10 @@ async fn no_secret_reaches_the_database_or_the_logs() {
         .into_iter()
         .zip(api_keys)
     {
-        stack
-            .client()
-            .await
-            .connect_api_key(req(
-                ConnectApiKeyRequest {
-                    provider: provider.into(),
-                    api_key: key.into(),
-                },
-                &user(tenant),
-            ))
-            .await
-            .unwrap();
+        connect_key(&stack, tenant, provider, key).await.unwrap();
     }
     // A rejected key goes through the error paths too.
-    let _ = stack
-        .client()
-        .await
-        .connect_api_key(req(
-            ConnectApiKeyRequest {
-                provider: "klaviyo".into(),
-                api_key: "pk_live_rejected_key".into(),
-            },
-            &user(Uuid::new_v4()),
-        ))
-        .await;
+    let _ = connect_key(&stack, Uuid::new_v4(), "klaviyo", "pk_live_rejected_key").await;
     // A refresh, so rotated tokens exist as well.
     sqlx::query("UPDATE integrations.integrations SET token_expires_at = now() + interval '1 minute' WHERE provider = 'shopify'")
         .execute(&stack.db.pool)
