@@ -1,6 +1,7 @@
 //! The streaming engine. Rows flow from PostgreSQL to the caller through bounded channels, so
-//! memory does not depend on the row count. Files are rendered by PostgreSQL's own `COPY`
-//! (one statement: one consistent snapshot), one message per row; typed rows come from a
+//! memory does not depend on the row count. Files come from one `COPY` statement (one
+//! consistent snapshot), one message per row: CSV rows arrive in PostgreSQL's text format and
+//! are written out by the csv crate, JSON objects arrive rendered; typed rows come from a
 //! cursor-like row stream. A caller that goes away cancels the query and closes its
 //! connection; a failure mid-stream ends the stream with an error status.
 
@@ -162,29 +163,29 @@ impl Engine {
             .map_err(|s| (Stop::Failed(s), 0, 0))?;
         let (mut rows, mut bytes, mut truncated) = (0u64, 0u64, false);
         let mut out = BytesMut::with_capacity(64 * 1024);
+        let mut csv_out = None;
         match plan.format {
             Format::Csv { bom } => {
+                let sink = CsvSink::default();
                 if bom {
                     out.put_slice("\u{feff}".as_bytes());
                 }
-                let mut header = csv::WriterBuilder::new()
+                let mut writer = csv::WriterBuilder::new()
                     .terminator(csv::Terminator::Any(b'\n'))
-                    .from_writer(Vec::new());
-                let written = header
+                    .buffer_capacity(64 * 1024)
+                    .from_writer(sink.clone());
+                let header = writer
                     .write_record(plan.fields.iter().map(|f| f.label))
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| header.flush().map_err(|e| e.to_string()));
-                let header = header.into_inner().map_err(|e| e.to_string());
-                match (written, header) {
-                    (Ok(()), Ok(h)) => out.put_slice(&h),
-                    _ => {
-                        return Err((
-                            Stop::Failed(Status::internal("cannot render the CSV header")),
-                            0,
-                            0,
-                        ));
-                    }
+                    .and_then(|()| Ok(writer.flush()?));
+                if header.is_err() {
+                    return Err((
+                        Stop::Failed(Status::internal("cannot render the CSV header")),
+                        0,
+                        0,
+                    ));
                 }
+                sink.take_into(&mut out);
+                csv_out = Some((writer, sink));
             }
             Format::Json => out.put_slice(b"["),
             Format::Ndjson | Format::Rows => {}
@@ -204,6 +205,7 @@ impl Engine {
             }
         }
         let sql = plan.copy_sql();
+        let mut scratch = Vec::new();
         let outcome: Result<(), Stop> = async {
             let copy = running
                 .conn
@@ -219,14 +221,26 @@ impl Engine {
                         break;
                     }
                     rows += 1;
-                    match plan.format {
-                        Format::Json => {
+                    match (&mut csv_out, plan.format) {
+                        (Some((writer, _)), _) => text_row_to_csv(writer, &row, &mut scratch)
+                            .map_err(|e| {
+                                Stop::Failed(Status::internal(format!(
+                                    "cannot render a CSV row: {e}"
+                                )))
+                            })?,
+                        (None, Format::Json) => {
                             // Each object arrives as one line; join them with commas.
                             out.put_slice(if rows == 1 { b"\n" } else { b",\n" });
                             out.put_slice(row.strip_suffix(b"\n").unwrap_or(&row));
                         }
-                        _ => out.put_slice(&row),
+                        (None, _) => out.put_slice(&row),
                     }
+                }
+                if let Some((writer, sink)) = &mut csv_out {
+                    writer.flush().map_err(|e| {
+                        Stop::Failed(Status::internal(format!("cannot render CSV: {e}")))
+                    })?;
+                    sink.take_into(&mut out);
                 }
                 if truncated {
                     break;
@@ -372,6 +386,77 @@ impl Engine {
     }
 }
 
+/// Where the csv crate's writer puts its output, shared so the engine can take each batch's
+/// bytes while the writer lives on for the whole export.
+#[derive(Clone, Default)]
+struct CsvSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CsvSink {
+    /// Moves what was written so far to the end of `out`.
+    fn take_into(&self, out: &mut BytesMut) {
+        let mut buf = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.put_slice(&buf);
+        buf.clear();
+    }
+}
+
+impl std::io::Write for CsvSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes one row of `COPY ... TO STDOUT` text format (tab-separated, `\N` for null,
+/// backslash escapes) as one CSV record. Tabs and newlines inside values always arrive
+/// escaped, so splitting on raw tabs is exact.
+fn text_row_to_csv(
+    writer: &mut csv::Writer<CsvSink>,
+    line: &[u8],
+    scratch: &mut Vec<u8>,
+) -> csv::Result<()> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    for field in line.split(|&b| b == b'\t') {
+        if field == b"\\N" {
+            writer.write_field(b"")?;
+        } else if !field.contains(&b'\\') {
+            writer.write_field(field)?;
+        } else {
+            scratch.clear();
+            let mut bytes = field.iter();
+            while let Some(&b) = bytes.next() {
+                if b != b'\\' {
+                    scratch.push(b);
+                    continue;
+                }
+                // COPY TO emits only these escapes (never octal or hex ones).
+                match bytes.next() {
+                    Some(b'n') => scratch.push(b'\n'),
+                    Some(b't') => scratch.push(b'\t'),
+                    Some(b'r') => scratch.push(b'\r'),
+                    Some(b'b') => scratch.push(0x08),
+                    Some(b'f') => scratch.push(0x0c),
+                    Some(b'v') => scratch.push(0x0b),
+                    Some(&other) => scratch.push(other),
+                    None => scratch.push(b'\\'),
+                }
+            }
+            writer.write_field(&scratch)?;
+        }
+    }
+    writer.write_record(std::iter::empty::<&[u8]>())
+}
+
 fn typed_row(plan: &Plan, row: &sqlx::postgres::PgRow) -> Result<pb::Row, sqlx::Error> {
     use pb::value::Kind as V;
     let mut values = Vec::with_capacity(plan.fields.len());
@@ -391,4 +476,45 @@ fn typed_row(plan: &Plan, row: &sqlx::postgres::PgRow) -> Result<pb::Row, sqlx::
         });
     }
     Ok(pb::Row { values })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn render(lines: &[&[u8]]) -> String {
+        let sink = CsvSink::default();
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(sink.clone());
+        let mut scratch = Vec::new();
+        for line in lines {
+            text_row_to_csv(&mut w, line, &mut scratch).unwrap();
+        }
+        w.flush().unwrap();
+        let mut out = BytesMut::new();
+        sink.take_into(&mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn text_format_rows_become_rfc4180_records() {
+        // null, escaped tab/newline/CR/backslash, quotes and commas, emoji.
+        let got = render(&[
+            b"1\t\\N\tplain\n",
+            b"2\ta\\tb\\nc\\rd\\\\e\tsay \"hi\", ok \xf0\x9f\x98\x80\n",
+        ]);
+        assert_eq!(
+            got,
+            "1,,plain\n2,\"a\tb\nc\rd\\e\",\"say \"\"hi\"\", ok \u{1F600}\"\n"
+        );
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(got.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(&rows[1][1], "a\tb\nc\rd\\e");
+        assert_eq!(&rows[1][2], "say \"hi\", ok \u{1F600}");
+        assert_eq!(&rows[0][1], "");
+    }
 }

@@ -316,8 +316,10 @@ impl Plan {
         match self.format {
             Format::Csv { .. } => {
                 let cols: Vec<String> = self.fields.iter().map(|f| csv_expr(f)).collect();
+                // Text format: PostgreSQL's cheapest output; the engine re-encodes each row as
+                // RFC 4180 CSV through the csv crate.
                 format!(
-                    "COPY (SELECT {} FROM {} WHERE {} {}) TO STDOUT WITH (FORMAT csv)",
+                    "COPY (SELECT {} FROM {} WHERE {} {}) TO STDOUT",
                     cols.join(", "),
                     self.ty.from,
                     self.filter(),
