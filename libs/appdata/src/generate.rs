@@ -1,13 +1,14 @@
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt;
 use uuid::Uuid;
 
-use crate::{HOSTILE_TEXT, SeedError};
+use crate::binary::{self, Rows, push_u64};
+use crate::{HOSTILE_TEXT, SeedError, indexes};
 
 /// The kinds of data an export reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,6 +116,8 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
     .bind(&slug)
     .execute(pool)
     .await?;
+    // An earlier seed that died mid-load may have left its table without its indexes.
+    indexes::restore(pool, None).await?;
     let mut report = SeedReport::default();
     let ctx = Ctx {
         tenant: options.tenant_id,
@@ -122,96 +125,118 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         days: options.days.max(1),
         hostile: options.hostile_ratio,
         rows: options.rows,
-        now: Utc::now(),
+        now_us: Utc::now().timestamp_micros(),
     };
     let has = |k| options.kinds.contains(&k);
     let n = options.rows;
 
     if has(DataKind::Leads) {
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.leads (id, tenant_id, email, segment, source, quiz_completed, converted, utm_source, utm_medium, utm_campaign, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 1, move |rng, i, out| {
+        let w = copy(pool, "leads", "id, tenant_id, email, segment, source, quiz_completed, converted, utm_source, utm_medium, utm_campaign, created_at", n, &ctx, 1, move |rng, i, out| {
             let utm = rng.random_bool(0.6);
-            let rec = [
-                c.id(1, i).to_string(),
-                c.tenant.to_string(),
-                email(rng, i),
-                c.text(rng, &["quiz", "newsletter", "giveaway", "vip"]),
-                c.text(rng, &["pinterest", "instagram", "organic", "referral"]),
-                rng.random_bool(0.55).to_string(),
-                rng.random_bool(0.12).to_string(),
-                opt(utm, || c.text(rng, &["pinterest", "google", "klaviyo"])),
-                opt(utm, || pick(rng, &["cpc", "email", "social"]).to_owned()),
-                opt(utm, || c.text(rng, &["spring-sale", "holiday-2026", "launch"])),
-                c.created_at(1, i),
-            ];
-            out.write_record(&rec)
+            out.row(11);
+            out.uuid(c.id(1, i));
+            out.uuid(c.tenant);
+            email(out, rng, i);
+            c.text(out, rng, &["quiz", "newsletter", "giveaway", "vip"]);
+            c.text(out, rng, &["pinterest", "instagram", "organic", "referral"]);
+            out.bool(rng.random_bool(0.55));
+            out.bool(rng.random_bool(0.12));
+            if utm {
+                c.text(out, rng, &["pinterest", "google", "klaviyo"]);
+                out.text(pick(rng, &["cpc", "email", "social"]));
+                c.text(out, rng, &["spring-sale", "holiday-2026", "launch"]);
+            } else {
+                out.null();
+                out.null();
+                out.null();
+            }
+            out.timestamptz(c.time_of(1, i));
         })
         .await?;
         report.rows.push(("leads", w));
     }
     if has(DataKind::Customers) {
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.customers (id, tenant_id, email, shopify_customer_id, segment, order_count, total_spent, first_order_at, last_order_at, journey_stage, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 2, move |rng, i, out| {
-            let orders = rng.random_range(0..40u32);
-            let created = c.created_at(2, i);
-            let rec = [
-                c.id(2, i).to_string(),
-                c.tenant.to_string(),
-                email(rng, i),
-                format!("{}", 6_000_000_000u64 + i),
-                c.text(rng, &["new", "repeat", "vip", "at-risk", "lapsed"]),
-                orders.to_string(),
-                money(rng, 0, 500_000),
-                opt(orders > 0, || created.clone()),
-                opt(orders > 0, || c.created(rng)),
-                c.text(rng, &["awareness", "consideration", "purchase", "loyalty"]),
-                created,
-            ];
-            out.write_record(&rec)
+        let w = copy(pool, "customers", "id, tenant_id, email, shopify_customer_id, segment, order_count, total_spent, first_order_at, last_order_at, journey_stage, created_at", n, &ctx, 2, move |rng, i, out| {
+            let orders = rng.random_range(0..40i32);
+            let created = c.time_of(2, i);
+            out.row(11);
+            out.uuid(c.id(2, i));
+            out.uuid(c.tenant);
+            email(out, rng, i);
+            out.text_with(|b| push_u64(b, 6_000_000_000u64 + i));
+            c.text(out, rng, &["new", "repeat", "vip", "at-risk", "lapsed"]);
+            out.int4(orders);
+            out.cents(rng.random_range(0..500_000));
+            if orders > 0 {
+                out.timestamptz(created);
+                out.timestamptz(c.random_time(rng));
+            } else {
+                out.null();
+                out.null();
+            }
+            c.text(out, rng, &["awareness", "consideration", "purchase", "loyalty"]);
+            out.timestamptz(created);
         })
         .await?;
         report.rows.push(("customers", w));
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.customer_loyalty (customer_id, tenant_id, tier, lifetime_points) FROM STDIN WITH (FORMAT csv)", n, &ctx, 3, move |rng, i, out| {
-            // About two customers in three have joined the loyalty programme.
-            if i % 3 == 2 {
-                return Ok(());
-            }
-            let rec = [
-                c.id(2, i).to_string(),
-                c.tenant.to_string(),
-                pick(rng, &["bronze", "silver", "gold", "platinum"]).to_owned(),
-                rng.random_range(0..50_000u32).to_string(),
-            ];
-            out.write_record(&rec)
-        })
+        let w = copy(
+            pool,
+            "customer_loyalty",
+            "customer_id, tenant_id, tier, lifetime_points",
+            n,
+            &ctx,
+            3,
+            move |rng, i, out| {
+                // About two customers in three have joined the loyalty programme.
+                if i % 3 == 2 {
+                    return;
+                }
+                out.row(4);
+                out.uuid(c.id(2, i));
+                out.uuid(c.tenant);
+                out.text(pick(rng, &["bronze", "silver", "gold", "platinum"]));
+                out.int4(rng.random_range(0..50_000));
+            },
+        )
         .await?;
         report.rows.push(("customer_loyalty", w));
     }
     if has(DataKind::Orders) {
         let c = ctx.clone();
         let linked = has(DataKind::Customers) && n > 0;
-        let w = copy(pool, "COPY app.customer_orders (id, tenant_id, customer_id, shopify_order_id, customer_email, total, subtotal, discount_total, item_count, status, attribution_channel, coupon_code, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 4, move |rng, i, out| {
+        let w = copy(pool, "customer_orders", "id, tenant_id, customer_id, shopify_order_id, customer_email, total, subtotal, discount_total, item_count, status, attribution_channel, coupon_code, created_at", n, &ctx, 4, move |rng, i, out| {
             let subtotal = rng.random_range(1_000..50_000i64);
             let discount = if rng.random_bool(0.3) { rng.random_range(0..subtotal / 4) } else { 0 };
-            let coupon = discount > 0;
             let buyer = rng.random_range(0..1_000_000);
-            let rec = [
-                c.id(4, i).to_string(),
-                c.tenant.to_string(),
-                opt(linked, || c.id(2, rng.random_range(0..c.rows)).to_string()),
-                format!("{}", 5_000_000_000u64 + i),
-                email(rng, buyer),
-                cents(subtotal - discount),
-                cents(subtotal),
-                cents(discount),
-                rng.random_range(1..8u32).to_string(),
-                pick(rng, &["paid", "paid", "paid", "fulfilled", "refunded", "pending", "cancelled"]).to_owned(),
-                opt(rng.random_bool(0.7), || c.text(rng, &["pinterest", "email", "organic", "direct"])),
-                opt(coupon, || c.text(rng, &["WELCOME10", "SPRING20", "VIP15"])),
-                c.created_at(4, i),
-            ];
-            out.write_record(&rec)
+            out.row(13);
+            out.uuid(c.id(4, i));
+            out.uuid(c.tenant);
+            if linked {
+                out.uuid(c.id(2, rng.random_range(0..c.rows)));
+            } else {
+                out.null();
+            }
+            out.text_with(|b| push_u64(b, 5_000_000_000u64 + i));
+            email(out, rng, buyer);
+            out.cents(subtotal - discount);
+            out.cents(subtotal);
+            out.cents(discount);
+            out.int4(rng.random_range(1..8));
+            out.text(pick(rng, &["paid", "paid", "paid", "fulfilled", "refunded", "pending", "cancelled"]));
+            if rng.random_bool(0.7) {
+                c.text(out, rng, &["pinterest", "email", "organic", "direct"]);
+            } else {
+                out.null();
+            }
+            if discount > 0 {
+                c.text(out, rng, &["WELCOME10", "SPRING20", "VIP15"]);
+            } else {
+                out.null();
+            }
+            out.timestamptz(c.time_of(4, i));
         })
         .await?;
         report.rows.push(("customer_orders", w));
@@ -219,90 +244,170 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
     if has(DataKind::Pins) {
         let boards = 12u64;
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.boards (id, tenant_id, name, pinterest_board_id, created_at) FROM STDIN WITH (FORMAT csv)", boards, &ctx, 5, move |rng, i, out| {
-            let rec = [
-                c.id(5, i).to_string(),
-                c.tenant.to_string(),
-                c.text(rng, &["Quotes to Live By", "Home Decor", "Gift Ideas", "Wall Art", "Motivation"]),
-                format!("{}", 900_000_000_000u64 + i),
-                c.created_at(5, i),
-            ];
-            out.write_record(&rec)
-        })
+        let w = copy(
+            pool,
+            "boards",
+            "id, tenant_id, name, pinterest_board_id, created_at",
+            boards,
+            &ctx,
+            5,
+            move |rng, i, out| {
+                out.row(5);
+                out.uuid(c.id(5, i));
+                out.uuid(c.tenant);
+                c.text(
+                    out,
+                    rng,
+                    &[
+                        "Quotes to Live By",
+                        "Home Decor",
+                        "Gift Ideas",
+                        "Wall Art",
+                        "Motivation",
+                    ],
+                );
+                out.text_with(|b| push_u64(b, 900_000_000_000u64 + i));
+                out.timestamptz(c.time_of(5, i));
+            },
+        )
         .await?;
         report.rows.push(("boards", w));
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.pins (id, tenant_id, board_id, title, status, link, pinterest_pin_id, published_at, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 6, move |rng, i, out| {
+        let w = copy(pool, "pins", "id, tenant_id, board_id, title, status, link, pinterest_pin_id, published_at, created_at", n, &ctx, 6, move |rng, i, out| {
             let published = rng.random_bool(0.8);
-            let created = c.created_at(6, i);
-            let rec = [
-                c.id(6, i).to_string(),
-                c.tenant.to_string(),
-                c.id(5, rng.random_range(0..boards)).to_string(),
-                c.text(rng, &["Morning motivation print", "Minimalist quote poster", "Cozy reading nook art"]),
-                pick(rng, &["published", "published", "scheduled", "draft", "failed"]).to_owned(),
-                opt(rng.random_bool(0.9), || format!("https://shop.example.com/products/p{}", i % 5000)),
-                opt(published, || format!("{}", 800_000_000_000u64 + i)),
-                opt(published, || created.clone()),
-                created,
-            ];
-            out.write_record(&rec)
+            let created = c.time_of(6, i);
+            out.row(9);
+            out.uuid(c.id(6, i));
+            out.uuid(c.tenant);
+            out.uuid(c.id(5, rng.random_range(0..boards)));
+            c.text(out, rng, &["Morning motivation print", "Minimalist quote poster", "Cozy reading nook art"]);
+            out.text(pick(rng, &["published", "published", "scheduled", "draft", "failed"]));
+            if rng.random_bool(0.9) {
+                out.text_with(|b| {
+                    b.extend_from_slice(b"https://shop.example.com/products/p");
+                    push_u64(b, i % 5000);
+                });
+            } else {
+                out.null();
+            }
+            if published {
+                out.text_with(|b| push_u64(b, 800_000_000_000u64 + i));
+                out.timestamptz(created);
+            } else {
+                out.null();
+                out.null();
+            }
+            out.timestamptz(created);
         })
         .await?;
         report.rows.push(("pins", w));
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.pin_analytics (pin_id, tenant_id, impressions, saves, clicks) FROM STDIN WITH (FORMAT csv)", n, &ctx, 7, move |rng, i, out| {
-            // One pin in five has no analytics yet: exports must show zeros for it.
-            if i % 5 == 4 {
-                return Ok(());
-            }
-            let impressions = rng.random_range(0..200_000u64);
-            let rec = [
-                c.id(6, i).to_string(),
-                c.tenant.to_string(),
-                impressions.to_string(),
-                rng.random_range(0..=impressions / 20 + 1).to_string(),
-                rng.random_range(0..=impressions / 30 + 1).to_string(),
-            ];
-            out.write_record(&rec)
-        })
+        let w = copy(
+            pool,
+            "pin_analytics",
+            "pin_id, tenant_id, impressions, saves, clicks",
+            n,
+            &ctx,
+            7,
+            move |rng, i, out| {
+                // One pin in five has no analytics yet: exports must show zeros for it.
+                if i % 5 == 4 {
+                    return;
+                }
+                let impressions = rng.random_range(0..200_000i64);
+                out.row(5);
+                out.uuid(c.id(6, i));
+                out.uuid(c.tenant);
+                out.int8(impressions);
+                out.int8(rng.random_range(0..=impressions / 20 + 1));
+                out.int8(rng.random_range(0..=impressions / 30 + 1));
+            },
+        )
         .await?;
         report.rows.push(("pin_analytics", w));
     }
     let quotes_made = has(DataKind::Quotes);
     if quotes_made {
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.quotes (id, tenant_id, text, attribution, collection, mood, status, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 8, move |rng, i, out| {
-            let rec = [
-                c.id(8, i).to_string(),
-                c.tenant.to_string(),
-                c.text(rng, &["Be the energy you want to attract.", "Small steps every day.", "Bloom where you are planted."]),
-                opt(rng.random_bool(0.7), || c.text(rng, &["Unknown", "Maya Angelou", "Rumi"])),
-                c.text(rng, &["growth", "grounding", "wholeness"]),
-                c.text(rng, &["calm", "bold", "hopeful", "playful"]),
-                pick(rng, &["approved", "approved", "draft", "archived"]).to_owned(),
-                c.created_at(8, i),
-            ];
-            out.write_record(&rec)
-        })
+        let w = copy(
+            pool,
+            "quotes",
+            "id, tenant_id, text, attribution, collection, mood, status, created_at",
+            n,
+            &ctx,
+            8,
+            move |rng, i, out| {
+                out.row(8);
+                out.uuid(c.id(8, i));
+                out.uuid(c.tenant);
+                c.text(
+                    out,
+                    rng,
+                    &[
+                        "Be the energy you want to attract.",
+                        "Small steps every day.",
+                        "Bloom where you are planted.",
+                    ],
+                );
+                if rng.random_bool(0.7) {
+                    c.text(out, rng, &["Unknown", "Maya Angelou", "Rumi"]);
+                } else {
+                    out.null();
+                }
+                c.text(out, rng, &["growth", "grounding", "wholeness"]);
+                c.text(out, rng, &["calm", "bold", "hopeful", "playful"]);
+                out.text(pick(rng, &["approved", "approved", "draft", "archived"]));
+                out.timestamptz(c.time_of(8, i));
+            },
+        )
         .await?;
         report.rows.push(("quotes", w));
     }
     if has(DataKind::Assets) {
         let c = ctx.clone();
-        let w = copy(pool, "COPY app.assets (id, tenant_id, quote_id, format, status, quality_score, url, created_at) FROM STDIN WITH (FORMAT csv)", n, &ctx, 9, move |rng, i, out| {
-            let rec = [
-                c.id(9, i).to_string(),
-                c.tenant.to_string(),
-                opt(quotes_made && c.rows > 0, || c.id(8, rng.random_range(0..c.rows)).to_string()),
-                pick(rng, &["pin_2x3", "story_9x16", "print_8x10", "square_1x1"]).to_owned(),
-                pick(rng, &["ready", "ready", "generating", "failed"]).to_owned(),
-                opt(rng.random_bool(0.9), || format!("{}.{:02}", rng.random_range(40..100u32), rng.random_range(0..100u32))),
-                opt(rng.random_bool(0.95), || format!("https://cdn.example.com/assets/{}.png", c.id(9, i).simple())),
-                c.created_at(9, i),
-            ];
-            out.write_record(&rec)
-        })
+        let w = copy(
+            pool,
+            "assets",
+            "id, tenant_id, quote_id, format, status, quality_score, url, created_at",
+            n,
+            &ctx,
+            9,
+            move |rng, i, out| {
+                let id = c.id(9, i);
+                out.row(8);
+                out.uuid(id);
+                out.uuid(c.tenant);
+                if quotes_made && c.rows > 0 {
+                    out.uuid(c.id(8, rng.random_range(0..c.rows)));
+                } else {
+                    out.null();
+                }
+                out.text(pick(
+                    rng,
+                    &["pin_2x3", "story_9x16", "print_8x10", "square_1x1"],
+                ));
+                out.text(pick(rng, &["ready", "ready", "generating", "failed"]));
+                if rng.random_bool(0.9) {
+                    out.cents(rng.random_range(4_000..10_000));
+                } else {
+                    out.null();
+                }
+                if rng.random_bool(0.95) {
+                    out.text_with(|b| {
+                        b.extend_from_slice(b"https://cdn.example.com/assets/");
+                        b.extend_from_slice(
+                            id.simple()
+                                .encode_lower(&mut Uuid::encode_buffer())
+                                .as_bytes(),
+                        );
+                        b.extend_from_slice(b".png");
+                    });
+                } else {
+                    out.null();
+                }
+                out.timestamptz(c.time_of(9, i));
+            },
+        )
         .await?;
         report.rows.push(("assets", w));
     }
@@ -335,14 +440,16 @@ struct Ctx {
     days: u32,
     hostile: f64,
     rows: u64,
-    now: DateTime<Utc>,
+    /// Now, in microseconds since the Unix epoch.
+    now_us: i64,
 }
 
 impl Ctx {
-    /// When row `i` of table `kind` was created: rows are generated oldest first across the
-    /// `days` window (with jitter inside each row's slot), so that PostgreSQL appends to its
-    /// indexes instead of inserting all over them; exports still see rows spread over days.
-    fn time_of(&self, kind: u64, i: u64) -> DateTime<Utc> {
+    /// When row `i` of table `kind` was created, in microseconds since the Unix epoch: rows
+    /// are generated oldest first across the `days` window (with jitter inside each row's
+    /// slot), so that PostgreSQL appends to its indexes instead of inserting all over them;
+    /// exports still see rows spread over days.
+    fn time_of(&self, kind: u64, i: u64) -> i64 {
         let span_us = i64::from(self.days) * 86_400_000_000;
         let rows = i64::try_from(self.rows.max(1)).unwrap_or(i64::MAX);
         let slot = span_us / rows;
@@ -351,8 +458,7 @@ impl Ctx {
             splitmix(self.run ^ kind ^ (i as u64).wrapping_mul(31)) % slot.max(1) as u64,
         )
         .unwrap_or(0);
-        self.now - chrono::Duration::microseconds(span_us)
-            + chrono::Duration::microseconds(slot.saturating_mul(i) + jitter)
+        self.now_us - span_us + slot.saturating_mul(i) + jitter
     }
 
     /// A stable id for row `i` of table `kind` in this run, so related rows can point at
@@ -363,52 +469,27 @@ impl Ctx {
             self.run ^ self.tenant.as_u64_pair().0 ^ kind.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
         let lo = splitmix(hi ^ i);
-        let millis = u64::try_from(self.time_of(kind, i).timestamp_millis()).unwrap_or(0);
+        let millis = u64::try_from(self.time_of(kind, i).div_euclid(1000)).unwrap_or(0);
         let random = (u128::from(hi) << 64 | u128::from(lo)).to_be_bytes();
         let mut rand_bytes = [0u8; 10];
         rand_bytes.copy_from_slice(&random[..10]);
         uuid::Builder::from_unix_timestamp_millis(millis, &rand_bytes).into_uuid()
     }
 
-    /// `created_at` of row `i` of `kind`, as COPY reads it.
-    fn created_at(&self, kind: u64, i: u64) -> String {
-        timestamp_text(self.time_of(kind, i))
-    }
-
     /// A random time in the window, for columns no index orders.
-    fn created(&self, rng: &mut SmallRng) -> String {
+    fn random_time(&self, rng: &mut SmallRng) -> i64 {
         let secs = rng.random_range(0..i64::from(self.days) * 86_400);
-        timestamp_text(self.now - chrono::Duration::seconds(secs))
+        self.now_us - secs * 1_000_000
     }
 
     /// One of `normal`, or now and then a hostile value.
-    fn text(&self, rng: &mut SmallRng, normal: &[&str]) -> String {
+    fn text(&self, out: &mut Rows, rng: &mut SmallRng, normal: &[&str]) {
         if self.hostile > 0.0 && rng.random_bool(self.hostile) {
-            pick(rng, HOSTILE_TEXT).to_owned()
+            out.text(pick(rng, HOSTILE_TEXT));
         } else {
-            pick(rng, normal).to_owned()
+            out.text(pick(rng, normal));
         }
     }
-}
-
-/// `2026-11-22 21:00:00.123456+00`, written by hand: chrono's format strings are parsed on
-/// every call, which is most of a row's cost.
-fn timestamp_text(t: DateTime<Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
-    let mut out = String::with_capacity(32);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.timestamp_subsec_micros()
-    );
-    out
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -422,105 +503,131 @@ fn pick<'a>(rng: &mut SmallRng, from: &[&'a str]) -> &'a str {
     from[rng.random_range(0..from.len())]
 }
 
-fn opt(present: bool, value: impl FnOnce() -> String) -> String {
-    // An empty unquoted CSV field is NULL to COPY; generated values are never empty.
-    if present { value() } else { String::new() }
-}
-
-fn email(rng: &mut SmallRng, i: u64) -> String {
+fn email(out: &mut Rows, rng: &mut SmallRng, i: u64) {
     let first = pick(
         rng,
         &["ava", "liam", "noah", "mia", "zoë", "o'brien", "jean-luc"],
     );
-    format!("{first}.{i}@example.com")
+    out.text_with(|b| {
+        b.extend_from_slice(first.as_bytes());
+        b.push(b'.');
+        push_u64(b, i);
+        b.extend_from_slice(b"@example.com");
+    });
 }
 
-fn money(rng: &mut SmallRng, lo: i64, hi: i64) -> String {
-    cents(rng.random_range(lo..hi))
-}
-
-fn cents(c: i64) -> String {
-    format!("{}.{:02}", c / 100, c % 100)
-}
-
-/// Streams `rows` generated rows into PostgreSQL. Large tables go in two COPYs side by
-/// side (one per half of the rows), each fed by a blocking thread that renders CSV chunks
-/// while its connection sends the previous one.
+/// Streams `rows` generated rows into `app.{table}`. Large tables go in several COPYs side
+/// by side (one per slice of the rows), each fed by a blocking thread that encodes binary
+/// chunks while its connection sends the previous one. A load that at least doubles a
+/// table drops the table's secondary indexes first and builds them once at the end: one
+/// sort costs far less than keeping them up to date row by row.
 async fn copy<F>(
     pool: &PgPool,
-    statement: &'static str,
+    table: &'static str,
+    columns: &'static str,
     rows: u64,
     ctx: &Ctx,
     stream: u64,
     row: F,
 ) -> Result<u64, SeedError>
 where
-    F: FnMut(&mut SmallRng, u64, &mut csv::Writer<Vec<u8>>) -> csv::Result<()>
-        + Clone
-        + Send
-        + 'static,
+    F: FnMut(&mut SmallRng, u64, &mut Rows) + Clone + Send + 'static,
 {
-    if rows < PARALLEL_FROM {
-        return copy_part(pool, statement, 0..rows, ctx, stream, row).await;
+    let statement = format!("COPY app.{table} ({columns}) FROM STDIN (FORMAT binary)");
+    let rebuild = rows >= REBUILD_FROM && indexes::drop_for_load(pool, table, rows).await?;
+    let streams = if rows >= PARALLEL_FROM { STREAMS } else { 1 };
+    let mut parts = Vec::with_capacity(streams as usize);
+    for s in 0..streams {
+        let range = rows * s / streams..rows * (s + 1) / streams;
+        parts.push(copy_part(
+            pool,
+            &statement,
+            range,
+            ctx,
+            stream ^ (s * 0x5eed),
+            row.clone(),
+        ));
     }
-    let half = rows / 2;
-    let (a, b) = tokio::join!(
-        copy_part(pool, statement, 0..half, ctx, stream, row.clone()),
-        copy_part(pool, statement, half..rows, ctx, stream ^ 0x5eed, row),
-    );
-    Ok(a? + b?)
+    let mut written = 0;
+    let mut failed = None;
+    for result in futures::future::join_all(parts).await {
+        match result {
+            Ok(n) => written += n,
+            Err(e) => failed = Some(e),
+        }
+    }
+    if rebuild {
+        indexes::restore(pool, Some(table)).await?;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
 }
 
-/// Tables at least this large are loaded by two COPYs at once.
+/// Tables at least this large are loaded by several COPYs at once.
 const PARALLEL_FROM: u64 = 200_000;
+/// How many COPYs load one large table.
+const STREAMS: u64 = 2;
+/// Loads smaller than this keep the indexes in place: the DDL is not worth it.
+const REBUILD_FROM: u64 = 100_000;
 
 async fn copy_part<F>(
     pool: &PgPool,
-    statement: &'static str,
+    statement: &str,
     range: std::ops::Range<u64>,
     ctx: &Ctx,
     stream: u64,
     mut row: F,
 ) -> Result<u64, SeedError>
 where
-    F: FnMut(&mut SmallRng, u64, &mut csv::Writer<Vec<u8>>) -> csv::Result<()> + Send + 'static,
+    F: FnMut(&mut SmallRng, u64, &mut Rows) + Send + 'static,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(3);
+    // Sent chunks come back for reuse: fresh multi-megabyte buffers cost a page fault
+    // per page.
+    let (recycle, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
     let mut rng = SmallRng::seed_from_u64(splitmix(ctx.run ^ stream));
     let producer = tokio::task::spawn_blocking(move || {
+        let mut first = true;
         let mut start = range.start;
         while start < range.end {
             let end = (start + CHUNK_ROWS).min(range.end);
-            let mut out = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(Vec::with_capacity(4 << 20));
-            for i in start..end {
-                if let Err(e) = row(&mut rng, i, &mut out) {
-                    let _ = tx.blocking_send(Err(e.to_string()));
-                    return;
-                }
+            let mut buf = reuse
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(4 << 20));
+            buf.clear();
+            if first {
+                buf.extend_from_slice(binary::HEADER);
+                first = false;
             }
-            let chunk = out.into_inner().map_err(|e| e.to_string());
-            if tx.blocking_send(chunk).is_err() {
+            let mut out = Rows { buf };
+            for i in start..end {
+                row(&mut rng, i, &mut out);
+            }
+            if end == range.end {
+                out.buf.extend_from_slice(binary::TRAILER);
+            }
+            if tx.blocking_send(out.buf).is_err() {
                 return;
             }
             start = end;
         }
     });
     let mut copy = pool.copy_in_raw(statement).await?;
+    let mut sent_any = false;
     while let Some(chunk) = rx.recv().await {
-        match chunk {
-            Ok(bytes) => {
-                copy.send(bytes).await?;
-            }
-            Err(e) => {
-                let _ = copy.abort(e.clone()).await;
-                return Err(SeedError::Generate(e));
-            }
-        }
+        copy.send(chunk.as_slice()).await?;
+        sent_any = true;
+        let _ = recycle.send(chunk);
     }
-    producer
-        .await
-        .map_err(|e| SeedError::Generate(e.to_string()))?;
+    if let Err(e) = producer.await {
+        let _ = copy.abort(e.to_string()).await;
+        return Err(SeedError::Generate(e.to_string()));
+    }
+    if !sent_any {
+        // An empty range: binary COPY still wants its header.
+        copy.send(binary::HEADER).await?;
+    }
     Ok(copy.finish().await?)
 }

@@ -1,11 +1,14 @@
 //! The `app` schema (the platform's own data that exports read) and a generator of
 //! realistic demo and benchmark data at any size.
 //!
-//! The generator writes with `COPY ... FROM STDIN`, producing CSV on a blocking thread
-//! while PostgreSQL ingests the previous chunk, and salts text columns with hostile values
-//! (delimiters, quotes, newlines, emoji, formula prefixes) so every export path meets them.
+//! The generator writes with binary `COPY ... FROM STDIN`, encoding rows on blocking
+//! threads while PostgreSQL ingests the previous chunk, and salts text columns with hostile
+//! values (delimiters, quotes, newlines, emoji, formula prefixes) so every export path
+//! meets them.
 
+mod binary;
 mod generate;
+mod indexes;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;

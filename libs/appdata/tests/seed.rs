@@ -75,3 +75,104 @@ async fn seeds_every_kind_for_one_tenant() {
     seed(&db.pool, &only_orders).await.unwrap();
     assert_eq!(count("customer_orders").await, 600);
 }
+
+/// Binary COPY writes numerics, timestamps and booleans as the columns mean them.
+#[tokio::test]
+async fn values_are_what_they_claim() {
+    let db = TestDb::new().await;
+    migrate(&db.pool).await.unwrap();
+    let tenant = Uuid::new_v4();
+    let mut options = SeedOptions::new(tenant, "Values", 2_000);
+    options.kinds = vec![DataKind::Orders, DataKind::Customers, DataKind::Assets];
+    options.days = 30;
+    options.seed = Some(7);
+    seed(&db.pool, &options).await.unwrap();
+    let bad: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM app.customer_orders WHERE tenant_id = $1 AND NOT (
+             total = subtotal - discount_total AND subtotal BETWEEN 10 AND 500
+             AND discount_total >= 0 AND scale(total) = 2 AND item_count BETWEEN 1 AND 7
+             AND created_at BETWEEN now() - interval '30 days 1 minute' AND now()
+             AND (coupon_code IS NOT NULL) = (discount_total > 0)
+             AND shopify_order_id ~ '^5[0-9]{9}$' AND customer_email LIKE '%@example.com')",
+    )
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(bad, 0);
+    // Some totals have cents, some are whole: both encodings round-trip.
+    let (fractional, whole): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE total <> trunc(total)), count(*) FILTER (WHERE total = trunc(total))
+         FROM app.customer_orders WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(fractional > 1_000 && whole > 0, "{fractional} {whole}");
+    let bad_assets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM app.assets WHERE tenant_id = $1
+         AND NOT (quality_score IS NULL OR quality_score BETWEEN 40 AND 99.99)",
+    )
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(bad_assets, 0);
+    let bad_customers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM app.customers WHERE tenant_id = $1 AND NOT (
+             (order_count > 0) = (first_order_at IS NOT NULL) AND total_spent BETWEEN 0 AND 5000)",
+    )
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(bad_customers, 0);
+}
+
+/// A large load into an empty table rebuilds the indexes it dropped, and the index list
+/// the generator keeps matches the migrations.
+#[tokio::test]
+async fn large_loads_keep_the_schema() {
+    let db = TestDb::new().await;
+    migrate(&db.pool).await.unwrap();
+    let indexes = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY indexname",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let before = indexes().await;
+    let tenant = Uuid::new_v4();
+    let mut options = SeedOptions::new(tenant, "Big", 250_000);
+    options.kinds = vec![DataKind::Orders];
+    let report = seed(&db.pool, &options).await.unwrap();
+    assert_eq!(report.total(), 250_000);
+    assert_eq!(indexes().await, before);
+
+    // A seed that died after dropping indexes: the next one puts every one back as the
+    // migrations define it.
+    let secondary: Vec<String> = sqlx::query_scalar(
+        "SELECT x.indexrelid::regclass::text FROM pg_index x
+         JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'app' AND NOT x.indisunique",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(secondary.len(), 9, "{secondary:?}");
+    for index in secondary {
+        let name = index.trim_start_matches("app.");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX app.{name}")))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    assert_ne!(indexes().await, before);
+    let mut small = SeedOptions::new(tenant, "Big", 10);
+    small.kinds = vec![DataKind::Leads];
+    seed(&db.pool, &small).await.unwrap();
+    assert_eq!(indexes().await, before);
+}
