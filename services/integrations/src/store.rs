@@ -180,10 +180,10 @@ pub async fn set_connected(conn: &mut PgConnection, c: &Connected<'_>) -> Result
     Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO integrations.integrations (id, tenant_id, provider, status, metadata, scopes, shop_domain, \
            token_expires_at, last_refreshed_at, connected_at, connected_by) \
-         VALUES ($1, $2, $3, 'connected', $4, $5, $6, $7, now(), now(), $8) \
+         VALUES ($1, $2, $3, 'connected', $4, $5, $6, $7, CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE now() END, now(), $8) \
          ON CONFLICT (tenant_id, provider) DO UPDATE SET status = 'connected', \
            metadata = EXCLUDED.metadata, scopes = EXCLUDED.scopes, shop_domain = EXCLUDED.shop_domain, \
-           token_expires_at = EXCLUDED.token_expires_at, last_refreshed_at = now(), connected_at = now(), \
+           token_expires_at = EXCLUDED.token_expires_at, last_refreshed_at = EXCLUDED.last_refreshed_at, connected_at = now(), \
            connected_by = EXCLUDED.connected_by, last_error = NULL, last_error_at = NULL, updated_at = now() \
          RETURNING {COLUMNS}"
     )))
