@@ -1,3 +1,5 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -516,11 +518,11 @@ fn email(out: &mut Rows, rng: &mut SmallRng, i: u64) {
     });
 }
 
-/// Streams `rows` generated rows into `app.{table}`. Large tables go in several COPYs side
-/// by side (one per slice of the rows), each fed by a blocking thread that encodes binary
-/// chunks while its connection sends the previous one. A load that at least doubles a
-/// table drops the table's secondary indexes first and builds them once at the end: one
-/// sort costs far less than keeping them up to date row by row.
+/// Streams `rows` generated rows into `app.{table}` with binary COPY. Large tables go in
+/// two COPYs side by side (two cores: one per server backend), each fed by a blocking
+/// thread that encodes chunks while its connection sends the previous one. A load that at
+/// least doubles a table drops the table's indexes first and builds them once at the end:
+/// one sort costs far less than keeping a btree up to date row by row.
 async fn copy<F>(
     pool: &PgPool,
     table: &'static str,
@@ -536,18 +538,19 @@ where
     let statement = format!("COPY app.{table} ({columns}) FROM STDIN (FORMAT binary)");
     let rebuild = rows >= REBUILD_FROM && indexes::drop_for_load(pool, table, rows).await?;
     let streams = if rows >= PARALLEL_FROM { STREAMS } else { 1 };
-    let mut parts = Vec::with_capacity(streams as usize);
-    for s in 0..streams {
-        let range = rows * s / streams..rows * (s + 1) / streams;
-        parts.push(copy_part(
+    // Streams take chunks from one counter, so they finish together.
+    let next = Arc::new(AtomicU64::new(0));
+    let parts = (0..streams).map(|_| {
+        copy_part(
             pool,
             &statement,
-            range,
+            rows,
             ctx,
-            stream ^ (s * 0x5eed),
+            stream,
+            next.clone(),
             row.clone(),
-        ));
-    }
+        )
+    });
     let mut written = 0;
     let mut failed = None;
     for result in futures::future::join_all(parts).await {
@@ -575,9 +578,10 @@ const REBUILD_FROM: u64 = 100_000;
 async fn copy_part<F>(
     pool: &PgPool,
     statement: &str,
-    range: std::ops::Range<u64>,
+    rows: u64,
     ctx: &Ctx,
     stream: u64,
+    next: Arc<AtomicU64>,
     mut row: F,
 ) -> Result<u64, SeedError>
 where
@@ -587,47 +591,43 @@ where
     // Sent chunks come back for reuse: fresh multi-megabyte buffers cost a page fault
     // per page.
     let (recycle, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
-    let mut rng = SmallRng::seed_from_u64(splitmix(ctx.run ^ stream));
+    let seed = ctx.run ^ stream;
     let producer = tokio::task::spawn_blocking(move || {
-        let mut first = true;
-        let mut start = range.start;
-        while start < range.end {
-            let end = (start + CHUNK_ROWS).min(range.end);
-            let mut buf = reuse
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(4 << 20));
-            buf.clear();
-            if first {
-                buf.extend_from_slice(binary::HEADER);
-                first = false;
+        let mut buf = Vec::with_capacity(4 << 20);
+        buf.extend_from_slice(binary::HEADER);
+        loop {
+            let chunk = next.fetch_add(1, Ordering::Relaxed);
+            let start = chunk.saturating_mul(CHUNK_ROWS);
+            if start >= rows {
+                break;
             }
+            let end = (start + CHUNK_ROWS).min(rows);
+            // Seeded by chunk, not by stream: a given seed gives the same rows however
+            // the chunks fall to streams.
+            let mut rng = SmallRng::seed_from_u64(splitmix(seed ^ chunk.wrapping_mul(0x5eed)));
             let mut out = Rows { buf };
             for i in start..end {
                 row(&mut rng, i, &mut out);
             }
-            if end == range.end {
-                out.buf.extend_from_slice(binary::TRAILER);
-            }
             if tx.blocking_send(out.buf).is_err() {
                 return;
             }
-            start = end;
+            buf = reuse
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(4 << 20));
+            buf.clear();
         }
+        buf.extend_from_slice(binary::TRAILER);
+        let _ = tx.blocking_send(buf);
     });
     let mut copy = pool.copy_in_raw(statement).await?;
-    let mut sent_any = false;
     while let Some(chunk) = rx.recv().await {
         copy.send(chunk.as_slice()).await?;
-        sent_any = true;
         let _ = recycle.send(chunk);
     }
     if let Err(e) = producer.await {
         let _ = copy.abort(e.to_string()).await;
         return Err(SeedError::Generate(e.to_string()));
-    }
-    if !sent_any {
-        // An empty range: binary COPY still wants its header.
-        copy.send(binary::HEADER).await?;
     }
     Ok(copy.finish().await?)
 }

@@ -130,49 +130,71 @@ async fn values_are_what_they_claim() {
     assert_eq!(bad_customers, 0);
 }
 
-/// A large load into an empty table rebuilds the indexes it dropped, and the index list
-/// the generator keeps matches the migrations.
+/// A large load into an empty table rebuilds the indexes and keys it dropped, and the
+/// list the generator keeps matches the migrations.
 #[tokio::test]
 async fn large_loads_keep_the_schema() {
     let db = TestDb::new().await;
     migrate(&db.pool).await.unwrap();
-    let indexes = || async {
+    let schema = || async {
         sqlx::query_scalar::<_, String>(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY indexname",
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'app'
+             UNION ALL
+             SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE connamespace = 'app'::regnamespace
+             ORDER BY 1",
         )
         .fetch_all(&db.pool)
         .await
         .unwrap()
     };
-    let before = indexes().await;
+    let before = schema().await;
     let tenant = Uuid::new_v4();
     let mut options = SeedOptions::new(tenant, "Big", 250_000);
     options.kinds = vec![DataKind::Orders];
     let report = seed(&db.pool, &options).await.unwrap();
     assert_eq!(report.total(), 250_000);
-    assert_eq!(indexes().await, before);
+    assert_eq!(schema().await, before);
 
-    // A seed that died after dropping indexes: the next one puts every one back as the
-    // migrations define it.
+    // A seed that died after dropping indexes and keys: the next one puts every one back
+    // as the migrations define it.
     let secondary: Vec<String> = sqlx::query_scalar(
         "SELECT x.indexrelid::regclass::text FROM pg_index x
-         JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'app' AND NOT x.indisunique",
+         JOIN pg_class c ON c.oid = x.indrelid
+         WHERE c.relnamespace = 'app'::regnamespace AND NOT x.indisunique",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
     assert_eq!(secondary.len(), 9, "{secondary:?}");
     for index in secondary {
-        let name = index.trim_start_matches("app.");
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX app.{name}")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}")))
             .execute(&db.pool)
             .await
             .unwrap();
     }
-    assert_ne!(indexes().await, before);
+    for table in [
+        "leads",
+        "customer_orders",
+        "customer_loyalty",
+        "pin_analytics",
+        "assets",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE app.{table} DROP CONSTRAINT {table}_pkey"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // Between building a key's index and making it the key.
+    sqlx::query("CREATE UNIQUE INDEX assets_pkey ON app.assets (id)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_ne!(schema().await, before);
     let mut small = SeedOptions::new(tenant, "Big", 10);
     small.kinds = vec![DataKind::Leads];
     seed(&db.pool, &small).await.unwrap();
-    assert_eq!(indexes().await, before);
+    assert_eq!(schema().await, before);
 }
