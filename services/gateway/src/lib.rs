@@ -147,6 +147,12 @@ pub async fn serve(
     let app = router(&config, upstreams, bus)?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     let drain = token.clone();
+    // No Nagle: a download's headers and first small chunk must not wait for a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         drain.cancelled().await;
         tracing::info!("shutting down: draining in-flight requests");
