@@ -111,6 +111,30 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((id.to_owned(), secret.to_owned()))
 }
 
+/// A token response as Pinterest documents it; `refresh` is present when one was issued.
+fn token_body(
+    access: String,
+    refresh: Option<String>,
+    ttl: u64,
+    scope: &str,
+    refresh_expires_at: i64,
+    response_type: &str,
+) -> Response {
+    let mut body = json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": ttl,
+        "scope": scope,
+        "response_type": response_type,
+    });
+    if let Some(refresh) = refresh {
+        body["refresh_token"] = json!(refresh);
+        body["refresh_token_expires_in"] = json!(REFRESH_TTL_SECS);
+        body["refresh_token_expires_at"] = json!(refresh_expires_at);
+    }
+    json_response(StatusCode::OK, body)
+}
+
 fn grant_error(description: &str) -> Response {
     json_response(
         StatusCode::BAD_REQUEST,
@@ -153,18 +177,13 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
             let scope = code.scopes.join(" ");
             let (access, refresh) =
                 world.issue("pinterest", None, code.scopes, true, Some(continuous));
-            json_response(
-                StatusCode::OK,
-                json!({
-                    "access_token": access,
-                    "token_type": "bearer",
-                    "expires_in": ttl,
-                    "scope": scope,
-                    "refresh_token": refresh,
-                    "refresh_token_expires_in": REFRESH_TTL_SECS,
-                    "refresh_token_expires_at": refresh_expires_at,
-                    "response_type": "authorization_code",
-                }),
+            token_body(
+                access,
+                refresh,
+                ttl,
+                &scope,
+                refresh_expires_at,
+                "authorization_code",
             )
         }
         "refresh_token" => {
@@ -185,31 +204,17 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
             if rotating {
                 world.refresh.remove(&old);
                 let (access, refresh) = world.issue("pinterest", None, scopes, true, Some(true));
-                json_response(
-                    StatusCode::OK,
-                    json!({
-                        "access_token": access,
-                        "token_type": "bearer",
-                        "expires_in": ttl,
-                        "scope": scope,
-                        "refresh_token": refresh,
-                        "refresh_token_expires_in": REFRESH_TTL_SECS,
-                        "refresh_token_expires_at": refresh_expires_at,
-                        "response_type": "refresh_token",
-                    }),
+                token_body(
+                    access,
+                    refresh,
+                    ttl,
+                    &scope,
+                    refresh_expires_at,
+                    "refresh_token",
                 )
             } else {
                 let (access, _) = world.issue("pinterest", None, scopes, true, None);
-                json_response(
-                    StatusCode::OK,
-                    json!({
-                        "access_token": access,
-                        "token_type": "bearer",
-                        "expires_in": ttl,
-                        "scope": scope,
-                        "response_type": "refresh_token",
-                    }),
-                )
+                token_body(access, None, ttl, &scope, 0, "refresh_token")
             }
         }
         _ => json_response(
