@@ -201,16 +201,7 @@ async fn access_token(
         };
         let scope = grant.scopes.join(",");
         let (access, refresh) = world.issue("shopify", grant.shop, grant.scopes, true, Some(true));
-        return json_response(
-            StatusCode::OK,
-            json!({
-                "access_token": access,
-                "scope": scope,
-                "expires_in": ttl,
-                "refresh_token": refresh,
-                "refresh_token_expires_in": refresh_ttl,
-            }),
-        );
+        return expiring_token(access, refresh, &scope, ttl, refresh_ttl);
     }
 
     let code = world
@@ -227,16 +218,7 @@ async fn access_token(
     let scope = code.scopes.join(",");
     if field("expiring") == "1" {
         let (access, refresh) = world.issue("shopify", Some(shop), code.scopes, true, Some(true));
-        json_response(
-            StatusCode::OK,
-            json!({
-                "access_token": access,
-                "scope": scope,
-                "expires_in": ttl,
-                "refresh_token": refresh,
-                "refresh_token_expires_in": refresh_ttl,
-            }),
-        )
+        expiring_token(access, refresh, &scope, ttl, refresh_ttl)
     } else {
         let (access, _) = world.issue("shopify", Some(shop), code.scopes, false, None);
         json_response(
@@ -244,6 +226,26 @@ async fn access_token(
             json!({"access_token": access, "scope": scope}),
         )
     }
+}
+
+/// An expiring offline token as Shopify documents it, with its refresh token.
+fn expiring_token(
+    access: String,
+    refresh: Option<String>,
+    scope: &str,
+    ttl: u64,
+    refresh_ttl: u64,
+) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({
+            "access_token": access,
+            "scope": scope,
+            "expires_in": ttl,
+            "refresh_token": refresh,
+            "refresh_token_expires_in": refresh_ttl,
+        }),
+    )
 }
 
 /// Checks `X-Shopify-Access-Token`; `Err` is Shopify's 401.
