@@ -242,7 +242,8 @@ impl Core {
                 .map(|a| json!({ "credits_remaining": a.credits_remaining, "plan": a.plan })),
             "resend" => p.resend.validate(&key).await.map(|a| {
                 json!({ "domain_verified": a.domain_verified, "send_only": a.send_only,
-                        "from_email": a.from_domain.map(|d| format!("noreply@{d}")) })
+                        // The sender address is the app's choice; Resend only tells the domain.
+                        "from_domain": a.from_domain })
             }),
             _ => p
                 .sky_pilot
