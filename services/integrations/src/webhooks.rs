@@ -49,10 +49,12 @@ pub struct IntegrationOp {
 }
 
 impl Core {
-    /// Hands an operation to the retry queue; `key` de-duplicates while one is pending.
+    /// Hands an operation on `integration` to the retry queue; `key` de-duplicates while one
+    /// is pending.
     pub async fn hand_over(
         &self,
         tenant: Uuid,
+        integration: Uuid,
         operation: &str,
         payload: &impl Serialize,
         key: String,
@@ -66,7 +68,7 @@ impl Core {
             max_attempts: 0,
             idempotency_key: key.clone(),
             reference_table: "integrations.integrations".into(),
-            reference_id: String::new(),
+            reference_id: integration.to_string(),
             last_error: error.to_string(),
             first_run: error.retry_after().map(|d| {
                 haven_proto::retry::v1::enqueue_request::FirstRun::DelayMs(
@@ -132,6 +134,7 @@ impl Core {
                 if e.is_retryable() {
                     self.hand_over(
                         row.tenant_id,
+                        row.id,
                         OP_REGISTER_WEBHOOK,
                         &RegisterWebhook {
                             integration_id: row.id,
@@ -181,6 +184,7 @@ impl Core {
                 Error::Provider { source, .. } if source.is_retryable() => {
                     self.hand_over(
                         row.tenant_id,
+                        row.id,
                         OP_DEREGISTER_WEBHOOKS,
                         &IntegrationOp {
                             integration_id: row.id,
@@ -402,6 +406,7 @@ impl Core {
                     if let Some(row) = store::get_by_id(&mut conn, id).await? {
                         self.hand_over(
                             row.tenant_id,
+                            id,
                             OP_REFRESH_TOKEN,
                             &IntegrationOp { integration_id: id },
                             format!("refresh_token:{id}"),
