@@ -451,6 +451,14 @@ async fn webhook_registration_failing_with_503_is_retried_by_the_retry_service()
         count(&stack.db, "SELECT count(*) FROM retry.retry_items WHERE operation_type = 'integrations.register_webhook' AND status = 'resolved'").await == 2
     })
     .await;
+    // Each item names the integration, for the error-management UI.
+    let linked = count(
+        &stack.db,
+        "SELECT count(*) FROM retry.retry_items r JOIN integrations.integrations i \
+         ON r.reference_id = i.id::text WHERE r.reference_table = 'integrations.integrations'",
+    )
+    .await;
+    assert_eq!(linked, 2);
 }
 
 #[tokio::test]
