@@ -23,7 +23,7 @@ use tonic::Status;
 use crate::catalog::Kind;
 use crate::history::{self, Ending, ts};
 use crate::limiter::Permit;
-use crate::plan::{Format, Plan};
+use crate::plan::{CsvCell, Format, Plan};
 
 /// Rows gathered into one message when they are ready together.
 const BATCH_ROWS: usize = 1024;
@@ -206,6 +206,7 @@ impl Engine {
         }
         let sql = plan.copy_sql();
         let mut scratch = Vec::new();
+        let cells: Vec<CsvCell> = plan.fields.iter().map(|f| CsvCell::of(f)).collect();
         let outcome: Result<(), Stop> = async {
             let copy = running
                 .conn
@@ -222,12 +223,13 @@ impl Engine {
                     }
                     rows += 1;
                     match (&mut csv_out, plan.format) {
-                        (Some((writer, _)), _) => text_row_to_csv(writer, &row, &mut scratch)
-                            .map_err(|e| {
+                        (Some((writer, _)), _) => {
+                            text_row_to_csv(writer, &row, &cells, &mut scratch).map_err(|e| {
                                 Stop::Failed(Status::internal(format!(
                                     "cannot render a CSV row: {e}"
                                 )))
-                            })?,
+                            })?
+                        }
                         (None, Format::Json) => {
                             // Each object arrives as one line; join them with commas.
                             out.put_slice(if rows == 1 { b"\n" } else { b",\n" });
@@ -418,43 +420,89 @@ impl std::io::Write for CsvSink {
 }
 
 /// Writes one row of `COPY ... TO STDOUT` text format (tab-separated, `\N` for null,
-/// backslash escapes) as one CSV record. Tabs and newlines inside values always arrive
-/// escaped, so splitting on raw tabs is exact.
+/// backslash escapes) as one CSV record, treating each cell as `cells` says. Tabs and
+/// newlines inside values always arrive escaped, so splitting on raw tabs is exact.
 fn text_row_to_csv(
     writer: &mut csv::Writer<CsvSink>,
     line: &[u8],
+    cells: &[CsvCell],
     scratch: &mut Vec<u8>,
 ) -> csv::Result<()> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    for field in line.split(|&b| b == b'\t') {
+    for (i, field) in line.split(|&b| b == b'\t').enumerate() {
+        let cell = cells.get(i).copied().unwrap_or(CsvCell::Plain);
         if field == b"\\N" {
             writer.write_field(b"")?;
-        } else if !field.contains(&b'\\') {
-            writer.write_field(field)?;
+            continue;
+        }
+        let value: &[u8] = if field.contains(&b'\\') {
+            unescape(field, scratch);
+            scratch
         } else {
-            scratch.clear();
-            let mut bytes = field.iter();
-            while let Some(&b) = bytes.next() {
-                if b != b'\\' {
-                    scratch.push(b);
-                    continue;
-                }
-                // COPY TO emits only these escapes (never octal or hex ones).
-                match bytes.next() {
-                    Some(b'n') => scratch.push(b'\n'),
-                    Some(b't') => scratch.push(b'\t'),
-                    Some(b'r') => scratch.push(b'\r'),
-                    Some(b'b') => scratch.push(0x08),
-                    Some(b'f') => scratch.push(0x0c),
-                    Some(b'v') => scratch.push(0x0b),
-                    Some(&other) => scratch.push(other),
-                    None => scratch.push(b'\\'),
-                }
+            field
+        };
+        match cell {
+            CsvCell::Bool => writer.write_field(match value {
+                b"t" => &b"true"[..],
+                b"f" => &b"false"[..],
+                other => other,
+            })?,
+            CsvCell::Text if needs_neutralising(value) => {
+                let mut prefixed = Vec::with_capacity(value.len() + 1);
+                prefixed.push(b'\'');
+                prefixed.extend_from_slice(value);
+                writer.write_field(&prefixed)?;
             }
-            writer.write_field(&scratch)?;
+            _ => writer.write_field(value)?,
         }
     }
     writer.write_record(std::iter::empty::<&[u8]>())
+}
+
+/// Decodes COPY's text-format escapes into `out` (COPY TO emits only these, never octal or
+/// hex ones).
+fn unescape(field: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut bytes = field.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b'b') => out.push(0x08),
+            Some(b'f') => out.push(0x0c),
+            Some(b'v') => out.push(0x0b),
+            Some(&other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+}
+
+/// OWASP's rule for CSV injection: a cell starting with `= + - @`, tab or CR is a formula to
+/// a spreadsheet, except a plain number such as `-42` or `+1.5`, which must stay a number.
+fn needs_neutralising(value: &[u8]) -> bool {
+    let Some(&first) = value.first() else {
+        return false;
+    };
+    if !matches!(first, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') {
+        return false;
+    }
+    !is_plain_number(value)
+}
+
+/// `^-?[0-9]+(\.[0-9]+)?$`
+fn is_plain_number(value: &[u8]) -> bool {
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+        None => (digits, None),
+    };
+    let all_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    all_digits(int) && frac.is_none_or(all_digits)
 }
 
 fn typed_row(plan: &Plan, row: &sqlx::postgres::PgRow) -> Result<pb::Row, sqlx::Error> {
@@ -490,7 +538,13 @@ mod tests {
             .from_writer(sink.clone());
         let mut scratch = Vec::new();
         for line in lines {
-            text_row_to_csv(&mut w, line, &mut scratch).unwrap();
+            text_row_to_csv(
+                &mut w,
+                line,
+                &[CsvCell::Plain, CsvCell::Plain, CsvCell::Text],
+                &mut scratch,
+            )
+            .unwrap();
         }
         w.flush().unwrap();
         let mut out = BytesMut::new();
@@ -516,5 +570,47 @@ mod tests {
         assert_eq!(&rows[1][1], "a\tb\nc\rd\\e");
         assert_eq!(&rows[1][2], "say \"hi\", ok \u{1F600}");
         assert_eq!(&rows[0][1], "");
+    }
+
+    #[test]
+    fn formulas_are_neutralised_and_numbers_and_booleans_kept() {
+        let sink = CsvSink::default();
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(sink.clone());
+        let cells = [
+            CsvCell::Text,
+            CsvCell::Text,
+            CsvCell::Text,
+            CsvCell::Plain,
+            CsvCell::Bool,
+            CsvCell::Bool,
+        ];
+        let mut scratch = Vec::new();
+        text_row_to_csv(
+            &mut w,
+            b"=SUM(A1)\t-42.5\t\\tcmd\t-7\tt\tf\n",
+            &cells,
+            &mut scratch,
+        )
+        .unwrap();
+        text_row_to_csv(&mut w, b"@x\t+1\t-\t=1\t\\N\tt\n", &cells, &mut scratch).unwrap();
+        w.flush().unwrap();
+        let mut out = BytesMut::new();
+        sink.take_into(&mut out);
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            "'=SUM(A1),-42.5,'\tcmd,-7,true,false\n'@x,'+1,'-,=1,,true\n"
+        );
+        for (v, plain) in [
+            ("12", true),
+            ("-12.50", true),
+            ("1.", false),
+            ("-", false),
+            ("1e5", false),
+            (".5", false),
+        ] {
+            assert_eq!(is_plain_number(v.as_bytes()), plain, "{v}");
+        }
     }
 }

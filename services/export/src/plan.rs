@@ -254,25 +254,28 @@ fn literal(t: DateTime<Utc>) -> String {
     format!("'{}'::timestamptz", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))
 }
 
-/// The CSV expression of a field: text is neutralised against spreadsheet formulas (OWASP:
-/// a leading `'` before `= + - @`, tab or CR), except plain numbers, which stay numbers.
-fn csv_expr(field: &Field) -> String {
-    match field.kind {
-        // A UUID renders as hex digits and dashes after a hex digit: nothing to neutralise,
-        // and PostgreSQL is spared a CASE per row.
-        Kind::Text if field.sql.ends_with(".id::text") => field.sql.to_owned(),
-        Kind::Text => {
-            let v = format!("({})", field.sql);
-            format!(
-                "CASE WHEN ascii({v}) IN (61, 43, 45, 64, 9, 13) AND {v} !~ '^-?[0-9]+(\\.[0-9]+)?$' \
-                 THEN '''' || {v} ELSE {v} END"
-            )
+/// How the CSV writer treats a column's cells, decided once per export so that PostgreSQL
+/// runs no per-row CASE: text is neutralised against spreadsheet formulas (OWASP), booleans
+/// arrive as `t`/`f` and are written `true`/`false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsvCell {
+    /// Written as it comes.
+    Plain,
+    /// Free text: a leading `= + - @`, tab or CR gets a `'` unless the cell is a plain number.
+    Text,
+    /// `t`/`f` from the text format.
+    Bool,
+}
+
+impl CsvCell {
+    pub fn of(field: &Field) -> CsvCell {
+        match field.kind {
+            // A UUID renders as hex digits and dashes after a hex digit: nothing to neutralise.
+            Kind::Text if field.sql.ends_with(".id::text") => CsvCell::Plain,
+            Kind::Text => CsvCell::Text,
+            Kind::Bool => CsvCell::Bool,
+            _ => CsvCell::Plain,
         }
-        Kind::Bool => format!(
-            "CASE WHEN {0} THEN 'true' WHEN NOT {0} THEN 'false' END",
-            field.sql
-        ),
-        _ => field.sql.to_owned(),
     }
 }
 
@@ -315,7 +318,7 @@ impl Plan {
     pub fn copy_sql(&self) -> String {
         match self.format {
             Format::Csv { .. } => {
-                let cols: Vec<String> = self.fields.iter().map(|f| csv_expr(f)).collect();
+                let cols: Vec<&str> = self.fields.iter().map(|f| f.sql).collect();
                 // Text format: PostgreSQL's cheapest output; the engine re-encodes each row as
                 // RFC 4180 CSV through the csv crate.
                 format!(
