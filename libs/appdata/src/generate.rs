@@ -74,6 +74,10 @@ pub struct SeedOptions {
     pub hostile_ratio: f64,
     /// Seeds the generator; `None` picks one, so repeated runs add new rows.
     pub seed: Option<u64>,
+    /// A load of at least this many rows that at least doubles its table drops the
+    /// table's indexes, keys and foreign keys and rebuilds them at the end; smaller loads
+    /// keep them (the DDL is not worth it).
+    pub rebuild_from: u64,
 }
 
 impl SeedOptions {
@@ -86,6 +90,7 @@ impl SeedOptions {
             days: 90,
             hostile_ratio: 0.03,
             seed: None,
+            rebuild_from: 100_000,
         }
     }
 }
@@ -93,14 +98,45 @@ impl SeedOptions {
 /// What was written, and how fast.
 #[derive(Clone, Debug, Default)]
 pub struct SeedReport {
-    pub rows: Vec<(&'static str, u64)>,
+    pub tables: Vec<TableLoad>,
+    pub elapsed: Duration,
+}
+
+/// One table's load, index and key rebuilds included.
+#[derive(Clone, Debug)]
+pub struct TableLoad {
+    pub table: &'static str,
+    pub rows: u64,
     pub elapsed: Duration,
 }
 
 impl SeedReport {
     pub fn total(&self) -> u64 {
-        self.rows.iter().map(|(_, n)| n).sum()
+        self.tables.iter().map(|t| t.rows).sum()
     }
+}
+
+fn load(table: &'static str, rows: u64, started: Instant) -> TableLoad {
+    TableLoad {
+        table,
+        rows,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// How many groups of related tables load at once.
+const CONCURRENT_CHAINS: usize = 2;
+
+/// Runs `chain` (tables that depend on each other, in order) once `gate` lets it.
+async fn gated<F>(gate: &tokio::sync::Semaphore, chain: F) -> Result<Vec<TableLoad>, SeedError>
+where
+    F: Future<Output = Result<Vec<TableLoad>, SeedError>>,
+{
+    let _permit = gate
+        .acquire()
+        .await
+        .map_err(|e| SeedError::Generate(e.to_string()))?;
+    chain.await
 }
 
 const CHUNK_ROWS: u64 = 20_000;
@@ -128,309 +164,356 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         hostile: options.hostile_ratio,
         rows: options.rows,
         now_us: Utc::now().timestamp_micros(),
+        rebuild_from: options.rebuild_from,
     };
     let has = |k| options.kinds.contains(&k);
     let n = options.rows;
 
-    if has(DataKind::Leads) {
-        let c = ctx.clone();
-        let w = copy(pool, "leads", "id, tenant_id, email, segment, source, quiz_completed, converted, utm_source, utm_medium, utm_campaign, created_at", n, &ctx, 1, move |rng, i, out| {
-            let utm = rng.random_bool(0.6);
-            out.row(11);
-            out.uuid(c.id(1, i));
-            out.uuid(c.tenant);
-            email(out, rng, i);
-            c.text(out, rng, &["quiz", "newsletter", "giveaway", "vip"]);
-            c.text(out, rng, &["pinterest", "instagram", "organic", "referral"]);
-            out.bool(rng.random_bool(0.55));
-            out.bool(rng.random_bool(0.12));
-            if utm {
-                c.text(out, rng, &["pinterest", "google", "klaviyo"]);
-                out.text(pick(rng, &["cpc", "email", "social"]));
-                c.text(out, rng, &["spring-sale", "holiday-2026", "launch"]);
-            } else {
-                out.null();
-                out.null();
-                out.null();
-            }
-            out.timestamptz(c.time_of(1, i));
-        })
-        .await?;
-        report.rows.push(("leads", w));
-    }
-    if has(DataKind::Customers) {
-        let c = ctx.clone();
-        let w = copy(pool, "customers", "id, tenant_id, email, shopify_customer_id, segment, order_count, total_spent, first_order_at, last_order_at, journey_stage, created_at", n, &ctx, 2, move |rng, i, out| {
-            let orders = rng.random_range(0..40i32);
-            let created = c.time_of(2, i);
-            out.row(11);
-            out.uuid(c.id(2, i));
-            out.uuid(c.tenant);
-            email(out, rng, i);
-            out.text_with(|b| push_u64(b, 6_000_000_000u64 + i));
-            c.text(out, rng, &["new", "repeat", "vip", "at-risk", "lapsed"]);
-            out.int4(orders);
-            out.cents(rng.random_range(0..500_000));
-            if orders > 0 {
-                out.timestamptz(created);
-                out.timestamptz(c.random_time(rng));
-            } else {
-                out.null();
-                out.null();
-            }
-            c.text(out, rng, &["awareness", "consideration", "purchase", "loyalty"]);
-            out.timestamptz(created);
-        })
-        .await?;
-        report.rows.push(("customers", w));
-        let c = ctx.clone();
-        let w = copy(
-            pool,
-            "customer_loyalty",
-            "customer_id, tenant_id, tier, lifetime_points",
-            n,
-            &ctx,
-            3,
-            move |rng, i, out| {
-                // About two customers in three have joined the loyalty programme.
-                if i % 3 == 2 {
-                    return;
+    let leads = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Leads) {
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(pool, "leads", "id, tenant_id, email, segment, source, quiz_completed, converted, utm_source, utm_medium, utm_campaign, created_at", n, &ctx, 1, move |rng, i, out| {
+                let utm = rng.random_bool(0.6);
+                out.row(11);
+                out.uuid(c.id(1, i));
+                out.uuid(c.tenant);
+                email(out, rng, i);
+                c.text(out, rng, &["quiz", "newsletter", "giveaway", "vip"]);
+                c.text(out, rng, &["pinterest", "instagram", "organic", "referral"]);
+                out.bool(rng.random_bool(0.55));
+                out.bool(rng.random_bool(0.12));
+                if utm {
+                    c.text(out, rng, &["pinterest", "google", "klaviyo"]);
+                    out.text(pick(rng, &["cpc", "email", "social"]));
+                    c.text(out, rng, &["spring-sale", "holiday-2026", "launch"]);
+                } else {
+                    out.null();
+                    out.null();
+                    out.null();
                 }
-                out.row(4);
+                out.timestamptz(c.time_of(1, i));
+            })
+            .await?;
+            loads.push(load("leads", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    let customers = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Customers) {
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(pool, "customers", "id, tenant_id, email, shopify_customer_id, segment, order_count, total_spent, first_order_at, last_order_at, journey_stage, created_at", n, &ctx, 2, move |rng, i, out| {
+                let orders = rng.random_range(0..40i32);
+                let created = c.time_of(2, i);
+                out.row(11);
                 out.uuid(c.id(2, i));
                 out.uuid(c.tenant);
-                out.text(pick(rng, &["bronze", "silver", "gold", "platinum"]));
-                out.int4(rng.random_range(0..50_000));
-            },
-        )
-        .await?;
-        report.rows.push(("customer_loyalty", w));
-    }
-    if has(DataKind::Orders) {
-        let c = ctx.clone();
-        let linked = has(DataKind::Customers) && n > 0;
-        let w = copy(pool, "customer_orders", "id, tenant_id, customer_id, shopify_order_id, customer_email, total, subtotal, discount_total, item_count, status, attribution_channel, coupon_code, created_at", n, &ctx, 4, move |rng, i, out| {
-            let subtotal = rng.random_range(1_000..50_000i64);
-            let discount = if rng.random_bool(0.3) { rng.random_range(0..subtotal / 4) } else { 0 };
-            let buyer = rng.random_range(0..1_000_000);
-            out.row(13);
-            out.uuid(c.id(4, i));
-            out.uuid(c.tenant);
-            if linked {
-                out.uuid(c.id(2, rng.random_range(0..c.rows)));
-            } else {
-                out.null();
-            }
-            out.text_with(|b| push_u64(b, 5_000_000_000u64 + i));
-            email(out, rng, buyer);
-            out.cents(subtotal - discount);
-            out.cents(subtotal);
-            out.cents(discount);
-            out.int4(rng.random_range(1..8));
-            out.text(pick(rng, &["paid", "paid", "paid", "fulfilled", "refunded", "pending", "cancelled"]));
-            if rng.random_bool(0.7) {
-                c.text(out, rng, &["pinterest", "email", "organic", "direct"]);
-            } else {
-                out.null();
-            }
-            if discount > 0 {
-                c.text(out, rng, &["WELCOME10", "SPRING20", "VIP15"]);
-            } else {
-                out.null();
-            }
-            out.timestamptz(c.time_of(4, i));
-        })
-        .await?;
-        report.rows.push(("customer_orders", w));
-    }
-    if has(DataKind::Pins) {
-        let boards = 12u64;
-        let c = ctx.clone();
-        let w = copy(
-            pool,
-            "boards",
-            "id, tenant_id, name, pinterest_board_id, created_at",
-            boards,
-            &ctx,
-            5,
-            move |rng, i, out| {
-                out.row(5);
-                out.uuid(c.id(5, i));
-                out.uuid(c.tenant);
-                c.text(
-                    out,
-                    rng,
-                    &[
-                        "Quotes to Live By",
-                        "Home Decor",
-                        "Gift Ideas",
-                        "Wall Art",
-                        "Motivation",
-                    ],
-                );
-                out.text_with(|b| push_u64(b, 900_000_000_000u64 + i));
-                out.timestamptz(c.time_of(5, i));
-            },
-        )
-        .await?;
-        report.rows.push(("boards", w));
-        let c = ctx.clone();
-        let w = copy(pool, "pins", "id, tenant_id, board_id, title, status, link, pinterest_pin_id, published_at, created_at", n, &ctx, 6, move |rng, i, out| {
-            let published = rng.random_bool(0.8);
-            let created = c.time_of(6, i);
-            out.row(9);
-            out.uuid(c.id(6, i));
-            out.uuid(c.tenant);
-            out.uuid(c.id(5, rng.random_range(0..boards)));
-            c.text(out, rng, &["Morning motivation print", "Minimalist quote poster", "Cozy reading nook art"]);
-            out.text(pick(rng, &["published", "published", "scheduled", "draft", "failed"]));
-            if rng.random_bool(0.9) {
-                out.text_with(|b| {
-                    b.extend_from_slice(b"https://shop.example.com/products/p");
-                    push_u64(b, i % 5000);
-                });
-            } else {
-                out.null();
-            }
-            if published {
-                out.text_with(|b| push_u64(b, 800_000_000_000u64 + i));
-                out.timestamptz(created);
-            } else {
-                out.null();
-                out.null();
-            }
-            out.timestamptz(created);
-        })
-        .await?;
-        report.rows.push(("pins", w));
-        let c = ctx.clone();
-        let w = copy(
-            pool,
-            "pin_analytics",
-            "pin_id, tenant_id, impressions, saves, clicks",
-            n,
-            &ctx,
-            7,
-            move |rng, i, out| {
-                // One pin in five has no analytics yet: exports must show zeros for it.
-                if i % 5 == 4 {
-                    return;
+                email(out, rng, i);
+                out.text_with(|b| push_u64(b, 6_000_000_000u64 + i));
+                c.text(out, rng, &["new", "repeat", "vip", "at-risk", "lapsed"]);
+                out.int4(orders);
+                out.cents(rng.random_range(0..500_000));
+                if orders > 0 {
+                    out.timestamptz(created);
+                    out.timestamptz(c.random_time(rng));
+                } else {
+                    out.null();
+                    out.null();
                 }
-                let impressions = rng.random_range(0..200_000i64);
-                out.row(5);
+                c.text(out, rng, &["awareness", "consideration", "purchase", "loyalty"]);
+                out.timestamptz(created);
+            })
+            .await?;
+            loads.push(load("customers", w, t));
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "customer_loyalty",
+                "customer_id, tenant_id, tier, lifetime_points",
+                n,
+                &ctx,
+                3,
+                move |rng, i, out| {
+                    // About two customers in three have joined the loyalty programme.
+                    if i % 3 == 2 {
+                        return;
+                    }
+                    out.row(4);
+                    out.uuid(c.id(2, i));
+                    out.uuid(c.tenant);
+                    out.text(pick(rng, &["bronze", "silver", "gold", "platinum"]));
+                    out.int4(rng.random_range(0..50_000));
+                },
+            )
+            .await?;
+            loads.push(load("customer_loyalty", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    let orders = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Orders) {
+            let c = ctx.clone();
+            let linked = has(DataKind::Customers) && n > 0;
+            let t = Instant::now();
+            let w = copy(pool, "customer_orders", "id, tenant_id, customer_id, shopify_order_id, customer_email, total, subtotal, discount_total, item_count, status, attribution_channel, coupon_code, created_at", n, &ctx, 4, move |rng, i, out| {
+                let subtotal = rng.random_range(1_000..50_000i64);
+                let discount = if rng.random_bool(0.3) { rng.random_range(0..subtotal / 4) } else { 0 };
+                let buyer = rng.random_range(0..1_000_000);
+                out.row(13);
+                out.uuid(c.id(4, i));
+                out.uuid(c.tenant);
+                if linked {
+                    out.uuid(c.id(2, rng.random_range(0..c.rows)));
+                } else {
+                    out.null();
+                }
+                out.text_with(|b| push_u64(b, 5_000_000_000u64 + i));
+                email(out, rng, buyer);
+                out.cents(subtotal - discount);
+                out.cents(subtotal);
+                out.cents(discount);
+                out.int4(rng.random_range(1..8));
+                out.text(pick(rng, &["paid", "paid", "paid", "fulfilled", "refunded", "pending", "cancelled"]));
+                if rng.random_bool(0.7) {
+                    c.text(out, rng, &["pinterest", "email", "organic", "direct"]);
+                } else {
+                    out.null();
+                }
+                if discount > 0 {
+                    c.text(out, rng, &["WELCOME10", "SPRING20", "VIP15"]);
+                } else {
+                    out.null();
+                }
+                out.timestamptz(c.time_of(4, i));
+            })
+            .await?;
+            loads.push(load("customer_orders", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    let pins = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Pins) {
+            let boards = 12u64;
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "boards",
+                "id, tenant_id, name, pinterest_board_id, created_at",
+                boards,
+                &ctx,
+                5,
+                move |rng, i, out| {
+                    out.row(5);
+                    out.uuid(c.id(5, i));
+                    out.uuid(c.tenant);
+                    c.text(
+                        out,
+                        rng,
+                        &[
+                            "Quotes to Live By",
+                            "Home Decor",
+                            "Gift Ideas",
+                            "Wall Art",
+                            "Motivation",
+                        ],
+                    );
+                    out.text_with(|b| push_u64(b, 900_000_000_000u64 + i));
+                    out.timestamptz(c.time_of(5, i));
+                },
+            )
+            .await?;
+            loads.push(load("boards", w, t));
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(pool, "pins", "id, tenant_id, board_id, title, status, link, pinterest_pin_id, published_at, created_at", n, &ctx, 6, move |rng, i, out| {
+                let published = rng.random_bool(0.8);
+                let created = c.time_of(6, i);
+                out.row(9);
                 out.uuid(c.id(6, i));
                 out.uuid(c.tenant);
-                out.int8(impressions);
-                out.int8(rng.random_range(0..=impressions / 20 + 1));
-                out.int8(rng.random_range(0..=impressions / 30 + 1));
-            },
-        )
-        .await?;
-        report.rows.push(("pin_analytics", w));
-    }
-    let quotes_made = has(DataKind::Quotes);
-    if quotes_made {
-        let c = ctx.clone();
-        let w = copy(
-            pool,
-            "quotes",
-            "id, tenant_id, text, attribution, collection, mood, status, created_at",
-            n,
-            &ctx,
-            8,
-            move |rng, i, out| {
-                out.row(8);
-                out.uuid(c.id(8, i));
-                out.uuid(c.tenant);
-                c.text(
-                    out,
-                    rng,
-                    &[
-                        "Be the energy you want to attract.",
-                        "Small steps every day.",
-                        "Bloom where you are planted.",
-                    ],
-                );
-                if rng.random_bool(0.7) {
-                    c.text(out, rng, &["Unknown", "Maya Angelou", "Rumi"]);
-                } else {
-                    out.null();
-                }
-                c.text(out, rng, &["growth", "grounding", "wholeness"]);
-                c.text(out, rng, &["calm", "bold", "hopeful", "playful"]);
-                out.text(pick(rng, &["approved", "approved", "draft", "archived"]));
-                out.timestamptz(c.time_of(8, i));
-            },
-        )
-        .await?;
-        report.rows.push(("quotes", w));
-    }
-    if has(DataKind::Assets) {
-        let c = ctx.clone();
-        let w = copy(
-            pool,
-            "assets",
-            "id, tenant_id, quote_id, format, status, quality_score, url, created_at",
-            n,
-            &ctx,
-            9,
-            move |rng, i, out| {
-                let id = c.id(9, i);
-                out.row(8);
-                out.uuid(id);
-                out.uuid(c.tenant);
-                if quotes_made && c.rows > 0 {
-                    out.uuid(c.id(8, rng.random_range(0..c.rows)));
-                } else {
-                    out.null();
-                }
-                out.text(pick(
-                    rng,
-                    &["pin_2x3", "story_9x16", "print_8x10", "square_1x1"],
-                ));
-                out.text(pick(rng, &["ready", "ready", "generating", "failed"]));
+                out.uuid(c.id(5, rng.random_range(0..boards)));
+                c.text(out, rng, &["Morning motivation print", "Minimalist quote poster", "Cozy reading nook art"]);
+                out.text(pick(rng, &["published", "published", "scheduled", "draft", "failed"]));
                 if rng.random_bool(0.9) {
-                    out.cents(rng.random_range(4_000..10_000));
-                } else {
-                    out.null();
-                }
-                if rng.random_bool(0.95) {
                     out.text_with(|b| {
-                        b.extend_from_slice(b"https://cdn.example.com/assets/");
-                        b.extend_from_slice(
-                            id.simple()
-                                .encode_lower(&mut Uuid::encode_buffer())
-                                .as_bytes(),
-                        );
-                        b.extend_from_slice(b".png");
+                        b.extend_from_slice(b"https://shop.example.com/products/p");
+                        push_u64(b, i % 5000);
                     });
                 } else {
                     out.null();
                 }
-                out.timestamptz(c.time_of(9, i));
-            },
-        )
-        .await?;
-        report.rows.push(("assets", w));
-    }
-    if has(DataKind::Analytics) {
-        let days = i64::try_from(options.rows.min(u64::from(ctx.days))).unwrap_or(0);
-        let written = sqlx::query(
-            "INSERT INTO app.daily_metrics
-                 (tenant_id, date, revenue, orders, new_customers, new_leads, quiz_completions, pin_impressions, pin_clicks)
-             SELECT $1, (current_date - d::int)::date,
-                    round((random() * 5000)::numeric, 2), (random() * 60)::int, (random() * 20)::int,
-                    (random() * 80)::int, (random() * 50)::int, (random() * 90000)::bigint, (random() * 3000)::bigint
-             FROM generate_series(0, $2 - 1) AS d
-             ON CONFLICT (tenant_id, date) DO NOTHING",
-        )
-        .bind(options.tenant_id)
-        .bind(days)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.rows.push(("daily_metrics", written));
-    }
+                if published {
+                    out.text_with(|b| push_u64(b, 800_000_000_000u64 + i));
+                    out.timestamptz(created);
+                } else {
+                    out.null();
+                    out.null();
+                }
+                out.timestamptz(created);
+            })
+            .await?;
+            loads.push(load("pins", w, t));
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "pin_analytics",
+                "pin_id, tenant_id, impressions, saves, clicks",
+                n,
+                &ctx,
+                7,
+                move |rng, i, out| {
+                    // One pin in five has no analytics yet: exports must show zeros for it.
+                    if i % 5 == 4 {
+                        return;
+                    }
+                    let impressions = rng.random_range(0..200_000i64);
+                    out.row(5);
+                    out.uuid(c.id(6, i));
+                    out.uuid(c.tenant);
+                    out.int8(impressions);
+                    out.int8(rng.random_range(0..=impressions / 20 + 1));
+                    out.int8(rng.random_range(0..=impressions / 30 + 1));
+                },
+            )
+            .await?;
+            loads.push(load("pin_analytics", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    let quotes = async {
+        let mut loads = Vec::new();
+        let quotes_made = has(DataKind::Quotes);
+        if quotes_made {
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "quotes",
+                "id, tenant_id, text, attribution, collection, mood, status, created_at",
+                n,
+                &ctx,
+                8,
+                move |rng, i, out| {
+                    out.row(8);
+                    out.uuid(c.id(8, i));
+                    out.uuid(c.tenant);
+                    c.text(
+                        out,
+                        rng,
+                        &[
+                            "Be the energy you want to attract.",
+                            "Small steps every day.",
+                            "Bloom where you are planted.",
+                        ],
+                    );
+                    if rng.random_bool(0.7) {
+                        c.text(out, rng, &["Unknown", "Maya Angelou", "Rumi"]);
+                    } else {
+                        out.null();
+                    }
+                    c.text(out, rng, &["growth", "grounding", "wholeness"]);
+                    c.text(out, rng, &["calm", "bold", "hopeful", "playful"]);
+                    out.text(pick(rng, &["approved", "approved", "draft", "archived"]));
+                    out.timestamptz(c.time_of(8, i));
+                },
+            )
+            .await?;
+            loads.push(load("quotes", w, t));
+        }
+        if has(DataKind::Assets) {
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "assets",
+                "id, tenant_id, quote_id, format, status, quality_score, url, created_at",
+                n,
+                &ctx,
+                9,
+                move |rng, i, out| {
+                    let id = c.id(9, i);
+                    out.row(8);
+                    out.uuid(id);
+                    out.uuid(c.tenant);
+                    if quotes_made && c.rows > 0 {
+                        out.uuid(c.id(8, rng.random_range(0..c.rows)));
+                    } else {
+                        out.null();
+                    }
+                    out.text(pick(
+                        rng,
+                        &["pin_2x3", "story_9x16", "print_8x10", "square_1x1"],
+                    ));
+                    out.text(pick(rng, &["ready", "ready", "generating", "failed"]));
+                    if rng.random_bool(0.9) {
+                        out.cents(rng.random_range(4_000..10_000));
+                    } else {
+                        out.null();
+                    }
+                    if rng.random_bool(0.95) {
+                        out.text_with(|b| {
+                            b.extend_from_slice(b"https://cdn.example.com/assets/");
+                            b.extend_from_slice(
+                                id.simple()
+                                    .encode_lower(&mut Uuid::encode_buffer())
+                                    .as_bytes(),
+                            );
+                            b.extend_from_slice(b".png");
+                        });
+                    } else {
+                        out.null();
+                    }
+                    out.timestamptz(c.time_of(9, i));
+                },
+            )
+            .await?;
+            loads.push(load("assets", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    let analytics = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Analytics) {
+            let days = i64::try_from(options.rows.min(u64::from(ctx.days))).unwrap_or(0);
+            let t = Instant::now();
+            let written = sqlx::query(
+                "INSERT INTO app.daily_metrics
+                     (tenant_id, date, revenue, orders, new_customers, new_leads, quiz_completions, pin_impressions, pin_clicks)
+                 SELECT $1, (current_date - d::int)::date,
+                        round((random() * 5000)::numeric, 2), (random() * 60)::int, (random() * 20)::int,
+                        (random() * 80)::int, (random() * 50)::int, (random() * 90000)::bigint, (random() * 3000)::bigint
+                 FROM generate_series(0, $2 - 1) AS d
+                 ON CONFLICT (tenant_id, date) DO NOTHING",
+            )
+            .bind(options.tenant_id)
+            .bind(days)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            loads.push(load("daily_metrics", written, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    // Independent tables load side by side, so one table's index builds and key checks
+    // (partly single-threaded) overlap another's COPY.
+    let gate = tokio::sync::Semaphore::new(CONCURRENT_CHAINS);
+    let (leads, customers, orders, pins, quotes, analytics) = futures::try_join!(
+        gated(&gate, leads),
+        gated(&gate, customers),
+        gated(&gate, orders),
+        gated(&gate, pins),
+        gated(&gate, quotes),
+        gated(&gate, analytics),
+    )?;
+    report.tables = [leads, customers, orders, pins, quotes, analytics].concat();
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -444,6 +527,7 @@ struct Ctx {
     rows: u64,
     /// Now, in microseconds since the Unix epoch.
     now_us: i64,
+    rebuild_from: u64,
 }
 
 impl Ctx {
@@ -521,8 +605,9 @@ fn email(out: &mut Rows, rng: &mut SmallRng, i: u64) {
 /// Streams `rows` generated rows into `app.{table}` with binary COPY. Large tables go in
 /// two COPYs side by side (two cores: one per server backend), each fed by a blocking
 /// thread that encodes chunks while its connection sends the previous one. A load that at
-/// least doubles a table drops the table's indexes first and builds them once at the end:
-/// one sort costs far less than keeping a btree up to date row by row.
+/// least doubles a table drops the table's indexes, keys and the foreign keys touching it
+/// first and builds them once at the end: one sort costs far less than keeping a btree up
+/// to date row by row, and one join less than a parent lookup and row lock per row.
 async fn copy<F>(
     pool: &PgPool,
     table: &'static str,
@@ -536,7 +621,7 @@ where
     F: FnMut(&mut SmallRng, u64, &mut Rows) + Clone + Send + 'static,
 {
     let statement = format!("COPY app.{table} ({columns}) FROM STDIN (FORMAT binary)");
-    let rebuild = rows >= REBUILD_FROM && indexes::drop_for_load(pool, table, rows).await?;
+    let rebuild = rows >= ctx.rebuild_from && indexes::drop_for_load(pool, table, rows).await?;
     let streams = if rows >= PARALLEL_FROM { STREAMS } else { 1 };
     // Streams take chunks from one counter, so they finish together.
     let next = Arc::new(AtomicU64::new(0));
@@ -572,8 +657,6 @@ where
 const PARALLEL_FROM: u64 = 200_000;
 /// How many COPYs load one large table.
 const STREAMS: u64 = 2;
-/// Loads smaller than this keep the indexes in place: the DDL is not worth it.
-const REBUILD_FROM: u64 = 100_000;
 
 async fn copy_part<F>(
     pool: &PgPool,

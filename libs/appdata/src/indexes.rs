@@ -1,5 +1,8 @@
-//! Indexes that a large load drops and rebuilds, as the migrations define them: every
-//! secondary index, and the primary keys no foreign key points at.
+//! Indexes, keys and foreign keys that a large load drops and rebuilds, as the migrations
+//! define them. PostgreSQL's own advice for bulk loads ("Populating a Database"): building
+//! an index once costs a sort, keeping it up to date costs a btree descent per row, and
+//! checking a foreign key per row costs a lookup plus a row lock on the parent; adding the
+//! key afterwards checks every row in one join.
 //!
 //! A drop commits on its own (parallel COPYs cannot share one transaction), so a seed that
 //! dies mid-load leaves a table without them; every seed therefore starts by rebuilding
@@ -9,13 +12,18 @@ use sqlx::PgPool;
 
 use crate::SeedError;
 
-/// How an index is defined.
+/// How an index or constraint is defined.
 #[derive(Clone, Copy)]
 enum Def {
     /// `CREATE INDEX IF NOT EXISTS ...`.
     Secondary(&'static str),
     /// A primary key on this column.
     Primary(&'static str),
+    /// A foreign key to `parent`, added by `sql`.
+    Foreign {
+        parent: &'static str,
+        sql: &'static str,
+    },
 }
 
 /// (table, index or constraint name, definition), exactly as in `migrations/`; a test
@@ -36,10 +44,20 @@ const INDEXES: &[(&str, &str, Def)] = &[
             "CREATE INDEX IF NOT EXISTS customers_tenant_created ON app.customers (tenant_id, created_at DESC)",
         ),
     ),
+    ("customers", "customers_pkey", Def::Primary("id")),
     (
         "customer_loyalty",
         "customer_loyalty_pkey",
         Def::Primary("customer_id"),
+    ),
+    (
+        "customer_loyalty",
+        "customer_loyalty_customer_id_fkey",
+        Def::Foreign {
+            parent: "customers",
+            sql: "ALTER TABLE app.customer_loyalty ADD CONSTRAINT customer_loyalty_customer_id_fkey
+                  FOREIGN KEY (customer_id) REFERENCES app.customers (id) ON DELETE CASCADE",
+        },
     ),
     (
         "customer_orders",
@@ -58,6 +76,7 @@ const INDEXES: &[(&str, &str, Def)] = &[
         "boards_tenant",
         Def::Secondary("CREATE INDEX IF NOT EXISTS boards_tenant ON app.boards (tenant_id)"),
     ),
+    ("boards", "boards_pkey", Def::Primary("id")),
     (
         "pins",
         "pins_tenant_created",
@@ -65,10 +84,29 @@ const INDEXES: &[(&str, &str, Def)] = &[
             "CREATE INDEX IF NOT EXISTS pins_tenant_created ON app.pins (tenant_id, created_at DESC)",
         ),
     ),
+    ("pins", "pins_pkey", Def::Primary("id")),
+    (
+        "pins",
+        "pins_board_id_fkey",
+        Def::Foreign {
+            parent: "boards",
+            sql: "ALTER TABLE app.pins ADD CONSTRAINT pins_board_id_fkey
+                  FOREIGN KEY (board_id) REFERENCES app.boards (id) ON DELETE SET NULL",
+        },
+    ),
     (
         "pin_analytics",
         "pin_analytics_pkey",
         Def::Primary("pin_id"),
+    ),
+    (
+        "pin_analytics",
+        "pin_analytics_pin_id_fkey",
+        Def::Foreign {
+            parent: "pins",
+            sql: "ALTER TABLE app.pin_analytics ADD CONSTRAINT pin_analytics_pin_id_fkey
+                  FOREIGN KEY (pin_id) REFERENCES app.pins (id) ON DELETE CASCADE",
+        },
     ),
     (
         "quotes",
@@ -77,6 +115,7 @@ const INDEXES: &[(&str, &str, Def)] = &[
             "CREATE INDEX IF NOT EXISTS quotes_tenant_created ON app.quotes (tenant_id, created_at DESC)",
         ),
     ),
+    ("quotes", "quotes_pkey", Def::Primary("id")),
     (
         "assets",
         "assets_tenant_created",
@@ -91,6 +130,15 @@ const INDEXES: &[(&str, &str, Def)] = &[
     ),
     ("assets", "assets_pkey", Def::Primary("id")),
     (
+        "assets",
+        "assets_quote_id_fkey",
+        Def::Foreign {
+            parent: "quotes",
+            sql: "ALTER TABLE app.assets ADD CONSTRAINT assets_quote_id_fkey
+                  FOREIGN KEY (quote_id) REFERENCES app.quotes (id) ON DELETE SET NULL",
+        },
+    ),
+    (
         "daily_metrics",
         "daily_metrics_tenant_date",
         Def::Secondary(
@@ -98,6 +146,12 @@ const INDEXES: &[(&str, &str, Def)] = &[
         ),
     ),
 ];
+
+/// Whether loading `table` involves this entry: its own indexes and keys, and the foreign
+/// keys that point at it (its primary key cannot go while they stand).
+fn touches(entry: &(&str, &str, Def), table: &str) -> bool {
+    entry.0 == table || matches!(entry.2, Def::Foreign { parent, .. } if parent == table)
+}
 
 /// Serialises DDL on one index between concurrent seeders (bind the index name).
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('haven.appdata.index.' || $1))";
@@ -112,7 +166,9 @@ pub(crate) async fn drop_for_load(
     table: &str,
     rows: u64,
 ) -> Result<bool, SeedError> {
-    let own: Vec<&(&str, &str, Def)> = INDEXES.iter().filter(|(t, _, _)| *t == table).collect();
+    let mut own: Vec<&(&str, &str, Def)> = INDEXES.iter().filter(|e| touches(e, table)).collect();
+    // Foreign keys first: a primary key they depend on cannot be dropped before them.
+    own.sort_by_key(|(_, _, def)| !matches!(def, Def::Foreign { .. }));
     if own.is_empty() {
         return Ok(false);
     }
@@ -132,11 +188,13 @@ pub(crate) async fn drop_for_load(
         return Ok(false);
     }
     let mut tx = pool.begin().await?;
-    for (_, name, def) in own {
+    for (owner, name, def) in own {
         sqlx::query(LOCK).bind(name).execute(&mut *tx).await?;
         let sql = match def {
             Def::Secondary(_) => format!("DROP INDEX IF EXISTS app.{name}"),
-            Def::Primary(_) => format!("ALTER TABLE app.{table} DROP CONSTRAINT IF EXISTS {name}"),
+            Def::Primary(_) | Def::Foreign { .. } => {
+                format!("ALTER TABLE app.{owner} DROP CONSTRAINT IF EXISTS {name}")
+            }
         };
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)
@@ -146,29 +204,43 @@ pub(crate) async fn drop_for_load(
     Ok(true)
 }
 
-/// Builds the indexes of `table` (of every table when `None`) that are missing, each on
-/// its own connection so that one table's indexes are sorted side by side.
+/// Builds whatever is missing of `table`'s indexes and keys (of every table's when
+/// `None`), each on its own connection so that one table's indexes are sorted side by
+/// side; then the foreign keys that touch it, which need the parents' keys in place.
 pub(crate) async fn restore(pool: &PgPool, table: Option<&str>) -> Result<(), SeedError> {
     let present: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c
          WHERE c.relnamespace = 'app'::regnamespace AND c.relkind = 'i'
          UNION ALL
          SELECT conname::text FROM pg_constraint
-         WHERE connamespace = 'app'::regnamespace AND contype = 'p'",
+         WHERE connamespace = 'app'::regnamespace AND contype IN ('p', 'f')",
     )
     .fetch_all(pool)
     .await?;
-    let missing = INDEXES.iter().filter(|(t, name, def)| {
-        table.is_none_or(|only| only == *t)
-            && match def {
-                // The constraint, not just its index: a crash may fall between the two.
-                Def::Primary(_) => present.iter().filter(|p| p == name).count() < 2,
-                Def::Secondary(_) => !present.iter().any(|p| p == name),
-            }
-    });
-    let builds = missing.map(|&(table, name, def)| build(pool, table, name, def));
-    for result in futures::future::join_all(builds).await {
-        result?;
+    let missing: Vec<&(&str, &str, Def)> = INDEXES
+        .iter()
+        .filter(|entry| {
+            let (owner, name, def) = entry;
+            let wanted = match def {
+                Def::Foreign { .. } => table.is_none_or(|only| touches(entry, only)),
+                _ => table.is_none_or(|only| only == *owner),
+            };
+            wanted
+                && match def {
+                    // The constraint, not just its index: a crash may fall between the two.
+                    Def::Primary(_) => present.iter().filter(|p| p == name).count() < 2,
+                    Def::Secondary(_) | Def::Foreign { .. } => !present.iter().any(|p| p == name),
+                }
+        })
+        .collect();
+    for foreign in [false, true] {
+        let builds = missing
+            .iter()
+            .filter(|(_, _, def)| matches!(def, Def::Foreign { .. }) == foreign)
+            .map(|&&(owner, name, def)| build(pool, owner, name, def));
+        for result in futures::future::join_all(builds).await {
+            result?;
+        }
     }
     Ok(())
 }
@@ -181,20 +253,24 @@ async fn build(pool: &PgPool, table: &str, name: &str, def: Def) -> Result<(), S
         .execute(&mut *tx)
         .await?;
     match def {
+        Def::Foreign { sql, .. } => {
+            if !constraint_exists(&mut tx, name).await? {
+                // The check is one join of the whole table against its parent.
+                sqlx::raw_sql("SET LOCAL work_mem = '256MB'")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         Def::Secondary(definition) => {
             sqlx::raw_sql(sqlx::AssertSqlSafe(definition))
                 .execute(&mut *tx)
                 .await?;
         }
         Def::Primary(column) => {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT FROM pg_constraint
-                 WHERE connamespace = 'app'::regnamespace AND conname = $1)",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !exists {
+            if !constraint_exists(&mut tx, name).await? {
                 // A uuid key sorts cheaply: one process is enough, which leaves the
                 // parallel workers to the other index building beside it.
                 sqlx::raw_sql("SET LOCAL max_parallel_maintenance_workers = 0")
@@ -218,4 +294,17 @@ async fn build(pool: &PgPool, table: &str, name: &str, def: Def) -> Result<(), S
     }
     tx.commit().await?;
     Ok(())
+}
+
+async fn constraint_exists(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+) -> Result<bool, SeedError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_constraint
+         WHERE connamespace = 'app'::regnamespace AND conname = $1)",
+    )
+    .bind(name)
+    .fetch_one(&mut **tx)
+    .await?)
 }

@@ -43,7 +43,7 @@ async fn seeds_every_kind_for_one_tenant() {
     assert!(count("pin_analytics").await > 300);
     assert_eq!(
         report.total(),
-        report.rows.iter().map(|(_, n)| n).sum::<u64>()
+        report.tables.iter().map(|t| t.rows).sum::<u64>()
     );
 
     // Orders point at this run's customers; assets at its quotes.
@@ -130,8 +130,8 @@ async fn values_are_what_they_claim() {
     assert_eq!(bad_customers, 0);
 }
 
-/// A large load into an empty table rebuilds the indexes and keys it dropped, and the
-/// list the generator keeps matches the migrations.
+/// A large load into an empty table rebuilds the indexes, keys and foreign keys it
+/// dropped, and the list the generator keeps matches the migrations.
 #[tokio::test]
 async fn large_loads_keep_the_schema() {
     let db = TestDb::new().await;
@@ -149,15 +149,62 @@ async fn large_loads_keep_the_schema() {
         .unwrap()
     };
     let before = schema().await;
+    let foreign_keys = before.iter().filter(|d| d.contains("FOREIGN KEY")).count();
+    assert_eq!(foreign_keys, 4, "{before:?}");
+    // Objects get new oids when they are dropped and built again.
+    let oids = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT relname || ' ' || oid FROM pg_class
+             WHERE relnamespace = 'app'::regnamespace AND relkind = 'i'
+             UNION ALL
+             SELECT conname || ' ' || oid FROM pg_constraint
+             WHERE connamespace = 'app'::regnamespace
+             ORDER BY 1",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let oids_before = oids().await;
     let tenant = Uuid::new_v4();
-    let mut options = SeedOptions::new(tenant, "Big", 250_000);
-    options.kinds = vec![DataKind::Orders];
+    // Every kind counts as large: each table drops and rebuilds what it has, and the
+    // foreign keys are checked again when they come back.
+    let mut options = SeedOptions::new(tenant, "Big", 3_000);
+    options.rebuild_from = 1_000;
     let report = seed(&db.pool, &options).await.unwrap();
-    assert_eq!(report.total(), 250_000);
+    assert!(report.total() > 15_000);
     assert_eq!(schema().await, before);
+    let oids_after = oids().await;
+    for name in [
+        "assets_quote ",
+        "customers_pkey ",
+        "customer_loyalty_customer_id_fkey ",
+        "pins_board_id_fkey ",
+        "pin_analytics_pin_id_fkey ",
+        "assets_quote_id_fkey ",
+    ] {
+        let of = |all: &[String]| all.iter().find(|o| o.starts_with(name)).cloned();
+        assert!(of(&oids_before).is_some(), "{name}");
+        assert_ne!(of(&oids_before), of(&oids_after), "{name} was not rebuilt");
+    }
 
-    // A seed that died after dropping indexes and keys: the next one puts every one back
-    // as the migrations define it.
+    // A seed that died after dropping indexes, keys and foreign keys: the next one puts
+    // every one back as the migrations define it.
+    let foreign: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conrelid::regclass::text, conname::text FROM pg_constraint
+         WHERE connamespace = 'app'::regnamespace AND contype = 'f'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for (table, name) in foreign {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} DROP CONSTRAINT {name}"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
     let secondary: Vec<String> = sqlx::query_scalar(
         "SELECT x.indexrelid::regclass::text FROM pg_index x
          JOIN pg_class c ON c.oid = x.indrelid
@@ -175,9 +222,13 @@ async fn large_loads_keep_the_schema() {
     }
     for table in [
         "leads",
+        "customers",
         "customer_orders",
         "customer_loyalty",
+        "boards",
+        "pins",
         "pin_analytics",
+        "quotes",
         "assets",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -197,4 +248,31 @@ async fn large_loads_keep_the_schema() {
     small.kinds = vec![DataKind::Leads];
     seed(&db.pool, &small).await.unwrap();
     assert_eq!(schema().await, before);
+}
+
+/// A foreign key that comes back checks every row: a row whose parent vanished while the
+/// key was down fails the seed instead of slipping in.
+#[tokio::test]
+async fn restored_foreign_keys_check_the_rows() {
+    let db = TestDb::new().await;
+    migrate(&db.pool).await.unwrap();
+    let tenant = Uuid::new_v4();
+    let mut options = SeedOptions::new(tenant, "Orphans", 2_000);
+    options.kinds = vec![DataKind::Quotes, DataKind::Assets];
+    seed(&db.pool, &options).await.unwrap();
+    sqlx::query("ALTER TABLE app.assets DROP CONSTRAINT assets_quote_id_fkey")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "DELETE FROM app.quotes WHERE id = (SELECT quote_id FROM app.assets
+         WHERE quote_id IS NOT NULL LIMIT 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut small = SeedOptions::new(tenant, "Orphans", 10);
+    small.kinds = vec![DataKind::Leads];
+    let err = seed(&db.pool, &small).await.unwrap_err().to_string();
+    assert!(err.contains("assets_quote_id_fkey"), "{err}");
 }

@@ -153,8 +153,15 @@ async fn main() -> anyhow::Result<()> {
                     secs,
                     report.total() as f64 / secs
                 );
-                for (table, n) in &report.rows {
-                    println!("  app.{table:<18} {n:>10}");
+                for load in &report.tables {
+                    let secs = load.elapsed.as_secs_f64().max(1e-9);
+                    println!(
+                        "  app.{:<18} {:>10} rows in {:>6.2}s ({:>7.0} rows/s)",
+                        load.table,
+                        load.rows,
+                        secs,
+                        load.rows as f64 / secs
+                    );
                 }
             }
         }
