@@ -14,6 +14,7 @@ use clap::Parser;
 use futures::StreamExt;
 use haven_appdata::{DataKind, SeedOptions};
 use haven_auth::{Claims, Minter, Role};
+use haven_bench::median;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
 use haven_testkit::{NatsServer, PostgresServer};
@@ -35,11 +36,6 @@ struct Args {
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 const COLUMNS: &str = "id, shopify_order_id, customer_email, total, subtotal, discount_total, item_count, status, created_at";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn bin_dir() -> PathBuf {
     std::env::current_exe()

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use haven_bench::median;
 use haven_bus::{Bus, NatsArgs};
 use haven_proto::events::v1::{RetryDispatch, RetryEnqueue};
 use haven_proto::retry::v1::EnqueueRequest;
@@ -62,11 +63,6 @@ fn humantime_parse(s: &str) -> Result<Duration, String> {
 }
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -312,6 +312,11 @@ impl PostgresServer {
         Ok(PostgresServer { child, dir, port })
     }
 
+    /// A PostgreSQL program (`pgbench`, `psql`, ...) of the same installation.
+    pub fn program(name: &str) -> anyhow::Result<PathBuf> {
+        Ok(find_pg_bindir()?.join(name))
+    }
+
     /// A superuser URL to the `postgres` database.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
