@@ -21,13 +21,18 @@ fn pairs(q: &str) -> Vec<(String, String)> {
 }
 
 fn client(server: &MockServer) -> ShopifyClient {
+    client_at(&server.uri())
+}
+
+/// A client whose shops live under `{base}/shopify/{shop}`.
+fn client_at(base: &str) -> ShopifyClient {
     ShopifyClient::new(
         ShopifyConfig {
             client_id: "client-id".into(),
             client_secret: Secret::new(SECRET),
             scopes: vec!["read_products".into(), "write_orders".into()],
             api_version: "2025-10".into(),
-            url_template: format!("{}/shopify/{{shop}}", server.uri()),
+            url_template: format!("{base}/shopify/{{shop}}"),
         },
         &HttpSettings {
             timeout: Duration::from_millis(500),
@@ -360,18 +365,7 @@ async fn timeouts_and_refused_connections_are_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let c = ShopifyClient::new(
-        ShopifyConfig {
-            client_id: "id".into(),
-            client_secret: Secret::new(SECRET),
-            scopes: vec![],
-            api_version: "2025-10".into(),
-            url_template: format!("http://127.0.0.1:{port}/{{shop}}"),
-        },
-        &HttpSettings::default(),
-    )
-    .unwrap();
-    let e = c
+    let e = client_at(&format!("http://127.0.0.1:{port}"))
         .access_scopes(SHOP, &Secret::new(TOKEN))
         .await
         .unwrap_err();

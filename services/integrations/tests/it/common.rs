@@ -196,6 +196,15 @@ pub async fn count(db: &TestDb, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// How many credentials `tenant` has stored.
+pub async fn credentials_of(db: &TestDb, tenant: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM integrations.credentials WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// Polls `check` until it holds or 30 s pass.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

@@ -151,13 +151,7 @@ async fn api_keys_are_validated_with_the_provider_before_storing() {
     let s = status(&stack, other, "klaviyo").await;
     assert_eq!(s.status, IntegrationStatus::Error as i32);
     assert!(!s.last_error.is_empty());
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM integrations.credentials WHERE tenant_id = $1")
-            .bind(other)
-            .fetch_one(&stack.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(credentials_of(&stack.db, other).await, 0);
 
     // Wrong kind of provider, unknown provider, blank key.
     assert_eq!(

@@ -255,13 +255,7 @@ async fn forged_stale_replayed_expired_and_foreign_callbacks_store_nothing() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM integrations.credentials WHERE tenant_id = $1")
-            .bind(other)
-            .fetch_one(&stack.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(credentials_of(&stack.db, other).await, 0);
 
     // Bad shop domains never reach Shopify.
     for shop in [
