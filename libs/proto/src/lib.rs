@@ -5,6 +5,8 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/haven_descriptor.bin"));
 
+pub mod time;
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("haven.common.v1");

@@ -3,7 +3,7 @@
 //! `/metrics` endpoint, and a shutdown that drains in-flight calls.
 
 mod base;
-pub mod page_token;
+pub mod pagination;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -179,14 +179,8 @@ impl GrpcServer {
             token.clone(),
         );
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection(&self.names).build_v1()?;
+        let reflection_v1alpha = reflection(&self.names).build_v1alpha()?;
         let routes = self
             .routes
             .add_service(health)
@@ -233,6 +227,26 @@ impl GrpcServer {
             }
         }
     }
+}
+
+/// Service names every server lists beside its own APIs.
+pub const STANDARD_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection over the whole descriptor set (so every message type resolves) that lists only
+/// the services this server really serves: `grpcurl list` on one port must not offer another
+/// service's API that would answer Unimplemented.
+fn reflection(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(haven_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    served
+        .iter()
+        .chain(STANDARD_SERVICES.iter())
+        .fold(builder, |b, name| b.with_service_name(*name))
 }
 
 async fn set_all(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use haven_auth::principal_of;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_server::ExportService;
-use haven_server::page_token;
+use haven_server::pagination;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -21,7 +21,6 @@ pub struct Api {
 }
 
 const DEFAULT_PAGE_SIZE: i32 = 50;
-const MAX_PAGE_SIZE: i32 = 1000;
 
 impl Api {
     /// What both streams do first: check the request for the caller's tenant, then take one
@@ -94,22 +93,14 @@ impl ExportService for Api {
     ) -> Result<Response<pb::ListExportHistoryResponse>, Status> {
         let principal = principal_of(&request)?;
         let req = request.into_inner();
-        let page_size = match req.page_size {
-            None => DEFAULT_PAGE_SIZE,
-            Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-            Some(n) => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"
-                )));
-            }
-        };
+        let page_size = pagination::page_size(req.page_size, DEFAULT_PAGE_SIZE)?;
         if !req.export_type.is_empty() && catalog::find(&req.export_type).is_none() {
             return Err(Status::invalid_argument(format!(
                 "export_type: unknown type `{}`",
                 req.export_type
             )));
         }
-        let cursor = page_token::decode(&req.page_token)?;
+        let cursor = pagination::decode(&req.page_token)?;
         let rows = sqlx::query_as::<_, HistoryRow>(
             "SELECT id, tenant_id, user_id, export_type, format, fields, range_start, range_end, record_count, bytes,
                     duration_ms, status, error, truncated, created_at
@@ -122,17 +113,17 @@ impl ExportService for Api {
         .bind(&req.export_type)
         .bind(cursor.map(|c| c.0))
         .bind(cursor.map(|c| c.1))
-        .bind(i64::from(page_size) + 1)
+        .bind(page_size + 1)
         .fetch_all(&self.engine.pool)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "history query failed");
             Status::unavailable("export history is unavailable; try again")
         })?;
-        let more = rows.len() > page_size as usize;
-        let rows = &rows[..rows.len().min(page_size as usize)];
+        let more = rows.len() > usize::try_from(page_size).unwrap_or(0);
+        let rows = &rows[..rows.len().min(usize::try_from(page_size).unwrap_or(0))];
         let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => page_token::encode(last.created_at, last.id),
+            (true, Some(last)) => pagination::encode(last.created_at, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListExportHistoryResponse {

@@ -5,7 +5,7 @@ use chrono::Utc;
 use haven_auth::{Principal, principal_of};
 use haven_proto::retry::v1 as pb;
 use haven_proto::retry::v1::retry_service_server::RetryService;
-use haven_server::page_token;
+use haven_server::pagination;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -15,7 +15,6 @@ use crate::store::{Scope, Store, StoreError};
 use crate::validate;
 
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
-pub const MAX_PAGE_SIZE: i32 = 1000;
 
 pub struct Api {
     pub store: Store,
@@ -101,31 +100,23 @@ impl RetryService for Api {
         let principal = principal_of(&request)?;
         let req = request.into_inner();
         let status = ItemStatus::from_proto(req.status).map_err(Status::invalid_argument)?;
-        let page_size = match req.page_size {
-            None => DEFAULT_PAGE_SIZE,
-            Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-            Some(n) => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"
-                )));
-            }
-        };
+        let page_size = pagination::page_size(req.page_size, DEFAULT_PAGE_SIZE)?;
         if !req.operation_type.is_empty() {
             validate::operation_type(&req.operation_type)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let scope = read_scope(&principal, &req.tenant_id)?;
-        let cursor = page_token::decode(&req.page_token)?;
+        let cursor = pagination::decode(&req.page_token)?;
         let op = (!req.operation_type.is_empty()).then_some(req.operation_type.as_str());
         let page = self
             .store
-            .list(scope, status, op, i64::from(page_size), cursor)
+            .list(scope, status, op, page_size, cursor)
             .await?;
         Ok(Response::new(pb::ListRetryItemsResponse {
             items: page.items.iter().map(|i| i.to_proto()).collect(),
             next_page_token: page
                 .next
-                .map(|(at, id)| page_token::encode(at, id))
+                .map(|(at, id)| pagination::encode(at, id))
                 .unwrap_or_default(),
             total: page.total,
             counts: Some(page.counts.to_proto()),

@@ -1,9 +1,26 @@
-//! Opaque page tokens for keyset pagination over `(created_at, id)`, newest first.
+//! Pagination every List RPC shares: the page size check and opaque page tokens for
+//! keyset pagination over `(created_at, id)`, newest first.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+/// Largest `page_size` any List RPC serves.
+pub const MAX_PAGE_SIZE: i32 = 1000;
+
+/// The page size to serve: `default` when unset, else `1..=MAX_PAGE_SIZE`, or
+/// `InvalidArgument` naming `page_size`.
+#[allow(clippy::result_large_err)]
+pub fn page_size(requested: Option<i32>, default: i32) -> Result<i64, tonic::Status> {
+    match requested {
+        None => Ok(i64::from(default)),
+        Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(i64::from(n)),
+        Some(n) => Err(tonic::Status::invalid_argument(format!(
+            "page_size: must be between 1 and {MAX_PAGE_SIZE}, got {n}"
+        ))),
+    }
+}
 
 /// The token for the page after the row `(at, id)`.
 pub fn encode(at: DateTime<Utc>, id: Uuid) -> String {
@@ -29,6 +46,18 @@ pub fn decode(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, tonic::Statu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes_default_and_bound() {
+        assert_eq!(page_size(None, 50).ok(), Some(50));
+        assert_eq!(page_size(Some(1000), 50).ok(), Some(1000));
+        for bad in [0, -1, 1001] {
+            let e = page_size(Some(bad), 50)
+                .err()
+                .map(|e| (e.code(), e.message().starts_with("page_size: ")));
+            assert_eq!(e, Some((tonic::Code::InvalidArgument, true)));
+        }
+    }
 
     #[test]
     fn tokens_round_trip_and_garbage_is_named() {
