@@ -39,6 +39,19 @@ pub const PUBLIC_GRPC_PATHS: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// `InvalidArgument` for one bad field: the message reads `field: description` for people,
+/// and a `google.rpc.BadRequest` field violation carries the field as data, so the gateway
+/// (or any client) can name the field in its own terms without parsing the message.
+pub fn invalid_argument(field: &str, description: impl std::fmt::Display) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let description = description.to_string();
+    tonic::Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{field}: {description}"),
+        ErrorDetails::with_bad_request_violation(field, description),
+    )
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let term = async {

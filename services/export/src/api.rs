@@ -46,8 +46,11 @@ impl Api {
     }
 }
 
-fn invalid(e: plan::Invalid) -> Status {
-    Status::invalid_argument(e.to_string())
+fn invalid(e: plan::Rejected) -> Status {
+    match e {
+        plan::Rejected::Invalid(e) => haven_server::invalid_argument(e.field, e.message),
+        plan::Rejected::Unimplemented(message) => Status::unimplemented(message),
+    }
 }
 
 #[tonic::async_trait]

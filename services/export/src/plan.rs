@@ -127,7 +127,7 @@ pub struct Plan {
 }
 
 fn timestamp(field: &'static str, ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, Invalid> {
-    let at = DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(u32::MAX))
+    let at = haven_proto::time::from_timestamp(ts)
         .ok_or_else(|| invalid(field, "is not a valid timestamp"))?;
     let lo = DateTime::from_timestamp(0, 0).unwrap_or_default();
     let hi = DateTime::from_timestamp(7_258_118_400, 0).unwrap_or_default(); // 2200-01-01
@@ -135,6 +135,16 @@ fn timestamp(field: &'static str, ts: &prost_types::Timestamp) -> Result<DateTim
         return Err(invalid(field, format!("{at} is outside 1970..2200")));
     }
     Ok(at)
+}
+
+/// Why a request cannot be planned: bad input, or a format this version does not serve yet.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejected {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// A documented value that is not implemented yet (`Unimplemented`, as the proto says).
+    #[error("{0}")]
+    Unimplemented(&'static str),
 }
 
 /// Checks `request` and fills in the defaults. `rows` is true for `StreamRows`.
@@ -145,9 +155,9 @@ pub fn resolve(
     limits: &Limits,
     now: DateTime<Utc>,
     rows: bool,
-) -> Result<Plan, Invalid> {
+) -> Result<Plan, Rejected> {
     if request.export_type.is_empty() {
-        return Err(invalid("export_type", "is required"));
+        return Err(invalid("export_type", "is required").into());
     }
     let ty = catalog::find(&request.export_type).ok_or_else(|| {
         let known: Vec<&str> = catalog::TYPES.iter().map(|t| t.key).collect();
@@ -168,24 +178,23 @@ pub fn resolve(
             Ok(pb::ExportFormat::Json) => Format::Json,
             Ok(pb::ExportFormat::Ndjson) => Format::Ndjson,
             Ok(pb::ExportFormat::Unspecified) => {
-                return Err(invalid("format", "is required: csv, json or ndjson"));
+                return Err(invalid("format", "is required: csv, json or ndjson").into());
             }
             Ok(pb::ExportFormat::Pdf) => {
-                return Err(invalid(
-                    "format",
-                    "pdf is not available for row exports; use csv, json or ndjson",
+                return Err(Rejected::Unimplemented(
+                    "format: pdf is not served yet; use csv, json or ndjson",
                 ));
             }
             Err(_) => {
                 return Err(invalid(
                     "format",
                     format!("unknown value {}", request.format),
-                ));
+                ).into());
             }
         }
     };
     if request.bom && !matches!(format, Format::Csv { .. }) {
-        return Err(invalid("bom", "applies to csv only"));
+        return Err(invalid("bom", "applies to csv only").into());
     }
     let fields: Vec<&'static Field> = if request.fields.is_empty() {
         ty.fields.iter().filter(|f| f.default).collect()
@@ -204,7 +213,7 @@ pub fn resolve(
                 )
             })?;
             if out.iter().any(|f| f.key == field.key) {
-                return Err(invalid("fields", format!("`{key}` is listed twice")));
+                return Err(invalid("fields", format!("`{key}` is listed twice")).into());
             }
             out.push(field);
         }
@@ -222,13 +231,13 @@ pub fn resolve(
         return Err(invalid(
             "start_time",
             format!("{start} is after end_time {end}"),
-        ));
+        ).into());
     }
     if end - start > Duration::days(MAX_RANGE_DAYS) {
         return Err(invalid(
             "start_time",
             format!("the range is longer than {MAX_RANGE_DAYS} days"),
-        ));
+        ).into());
     }
     let max = limits.max_records(ty);
     let limit = if request.limit == 0 {
@@ -393,7 +402,19 @@ mod tests {
     }
 
     fn resolve_(r: &pb::ExportRequest) -> Result<Plan, Invalid> {
-        resolve(r, Uuid::nil(), "u", &Limits::default(), Utc::now(), false)
+        match resolve(r, Uuid::nil(), "u", &Limits::default(), Utc::now(), false) {
+            Ok(plan) => Ok(plan),
+            Err(Rejected::Invalid(e)) => Err(e),
+            Err(Rejected::Unimplemented(m)) => panic!("unexpected Unimplemented: {m}"),
+        }
+    }
+
+    #[test]
+    fn pdf_is_unimplemented_as_the_proto_documents() {
+        let mut r = req("orders", &[]);
+        r.format = pb::ExportFormat::Pdf as i32;
+        let e = resolve(&r, Uuid::nil(), "u", &Limits::default(), Utc::now(), false);
+        assert!(matches!(e, Err(Rejected::Unimplemented(m)) if m.starts_with("format: ")));
     }
 
     #[test]

@@ -35,13 +35,6 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
-fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_argument",
-        format!("{field}: {message}"),
-    )
-}
 
 /// As in the seed, no status means the pending tab; `all` (or empty) means every status.
 fn parse_status(status: Option<&str>) -> Result<pb::RetryStatus, ApiError> {
@@ -54,7 +47,7 @@ fn parse_status(status: Option<&str>) -> Result<pb::RetryStatus, ApiError> {
         Some("failed") => pb::RetryStatus::Failed,
         Some("cancelled") => pb::RetryStatus::Cancelled,
         Some(other) => {
-            return Err(bad(
+            return Err(ApiError::invalid(
                 "status",
                 format!(
                     "unknown value `{other}`; expected pending, processing, resolved, failed, cancelled or all"
@@ -70,9 +63,9 @@ fn parse_limit(limit: Option<&str>) -> Result<i32, ApiError> {
     };
     let n: i32 = limit
         .parse()
-        .map_err(|_| bad("limit", format!("`{limit}` is not a whole number")))?;
+        .map_err(|_| ApiError::invalid("limit", format!("`{limit}` is not a whole number")))?;
     if !(1..=MAX_LIMIT).contains(&n) {
-        return Err(bad(
+        return Err(ApiError::invalid(
             "limit",
             format!("must be between 1 and {MAX_LIMIT}, got {n}"),
         ));

@@ -32,13 +32,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/export/configs", get(configs))
 }
 
-fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_argument",
-        format!("{field}: {message}"),
-    )
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ExportQuery {
@@ -65,22 +58,19 @@ fn parse_time(
         } else {
             date.and_hms_opt(0, 0, 0)
         };
-        time.ok_or_else(|| bad(field, "is not a valid date"))?
+        time.ok_or_else(|| ApiError::invalid(field, "is not a valid date"))?
             .and_utc()
     } else {
         DateTime::parse_from_rfc3339(value)
             .map_err(|_| {
-                bad(
+                ApiError::invalid(
                     field,
                     format!("`{value}` is neither YYYY-MM-DD nor an RFC 3339 time"),
                 )
             })?
             .with_timezone(&Utc)
     };
-    Ok(prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    })
+    Ok(haven_proto::time::timestamp(at))
 }
 
 fn to_request(q: &ExportQuery) -> Result<pb::ExportRequest, ApiError> {
@@ -88,13 +78,13 @@ fn to_request(q: &ExportQuery) -> Result<pb::ExportRequest, ApiError> {
         .r#type
         .clone()
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| bad("type", "is required"))?;
+        .ok_or_else(|| ApiError::invalid("type", "is required"))?;
     let format = match q.format.as_deref().unwrap_or("csv") {
         "csv" => pb::ExportFormat::Csv,
         "json" => pb::ExportFormat::Json,
         "ndjson" => pb::ExportFormat::Ndjson,
         other => {
-            return Err(bad(
+            return Err(ApiError::invalid(
                 "format",
                 format!("unknown format `{other}`; expected csv, json or ndjson"),
             ));
@@ -115,12 +105,12 @@ fn to_request(q: &ExportQuery) -> Result<pb::ExportRequest, ApiError> {
         None | Some("") => 0,
         Some(l) => l
             .parse::<u64>()
-            .map_err(|_| bad("limit", format!("`{l}` is not a whole number")))?,
+            .map_err(|_| ApiError::invalid("limit", format!("`{l}` is not a whole number")))?,
     };
     let bom = match q.bom.as_deref() {
         None | Some("" | "false" | "0") => false,
         Some("true" | "1") => true,
-        Some(other) => return Err(bad("bom", format!("`{other}` is not true or false"))),
+        Some(other) => return Err(ApiError::invalid("bom", format!("`{other}` is not true or false"))),
     };
     Ok(pb::ExportRequest {
         export_type,
@@ -239,14 +229,14 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The gateway's parameter names in the service's messages.
-fn rename(mut e: ApiError) -> ApiError {
-    e.message = e
-        .message
-        .replace("export_type", "type")
-        .replace("start_time", "startDate")
-        .replace("end_time", "endDate");
-    e
+/// The gateway's parameter name for a field of `ExportRequest`, where they differ.
+fn rename(e: ApiError) -> ApiError {
+    e.rename_field(|field| match field {
+        "export_type" => Some("type"),
+        "start_time" => Some("startDate"),
+        "end_time" => Some("endDate"),
+        _ => None,
+    })
 }
 
 /// The catalogue in the seed's shape.
@@ -275,4 +265,29 @@ async fn configs(
             })
             .collect(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renaming_touches_the_field_not_user_input() {
+        // A user who asks for the type `start_time` must see their own text back unchanged.
+        let upstream = haven_server::invalid_argument(
+            "export_type",
+            "unknown type `start_time`; expected one of orders",
+        );
+        let e = rename(ApiError::from(upstream));
+        assert_eq!(e.field.as_deref(), Some("type"));
+        assert_eq!(
+            e.message,
+            "type: unknown type `start_time`; expected one of orders"
+        );
+        let plain = rename(ApiError::from(tonic::Status::invalid_argument(
+            "export_type: no details",
+        )));
+        assert_eq!(plain.field, None);
+        assert_eq!(plain.message, "export_type: no details");
+    }
 }

@@ -51,13 +51,6 @@ fn client(state: &AppState) -> IntegrationsServiceClient<Channel> {
     IntegrationsServiceClient::new(state.upstreams.integrations.clone())
 }
 
-fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_argument",
-        format!("{field}: {message}"),
-    )
-}
 
 /// The seed's `IntegrationStatus`; PENDING is its "connecting".
 pub fn status_str(status: i32) -> &'static str {
@@ -360,12 +353,12 @@ struct ConnectBody {
 /// are our own and never echo it.
 pub fn parse_api_key(body: &[u8]) -> Result<Secret, ApiError> {
     let parsed: ConnectBody = serde_json::from_slice(body)
-        .map_err(|_| bad("body", "expected JSON {\"apiKey\": \"...\"}"))?;
+        .map_err(|_| ApiError::invalid("body", "expected JSON {\"apiKey\": \"...\"}"))?;
     let key = parsed
         .api_key
         .map(Secret::from)
         .filter(|k| !k.expose().trim().is_empty())
-        .ok_or_else(|| bad("apiKey", "is required"))?;
+        .ok_or_else(|| ApiError::invalid("apiKey", "is required"))?;
     Ok(key)
 }
 
@@ -410,7 +403,7 @@ pub fn parse_step_status(status: &str) -> Result<pb::SetupStepStatus, ApiError> 
         "pending" => Ok(pb::SetupStepStatus::Pending),
         "completed" => Ok(pb::SetupStepStatus::Completed),
         "skipped" => Ok(pb::SetupStepStatus::Skipped),
-        other => Err(bad(
+        other => Err(ApiError::invalid(
             "status",
             format!("unknown value `{other}`; expected pending, completed or skipped"),
         )),
@@ -466,11 +459,11 @@ struct StepBody {
 /// Reads `{ "status": "completed" | "skipped" | "pending" }`.
 pub fn parse_step_body(body: &[u8]) -> Result<pb::SetupStepStatus, ApiError> {
     let parsed: StepBody = serde_json::from_slice(body)
-        .map_err(|_| bad("body", "expected JSON {\"status\": \"completed\"}"))?;
+        .map_err(|_| ApiError::invalid("body", "expected JSON {\"status\": \"completed\"}"))?;
     match parsed.status {
         Some(Value::String(s)) => parse_step_status(&s),
-        Some(other) => Err(bad("status", format!("must be a string, got {other}"))),
-        None => Err(bad("status", "is required")),
+        Some(other) => Err(ApiError::invalid("status", format!("must be a string, got {other}"))),
+        None => Err(ApiError::invalid("status", "is required")),
     }
 }
 

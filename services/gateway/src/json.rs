@@ -4,10 +4,9 @@ use serde_json::Value;
 
 /// A protobuf timestamp as RFC 3339 (milliseconds, `Z`), or `null` when unset.
 pub fn time(ts: Option<prost_types::Timestamp>) -> Value {
-    ts.and_then(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-    })
-    .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+    ts.as_ref()
+        .and_then(haven_proto::time::from_timestamp)
+        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
     .unwrap_or(Value::Null)
 }
 

@@ -174,9 +174,6 @@ fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -213,7 +210,7 @@ pub fn topic_subject(topic: &str) -> Result<String, ApiError> {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         });
     if !valid {
-        return Err(bad(
+        return Err(ApiError::bad_request(
             "X-Shopify-Topic must be lowercase letters, digits and `_` in `/`-separated parts, e.g. orders/create",
         ));
     }
@@ -252,13 +249,6 @@ fn message_id(webhook_id: Option<&str>, shop: &str, topic: &str, body: &[u8]) ->
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 async fn shopify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -283,12 +273,12 @@ async fn shopify(
     verify_hmac(secret, &body, header(&headers, "x-shopify-hmac-sha256"))?;
 
     let topic =
-        header(&headers, "x-shopify-topic").ok_or_else(|| bad("missing X-Shopify-Topic header"))?;
+        header(&headers, "x-shopify-topic").ok_or_else(|| ApiError::bad_request("missing X-Shopify-Topic header"))?;
     let subject = topic_subject(topic)?;
     let shop = header(&headers, "x-shopify-shop-domain")
-        .ok_or_else(|| bad("missing X-Shopify-Shop-Domain header"))?;
+        .ok_or_else(|| ApiError::bad_request("missing X-Shopify-Shop-Domain header"))?;
     if !valid_shop_domain(shop) {
-        return Err(bad(
+        return Err(ApiError::bad_request(
             "X-Shopify-Shop-Domain must be a *.myshopify.com domain",
         ));
     }
@@ -296,7 +286,7 @@ async fn shopify(
     let msg_id = message_id(webhook_id, shop, topic, &body);
     let triggered_at = header(&headers, "x-shopify-triggered-at")
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| timestamp(t.with_timezone(&chrono::Utc)));
+        .map(|t| haven_proto::time::timestamp(t.with_timezone(&chrono::Utc)));
     let message = ShopifyWebhook {
         shop_domain: shop.to_owned(),
         topic: topic.to_owned(),
@@ -309,7 +299,7 @@ async fn shopify(
             .to_owned(),
         triggered_at,
         body,
-        received_at: Some(timestamp(received_at)),
+        received_at: Some(haven_proto::time::timestamp(received_at)),
     };
     let duplicate = state
         .webhooks
