@@ -9,6 +9,7 @@
 #![allow(unsafe_code)] // fork/exec hooks and exit handlers need libc
 
 mod process;
+mod service;
 
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -17,7 +18,12 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-pub use process::{NatsServer, PostgresServer};
+pub use process::{NatsServer, PostgresServer, SERVER_PORTS};
+pub use service::{
+    JWT_SECRET, Running, channel, health, request, spawn, spawn_serving, token, token_for,
+    wait_health, wait_serving,
+};
+pub use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Where the shared servers are.
 #[derive(Clone, Debug)]

@@ -107,10 +107,31 @@ fn spawn_on_keeper(mut command: Command) -> anyhow::Result<Child> {
     Ok(reply_rx.recv()??)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// Where servers of ours listen: below Linux's ephemeral range (32768–60999), which the
+/// kernel draws clients' source ports from. A client reconnecting to a server that is down
+/// can otherwise get the server's own port as its source port, connect to itself, and keep
+/// the restarted server from binding ("Address already in use").
+pub const SERVER_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A port in [`SERVER_PORTS`] that nothing listens on now.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(SERVER_PORTS.end - SERVER_PORTS.start);
+    for _ in 0..1000 {
+        // Each RandomState is freshly keyed: a cheap random number without another crate.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = SERVER_PORTS.start + u16::try_from(h.finish() % span)?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {SERVER_PORTS:?}")
 }
+
+/// How often a start is tried on a fresh port when another process took the chosen one
+/// between the check and the server's own bind.
+const START_TRIES: usize = 5;
 
 fn wait_for_port(
     port: u16,
@@ -201,11 +222,14 @@ fn find_nats_server() -> anyhow::Result<PathBuf> {
     bail!("nats-server not found: run ./deploy/test (it installs one), or set HAVEN_NATS_SERVER")
 }
 
-/// A throwaway PostgreSQL cluster.
+/// A throwaway PostgreSQL cluster, which a test may crash and start again on the same port.
 pub struct PostgresServer {
-    child: Child,
+    child: Option<Child>,
     dir: PathBuf,
     port: u16,
+    bindir: PathBuf,
+    user: Option<(u32, u32)>,
+    settings: Vec<(String, String)>,
 }
 
 impl HasUrl for PostgresServer {
@@ -244,12 +268,6 @@ impl PostgresServer {
                 bail!("cannot hand {} to the postgres user", dir.display());
             }
         }
-        let as_user = |cmd: &mut Command| {
-            if let Some((uid, gid)) = user {
-                cmd.uid(uid).gid(gid);
-            }
-        };
-        let data = dir.join("data");
         let mut initdb = Command::new(bindir.join("initdb"));
         initdb
             .args([
@@ -263,27 +281,53 @@ impl PostgresServer {
                 "--no-sync",
                 "-D",
             ])
-            .arg(&data)
+            .arg(dir.join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        as_user(&mut initdb);
+        if let Some((uid, gid)) = user {
+            initdb.uid(uid).gid(gid);
+        }
         let out = initdb.output().context("run initdb")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.join("postgres.log"))?;
-        if let Some((uid, gid)) = user {
-            let c =
-                std::ffi::CString::new(dir.join("postgres.log").as_os_str().as_encoded_bytes())?;
+        let mut server = PostgresServer {
+            child: None,
+            dir,
+            port: 0,
+            bindir,
+            user,
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let mut last = None;
+        for _ in 0..START_TRIES {
+            server.port = free_port()?;
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+    }
+
+    /// Starts `postgres` on `self.port` over the cluster in `self.dir`.
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log_path = self.dir.join("postgres.log");
+        // A fresh log per start, so "ready" below is this start's.
+        let log = std::fs::File::create(&log_path)?;
+        if let Some((uid, gid)) = self.user {
+            let c = std::ffi::CString::new(log_path.as_os_str().as_encoded_bytes())?;
             unsafe { libc::chown(c.as_ptr(), uid, gid) };
         }
-        let mut postgres = Command::new(bindir.join("postgres"));
+        let mut postgres = Command::new(self.bindir.join("postgres"));
         postgres
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir)
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.dir)
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -293,23 +337,31 @@ impl PostgresServer {
                 "shared_buffers=128MB",
             ])
             .args(
-                settings
+                self.settings
                     .iter()
                     .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        as_user(&mut postgres);
+        if let Some((uid, gid)) = self.user {
+            postgres.uid(uid).gid(gid);
+        }
         let mut child = spawn_on_keeper(postgres)?;
-        register_cleanup(child.id(), Some(dir.clone()));
-        wait_for_log(
-            &dir.join("postgres.log"),
+        register_cleanup(child.id(), Some(self.dir.clone()));
+        if let Err(e) = wait_for_log(
+            &log_path,
             "ready to accept connections",
             &mut child,
             Duration::from_secs(60),
-        )?;
-        Ok(PostgresServer { child, dir, port })
+        ) {
+            unregister_cleanup(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// A PostgreSQL program (`pgbench`, `psql`, ...) of the same installation.
@@ -321,13 +373,33 @@ impl PostgresServer {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// The port it listens on (always in [`SERVER_PORTS`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server the way a crash does: immediate shutdown (SIGQUIT), no checkpoint;
+    /// the next start runs crash recovery.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+            wait_gone(child.id(), Duration::from_secs(10));
+            let _ = child.try_wait();
+            unregister_cleanup(child.id());
+        }
+    }
+
+    /// Starts the server again on the same port over the same data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.launch()
+    }
 }
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        wait_gone(self.child.id(), Duration::from_secs(3));
-        unregister_cleanup(self.child.id());
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -385,11 +457,18 @@ impl NatsServer {
         let mut server = NatsServer {
             child: None,
             dir,
-            port: free_port()?,
+            port: 0,
             binary,
         };
-        server.launch()?;
-        Ok(server)
+        let mut last = None;
+        for _ in 0..START_TRIES {
+            server.port = free_port()?;
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
@@ -409,12 +488,17 @@ impl NatsServer {
         .stderr(log);
         let mut child = spawn_on_keeper(cmd)?;
         register_cleanup(child.id(), Some(self.dir.clone()));
-        wait_for_port(
+        if let Err(e) = wait_for_port(
             self.port,
             &mut child,
             "nats-server",
             Duration::from_secs(30),
-        )?;
+        ) {
+            unregister_cleanup(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         self.child = Some(child);
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use haven_proto::retry::v1 as pb;
@@ -34,7 +34,6 @@ pub struct ListQuery {
     limit: Option<String>,
     page_token: Option<String>,
 }
-
 
 /// As in the seed, no status means the pending tab; `all` (or empty) means every status.
 fn parse_status(status: Option<&str>) -> Result<pb::RetryStatus, ApiError> {
