@@ -51,7 +51,6 @@ fn client(state: &AppState) -> IntegrationsServiceClient<Channel> {
     IntegrationsServiceClient::new(state.upstreams.integrations.clone())
 }
 
-
 /// The seed's `IntegrationStatus`; PENDING is its "connecting".
 pub fn status_str(status: i32) -> &'static str {
     match pb::IntegrationStatus::try_from(status) {
@@ -108,10 +107,16 @@ pub fn metadata_json(provider: &str, integration: Option<&pb::Integration>) -> V
             "credits_remaining": m.credits_remaining,
             "plan": m.plan,
         }),
-        Some(Metadata::Resend(m)) => json!({
-            "domain_verified": m.domain_verified,
-            "from_email": m.from_email,
-        }),
+        Some(Metadata::Resend(m)) => {
+            // `from_email` stays for clients that read it; the domain is what Resend knows.
+            let mut o = Map::new();
+            o.insert("domain_verified".into(), json!(m.domain_verified));
+            o.insert("from_email".into(), json!(m.from_email));
+            if !m.from_domain.is_empty() {
+                o.insert("from_domain".into(), json!(m.from_domain));
+            }
+            Value::Object(o)
+        }
         None if provider == "sky_pilot" => json!({
             "connected": integration.status == pb::IntegrationStatus::Connected as i32,
         }),
@@ -462,7 +467,10 @@ pub fn parse_step_body(body: &[u8]) -> Result<pb::SetupStepStatus, ApiError> {
         .map_err(|_| ApiError::invalid("body", "expected JSON {\"status\": \"completed\"}"))?;
     match parsed.status {
         Some(Value::String(s)) => parse_step_status(&s),
-        Some(other) => Err(ApiError::invalid("status", format!("must be a string, got {other}"))),
+        Some(other) => Err(ApiError::invalid(
+            "status",
+            format!("must be a string, got {other}"),
+        )),
         None => Err(ApiError::invalid("status", "is required")),
     }
 }
@@ -663,6 +671,7 @@ mod tests {
                     M::Resend(pb::ResendMetadata {
                         domain_verified: false,
                         from_email: "hello@haven.example".into(),
+                        from_domain: String::new(),
                     }),
                 ),
                 json!({ "domain_verified": false, "from_email": "hello@haven.example" }),

@@ -63,7 +63,8 @@ fn metadata(provider: &str, v: &Value) -> Option<pb::integration::Metadata> {
                 .get("domain_verified")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            from_email: text(v, "from_email"),
+            from_email: String::new(),
+            from_domain: text(v, "from_domain"),
         }),
         _ => return None,
     })

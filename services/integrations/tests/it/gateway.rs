@@ -318,3 +318,30 @@ async fn signed_app_uninstalled_webhook_disconnects_through_the_bus() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn resend_shows_its_verified_domain() {
+    let site = Site::start().await;
+    let tenant = Uuid::new_v4();
+    let token = user(tenant);
+    site.stack
+        .fake
+        .add_api_key("resend", "re_gateway_domain_0001");
+    let (status, body) = site
+        .json(
+            reqwest::Method::POST,
+            "/api/integrations/resend/connect",
+            &token,
+            Some(json!({"apiKey": "re_gateway_domain_0001"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let resend = site.integration(tenant, "resend").await;
+    assert_eq!(resend["status"], "connected", "{resend}");
+    assert_eq!(resend["metadata"]["domain_verified"], true, "{resend}");
+    // The fake's one verified domain.
+    assert_eq!(
+        resend["metadata"]["from_domain"], "mail.havenhold.test",
+        "{resend}"
+    );
+}
