@@ -13,7 +13,7 @@ pub use sqlx;
 /// Database settings, shared by every binary's `--help`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DbArgs {
-    /// PostgreSQL URL, e.g. `postgres://haven@127.0.0.1:55432/haven`.
+    /// PostgreSQL URL, e.g. `postgres://haven@127.0.0.1:15432/haven`.
     #[arg(id = "database_url",
         value_name = "URL", long = "database-url", env = "HAVEN_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub url: SecretString,

@@ -113,9 +113,26 @@ async fn stack_serves_health_reflection_and_readiness() {
     let retry = start_service("retry", common.clone(), &stop).await;
     let export = start_service("export", common.clone(), &stop).await;
 
-    for svc in [&integrations, &retry, &export] {
+    for (svc, own) in [
+        (&integrations, "haven.integrations.v1.IntegrationsService"),
+        (&retry, "haven.retry.v1.RetryService"),
+        (&export, "haven.export.v1.ExportService"),
+    ] {
         wait_health(svc.addr, ServingStatus::Serving).await;
-        let services = reflected_services(svc.addr).await;
+        let mut services = reflected_services(svc.addr).await;
+        services.sort();
+        // Each port lists what it serves and nothing it would answer Unimplemented for.
+        assert_eq!(
+            services,
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                own,
+            ],
+            "{}",
+            svc.addr
+        );
         assert!(
             services.contains(&"grpc.health.v1.Health".to_owned()),
             "{services:?}"
