@@ -122,7 +122,6 @@ where
                 Err(HandlerError::Retryable { message, retry_after }) => (RetryOutcome::Failed, message.clone(), *retry_after),
                 Err(HandlerError::Permanent(message)) => (RetryOutcome::Permanent, message.clone(), None),
             };
-            let now = chrono::Utc::now();
             let report = RetryResult {
                 id: dispatch.id.clone(),
                 tenant_id: dispatch.tenant_id.clone(),
@@ -131,10 +130,7 @@ where
                 error,
                 duration_ms,
                 retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0),
-                finished_at: Some(prost_types::Timestamp {
-                    seconds: now.timestamp(),
-                    nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
-                }),
+                finished_at: Some(haven_proto::time::timestamp(chrono::Utc::now())),
             };
             let msg_id = format!("{}:{}:result", dispatch.id, dispatch.attempt);
             match bus.publish(RESULT_SUBJECT, &report, &msg_id).await {
