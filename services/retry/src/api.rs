@@ -26,6 +26,12 @@ impl From<StoreError> for Status {
         match e {
             StoreError::NotFound(id) => Status::not_found(format!("retry item {id} not found")),
             StoreError::Precondition(m) => Status::failed_precondition(m),
+            StoreError::Unreadable(e) => {
+                tracing::error!(error = %e, "unreadable row in the retry store");
+                Status::internal(format!(
+                    "the retry store holds a row this version cannot read: {e}"
+                ))
+            }
             StoreError::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 Status::unavailable("the retry store is unavailable; try again")
@@ -175,7 +181,7 @@ impl RetryService for Api {
                     operation_type: s.operation_type,
                     counts: Some(s.counts.to_proto()),
                     total_attempts: s.total_attempts,
-                    oldest_pending_created_at: s.oldest_pending.map(crate::model::timestamp),
+                    oldest_pending_created_at: s.oldest_pending.map(haven_proto::time::timestamp),
                     last_error: s.last_error.unwrap_or_default(),
                 }
             })

@@ -138,7 +138,7 @@ async fn handle_result(d: Delivery<RetryResult>, batcher: &Batcher<ResultIn, ()>
         Ok(RetryOutcome::Succeeded) => AttemptOutcome::Succeeded,
         Ok(RetryOutcome::Failed) => AttemptOutcome::Failed,
         Ok(RetryOutcome::Permanent) => AttemptOutcome::Permanent,
-        _ => {
+        Ok(RetryOutcome::Unspecified) | Err(_) => {
             tracing::error!(id = %r.id, outcome = r.outcome, "result without a valid outcome; dropping it");
             return Outcome::Term;
         }

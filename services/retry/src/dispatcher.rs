@@ -10,13 +10,14 @@ use std::time::Duration;
 use chrono::Utc;
 use haven_bus::Bus;
 use haven_proto::events::v1::RetryDispatch;
+use haven_proto::time::timestamp;
 use haven_retry_client::dispatch_subject;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::publish_lifecycle;
-use crate::model::{ItemRow, timestamp};
+use crate::model::ItemRow;
 use crate::store::{NOTIFY_CHANNEL, Store};
 
 /// The longest the dispatcher sleeps without being woken (a safety net for clock jumps).

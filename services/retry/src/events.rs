@@ -4,17 +4,19 @@ use haven_bus::{Bus, BusError};
 use haven_proto::events::v1::RetryLifecycle;
 use haven_retry_client::{FAILED_SUBJECT, RESOLVED_SUBJECT};
 
-use crate::model::{ItemRow, Status, timestamp};
+use haven_proto::time::timestamp;
+
+use crate::model::{ItemRow, Status};
 
 /// Publishes the event of every item that reached resolved or failed; others are skipped.
 /// The message id is the transition's, so a republish after a crash is dropped by the bus.
 pub async fn publish_lifecycle(bus: &Bus, items: &[ItemRow]) -> Result<(), BusError> {
     let mut acks = Vec::new();
     for item in items {
-        let subject = match item.status() {
+        let subject = match item.status {
             Status::Resolved => RESOLVED_SUBJECT,
             Status::Failed => FAILED_SUBJECT,
-            _ => continue,
+            Status::Pending | Status::Processing | Status::Cancelled => continue,
         };
         let event = RetryLifecycle {
             item: Some(item.to_proto()),
@@ -31,10 +33,7 @@ pub async fn publish_lifecycle(bus: &Bus, items: &[ItemRow]) -> Result<(), BusEr
         })?;
     }
     if !items.is_empty() {
-        let failed = items
-            .iter()
-            .filter(|i| i.status() == Status::Failed)
-            .count();
+        let failed = items.iter().filter(|i| i.status == Status::Failed).count();
         if failed > 0 {
             metrics::counter!("haven_retry_dead_letters_total").increment(failed as u64);
         }

@@ -9,6 +9,7 @@ mod config;
 mod consumers;
 mod dispatcher;
 mod events;
+mod machine;
 mod model;
 mod store;
 mod validate;

@@ -2,41 +2,123 @@
 
 use chrono::{DateTime, Utc};
 use haven_proto::retry::v1 as pb;
+use haven_proto::time::timestamp;
 use uuid::Uuid;
 
-/// Where an item is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Status {
-    Pending,
-    Processing,
-    Resolved,
-    Failed,
-    Cancelled,
+use crate::machine::ItemState;
+
+/// A value in a text column that this version of the service does not know (a newer
+/// version wrote it, or someone edited the row by hand). Reading it is an error, never a
+/// guess: a status taken for another would drive the item down the wrong path.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown value `{value}` in {column}")]
+pub struct UnknownValue {
+    /// `table.column`.
+    pub column: &'static str,
+    pub value: String,
+}
+
+/// Declares an enum stored as text: its variants, their spelling in the database (the one
+/// conversion each way), `ALL` (every variant, so tests can iterate them), and the sqlx
+/// impls. It binds and reads as PostgreSQL `text` (arrays as `text[]`), so the SQL casts
+/// stay as they are and no type lookup is needed; an unknown text is an [`UnknownValue`].
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident in $column:literal {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            #[cfg_attr(not(test), allow(dead_code, reason = "not every enum is iterated outside tests"))]
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// Its spelling in the database.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::postgres::PgHasArrayType for $name {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl sqlx::Decode<'_, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'_>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                match <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)? {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(Box::new(UnknownValue {
+                        column: $column,
+                        value: other.to_owned(),
+                    })),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where an item is in its life (`retry_items.status`).
+    pub enum Status in "retry_items.status" {
+        Pending = "pending",
+        Processing = "processing",
+        Resolved = "resolved",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// How one attempt went (`retry_attempts.outcome`): running until its result or its
+    /// lease expiry is recorded.
+    pub enum AttemptOutcome in "retry_attempts.outcome" {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Permanent = "permanent",
+        LeaseExpired = "lease_expired",
+    }
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Pending,
-        Status::Processing,
-        Status::Resolved,
-        Status::Failed,
-        Status::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Processing => "processing",
-            Status::Resolved => "resolved",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     pub fn from_proto(value: i32) -> Result<Option<Status>, String> {
         match pb::RetryStatus::try_from(value) {
             Ok(pb::RetryStatus::Unspecified) => Ok(None),
@@ -60,6 +142,18 @@ impl Status {
     }
 }
 
+impl AttemptOutcome {
+    pub fn to_proto(self) -> pb::AttemptOutcome {
+        match self {
+            AttemptOutcome::Running => pb::AttemptOutcome::Running,
+            AttemptOutcome::Succeeded => pb::AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed => pb::AttemptOutcome::Failed,
+            AttemptOutcome::Permanent => pb::AttemptOutcome::Permanent,
+            AttemptOutcome::LeaseExpired => pb::AttemptOutcome::LeaseExpired,
+        }
+    }
+}
+
 /// The columns every item query returns, in [`ItemRow`] order, for a table aliased `r`.
 pub const ITEM_COLUMNS: &str = "r.id, r.tenant_id, r.user_id, r.operation_type, r.payload::text AS payload, \
      r.status, r.attempts, r.max_attempts, r.last_error, r.next_retry_at, r.worker_id, r.claimed_at, \
@@ -74,7 +168,7 @@ pub struct ItemRow {
     pub user_id: Option<String>,
     pub operation_type: String,
     pub payload: String,
-    pub status: String,
+    pub status: Status,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
@@ -97,21 +191,19 @@ pub struct AttemptRow {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub error: Option<String>,
     pub worker_id: Option<String>,
 }
 
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 impl ItemRow {
-    pub fn status(&self) -> Status {
-        Status::parse(&self.status).unwrap_or(Status::Failed)
+    /// What the state machine needs to know of it.
+    pub fn state(&self) -> ItemState {
+        ItemState {
+            status: self.status,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+        }
     }
 
     pub fn to_proto(&self) -> pb::RetryItem {
@@ -121,7 +213,7 @@ impl ItemRow {
             user_id: self.user_id.clone().unwrap_or_default(),
             operation_type: self.operation_type.clone(),
             payload_json: self.payload.clone(),
-            status: self.status().to_proto() as i32,
+            status: self.status.to_proto() as i32,
             attempts: self.attempts,
             max_attempts: self.max_attempts,
             last_error: self.last_error.clone().unwrap_or_default(),
@@ -142,20 +234,12 @@ impl ItemRow {
 
 impl AttemptRow {
     pub fn to_proto(&self) -> pb::RetryAttempt {
-        let outcome = match self.outcome.as_str() {
-            "running" => pb::AttemptOutcome::Running,
-            "succeeded" => pb::AttemptOutcome::Succeeded,
-            "failed" => pb::AttemptOutcome::Failed,
-            "permanent" => pb::AttemptOutcome::Permanent,
-            "lease_expired" => pb::AttemptOutcome::LeaseExpired,
-            _ => pb::AttemptOutcome::Unspecified,
-        };
         pb::RetryAttempt {
             attempt: self.attempt,
             started_at: Some(timestamp(self.started_at)),
             finished_at: self.finished_at.map(timestamp),
             duration_ms: self.duration_ms.unwrap_or(0),
-            outcome: outcome as i32,
+            outcome: self.outcome.to_proto() as i32,
             error: self.error.clone().unwrap_or_default(),
             worker_id: self.worker_id.clone().unwrap_or_default(),
         }
@@ -173,15 +257,28 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn add(&mut self, status: &str, n: i64) {
-        match Status::parse(status) {
-            Some(Status::Pending) => self.pending += n,
-            Some(Status::Processing) => self.processing += n,
-            Some(Status::Resolved) => self.resolved += n,
-            Some(Status::Failed) => self.failed += n,
-            Some(Status::Cancelled) => self.cancelled += n,
-            None => {}
+    pub fn add(&mut self, status: Status, n: i64) {
+        *self.of_mut(status) += n;
+    }
+
+    /// The count of one status.
+    pub fn of(mut self, status: Status) -> i64 {
+        *self.of_mut(status)
+    }
+
+    fn of_mut(&mut self, status: Status) -> &mut i64 {
+        match status {
+            Status::Pending => &mut self.pending,
+            Status::Processing => &mut self.processing,
+            Status::Resolved => &mut self.resolved,
+            Status::Failed => &mut self.failed,
+            Status::Cancelled => &mut self.cancelled,
         }
+    }
+
+    /// All statuses together.
+    pub fn total(self) -> i64 {
+        Status::ALL.iter().map(|s| self.of(*s)).sum()
     }
 
     pub fn to_proto(self) -> pb::StatusCounts {
@@ -192,5 +289,55 @@ impl Counts {
             failed: self.failed,
             cancelled: self.cancelled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spellings are the ones the migration's CHECK constraints and the SQL use.
+    #[test]
+    fn spellings_match_the_schema() {
+        let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            statuses,
+            ["pending", "processing", "resolved", "failed", "cancelled"]
+        );
+        let outcomes: Vec<&str> = AttemptOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [
+                "running",
+                "succeeded",
+                "failed",
+                "permanent",
+                "lease_expired"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_value_names_value_and_column() {
+        let e = UnknownValue {
+            column: "retry_items.status",
+            value: "paused".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "unknown value `paused` in retry_items.status"
+        );
+    }
+
+    #[test]
+    fn counts_add_up_by_status() {
+        let mut c = Counts::default();
+        for (n, s) in Status::ALL.iter().enumerate() {
+            c.add(*s, n as i64 + 1);
+        }
+        for (n, s) in Status::ALL.iter().enumerate() {
+            assert_eq!(c.of(*s), n as i64 + 1);
+        }
+        assert_eq!(c.total(), 15);
     }
 }

@@ -11,7 +11,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
-use crate::model::{AttemptRow, Counts, ITEM_COLUMNS, ItemRow, Status};
+use crate::machine::{Decision, Event, ItemState, transition};
+use crate::model::{AttemptOutcome, AttemptRow, Counts, ITEM_COLUMNS, ItemRow, Status};
 
 /// The channel a dispatcher LISTENs on to learn that something fell due.
 pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
@@ -19,11 +20,25 @@ pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// A row holds what this version cannot read, e.g. a status a newer version wrote
+    /// ([`crate::model::UnknownValue`]): not a passing outage, so not worth a retry.
+    #[error("unreadable row: {0}")]
+    Unreadable(sqlx::Error),
     #[error("retry item {0} not found")]
     NotFound(Uuid),
     #[error("{0}")]
     Precondition(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if matches!(e, sqlx::Error::ColumnDecode { .. }) {
+            StoreError::Unreadable(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
 }
 
 /// Whose items a call may see.
@@ -69,13 +84,13 @@ pub enum Outcome {
     LeaseExpired,
 }
 
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-            Outcome::Permanent => "permanent",
-            Outcome::LeaseExpired => "lease_expired",
+impl From<Outcome> for AttemptOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Succeeded => AttemptOutcome::Succeeded,
+            Outcome::Failed => AttemptOutcome::Failed,
+            Outcome::Permanent => AttemptOutcome::Permanent,
+            Outcome::LeaseExpired => AttemptOutcome::LeaseExpired,
         }
     }
 }
@@ -90,6 +105,47 @@ pub struct ResultIn {
     pub error: Option<String>,
     pub duration_ms: i64,
     pub retry_after: Duration,
+}
+
+impl ResultIn {
+    /// The event it is for the state machine.
+    fn event(&self) -> Event {
+        let attempt = self.attempt;
+        match self.outcome {
+            Outcome::Succeeded => Event::Succeeded { attempt },
+            Outcome::Failed => Event::Failed {
+                attempt,
+                retry_after: self.retry_after,
+            },
+            Outcome::Permanent => Event::Permanent { attempt },
+            Outcome::LeaseExpired => Event::LeaseExpired { attempt },
+        }
+    }
+}
+
+/// An operator's request about one item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    RetryNow,
+    Cancel,
+}
+
+impl Command {
+    fn event(self) -> Event {
+        match self {
+            Command::RetryNow => Event::RetryNow,
+            Command::Cancel => Event::Cancel,
+        }
+    }
+
+    fn refusal(self, id: Uuid, status: Status) -> StoreError {
+        StoreError::Precondition(match self {
+            Command::RetryNow => {
+                format!("item {id} is {status}: only failed or pending items can be retried")
+            }
+            Command::Cancel => format!("item {id} is {status}: it cannot be cancelled"),
+        })
+    }
 }
 
 /// What became of a result.
@@ -323,8 +379,10 @@ impl Store {
         Ok(())
     }
 
-    /// Applies attempt results in one transaction. A result for an attempt that is no longer
-    /// current is ignored.
+    /// Applies attempt results in one transaction: [`transition`] decides for each, and the
+    /// decisions become one UPDATE per table. The rows are locked (`FOR UPDATE`) before
+    /// deciding, so no other result, rescue or operator call can change an item between the
+    /// decision and its UPDATE. A result for an attempt that is no longer current is ignored.
     pub async fn apply_results(&self, results: &[ResultIn]) -> Result<Vec<Applied>, StoreError> {
         let mut ids: Vec<Uuid> = results.iter().map(|r| r.id).collect();
         ids.sort();
@@ -341,9 +399,7 @@ impl Store {
         struct Current {
             tenant_id: Uuid,
             operation_type: String,
-            attempts: i32,
-            max_attempts: i32,
-            status: String,
+            state: ItemState,
         }
         let mut rows: HashMap<Uuid, Current> = HashMap::with_capacity(current.len());
         for row in current {
@@ -352,9 +408,11 @@ impl Store {
                 Current {
                     tenant_id: row.try_get("tenant_id")?,
                     operation_type: row.try_get("operation_type")?,
-                    attempts: row.try_get("attempts")?,
-                    max_attempts: row.try_get("max_attempts")?,
-                    status: row.try_get("status")?,
+                    state: ItemState {
+                        status: row.try_get("status")?,
+                        attempts: row.try_get("attempts")?,
+                        max_attempts: row.try_get("max_attempts")?,
+                    },
                 },
             );
         }
@@ -386,48 +444,46 @@ impl Store {
         );
         let mut replay_ids = Vec::new();
         for r in results {
-            let Some(cur) = rows.get_mut(&r.id) else {
+            // Another tenant's item is as good as none.
+            let Some(cur) = rows.get_mut(&r.id).filter(|c| c.tenant_id == r.tenant_id) else {
                 plans.push(Plan::Stale);
                 continue;
             };
-            if cur.tenant_id != r.tenant_id {
-                plans.push(Plan::Stale);
-                continue;
-            }
-            if cur.status != "processing" || cur.attempts != r.attempt {
-                let replay = cur.attempts == r.attempt
-                    && ((cur.status == "resolved" && r.outcome == Outcome::Succeeded)
-                        || (cur.status == "failed" && r.outcome != Outcome::Succeeded));
-                if replay {
+            let decision = transition(&cur.state, r.event());
+            let (status, retry_after) = match decision {
+                Decision::Resolve => (Status::Resolved, Duration::ZERO),
+                Decision::Reschedule { retry_after } => (Status::Pending, retry_after),
+                Decision::Fail(_) => (Status::Failed, Duration::ZERO),
+                Decision::Replay => {
                     replay_ids.push(r.id);
                     plans.push(Plan::Replay);
-                } else {
+                    continue;
+                }
+                // An operator's decisions never follow a result.
+                Decision::Ignore
+                | Decision::Requeue { .. }
+                | Decision::Cancel
+                | Decision::Unchanged
+                | Decision::Refuse => {
                     plans.push(Plan::Stale);
+                    continue;
                 }
-                continue;
-            }
-            let status = match r.outcome {
-                Outcome::Succeeded => Status::Resolved,
-                Outcome::Permanent => Status::Failed,
-                Outcome::Failed | Outcome::LeaseExpired if cur.attempts >= cur.max_attempts => {
-                    Status::Failed
-                }
-                Outcome::Failed | Outcome::LeaseExpired => Status::Pending,
             };
-            let attempts = u32::try_from(cur.attempts).unwrap_or(1);
+            // Only a pending item waits; the delay is unused otherwise.
+            let attempts = u32::try_from(cur.state.attempts).unwrap_or(1);
             let delay =
                 self.backoff
                     .for_type(&cur.operation_type)
-                    .delay(attempts, r.retry_after, &mut rng);
+                    .delay(attempts, retry_after, &mut rng);
             u_id.push(r.id);
-            u_status.push(status.as_str());
+            u_status.push(status);
             u_delay.push(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
             u_error.push(r.error.clone());
-            u_outcome.push(r.outcome.as_str());
+            u_outcome.push(AttemptOutcome::from(r.outcome));
             u_attempt.push(r.attempt);
             u_duration.push(r.duration_ms);
-            // A second result for the same attempt in this batch is stale.
-            cur.status = status.as_str().to_owned();
+            // A second result for the same attempt in this batch meets the new state.
+            cur.state.status = status;
             plans.push(Plan::Update);
         }
 
@@ -472,7 +528,7 @@ impl Store {
             .bind(&u_duration)
             .execute(&mut *tx)
             .await?;
-            if u_status.contains(&"pending") {
+            if u_status.contains(&Status::Pending) {
                 sqlx::query("SELECT pg_notify($1, '')")
                     .bind(NOTIFY_CHANNEL)
                     .execute(&mut *tx)
@@ -543,7 +599,7 @@ impl Store {
             .into_iter()
             .filter_map(|a| match a {
                 Applied::Transition(row) => Some(row),
-                _ => None,
+                Applied::Replayed(_) | Applied::Stale => None,
             })
             .collect())
     }
@@ -592,7 +648,7 @@ impl Store {
         let mut qb = QueryBuilder::new(format!("SELECT {ITEM_COLUMNS} FROM retry.retry_items r"));
         filters(&mut qb, scope, operation_type);
         if let Some(s) = status {
-            qb.push(" AND r.status = ").push_bind(s.as_str());
+            qb.push(" AND r.status = ").push_bind(s);
         }
         if let Some((at, id)) = cursor {
             qb.push(" AND (r.created_at, r.id) < (")
@@ -616,25 +672,9 @@ impl Store {
         qb.push(" GROUP BY r.status");
         let mut counts = Counts::default();
         for row in qb.build().fetch_all(&self.pool).await? {
-            counts.add(
-                row.try_get::<String, _>("status")?.as_str(),
-                row.try_get("n")?,
-            );
+            counts.add(row.try_get("status")?, row.try_get("n")?);
         }
-        let total = match status {
-            Some(Status::Pending) => counts.pending,
-            Some(Status::Processing) => counts.processing,
-            Some(Status::Resolved) => counts.resolved,
-            Some(Status::Failed) => counts.failed,
-            Some(Status::Cancelled) => counts.cancelled,
-            None => {
-                counts.pending
-                    + counts.processing
-                    + counts.resolved
-                    + counts.failed
-                    + counts.cancelled
-            }
-        };
+        let total = status.map_or_else(|| counts.total(), |s| counts.of(s));
         Ok(Page {
             items,
             next,
@@ -677,58 +717,74 @@ impl Store {
     /// A failed or pending item becomes pending and due now, claim cleared; an exhausted one
     /// gets one more attempt.
     pub async fn retry_now(&self, scope: Scope, id: Uuid) -> Result<ItemRow, StoreError> {
-        let sql = format!(
-            "WITH changed AS (
-                 UPDATE retry.retry_items r SET status = 'pending', next_retry_at = now(), worker_id = NULL,
-                     claimed_at = NULL, lease_expires_at = NULL,
-                     max_attempts = GREATEST(r.max_attempts, r.attempts + 1), updated_at = now()
-                 WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2) AND r.status IN ('pending', 'failed')
-                 RETURNING {ITEM_COLUMNS}
-             ), notified AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM changed)
-             SELECT changed.* FROM changed, notified"
-        );
-        let row: Option<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(scope.tenant())
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(row),
-            None => match self.find(scope, id).await? {
-                None => Err(StoreError::NotFound(id)),
-                Some(item) => Err(StoreError::Precondition(format!(
-                    "item {id} is {}: only failed or pending items can be retried",
-                    item.status
-                ))),
-            },
-        }
+        self.command(scope, id, Command::RetryNow).await
     }
 
     /// The item becomes cancelled and is never dispatched again. Cancelling a cancelled item
     /// is a no-op; a resolved one cannot be cancelled.
     pub async fn cancel(&self, scope: Scope, id: Uuid) -> Result<ItemRow, StoreError> {
+        self.command(scope, id, Command::Cancel).await
+    }
+
+    /// Reads the item `FOR UPDATE`, lets [`transition`] decide, and applies the decision in
+    /// the same transaction, so a result or a claim cannot slip in between.
+    async fn command(
+        &self,
+        scope: Scope,
+        id: Uuid,
+        command: Command,
+    ) -> Result<ItemRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "UPDATE retry.retry_items r SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL, updated_at = now()
-             WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2)
-               AND r.status IN ('pending', 'processing', 'failed')
-             RETURNING {ITEM_COLUMNS}"
+            "SELECT {ITEM_COLUMNS} FROM retry.retry_items r
+             WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2) FOR UPDATE"
         );
-        let row: Option<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let item: ItemRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(scope.tenant())
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(row),
-            None => match self.find(scope, id).await? {
-                None => Err(StoreError::NotFound(id)),
-                Some(item) if item.status() == Status::Cancelled => Ok(item),
-                Some(item) => Err(StoreError::Precondition(format!(
-                    "item {id} is {}: it cannot be cancelled",
-                    item.status
-                ))),
-            },
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let row = match transition(&item.state(), command.event()) {
+            Decision::Requeue { max_attempts } => {
+                let sql = format!(
+                    "WITH changed AS (
+                         UPDATE retry.retry_items r SET status = 'pending', next_retry_at = now(), worker_id = NULL,
+                             claimed_at = NULL, lease_expires_at = NULL, max_attempts = $2, updated_at = now()
+                         WHERE r.id = $1
+                         RETURNING {ITEM_COLUMNS}
+                     ), notified AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM changed)
+                     SELECT changed.* FROM changed, notified"
+                );
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(max_attempts)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            Decision::Cancel => {
+                let sql = format!(
+                    "UPDATE retry.retry_items r SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL,
+                         updated_at = now()
+                     WHERE r.id = $1
+                     RETURNING {ITEM_COLUMNS}"
+                );
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            Decision::Unchanged => item,
+            // A result's decisions never follow an operator's request.
+            Decision::Refuse
+            | Decision::Resolve
+            | Decision::Reschedule { .. }
+            | Decision::Fail(_)
+            | Decision::Replay
+            | Decision::Ignore => return Err(command.refusal(id, item.status)),
+        };
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Figures per operation type.
@@ -762,10 +818,7 @@ impl Store {
             let Some((stats, last_at)) = out.last_mut() else {
                 continue;
             };
-            stats.counts.add(
-                row.try_get::<String, _>("status")?.as_str(),
-                row.try_get("n")?,
-            );
+            stats.counts.add(row.try_get("status")?, row.try_get("n")?);
             stats.total_attempts += row.try_get::<Option<i64>, _>("attempts")?.unwrap_or(0);
             if let Some(t) = row.try_get::<Option<DateTime<Utc>>, _>("oldest_pending")? {
                 stats.oldest_pending = Some(stats.oldest_pending.map_or(t, |o| o.min(t)));

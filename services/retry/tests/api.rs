@@ -204,3 +204,76 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
     assert_eq!(err.code(), Code::Unauthenticated);
     svc.shutdown().await;
 }
+
+/// A value this version does not know (as a newer version might write once the CHECK
+/// constraints allow it) is an error naming the value and its column, never a guess.
+#[tokio::test]
+async fn unknown_status_or_outcome_in_a_row_is_an_error_naming_it() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let tenant = Uuid::new_v4();
+    let mut client = h.client(&svc, tenant, Role::User).await;
+    let mut enqueue = async |op: &str| {
+        let mut req = enqueue_request(op, "{}");
+        req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+        client
+            .enqueue(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap()
+            .id
+    };
+    let paused = enqueue("test.paused").await;
+    let skipped = enqueue("test.skipped").await;
+    for sql in [
+        "ALTER TABLE retry.retry_items DROP CONSTRAINT retry_items_status_check",
+        "ALTER TABLE retry.retry_attempts DROP CONSTRAINT retry_attempts_outcome_check",
+    ] {
+        sqlx::query(sql).execute(&h.db.pool).await.unwrap();
+    }
+    sqlx::query("UPDATE retry.retry_items SET status = 'paused' WHERE id = $1::uuid")
+        .bind(&paused)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO retry.retry_attempts (item_id, attempt, started_at, outcome)
+         VALUES ($1::uuid, 1, now(), 'skipped')",
+    )
+    .bind(&skipped)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+
+    let assert_names = |err: tonic::Status, value: &str, column: &str| {
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
+        assert!(
+            err.message().contains(&format!("`{value}`")) && err.message().contains(column),
+            "message `{}` should name `{value}` and {column}",
+            err.message()
+        );
+    };
+    let err = client
+        .get_retry_item(pb::GetRetryItemRequest { id: paused })
+        .await
+        .unwrap_err();
+    assert_names(err, "paused", "retry_items.status");
+    let err = client
+        .list_retry_items(pb::ListRetryItemsRequest::default())
+        .await
+        .unwrap_err();
+    assert_names(err, "paused", "retry_items.status");
+    let err = client
+        .get_retry_stats(pb::GetRetryStatsRequest::default())
+        .await
+        .unwrap_err();
+    assert_names(err, "paused", "retry_items.status");
+    let err = client
+        .get_retry_item(pb::GetRetryItemRequest { id: skipped })
+        .await
+        .unwrap_err();
+    assert_names(err, "skipped", "retry_attempts.outcome");
+    svc.shutdown().await;
+}
