@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::catalog;
 use crate::engine::Engine;
+use crate::history::{Status as ExportStatus, StoredFormat};
 use crate::limiter::Permit;
 use crate::plan::{self, Limits};
 
@@ -98,10 +99,10 @@ impl ExportService for Api {
         let req = request.into_inner();
         let page_size = pagination::page_size(req.page_size, DEFAULT_PAGE_SIZE)?;
         if !req.export_type.is_empty() && catalog::find(&req.export_type).is_none() {
-            return Err(Status::invalid_argument(format!(
-                "export_type: unknown type `{}`",
-                req.export_type
-            )));
+            return Err(haven_server::invalid_argument(
+                "export_type",
+                format!("unknown type `{}`", req.export_type),
+            ));
         }
         let cursor = pagination::decode(&req.page_token)?;
         let rows = sqlx::query_as::<_, HistoryRow>(
@@ -119,9 +120,16 @@ impl ExportService for Api {
         .bind(page_size + 1)
         .fetch_all(&self.engine.pool)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "history query failed");
-            Status::unavailable("export history is unavailable; try again")
+        .map_err(|e| match e {
+            // A row this version cannot read (e.g. a status written by a newer one).
+            sqlx::Error::ColumnDecode { .. } => {
+                tracing::error!(error = %e, "export history holds a value this version cannot read");
+                Status::internal(format!("export history holds a value this version cannot read: {e}"))
+            }
+            e => {
+                tracing::error!(error = %e, "history query failed");
+                Status::unavailable("export history is unavailable; try again")
+            }
         })?;
         let more = rows.len() > usize::try_from(page_size).unwrap_or(0);
         let rows = &rows[..rows.len().min(usize::try_from(page_size).unwrap_or(0))];
@@ -169,14 +177,14 @@ struct HistoryRow {
     tenant_id: Uuid,
     user_id: String,
     export_type: String,
-    format: String,
+    format: StoredFormat,
     fields: Vec<String>,
     range_start: DateTime<Utc>,
     range_end: DateTime<Utc>,
     record_count: i64,
     bytes: i64,
     duration_ms: i64,
-    status: String,
+    status: ExportStatus,
     error: Option<String>,
     truncated: bool,
     created_at: DateTime<Utc>,
@@ -184,25 +192,19 @@ struct HistoryRow {
 
 impl HistoryRow {
     fn to_proto(&self) -> pb::ExportHistoryEntry {
-        let format = match self.format.as_str() {
-            "csv" => pb::ExportFormat::Csv,
-            "json" => pb::ExportFormat::Json,
-            "ndjson" => pb::ExportFormat::Ndjson,
-            _ => pb::ExportFormat::Unspecified,
-        };
         crate::history::entry(
             self.id,
             self.tenant_id,
             &self.user_id,
             &self.export_type,
-            format,
+            self.format.to_proto(),
             self.fields.clone(),
             self.range_start,
             self.range_end,
             u64::try_from(self.record_count).unwrap_or(0),
             u64::try_from(self.bytes).unwrap_or(0),
             self.duration_ms,
-            &self.status,
+            self.status,
             self.error.clone().unwrap_or_default(),
             self.truncated,
             self.created_at,

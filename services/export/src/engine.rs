@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::catalog::Kind;
-use crate::history::{self, Ending, ts};
+use haven_proto::time::timestamp as ts;
+
+use crate::history::{self, Ending};
 use crate::limiter::Permit;
 use crate::plan::{CsvCell, Format, Plan};
 

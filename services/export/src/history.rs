@@ -32,10 +32,54 @@ pub enum Ending {
     },
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+use haven_proto::time::timestamp as ts;
+
+/// How an export ended, as `export_history.status` stores it. A value this version does not
+/// know is a decode error naming it, never a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Status {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn to_proto(self) -> pb::ExportStatus {
+        match self {
+            Status::Completed => pb::ExportStatus::Completed,
+            Status::Failed => pb::ExportStatus::Failed,
+            Status::Cancelled => pb::ExportStatus::Cancelled,
+        }
+    }
+}
+
+/// The format column of `export_history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum StoredFormat {
+    Csv,
+    Json,
+    Ndjson,
+    Rows,
+}
+
+impl StoredFormat {
+    pub fn to_proto(self) -> pb::ExportFormat {
+        match self {
+            StoredFormat::Csv => pb::ExportFormat::Csv,
+            StoredFormat::Json => pb::ExportFormat::Json,
+            StoredFormat::Ndjson => pb::ExportFormat::Ndjson,
+            StoredFormat::Rows => pb::ExportFormat::Unspecified,
+        }
     }
 }
 
@@ -47,16 +91,16 @@ pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took
             rows,
             bytes,
             truncated,
-        } => ("completed", *rows, *bytes, *truncated, None),
+        } => (Status::Completed, *rows, *bytes, *truncated, None),
         Ending::Cancelled { rows, bytes } => (
-            "cancelled",
+            Status::Cancelled,
             *rows,
             *bytes,
             false,
             Some("the caller went away".to_owned()),
         ),
         Ending::Failed { rows, bytes, error } => {
-            ("failed", *rows, *bytes, false, Some(error.clone()))
+            (Status::Failed, *rows, *bytes, false, Some(error.clone()))
         }
     };
     let duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
@@ -94,8 +138,8 @@ pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took
     };
     metrics::counter!("haven_export_rows_total", "type" => plan.ty.key).increment(rows);
     metrics::counter!("haven_export_bytes_total", "type" => plan.ty.key).increment(bytes);
-    metrics::counter!("haven_exports_total", "status" => status).increment(1);
-    tracing::info!(export = %plan.id, r#type = plan.ty.key, format = plan.format.as_str(), status, rows, bytes, duration_ms, "export ended");
+    metrics::counter!("haven_exports_total", "status" => status.as_str()).increment(1);
+    tracing::info!(export = %plan.id, r#type = plan.ty.key, format = plan.format.as_str(), status = status.as_str(), rows, bytes, duration_ms, "export ended");
     let entry = entry(
         plan.id,
         plan.tenant_id,
@@ -113,10 +157,9 @@ pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took
         truncated,
         created_at,
     );
-    let subject = if status == "completed" {
-        COMPLETED_SUBJECT
-    } else {
-        FAILED_SUBJECT
+    let subject = match status {
+        Status::Completed => COMPLETED_SUBJECT,
+        Status::Failed | Status::Cancelled => FAILED_SUBJECT,
     };
     let event = ExportEvent {
         entry: Some(entry),
@@ -140,17 +183,11 @@ pub fn entry(
     rows: u64,
     bytes: u64,
     duration_ms: i64,
-    status: &str,
+    status: Status,
     error: String,
     truncated: bool,
     created_at: DateTime<Utc>,
 ) -> pb::ExportHistoryEntry {
-    let status = match status {
-        "completed" => pb::ExportStatus::Completed,
-        "failed" => pb::ExportStatus::Failed,
-        "cancelled" => pb::ExportStatus::Cancelled,
-        _ => pb::ExportStatus::Unspecified,
-    };
     pb::ExportHistoryEntry {
         id: id.to_string(),
         tenant_id: tenant_id.to_string(),
@@ -165,7 +202,7 @@ pub fn entry(
         record_count: rows,
         bytes,
         duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-        status: status as i32,
+        status: status.to_proto() as i32,
         error,
         truncated,
         created_at: Some(ts(created_at)),

@@ -186,10 +186,7 @@ pub fn resolve(
                 ));
             }
             Err(_) => {
-                return Err(invalid(
-                    "format",
-                    format!("unknown value {}", request.format),
-                ).into());
+                return Err(invalid("format", format!("unknown value {}", request.format)).into());
             }
         }
     };
@@ -228,16 +225,14 @@ pub fn resolve(
         None => end - Duration::days(i64::from(ty.default_date_range_days)),
     };
     if start > end {
-        return Err(invalid(
-            "start_time",
-            format!("{start} is after end_time {end}"),
-        ).into());
+        return Err(invalid("start_time", format!("{start} is after end_time {end}")).into());
     }
     if end - start > Duration::days(MAX_RANGE_DAYS) {
         return Err(invalid(
             "start_time",
             format!("the range is longer than {MAX_RANGE_DAYS} days"),
-        ).into());
+        )
+        .into());
     }
     let max = limits.max_records(ty);
     let limit = if request.limit == 0 {

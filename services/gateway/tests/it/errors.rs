@@ -3,25 +3,17 @@
 
 use std::time::Duration;
 
-use haven_auth::{Claims, Minter, Role};
+use haven_auth::Role;
 use haven_proto::retry::v1 as pb;
 use haven_server::CommonArgs;
 use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
 use serde_json::Value;
 use uuid::Uuid;
 
-const SECRET: &str = "gateway-errors-secret-at-least-32-bytes";
+const SECRET: &str = haven_testkit::JWT_SECRET;
 
 fn token(tenant: Uuid) -> String {
-    Minter::hs256(SECRET.as_bytes())
-        .unwrap()
-        .mint(&Claims::new(
-            tenant,
-            "u",
-            vec![Role::User],
-            Duration::from_secs(600),
-        ))
-        .unwrap()
+    haven_testkit::token(tenant, Role::User)
 }
 
 #[tokio::test]
@@ -29,13 +21,11 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
     let db = TestDb::new().await;
     let stop = Switch::new();
     let common = CommonArgs::new(&db.url, &nats_url(), &namespace(), SECRET);
-    let rl = listener().await;
-    let retry_addr = rl.local_addr().unwrap();
-    let retry = tokio::spawn(haven_retry::serve(
-        haven_retry::Config::for_test(common),
-        rl,
-        stop.wait(),
-    ));
+    let retry = haven_testkit::spawn(&stop, |l, shutdown| {
+        haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown)
+    })
+    .await;
+    let retry_addr = retry.addr;
     let gl = listener().await;
     let base = format!("http://{}", gl.local_addr().unwrap());
     let config = haven_gateway::Config::for_test(
@@ -49,16 +39,8 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
 
     // Tenant A has two items waiting (due in an hour, so nothing dispatches them).
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let channel = loop {
-        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{retry_addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    haven_testkit::wait_serving(retry_addr).await;
+    let channel = retry.channel();
     let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token(a)).parse().unwrap();
     let mut grpc = pb::retry_service_client::RetryServiceClient::with_interceptor(
         channel,
@@ -194,6 +176,6 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
     assert_eq!(res.status(), 401);
 
     stop.fire();
-    retry.await.unwrap().unwrap();
+    retry.task.await.unwrap();
     gateway.await.unwrap().unwrap();
 }

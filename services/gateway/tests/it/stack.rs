@@ -6,85 +6,45 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use haven_auth::{Claims, Minter, Role};
+use haven_auth::Role;
 use haven_server::CommonArgs;
-use haven_testkit::{NatsServer, Switch as Token, TestDb, listener, namespace, nats_url};
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use haven_testkit::{
+    NatsServer, Running, ServingStatus, Switch as Token, TestDb, channel, listener, namespace,
+    nats_url, spawn, wait_health,
+};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-const SECRET: &str = "stack-test-secret-at-least-32-bytes!!";
+const SECRET: &str = haven_testkit::JWT_SECRET;
 
-struct Service {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-async fn start_service(name: &str, common: CommonArgs, stop: &Token) -> Service {
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let shutdown = stop.wait();
-    let task = match name {
-        "integrations" => tokio::spawn(async move {
-            haven_integrations::serve(haven_integrations::Config::for_test(common), l, shutdown)
-                .await
-                .unwrap()
-        }),
-        "retry" => tokio::spawn(async move {
-            haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown)
-                .await
-                .unwrap()
-        }),
-        "export" => tokio::spawn(async move {
-            haven_export::serve(haven_export::Config::for_test(common), l, shutdown)
-                .await
-                .unwrap()
-        }),
-        other => panic!("unknown service {other}"),
-    };
-    Service { addr, task }
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy()
-}
-
-async fn health(addr: SocketAddr) -> Option<ServingStatus> {
-    let mut client = HealthClient::new(channel(addr).await);
-    let call = client.check(HealthCheckRequest {
-        service: String::new(),
-    });
-    match tokio::time::timeout(Duration::from_secs(1), call).await {
-        Ok(Ok(r)) => ServingStatus::try_from(r.into_inner().status).ok(),
-        _ => None,
-    }
-}
-
-async fn wait_health(addr: SocketAddr, want: ServingStatus) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = health(addr).await;
-        if got == Some(want) {
-            return;
+async fn start_service(name: &str, common: CommonArgs, stop: &Token) -> Running {
+    match name {
+        "integrations" => {
+            spawn(stop, |l, shutdown| {
+                haven_integrations::serve(haven_integrations::Config::for_test(common), l, shutdown)
+            })
+            .await
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{addr}: health {got:?}, wanted {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        "retry" => {
+            spawn(stop, |l, shutdown| {
+                haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown)
+            })
+            .await
+        }
+        "export" => {
+            spawn(stop, |l, shutdown| {
+                haven_export::serve(haven_export::Config::for_test(common), l, shutdown)
+            })
+            .await
+        }
+        other => panic!("unknown service {other}"),
     }
 }
 
 async fn reflected_services(addr: SocketAddr) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let mut client = ServerReflectionClient::new(channel(addr));
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -181,15 +141,7 @@ async fn stack_serves_health_reflection_and_readiness() {
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthenticated");
-    let token = Minter::hs256(SECRET.as_bytes())
-        .unwrap()
-        .mint(&Claims::new(
-            uuid::Uuid::new_v4(),
-            "u1",
-            vec![Role::User],
-            Duration::from_secs(60),
-        ))
-        .unwrap();
+    let token = haven_testkit::token(uuid::Uuid::new_v4(), Role::User);
     let res = http
         .get(format!("{base}/api/nothing-here"))
         .bearer_auth(&token)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use haven_appdata::{DataKind, HOSTILE_TEXT, SeedOptions};
-use haven_auth::{Claims, Minter, Role};
+use haven_auth::Role;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
 use haven_server::CommonArgs;
@@ -15,7 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-const SECRET: &str = "export-test-secret-at-least-32-bytes!";
+const SECRET: &str = haven_testkit::JWT_SECRET;
 
 #[derive(Clone)]
 struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -47,28 +47,15 @@ async fn start_with(max_records: &str, per_tenant: usize) -> Stack {
     ));
     config.max_records = max_records.into();
     config.max_concurrent_per_tenant = per_tenant;
-    let listener = haven_testkit::listener().await;
-    let addr = listener.local_addr().unwrap();
-    let stop = Switch::new();
-    let shutdown = stop.wait();
-    tokio::spawn(async move {
+    let running = haven_testkit::spawn_serving(|listener, shutdown| {
         haven_export::serve(config, listener, shutdown)
-            .await
-            .unwrap()
-    });
-    // Ready once the app schema is migrated.
-    for _ in 0..300 {
-        let ok: Option<String> =
-            sqlx::query_scalar("SELECT to_regclass('app.daily_metrics')::text")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        if ok.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
+    Stack {
+        db,
+        addr: running.addr,
+        stop: running.stop,
     }
-    Stack { db, addr, stop }
 }
 
 impl Stack {
@@ -83,15 +70,7 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let token = Minter::hs256(SECRET.as_bytes())
-            .unwrap()
-            .mint(&Claims::new(
-                tenant,
-                "tester",
-                vec![Role::User],
-                Duration::from_secs(600),
-            ))
-            .unwrap();
+        let token = haven_testkit::token(tenant, Role::User);
         ExportServiceClient::with_interceptor(
             channel,
             Auth(format!("Bearer {token}").parse().unwrap()),
@@ -647,5 +626,51 @@ async fn one_tenant_cannot_take_every_export_slot() {
             Err(e) => panic!("{e:?}"),
         }
     }
+    s.stop.fire();
+}
+
+#[tokio::test]
+async fn pdf_is_unimplemented_and_unknown_history_values_are_errors() {
+    let s = start("").await;
+    let tenant = Uuid::new_v4();
+    let mut c = s.client(tenant).await;
+    let err = export(&mut c, request("orders", pb::ExportFormat::Pdf))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert!(err.message().starts_with("format"), "{}", err.message());
+
+    // A status this version does not know (as a newer version might write) is an error
+    // that names it, never a silently wrong status.
+    export(&mut c, request("orders", pb::ExportFormat::Csv))
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM exports.export_history WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&s.db.pool)
+                .await
+                .unwrap();
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("ALTER TABLE exports.export_history DROP CONSTRAINT export_history_status_check")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE exports.export_history SET status = 'paused' WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let err = c
+        .list_export_history(pb::ListExportHistoryRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(err.message().contains("paused"), "{}", err.message());
     s.stop.fire();
 }

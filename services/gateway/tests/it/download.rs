@@ -3,29 +3,19 @@
 //! export fails mid-stream.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use haven_appdata::{DataKind, SeedOptions};
-use haven_auth::{Claims, Minter, Role};
+use haven_auth::Role;
 use haven_server::CommonArgs;
 use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-const SECRET: &str = "gateway-download-secret-at-least-32-bytes";
+const SECRET: &str = haven_testkit::JWT_SECRET;
 
 fn token(tenant: Uuid) -> String {
-    Minter::hs256(SECRET.as_bytes())
-        .unwrap()
-        .mint(&Claims::new(
-            tenant,
-            "u",
-            vec![Role::User],
-            Duration::from_secs(600),
-        ))
-        .unwrap()
+    haven_testkit::token(tenant, Role::User)
 }
 
 struct Stack {
@@ -41,9 +31,11 @@ async fn stack() -> Stack {
     let mut config =
         haven_export::Config::for_test(CommonArgs::new(&db.url, &nats_url(), &namespace(), SECRET));
     config.max_records = "orders=1000000".into();
-    let el = listener().await;
-    let export_addr = el.local_addr().unwrap();
-    tokio::spawn(haven_export::serve(config, el, stop.wait()));
+    let export = haven_testkit::spawn(&stop, |l, shutdown| {
+        haven_export::serve(config, l, shutdown)
+    })
+    .await;
+    let export_addr = export.addr;
     let gl = listener().await;
     let gateway = gl.local_addr().unwrap();
     let config = haven_gateway::Config::for_test(
@@ -54,17 +46,7 @@ async fn stack() -> Stack {
         format!("http://{export_addr}"),
     );
     tokio::spawn(haven_gateway::serve(config, gl, stop.wait()));
-    for _ in 0..300 {
-        let ok: Option<String> =
-            sqlx::query_scalar("SELECT to_regclass('app.daily_metrics')::text")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        if ok.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    haven_testkit::wait_serving(export_addr).await;
     Stack {
         db,
         base: format!("http://{gateway}"),

@@ -1,0 +1,7 @@
+//! The gateway against real services, PostgreSQL and NATS, one test binary.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod download;
+mod errors;
+mod stack;
+mod webhooks;
