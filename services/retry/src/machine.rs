@@ -3,9 +3,11 @@
 //! (README, "Retry queue": Outcomes and Error management).
 //!
 //! The store reads the item with `FOR UPDATE` in the transaction that applies the decision,
-//! so the state decided on is the state changed. Two rules stay in SQL because they select
-//! rows rather than decide about one: claiming takes `pending` items that are due (with
-//! `SKIP LOCKED`), and the lease rescue takes `processing` items whose lease ran out, then
+//! so the state decided on is the state changed. What stays in SQL selects rows in bulk
+//! rather than deciding about one item, so that each stays one statement: claiming takes
+//! due `pending` items (`SKIP LOCKED`); giving back a claim whose dispatch was never
+//! published only touches it while it is still that claim (`status = 'processing'` and its
+//! attempt in the WHERE); the lease rescue takes `processing` items whose lease ran out and
 //! hands each to [`transition`] as [`Event::LeaseExpired`].
 
 use std::time::Duration;
@@ -66,7 +68,8 @@ pub enum Decision {
     /// The item already took this very result (a redelivery): nothing changes, but its
     /// lifecycle event is published again (the bus drops the repeat).
     Replay,
-    /// The result is for an attempt that is no longer current: nothing changes.
+    /// The result is for an attempt that is no longer current, or that already ended
+    /// another way: nothing changes.
     Ignore,
     /// Pending and due now, claim cleared, with `max_attempts` so at least one attempt is
     /// left.
