@@ -20,6 +20,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use haven_proto::integrations::v1 as pb;
 use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
+use haven_providers::Provider;
 use haven_vault::Secret;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -51,6 +52,11 @@ fn client(state: &AppState) -> IntegrationsServiceClient<Channel> {
     IntegrationsServiceClient::new(state.upstreams.integrations.clone())
 }
 
+/// The `{provider}` of a route, checked here so an unknown one never reaches the service.
+pub fn parse_provider(key: &str) -> Result<Provider, ApiError> {
+    Provider::parse(key).map_err(|e| ApiError::invalid("provider", e))
+}
+
 /// The seed's `IntegrationStatus`; PENDING is its "connecting".
 pub fn status_str(status: i32) -> &'static str {
     match pb::IntegrationStatus::try_from(status) {
@@ -77,8 +83,20 @@ pub fn auth_type_json(auth_type: i32) -> Value {
 /// are known. Sky Pilot has no details beyond whether it is connected.
 pub fn metadata_json(provider: &str, integration: Option<&pb::Integration>) -> Value {
     use pb::integration::Metadata;
+    // A key the registry no longer lists has no details to show.
+    let sky_pilot = match Provider::parse(provider) {
+        Ok(Provider::SkyPilot) => true,
+        Ok(
+            Provider::Shopify
+            | Provider::Pinterest
+            | Provider::Klaviyo
+            | Provider::DynamicMockups
+            | Provider::Resend,
+        )
+        | Err(_) => false,
+    };
     let Some(integration) = integration else {
-        return if provider == "sky_pilot" {
+        return if sky_pilot {
             json!({ "connected": false })
         } else {
             json!({})
@@ -117,7 +135,7 @@ pub fn metadata_json(provider: &str, integration: Option<&pb::Integration>) -> V
             }
             Value::Object(o)
         }
-        None if provider == "sky_pilot" => json!({
+        None if sky_pilot => json!({
             "connected": integration.status == pb::IntegrationStatus::Connected as i32,
         }),
         None => json!({}),
@@ -230,11 +248,12 @@ async fn install(
     Path(provider): Path<String>,
     Query(query): Query<InstallQuery>,
 ) -> Result<Response, ApiError> {
+    let provider = parse_provider(&provider)?;
     let begun = client(&state)
         .begin_o_auth(upstream::request(
             &headers,
             pb::BeginOAuthRequest {
-                provider,
+                provider: provider.as_str().to_owned(),
                 shop: query.shop.unwrap_or_default(),
                 redirect_uri: String::new(),
             },
@@ -314,13 +333,16 @@ async fn callback(
     Path(provider): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let outcome = match callback_query(raw.as_deref()) {
+    let checked = parse_provider(&provider)
+        .map_err(|e| e.message)
+        .and_then(|p| Ok((p, callback_query(raw.as_deref())?)));
+    let outcome = match checked {
         Err(message) => Err(message),
-        Ok(query) => client(&state)
+        Ok((checked, query)) => client(&state)
             .complete_o_auth(upstream::request(
                 &headers,
                 pb::CompleteOAuthRequest {
-                    provider: provider.clone(),
+                    provider: checked.as_str().to_owned(),
                     query,
                 },
             ))
@@ -373,12 +395,13 @@ async fn connect(
     Path(provider): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let provider = parse_provider(&provider)?;
     let key = parse_api_key(&body)?;
     let integration = client(&state)
         .connect_api_key(upstream::request(
             &headers,
             pb::ConnectApiKeyRequest {
-                provider,
+                provider: provider.as_str().to_owned(),
                 api_key: key.expose().trim().to_owned(),
             },
         ))
@@ -392,6 +415,7 @@ async fn disconnect(
     headers: HeaderMap,
     Path(provider): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let provider = parse_provider(&provider)?.as_str().to_owned();
     let integration = client(&state)
         .disconnect(upstream::request(
             &headers,

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::convert::{integration, timestamp};
-use crate::core::Core;
-use crate::registry::PROVIDERS;
+use crate::core::{Core, parse_provider};
+use crate::registry;
 
 /// Tokens handed out are good for at least this long unless the caller asks for more.
 const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
@@ -32,7 +32,11 @@ impl Api {
             .map(|(step, status, at)| pb::SetupStep {
                 key: step.key.to_owned(),
                 label: step.label.to_owned(),
-                provider: step.provider.unwrap_or_default().to_owned(),
+                provider: step
+                    .provider
+                    .map(|p| p.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
                 status: step_status(&status) as i32,
                 updated_at: at.map(timestamp),
             })
@@ -73,7 +77,7 @@ impl IntegrationsService for Api {
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
         principal_of(&request)?;
         Ok(Response::new(pb::ListProvidersResponse {
-            providers: PROVIDERS.iter().map(|p| p.to_proto()).collect(),
+            providers: registry::providers().map(|p| p.to_proto()).collect(),
         }))
     }
 
@@ -93,10 +97,8 @@ impl IntegrationsService for Api {
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
         let principal = principal_of(&request)?;
-        let row = self
-            .core
-            .get(principal.tenant_id, &request.get_ref().provider)
-            .await?;
+        let provider = parse_provider(&request.get_ref().provider)?;
+        let row = self.core.get(principal.tenant_id, provider).await?;
         Ok(Response::new(integration(&row)))
     }
 
@@ -106,9 +108,10 @@ impl IntegrationsService for Api {
     ) -> Result<Response<pb::BeginOAuthResponse>, Status> {
         let principal = principal_of(&request)?;
         let r = request.get_ref();
+        let provider = parse_provider(&r.provider)?;
         let (url, expires) = self
             .core
-            .begin_oauth(&principal, &r.provider, &r.shop, &r.redirect_uri)
+            .begin_oauth(&principal, provider, &r.shop, &r.redirect_uri)
             .await?;
         Ok(Response::new(pb::BeginOAuthResponse {
             authorize_url: url,
@@ -123,9 +126,10 @@ impl IntegrationsService for Api {
         let principal = maybe_principal(&request);
         let r = request.into_inner();
         let query: Vec<(String, String)> = r.query.into_iter().collect();
+        let provider = parse_provider(&r.provider)?;
         let row = self
             .core
-            .complete_oauth(principal.as_ref(), &r.provider, query)
+            .complete_oauth(principal.as_ref(), provider, query)
             .await
             .inspect_err(
                 |e| tracing::info!(provider = %r.provider, error = %e, "OAuth callback rejected"),
@@ -139,9 +143,10 @@ impl IntegrationsService for Api {
     ) -> Result<Response<pb::Integration>, Status> {
         let principal = principal_of(&request)?;
         let r = request.get_ref();
+        let provider = parse_provider(&r.provider)?;
         let row = self
             .core
-            .connect_api_key(&principal, &r.provider, &r.api_key)
+            .connect_api_key(&principal, provider, &r.api_key)
             .await?;
         Ok(Response::new(integration(&row)))
     }
@@ -151,10 +156,8 @@ impl IntegrationsService for Api {
         request: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
         let principal = principal_of(&request)?;
-        let row = self
-            .core
-            .disconnect(&principal, &request.get_ref().provider)
-            .await?;
+        let provider = parse_provider(&request.get_ref().provider)?;
+        let row = self.core.disconnect(&principal, provider).await?;
         Ok(Response::new(integration(&row)))
     }
 
@@ -182,10 +185,8 @@ impl IntegrationsService for Api {
             }
             s => Duration::from_secs(u64::from(s)),
         };
-        let token = self
-            .core
-            .access_token(tenant, &r.provider, min_valid)
-            .await?;
+        let provider = parse_provider(&r.provider)?;
+        let token = self.core.access_token(tenant, provider, min_valid).await?;
         tracing::info!(%tenant, provider = %r.provider, caller = %principal.user_id, "access token handed out");
         Ok(Response::new(pb::GetAccessTokenResponse {
             access_token: token.token.expose().to_owned(),

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use haven_proto::integrations::v1 as pb;
 use serde_json::Value;
 
-use crate::registry::{self, Auth};
+use crate::registry::{self, Auth, Provider};
 use crate::store::{IntegrationRow, Status};
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -35,30 +35,30 @@ fn int(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_i64).unwrap_or_default()
 }
 
-fn metadata(provider: &str, v: &Value) -> Option<pb::integration::Metadata> {
+fn metadata(provider: Provider, v: &Value) -> Option<pb::integration::Metadata> {
     use pb::integration::Metadata;
     if v.as_object().is_none_or(|o| o.is_empty()) {
         return None;
     }
     Some(match provider {
-        "shopify" => Metadata::Shopify(pb::ShopifyMetadata {
+        Provider::Shopify => Metadata::Shopify(pb::ShopifyMetadata {
             shop_domain: text(v, "shop_domain"),
             shop_name: text(v, "shop_name"),
         }),
-        "pinterest" => Metadata::Pinterest(pb::PinterestMetadata {
+        Provider::Pinterest => Metadata::Pinterest(pb::PinterestMetadata {
             account_name: text(v, "account_name"),
             account_id: text(v, "account_id"),
             board_count: i32::try_from(int(v, "board_count")).unwrap_or(i32::MAX),
         }),
-        "klaviyo" => Metadata::Klaviyo(pb::KlaviyoMetadata {
+        Provider::Klaviyo => Metadata::Klaviyo(pb::KlaviyoMetadata {
             list_count: i32::try_from(int(v, "list_count")).unwrap_or(i32::MAX),
             default_list_id: text(v, "default_list_id"),
         }),
-        "dynamic_mockups" => Metadata::DynamicMockups(pb::DynamicMockupsMetadata {
+        Provider::DynamicMockups => Metadata::DynamicMockups(pb::DynamicMockupsMetadata {
             credits_remaining: int(v, "credits_remaining"),
             plan: text(v, "plan"),
         }),
-        "resend" => Metadata::Resend(pb::ResendMetadata {
+        Provider::Resend => Metadata::Resend(pb::ResendMetadata {
             domain_verified: v
                 .get("domain_verified")
                 .and_then(Value::as_bool)
@@ -66,25 +66,25 @@ fn metadata(provider: &str, v: &Value) -> Option<pb::integration::Metadata> {
             from_email: String::new(),
             from_domain: text(v, "from_domain"),
         }),
-        _ => return None,
+        // Sky Pilot has no details beyond its status.
+        Provider::SkyPilot => return None,
     })
 }
 
 /// The public view of a row; never carries a secret.
 pub fn integration(row: &IntegrationRow) -> pb::Integration {
-    let auth = registry::provider(&row.provider).map(|p| p.auth);
+    let auth = registry::info(row.provider).auth;
     pb::Integration {
         id: row.id.to_string(),
         tenant_id: row.tenant_id.to_string(),
-        provider: row.provider.clone(),
+        provider: row.provider.as_str().to_owned(),
         auth_type: match auth {
-            Some(Auth::OAuth) => pb::AuthType::Oauth,
-            Some(Auth::ApiKey) => pb::AuthType::ApiKey,
-            None => pb::AuthType::Unspecified,
+            Auth::OAuth => pb::AuthType::Oauth,
+            Auth::ApiKey => pb::AuthType::ApiKey,
         } as i32,
         status: status_proto(row.status()) as i32,
         scopes: row.scopes.clone(),
-        metadata: metadata(&row.provider, &row.metadata),
+        metadata: metadata(row.provider, &row.metadata),
         last_error: row.last_error.clone().unwrap_or_default(),
         last_error_at: row.last_error_at.map(timestamp),
         token_expires_at: row.token_expires_at.map(timestamp),

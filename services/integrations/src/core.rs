@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
-use crate::registry::{self, Auth, ProviderInfo};
+use crate::registry::{self, Auth, Provider, ProviderInfo};
 use crate::store::{self, IntegrationRow, Status};
 
 /// Clients for every provider, built once from configuration.
@@ -90,28 +90,36 @@ pub struct AccessToken {
     pub shop_domain: Option<String>,
 }
 
-/// Resolves a provider key, naming it when unknown.
-pub fn provider_info(key: &str) -> Result<&'static ProviderInfo> {
-    registry::provider(key).ok_or_else(|| {
-        let known: Vec<&str> = registry::PROVIDERS.iter().map(|p| p.key).collect();
-        Error::invalid(format!(
-            "provider: unknown provider `{key}`; expected one of {}",
-            known.join(", ")
-        ))
-    })
+/// Resolves a provider key from a request, naming it when unknown.
+pub fn parse_provider(key: &str) -> Result<Provider> {
+    Provider::parse(key).map_err(|e| Error::invalid(format!("provider: {e}")))
+}
+
+/// The error for an OAuth provider where an API key was expected, or the reverse.
+pub fn wrong_auth(info: &ProviderInfo) -> Error {
+    match info.auth {
+        Auth::OAuth => Error::invalid(format!(
+            "provider: {} connects with OAuth; use BeginOAuth",
+            info.name
+        )),
+        Auth::ApiKey => Error::invalid(format!(
+            "provider: {} connects with an API key; use ConnectApiKey",
+            info.name
+        )),
+    }
 }
 
 impl Core {
     pub fn owner<'a>(&self, row: &'a IntegrationRow, kind: CredentialKind) -> Owner<'a> {
         Owner {
             tenant_id: row.tenant_id,
-            provider: &row.provider,
+            provider: row.provider.as_str(),
             kind,
         }
     }
 
     /// The OAuth callback URL registered with the provider.
-    pub fn callback_url(&self, provider: &str) -> String {
+    pub fn callback_url(&self, provider: Provider) -> String {
         format!(
             "{}/api/integrations/{provider}/callback",
             self.public_url.trim_end_matches('/')
@@ -128,14 +136,14 @@ impl Core {
 
     pub async fn list(&self, tenant: Uuid) -> Result<Vec<IntegrationRow>> {
         let mut rows = store::list(&self.pool, tenant).await?;
-        rows.sort_by_key(|r| registry::provider(&r.provider).map_or(i32::MAX, |p| p.setup_order));
+        rows.sort_by_key(|r| registry::info(r.provider).setup_order);
         Ok(rows)
     }
 
-    pub async fn get(&self, tenant: Uuid, provider: &str) -> Result<IntegrationRow> {
-        let info = provider_info(provider)?;
+    pub async fn get(&self, tenant: Uuid, provider: Provider) -> Result<IntegrationRow> {
+        let info = registry::info(provider);
         let mut conn = self.pool.acquire().await?;
-        store::get(&mut conn, tenant, info.key)
+        store::get(&mut conn, tenant, provider)
             .await?
             .ok_or_else(|| Error::NotFound(format!("{} has never been connected", info.name)))
     }
@@ -154,7 +162,7 @@ impl Core {
             let sealed = self.ring.seal(secret, self.owner(&row, *kind));
             store::put_credential(&mut tx, &row, *kind, &sealed, *expires).await?;
         }
-        if let Some(step) = registry::step_for_provider(&row.provider) {
+        if let Some(step) = registry::step_for_provider(row.provider) {
             store::set_step(
                 &mut tx,
                 row.tenant_id,
@@ -181,7 +189,7 @@ impl Core {
     pub async fn fail_connection(
         &self,
         tenant: Uuid,
-        provider: &str,
+        provider: Provider,
         user: Option<&str>,
         message: &str,
     ) -> Result<()> {
@@ -208,15 +216,12 @@ impl Core {
     pub async fn connect_api_key(
         &self,
         principal: &Principal,
-        provider: &str,
+        provider: Provider,
         key: &str,
     ) -> Result<IntegrationRow> {
-        let info = provider_info(provider)?;
+        let info = registry::info(provider);
         if info.auth != Auth::ApiKey {
-            return Err(Error::invalid(format!(
-                "provider: {} connects with OAuth; use BeginOAuth",
-                info.name
-            )));
+            return Err(wrong_auth(&info));
         }
         let key = key.trim();
         if key.is_empty() {
@@ -229,34 +234,35 @@ impl Core {
         }
         let key = Secret::new(key);
         let p = &self.providers;
-        let metadata = match info.key {
-            "klaviyo" => p
+        let metadata = match provider {
+            Provider::Klaviyo => p
                 .klaviyo
                 .validate(&key)
                 .await
                 .map(|a| json!({ "list_count": a.list_count })),
-            "dynamic_mockups" => p
+            Provider::DynamicMockups => p
                 .dynamic_mockups
                 .validate(&key)
                 .await
                 .map(|a| json!({ "credits_remaining": a.credits_remaining, "plan": a.plan })),
-            "resend" => p.resend.validate(&key).await.map(|a| {
+            Provider::Resend => p.resend.validate(&key).await.map(|a| {
                 json!({ "domain_verified": a.domain_verified, "send_only": a.send_only,
                         // The sender address is the app's choice; Resend only tells the domain.
                         "from_domain": a.from_domain })
             }),
-            _ => p
+            Provider::SkyPilot => p
                 .sky_pilot
                 .validate(&key)
                 .await
                 .map(|()| json!({ "connected": true })),
+            Provider::Shopify | Provider::Pinterest => return Err(wrong_auth(&info)),
         };
         let metadata = match metadata {
             Ok(m) => m,
             Err(e) if e.is_retryable() => {
                 let message = format!("{} could not be reached to check the key: {e}", info.name);
                 let mut conn = self.pool.acquire().await?;
-                if let Some(row) = store::get(&mut conn, principal.tenant_id, info.key).await? {
+                if let Some(row) = store::get(&mut conn, principal.tenant_id, provider).await? {
                     store::note_error(&mut conn, row.id, &message).await?;
                 }
                 return Err(Error::provider(
@@ -274,7 +280,7 @@ impl Core {
                 );
                 self.fail_connection(
                     principal.tenant_id,
-                    info.key,
+                    provider,
                     Some(&principal.user_id),
                     &message,
                 )
@@ -285,7 +291,7 @@ impl Core {
         self.store_connection(
             store::Connected {
                 tenant: principal.tenant_id,
-                provider: info.key,
+                provider,
                 user: &principal.user_id,
                 metadata,
                 scopes: Vec::new(),
@@ -302,11 +308,11 @@ impl Core {
     pub async fn access_token(
         &self,
         tenant: Uuid,
-        provider: &str,
+        provider: Provider,
         min_valid: Duration,
     ) -> Result<AccessToken> {
-        let info = provider_info(provider)?;
-        let mut row = self.get(tenant, info.key).await?;
+        let info = registry::info(provider);
+        let mut row = self.get(tenant, provider).await?;
         match row.status() {
             Status::Connected => {}
             Status::Expired => {
@@ -388,12 +394,21 @@ impl Core {
         let refresh_token = self
             .ring
             .open(&sealed, self.owner(&row, CredentialKind::RefreshToken))?;
-        let result = match row.provider.as_str() {
-            "shopify" => {
+        let result = match row.provider {
+            Provider::Shopify => {
                 let shop = row.shop_domain.clone().unwrap_or_default();
                 self.providers.shopify.refresh(&shop, &refresh_token).await
             }
-            _ => self.providers.pinterest.refresh(&refresh_token).await,
+            Provider::Pinterest => self.providers.pinterest.refresh(&refresh_token).await,
+            Provider::Klaviyo
+            | Provider::DynamicMockups
+            | Provider::Resend
+            | Provider::SkyPilot => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} connects with an API key, which is never refreshed",
+                    row.provider
+                )));
+            }
         };
         match result {
             Ok(tokens) => {
@@ -412,7 +427,7 @@ impl Core {
                 let row = store::set_failed(
                     &mut tx,
                     row.tenant_id,
-                    &row.provider,
+                    row.provider,
                     Some(Status::Expired),
                     &message,
                 )

@@ -6,10 +6,11 @@ use haven_proto::events::v1::{IntegrationEvent, IntegrationEventKind};
 use uuid::Uuid;
 
 use crate::convert::{status_proto, timestamp};
+use crate::registry::Provider;
 use crate::store::IntegrationRow;
 
 /// The subject an event of `kind` for `provider` goes to.
-pub fn subject(provider: &str, kind: IntegrationEventKind) -> String {
+pub fn subject(provider: Provider, kind: IntegrationEventKind) -> String {
     let kind = match kind {
         IntegrationEventKind::Connected => "connected",
         IntegrationEventKind::Disconnected => "disconnected",
@@ -34,7 +35,7 @@ pub async fn publish(
     let event = IntegrationEvent {
         tenant_id: row.tenant_id.to_string(),
         integration_id: row.id.to_string(),
-        provider: row.provider.clone(),
+        provider: row.provider.as_str().to_owned(),
         kind: kind as i32,
         status: status_proto(row.status()) as i32,
         user_id: user.unwrap_or_default().to_owned(),
@@ -42,7 +43,7 @@ pub async fn publish(
         token_expires_at: row.token_expires_at.map(timestamp),
         occurred_at: Some(timestamp(Utc::now())),
     };
-    let subject = subject(&row.provider, kind);
+    let subject = subject(row.provider, kind);
     if let Err(e) = bus
         .publish(&subject, &event, &Uuid::now_v7().to_string())
         .await

@@ -15,9 +15,9 @@ use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::core::{Core, provider_info};
+use crate::core::{Core, wrong_auth};
 use crate::error::{Error, Result};
-use crate::registry::Auth;
+use crate::registry::{self, Auth, Provider};
 use crate::store::{self, IntegrationRow};
 
 /// How long a user has to finish authorizing.
@@ -34,54 +34,55 @@ impl Core {
     pub async fn begin_oauth(
         &self,
         principal: &Principal,
-        provider: &str,
+        provider: Provider,
         shop: &str,
         redirect_uri: &str,
     ) -> Result<(String, DateTime<Utc>)> {
-        let info = provider_info(provider)?;
+        let info = registry::info(provider);
         if info.auth != Auth::OAuth {
-            return Err(Error::invalid(format!(
-                "provider: {} connects with an API key; use ConnectApiKey",
-                info.name
-            )));
+            return Err(wrong_auth(&info));
         }
-        let callback = self.callback_url(info.key);
+        let callback = self.callback_url(provider);
         if !redirect_uri.is_empty() && redirect_uri != callback {
             return Err(Error::invalid(format!(
                 "redirect_uri: `{redirect_uri}` is not an allowed callback; leave it empty to use {callback}"
             )));
         }
-        let shop = match info.key {
-            "shopify" => {
+        // The shop (Shopify only) and the PKCE verifier (providers that document PKCE).
+        let (shop, verifier) = match provider {
+            Provider::Shopify => {
                 if shop.trim().is_empty() {
                     return Err(Error::invalid(
                         "shop: required for Shopify, e.g. `my-store.myshopify.com`",
                     ));
                 }
-                Some(
-                    shopify::validate_shop_domain(shop)
-                        .map_err(|e| Error::invalid(format!("shop: {e}")))?,
-                )
+                let shop = shopify::validate_shop_domain(shop)
+                    .map_err(|e| Error::invalid(format!("shop: {e}")))?;
+                (Some(shop), None)
             }
-            _ if !shop.is_empty() => {
-                return Err(Error::invalid(format!(
-                    "shop: only Shopify takes a shop, not {}",
-                    info.name
-                )));
+            Provider::Pinterest => {
+                if !shop.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "shop: only Shopify takes a shop, not {}",
+                        info.name
+                    )));
+                }
+                (None, PinterestClient::supports_pkce().then(pkce::verifier))
             }
-            _ => None,
+            Provider::Klaviyo
+            | Provider::DynamicMockups
+            | Provider::Resend
+            | Provider::SkyPilot => return Err(wrong_auth(&info)),
         };
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let state = URL_SAFE_NO_PAD.encode(bytes);
-        let verifier =
-            (info.key == "pinterest" && PinterestClient::supports_pkce()).then(pkce::verifier);
         let sealed_verifier = verifier.as_ref().map(|v| {
             self.ring.seal(
                 v,
                 Owner {
                     tenant_id: principal.tenant_id,
-                    provider: info.key,
+                    provider: provider.as_str(),
                     kind: CredentialKind::PkceVerifier,
                 },
             )
@@ -94,7 +95,7 @@ impl Core {
                 hash: &hash(&state),
                 tenant: principal.tenant_id,
                 user: &principal.user_id,
-                provider: info.key,
+                provider,
                 shop_domain: shop.as_deref(),
                 redirect_uri: &callback,
                 verifier: sealed_verifier.as_ref(),
@@ -102,7 +103,7 @@ impl Core {
             },
         )
         .await?;
-        store::mark_connecting(&self.pool, principal.tenant_id, info.key).await?;
+        store::mark_connecting(&self.pool, principal.tenant_id, provider).await?;
         let url = match shop {
             Some(shop) => self
                 .providers
@@ -123,40 +124,47 @@ impl Core {
     pub async fn complete_oauth(
         &self,
         principal: Option<&Principal>,
-        provider: &str,
+        provider: Provider,
         query: Vec<(String, String)>,
     ) -> Result<IntegrationRow> {
-        let info = provider_info(provider)?;
-        if info.auth != Auth::OAuth {
-            return Err(Error::invalid(format!(
-                "provider: {} does not use OAuth",
-                info.name
-            )));
-        }
+        let info = registry::info(provider);
         let params: BTreeMap<&str, &str> = query
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        if info.key == "shopify" {
-            // Checked before the state is touched, so a forged callback cannot burn it.
-            if !params.contains_key("hmac") {
-                return Err(Error::invalid("query: the Shopify callback has no hmac"));
+        match provider {
+            Provider::Shopify => {
+                // Checked before the state is touched, so a forged callback cannot burn it.
+                if !params.contains_key("hmac") {
+                    return Err(Error::invalid("query: the Shopify callback has no hmac"));
+                }
+                if !shopify::verify_callback_hmac(&query, &self.providers.shopify_secret) {
+                    return Err(Error::PermissionDenied(
+                        "query: the Shopify callback's hmac does not verify".into(),
+                    ));
+                }
+                let ts: i64 = params
+                    .get("timestamp")
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| {
+                        Error::invalid("query: the Shopify callback has no valid timestamp")
+                    })?;
+                let age = Utc::now().timestamp() - ts;
+                if !(-SHOPIFY_CALLBACK_MAX_AGE..=SHOPIFY_CALLBACK_MAX_AGE).contains(&age) {
+                    return Err(Error::PermissionDenied(format!(
+                        "query: the Shopify callback is {age} s old; at most {SHOPIFY_CALLBACK_MAX_AGE} s is accepted, start connecting again"
+                    )));
+                }
             }
-            if !shopify::verify_callback_hmac(&query, &self.providers.shopify_secret) {
-                return Err(Error::PermissionDenied(
-                    "query: the Shopify callback's hmac does not verify".into(),
-                ));
-            }
-            let ts: i64 = params
-                .get("timestamp")
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| {
-                    Error::invalid("query: the Shopify callback has no valid timestamp")
-                })?;
-            let age = Utc::now().timestamp() - ts;
-            if !(-SHOPIFY_CALLBACK_MAX_AGE..=SHOPIFY_CALLBACK_MAX_AGE).contains(&age) {
-                return Err(Error::PermissionDenied(format!(
-                    "query: the Shopify callback is {age} s old; at most {SHOPIFY_CALLBACK_MAX_AGE} s is accepted, start connecting again"
+            // Pinterest signs nothing: the state alone authenticates its callback.
+            Provider::Pinterest => {}
+            Provider::Klaviyo
+            | Provider::DynamicMockups
+            | Provider::Resend
+            | Provider::SkyPilot => {
+                return Err(Error::invalid(format!(
+                    "provider: {} does not use OAuth",
+                    info.name
                 )));
             }
         }
@@ -170,10 +178,10 @@ impl Core {
         let stored = store::lock_state(&mut tx, &state_hash)
             .await?
             .ok_or_else(|| Error::PermissionDenied("state: unknown OAuth state".into()))?;
-        if stored.provider != info.key {
+        if stored.provider != provider {
             return Err(Error::PermissionDenied(format!(
-                "state: this OAuth state was issued for {}, not {}",
-                stored.provider, info.key
+                "state: this OAuth state was issued for {}, not {provider}",
+                stored.provider
             )));
         }
         if let Some(p) = principal
@@ -198,7 +206,7 @@ impl Core {
                 &sealed,
                 Owner {
                     tenant_id: stored.tenant_id,
-                    provider: info.key,
+                    provider: provider.as_str(),
                     kind: CredentialKind::PkceVerifier,
                 },
             )?),
@@ -221,8 +229,8 @@ impl Core {
                 .get("code")
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| Error::invalid("query: code is missing"))?;
-            match info.key {
-                "shopify" => {
+            match provider {
+                Provider::Shopify => {
                     let shop = params
                         .get("shop")
                         .ok_or_else(|| Error::invalid("query: shop is missing"))?;
@@ -236,7 +244,7 @@ impl Core {
                     }
                     self.finish_shopify(tenant, user, &shop, code).await
                 }
-                _ => {
+                Provider::Pinterest => {
                     self.finish_pinterest(
                         tenant,
                         user,
@@ -246,6 +254,10 @@ impl Core {
                     )
                     .await
                 }
+                Provider::Klaviyo
+                | Provider::DynamicMockups
+                | Provider::Resend
+                | Provider::SkyPilot => Err(wrong_auth(&info)),
             }
         }
         .await;
@@ -258,7 +270,7 @@ impl Core {
                     }
                     other => other.to_string(),
                 };
-                self.fail_connection(tenant, info.key, Some(user), &message)
+                self.fail_connection(tenant, provider, Some(user), &message)
                     .await?;
                 Err(e)
             }
@@ -289,7 +301,7 @@ impl Core {
             .store_connection(
                 store::Connected {
                     tenant,
-                    provider: "shopify",
+                    provider: Provider::Shopify,
                     user,
                     metadata: json!({
                         "shop_domain": shop,
@@ -331,7 +343,7 @@ impl Core {
         self.store_connection(
             store::Connected {
                 tenant,
-                provider: "pinterest",
+                provider: Provider::Pinterest,
                 user,
                 metadata: json!({
                     "account_name": account.business_name.clone().unwrap_or_else(|| account.username.clone()),

@@ -1,6 +1,6 @@
-//! The providers a tenant can connect and the setup wizard's steps, as seed 001 lists them.
+//! The providers a tenant can connect and the setup wizard's steps (README, "Integrations").
 
-use haven_proto::integrations::v1::{AuthType, Provider};
+use haven_proto::integrations::v1::{self as pb, AuthType};
 
 /// How a provider is connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,10 +9,12 @@ pub enum Auth {
     ApiKey,
 }
 
+pub use haven_providers::Provider;
+
 /// One entry of the registry.
 #[derive(Clone, Copy, Debug)]
 pub struct ProviderInfo {
-    pub key: &'static str,
+    pub provider: Provider,
     pub name: &'static str,
     pub description: &'static str,
     pub auth: Auth,
@@ -21,77 +23,82 @@ pub struct ProviderInfo {
     pub docs_url: &'static str,
 }
 
-/// Every supported provider, in setup order.
-pub const PROVIDERS: [ProviderInfo; 6] = [
+/// A provider's registry entry.
+pub const fn info(provider: Provider) -> ProviderInfo {
+    let (name, description, auth, required, setup_order, docs_url) = match provider {
+        Provider::Shopify => (
+            "Shopify",
+            "Connect your store for products, orders, and customer data",
+            Auth::OAuth,
+            true,
+            1,
+            "https://docs.havenhold.com/integrations/shopify",
+        ),
+        Provider::Pinterest => (
+            "Pinterest",
+            "Publish pins, manage boards, and track analytics",
+            Auth::OAuth,
+            true,
+            2,
+            "https://docs.havenhold.com/integrations/pinterest",
+        ),
+        Provider::Klaviyo => (
+            "Klaviyo",
+            "Email marketing, flows, and customer segments",
+            Auth::ApiKey,
+            true,
+            3,
+            "https://docs.havenhold.com/integrations/klaviyo",
+        ),
+        Provider::DynamicMockups => (
+            "Dynamic Mockups",
+            "Generate product mockups automatically",
+            Auth::ApiKey,
+            true,
+            4,
+            "https://docs.havenhold.com/integrations/dynamic-mockups",
+        ),
+        Provider::Resend => (
+            "Resend",
+            "Transactional emails and notifications",
+            Auth::ApiKey,
+            false,
+            5,
+            "https://docs.havenhold.com/integrations/resend",
+        ),
+        Provider::SkyPilot => (
+            "Sky Pilot",
+            "Digital product delivery for Shopify",
+            Auth::ApiKey,
+            false,
+            6,
+            "https://docs.havenhold.com/integrations/sky-pilot",
+        ),
+    };
     ProviderInfo {
-        key: "shopify",
-        name: "Shopify",
-        description: "Connect your store for products, orders, and customer data",
-        auth: Auth::OAuth,
-        required: true,
-        setup_order: 1,
-        docs_url: "https://docs.havenhold.com/integrations/shopify",
-    },
-    ProviderInfo {
-        key: "pinterest",
-        name: "Pinterest",
-        description: "Publish pins, manage boards, and track analytics",
-        auth: Auth::OAuth,
-        required: true,
-        setup_order: 2,
-        docs_url: "https://docs.havenhold.com/integrations/pinterest",
-    },
-    ProviderInfo {
-        key: "klaviyo",
-        name: "Klaviyo",
-        description: "Email marketing, flows, and customer segments",
-        auth: Auth::ApiKey,
-        required: true,
-        setup_order: 3,
-        docs_url: "https://docs.havenhold.com/integrations/klaviyo",
-    },
-    ProviderInfo {
-        key: "dynamic_mockups",
-        name: "Dynamic Mockups",
-        description: "Generate product mockups automatically",
-        auth: Auth::ApiKey,
-        required: true,
-        setup_order: 4,
-        docs_url: "https://docs.havenhold.com/integrations/dynamic-mockups",
-    },
-    ProviderInfo {
-        key: "resend",
-        name: "Resend",
-        description: "Transactional emails and notifications",
-        auth: Auth::ApiKey,
-        required: false,
-        setup_order: 5,
-        docs_url: "https://docs.havenhold.com/integrations/resend",
-    },
-    ProviderInfo {
-        key: "sky_pilot",
-        name: "Sky Pilot",
-        description: "Digital product delivery for Shopify",
-        auth: Auth::ApiKey,
-        required: false,
-        setup_order: 6,
-        docs_url: "https://docs.havenhold.com/integrations/sky-pilot",
-    },
-];
+        provider,
+        name,
+        description,
+        auth,
+        required,
+        setup_order,
+        docs_url,
+    }
+}
 
-/// Looks a provider up by key.
-pub fn provider(key: &str) -> Option<&'static ProviderInfo> {
-    PROVIDERS.iter().find(|p| p.key == key)
+/// Every supported provider's entry, in setup order.
+pub fn providers() -> impl Iterator<Item = ProviderInfo> {
+    Provider::ALL.into_iter().map(info)
 }
 
 impl ProviderInfo {
     /// The registry entry as the API returns it.
-    pub fn to_proto(&self) -> Provider {
-        Provider {
-            key: self.key.to_owned(),
+    pub fn to_proto(&self) -> pb::Provider {
+        pb::Provider {
+            key: self.provider.as_str().to_owned(),
             name: self.name.to_owned(),
             description: self.description.to_owned(),
-            icon: self.key.to_owned(),
+            icon: self.provider.as_str().to_owned(),
             auth_type: match self.auth {
                 Auth::OAuth => AuthType::Oauth,
                 Auth::ApiKey => AuthType::ApiKey,
@@ -108,7 +115,7 @@ impl ProviderInfo {
 pub struct Step {
     pub key: &'static str,
     pub label: &'static str,
-    pub provider: Option<&'static str>,
+    pub provider: Option<Provider>,
 }
 
 /// The wizard's steps in order.
@@ -116,22 +123,22 @@ pub const STEPS: [Step; 6] = [
     Step {
         key: "shopify",
         label: "Connect Shopify",
-        provider: Some("shopify"),
+        provider: Some(Provider::Shopify),
     },
     Step {
         key: "pinterest",
         label: "Connect Pinterest",
-        provider: Some("pinterest"),
+        provider: Some(Provider::Pinterest),
     },
     Step {
         key: "klaviyo",
         label: "Connect Klaviyo",
-        provider: Some("klaviyo"),
+        provider: Some(Provider::Klaviyo),
     },
     Step {
         key: "dynamic_mockups",
         label: "Connect Dynamic Mockups",
-        provider: Some("dynamic_mockups"),
+        provider: Some(Provider::DynamicMockups),
     },
     Step {
         key: "design_rules",
@@ -151,6 +158,6 @@ pub fn step(key: &str) -> Option<&'static Step> {
 }
 
 /// The step a provider's connection completes, if it has one.
-pub fn step_for_provider(provider: &str) -> Option<&'static Step> {
+pub fn step_for_provider(provider: Provider) -> Option<&'static Step> {
     STEPS.iter().find(|s| s.provider == Some(provider))
 }

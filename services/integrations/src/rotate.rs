@@ -35,7 +35,7 @@ pub async fn rotate(pool: &PgPool, ring: &KeyRing) -> Result<RotateReport> {
             })?;
             let owner = Owner {
                 tenant_id: secret.tenant_id,
-                provider: &secret.provider,
+                provider: secret.provider.as_str(),
                 kind,
             };
             let opened = ring.open(&secret.sealed, owner).inspect_err(|e| {

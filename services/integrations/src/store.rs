@@ -7,6 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::registry::Provider;
 
 /// Connection state as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +46,8 @@ impl Status {
 pub struct IntegrationRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub provider: String,
+    #[sqlx(try_from = "String")]
+    pub provider: Provider,
     pub status: String,
     pub metadata: Value,
     pub scopes: Vec<String>,
@@ -83,14 +85,14 @@ pub async fn list(pool: &PgPool, tenant: Uuid) -> Result<Vec<IntegrationRow>> {
 pub async fn get(
     conn: &mut PgConnection,
     tenant: Uuid,
-    provider: &str,
+    provider: Provider,
 ) -> Result<Option<IntegrationRow>> {
     Ok(
         sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM integrations.integrations WHERE tenant_id = $1 AND provider = $2"
         )))
         .bind(tenant)
-        .bind(provider)
+        .bind(provider.as_str())
         .fetch_optional(conn)
         .await?,
     )
@@ -128,8 +130,9 @@ pub async fn lock(
 /// Integrations connected to a shop, whichever tenant owns them.
 pub async fn by_shop(pool: &PgPool, shop: &str) -> Result<Vec<IntegrationRow>> {
     Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM integrations.integrations WHERE provider = 'shopify' AND shop_domain = $1"
+        "SELECT {COLUMNS} FROM integrations.integrations WHERE provider = $1 AND shop_domain = $2"
     )))
+    .bind(Provider::Shopify.as_str())
     .bind(shop)
     .fetch_all(pool)
     .await?)
@@ -149,7 +152,7 @@ pub async fn expiring(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Resul
 
 /// Creates the row if needed and marks a connection attempt, keeping a working connection
 /// working while the user re-authorizes.
-pub async fn mark_connecting(pool: &PgPool, tenant: Uuid, provider: &str) -> Result<()> {
+pub async fn mark_connecting(pool: &PgPool, tenant: Uuid, provider: Provider) -> Result<()> {
     sqlx::query(
         "INSERT INTO integrations.integrations AS i (id, tenant_id, provider, status) VALUES ($1, $2, $3, 'connecting') \
          ON CONFLICT (tenant_id, provider) DO UPDATE SET \
@@ -158,7 +161,7 @@ pub async fn mark_connecting(pool: &PgPool, tenant: Uuid, provider: &str) -> Res
     )
     .bind(Uuid::now_v7())
     .bind(tenant)
-    .bind(provider)
+    .bind(provider.as_str())
     .execute(pool)
     .await?;
     Ok(())
@@ -167,7 +170,7 @@ pub async fn mark_connecting(pool: &PgPool, tenant: Uuid, provider: &str) -> Res
 /// What a successful connection stores.
 pub struct Connected<'a> {
     pub tenant: Uuid,
-    pub provider: &'a str,
+    pub provider: Provider,
     pub user: &'a str,
     pub metadata: Value,
     pub scopes: Vec<String>,
@@ -189,7 +192,7 @@ pub async fn set_connected(conn: &mut PgConnection, c: &Connected<'_>) -> Result
     )))
     .bind(Uuid::now_v7())
     .bind(c.tenant)
-    .bind(c.provider)
+    .bind(c.provider.as_str())
     .bind(&c.metadata)
     .bind(&c.scopes)
     .bind(&c.shop_domain)
@@ -203,7 +206,7 @@ pub async fn set_connected(conn: &mut PgConnection, c: &Connected<'_>) -> Result
 pub async fn set_failed(
     conn: &mut PgConnection,
     tenant: Uuid,
-    provider: &str,
+    provider: Provider,
     status: Option<Status>,
     message: &str,
 ) -> Result<IntegrationRow> {
@@ -216,7 +219,7 @@ pub async fn set_failed(
     )))
     .bind(Uuid::now_v7())
     .bind(tenant)
-    .bind(provider)
+    .bind(provider.as_str())
     .bind(status.map(Status::as_str))
     .bind(message)
     .fetch_one(conn)
@@ -284,7 +287,7 @@ pub async fn put_credential(
     )
     .bind(row.id)
     .bind(row.tenant_id)
-    .bind(&row.provider)
+    .bind(row.provider.as_str())
     .bind(kind.as_str())
     .bind(&sealed.key_id)
     .bind(&sealed.nonce)
@@ -334,7 +337,8 @@ pub async fn delete_credentials(
 pub struct OAuthState {
     pub tenant_id: Uuid,
     pub user_id: String,
-    pub provider: String,
+    #[sqlx(try_from = "String")]
+    pub provider: Provider,
     pub shop_domain: Option<String>,
     pub redirect_uri: String,
     pub verifier_key_id: Option<String>,
@@ -359,7 +363,7 @@ pub struct NewState<'a> {
     pub hash: &'a [u8],
     pub tenant: Uuid,
     pub user: &'a str,
-    pub provider: &'a str,
+    pub provider: Provider,
     pub shop_domain: Option<&'a str>,
     pub redirect_uri: &'a str,
     pub verifier: Option<&'a Sealed>,
@@ -381,7 +385,7 @@ pub async fn insert_state(pool: &PgPool, s: &NewState<'_>) -> Result<()> {
     .bind(s.hash)
     .bind(s.tenant)
     .bind(s.user)
-    .bind(s.provider)
+    .bind(s.provider.as_str())
     .bind(s.shop_domain)
     .bind(s.redirect_uri)
     .bind(s.verifier.map(|v| v.key_id.as_str()))
@@ -564,7 +568,7 @@ pub async fn set_step(
 pub struct StoredSecret {
     pub integration_id: Uuid,
     pub tenant_id: Uuid,
-    pub provider: String,
+    pub provider: Provider,
     pub kind: String,
     pub sealed: Sealed,
 }
@@ -579,7 +583,8 @@ pub async fn stale_credentials(
     struct Row {
         integration_id: Uuid,
         tenant_id: Uuid,
-        provider: String,
+        #[sqlx(try_from = "String")]
+        provider: Provider,
         kind: String,
         key_id: String,
         nonce: Vec<u8>,

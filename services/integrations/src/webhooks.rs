@@ -19,9 +19,10 @@ use haven_vault::{CredentialKind, Secret};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::core::{Core, provider_info};
+use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::events;
+use crate::registry::Provider;
 use crate::store::{self, IntegrationRow, Status};
 
 pub const OP_REGISTER_WEBHOOK: &str = "integrations.register_webhook";
@@ -158,10 +159,9 @@ impl Core {
     pub async fn disconnect(
         &self,
         principal: &Principal,
-        provider: &str,
+        provider: Provider,
     ) -> Result<IntegrationRow> {
-        let info = provider_info(provider)?;
-        let row = self.get(principal.tenant_id, info.key).await?;
+        let row = self.get(principal.tenant_id, provider).await?;
         let mut tx = self.pool.begin().await?;
         let webhooks = store::webhooks(&mut tx, row.id, None).await?;
         let keep = (!webhooks.is_empty()).then_some(CredentialKind::AccessToken);
@@ -291,7 +291,7 @@ impl Core {
             return Ok(()); // disconnected meanwhile: nothing left to register
         };
         let token = self
-            .access_token(row.tenant_id, "shopify", Duration::from_secs(60))
+            .access_token(row.tenant_id, Provider::Shopify, Duration::from_secs(60))
             .await
             .map_err(handler_error)?;
         let result = self
