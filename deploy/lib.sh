@@ -114,3 +114,34 @@ http_status() {
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
+
+# sqlx's query macros: a database named $2 on the server at admin URL $1 holding every
+# owner's schema, migrated as the services migrate theirs (each file in order, unqualified
+# names in the owner's schema); prints its URL. Keep the owners in step with the services.
+sqlx_database() {
+  local admin=$1 db=$2 url owner schema dir f
+  url=${admin%/*}/$db
+  psql -X -q -v ON_ERROR_STOP=1 "$admin" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  for owner in app:libs/appdata integrations:services/integrations retry:services/retry exports:services/export; do
+    schema=${owner%%:*} dir=$HAVEN_ROOT/${owner#*:}/migrations
+    psql -X -q -v ON_ERROR_STOP=1 "$url" -c "CREATE SCHEMA IF NOT EXISTS $schema" >/dev/null
+    for f in "$dir"/*.sql; do
+      PGOPTIONS="-c search_path=$schema" psql -X -q -v ON_ERROR_STOP=1 -1 "$url" -f "$f" >/dev/null
+    done
+  done
+  echo "$url"
+}
+
+# The macros only run when their crate compiles: make every crate with queries compile again.
+sqlx_touch() {
+  grep -rl --include='*.rs' -E 'sqlx::query(_as|_scalar)?!' "$HAVEN_ROOT"/services "$HAVEN_ROOT"/libs \
+    "$HAVEN_ROOT"/tools "$HAVEN_ROOT"/bench | xargs -r touch
+}
+
+# Fails when query data in $1 differs from the committed .sqlx/.
+sqlx_compare() {
+  if ! diff -r -q "$HAVEN_ROOT/.sqlx" "$1" >/dev/null 2>&1; then
+    diff -r "$HAVEN_ROOT/.sqlx" "$1" 2>&1 | head -n 40 >&2 || true
+    die ".sqlx/ is stale (a query or a migration changed): run ./deploy/sqlx-prepare and commit .sqlx/"
+  fi
+}

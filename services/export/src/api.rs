@@ -105,19 +105,21 @@ impl ExportService for Api {
             ));
         }
         let cursor = pagination::decode(&req.page_token)?;
-        let rows = sqlx::query_as::<_, HistoryRow>(
-            "SELECT id, tenant_id, user_id, export_type, format, fields, range_start, range_end, record_count, bytes,
-                    duration_ms, status, error, truncated, created_at
+        let rows = sqlx::query_as!(
+            HistoryRow,
+            r#"SELECT id, tenant_id, user_id, export_type, format AS "format: StoredFormat", fields,
+                    range_start, range_end, record_count, bytes, duration_ms,
+                    status AS "status: ExportStatus", error, truncated, created_at
              FROM exports.export_history
              WHERE tenant_id = $1 AND ($2 = '' OR export_type = $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-             ORDER BY created_at DESC, id DESC LIMIT $5",
+             ORDER BY created_at DESC, id DESC LIMIT $5"#,
+            principal.tenant_id,
+            req.export_type,
+            cursor.map(|c| c.0),
+            cursor.map(|c| c.1),
+            page_size + 1,
         )
-        .bind(principal.tenant_id)
-        .bind(&req.export_type)
-        .bind(cursor.map(|c| c.0))
-        .bind(cursor.map(|c| c.1))
-        .bind(page_size + 1)
         .fetch_all(&self.engine.pool)
         .await
         .map_err(|e| match e {
@@ -171,7 +173,6 @@ impl ExportService for Api {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct HistoryRow {
     id: Uuid,
     tenant_id: Uuid,

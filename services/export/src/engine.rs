@@ -67,8 +67,8 @@ impl Running {
     async fn start(pool: &PgPool) -> Result<Running, Status> {
         let mut conn = pool.acquire().await.map_err(db_error)?;
         // One round trip: who to cancel, and timestamps rendered in UTC.
-        let pid: i32 = sqlx::query_scalar(
-            "SELECT pg_backend_pid() FROM (SELECT set_config('TimeZone', 'UTC', false)) s",
+        let pid = sqlx::query_scalar!(
+            r#"SELECT pg_backend_pid() AS "pid!" FROM (SELECT set_config('TimeZone', 'UTC', false)) s"#,
         )
         .fetch_one(&mut *conn)
         .await
@@ -79,9 +79,8 @@ impl Running {
     /// Stops the query now and throws the connection away (it is mid-protocol): the backend
     /// is cancelled and then finds its socket closed.
     async fn abort(self, pool: &PgPool) {
-        if let Err(e) = sqlx::query("SELECT pg_cancel_backend($1)")
-            .bind(self.pid)
-            .execute(pool)
+        if let Err(e) = sqlx::query_scalar!("SELECT pg_cancel_backend($1)", self.pid)
+            .fetch_one(pool)
             .await
         {
             tracing::warn!(error = %e, pid = self.pid, "cannot cancel export query; closing its connection");

@@ -105,28 +105,28 @@ pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took
     };
     let duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
     let fields: Vec<String> = plan.fields.iter().map(|f| f.key.to_owned()).collect();
-    let created_at: Result<DateTime<Utc>, _> = sqlx::query_scalar(
-        "INSERT INTO exports.export_history
+    let created_at = sqlx::query_scalar!(
+        r#"INSERT INTO exports.export_history
              (id, tenant_id, user_id, export_type, format, fields, range_start, range_end, row_limit,
               record_count, bytes, duration_ms, status, error, truncated, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now() - $12 * interval '1 millisecond')
-         RETURNING created_at",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::int8, $13, $14, $15, now() - $12::int8 * interval '1 millisecond')
+         RETURNING created_at"#,
+        plan.id,
+        plan.tenant_id,
+        plan.user_id,
+        plan.ty.key,
+        plan.format.as_str(),
+        &fields,
+        plan.start,
+        plan.end,
+        i64::try_from(plan.limit).unwrap_or(i64::MAX),
+        i64::try_from(rows).unwrap_or(i64::MAX),
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+        duration_ms,
+        status.as_str(),
+        error.as_deref(),
+        truncated,
     )
-    .bind(plan.id)
-    .bind(plan.tenant_id)
-    .bind(&plan.user_id)
-    .bind(plan.ty.key)
-    .bind(plan.format.as_str())
-    .bind(&fields)
-    .bind(plan.start)
-    .bind(plan.end)
-    .bind(i64::try_from(plan.limit).unwrap_or(i64::MAX))
-    .bind(i64::try_from(rows).unwrap_or(i64::MAX))
-    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-    .bind(duration_ms)
-    .bind(status)
-    .bind(&error)
-    .bind(truncated)
     .fetch_one(pool)
     .await;
     let created_at = match created_at {
