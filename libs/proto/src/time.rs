@@ -15,7 +15,9 @@ pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
 /// The instant a protobuf timestamp stands for; `None` when it lies outside chrono's range
 /// or its nanos are not in `0..1e9` (callers name the field in their error).
 pub fn from_timestamp(ts: &Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(ts.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
     DateTime::from_timestamp(ts.seconds, nanos)
 }
 

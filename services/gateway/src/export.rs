@@ -32,7 +32,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/export/configs", get(configs))
 }
 
-
 #[derive(Debug, Default, Deserialize)]
 pub struct ExportQuery {
     r#type: Option<String>,
@@ -110,7 +109,12 @@ fn to_request(q: &ExportQuery) -> Result<pb::ExportRequest, ApiError> {
     let bom = match q.bom.as_deref() {
         None | Some("" | "false" | "0") => false,
         Some("true" | "1") => true,
-        Some(other) => return Err(ApiError::invalid("bom", format!("`{other}` is not true or false"))),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "bom",
+                format!("`{other}` is not true or false"),
+            ));
+        }
     };
     Ok(pb::ExportRequest {
         export_type,

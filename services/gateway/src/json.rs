@@ -7,7 +7,7 @@ pub fn time(ts: Option<prost_types::Timestamp>) -> Value {
     ts.as_ref()
         .and_then(haven_proto::time::from_timestamp)
         .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-    .unwrap_or(Value::Null)
+        .unwrap_or(Value::Null)
 }
 
 /// Protobuf's empty string is "unset": `null` in JSON.
