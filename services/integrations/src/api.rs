@@ -9,9 +9,9 @@ use haven_proto::integrations::v1::integrations_service_server::IntegrationsServ
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::convert::{integration, timestamp};
 use crate::core::{Core, parse_provider};
 use crate::registry;
+use haven_proto::time::timestamp;
 
 /// Tokens handed out are good for at least this long unless the caller asks for more.
 const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
@@ -88,7 +88,7 @@ impl IntegrationsService for Api {
         let principal = principal_of(&request)?;
         let rows = self.core.list(principal.tenant_id).await?;
         Ok(Response::new(pb::ListIntegrationsResponse {
-            integrations: rows.iter().map(integration).collect(),
+            integrations: rows.iter().map(pb::Integration::from).collect(),
         }))
     }
 
@@ -99,7 +99,7 @@ impl IntegrationsService for Api {
         let principal = principal_of(&request)?;
         let provider = parse_provider(&request.get_ref().provider)?;
         let row = self.core.get(principal.tenant_id, provider).await?;
-        Ok(Response::new(integration(&row)))
+        Ok(Response::new(pb::Integration::from(&row)))
     }
 
     async fn begin_o_auth(
@@ -134,7 +134,7 @@ impl IntegrationsService for Api {
             .inspect_err(
                 |e| tracing::info!(provider = %r.provider, error = %e, "OAuth callback rejected"),
             )?;
-        Ok(Response::new(integration(&row)))
+        Ok(Response::new(pb::Integration::from(&row)))
     }
 
     async fn connect_api_key(
@@ -148,7 +148,7 @@ impl IntegrationsService for Api {
             .core
             .connect_api_key(&principal, provider, &r.api_key)
             .await?;
-        Ok(Response::new(integration(&row)))
+        Ok(Response::new(pb::Integration::from(&row)))
     }
 
     async fn disconnect(
@@ -158,7 +158,7 @@ impl IntegrationsService for Api {
         let principal = principal_of(&request)?;
         let provider = parse_provider(&request.get_ref().provider)?;
         let row = self.core.disconnect(&principal, provider).await?;
-        Ok(Response::new(integration(&row)))
+        Ok(Response::new(pb::Integration::from(&row)))
     }
 
     async fn get_access_token(

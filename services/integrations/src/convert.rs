@@ -1,97 +1,117 @@
-//! Rows to protobuf messages.
+//! Rows to protobuf messages, as `From` impls.
 
-use chrono::{DateTime, Utc};
 use haven_proto::integrations::v1 as pb;
-use serde_json::Value;
+use haven_proto::time::timestamp;
 
-use crate::registry::{self, Auth, Provider};
+use crate::metadata::{
+    DynamicMockupsMetadata, KlaviyoMetadata, Metadata, PinterestMetadata, ResendMetadata,
+    ShopifyMetadata,
+};
+use crate::registry::{self, Auth};
 use crate::store::{IntegrationRow, Status};
 
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+impl From<Status> for pb::IntegrationStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Disconnected => pb::IntegrationStatus::Disconnected,
+            Status::Connecting => pb::IntegrationStatus::Pending,
+            Status::Connected => pb::IntegrationStatus::Connected,
+            Status::Error => pb::IntegrationStatus::Error,
+            Status::Expired => pb::IntegrationStatus::Expired,
+        }
     }
 }
 
-pub fn status_proto(status: Status) -> pb::IntegrationStatus {
-    match status {
-        Status::Disconnected => pb::IntegrationStatus::Disconnected,
-        Status::Connecting => pb::IntegrationStatus::Pending,
-        Status::Connected => pb::IntegrationStatus::Connected,
-        Status::Error => pb::IntegrationStatus::Error,
-        Status::Expired => pb::IntegrationStatus::Expired,
+/// Counts beyond `i32` (never seen) show as `i32::MAX`.
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+impl From<&ShopifyMetadata> for pb::ShopifyMetadata {
+    fn from(m: &ShopifyMetadata) -> Self {
+        pb::ShopifyMetadata {
+            shop_domain: m.shop_domain.clone(),
+            shop_name: m.shop_name.clone(),
+        }
     }
 }
 
-fn text(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn int(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(Value::as_i64).unwrap_or_default()
-}
-
-fn metadata(provider: Provider, v: &Value) -> Option<pb::integration::Metadata> {
-    use pb::integration::Metadata;
-    if v.as_object().is_none_or(|o| o.is_empty()) {
-        return None;
+impl From<&PinterestMetadata> for pb::PinterestMetadata {
+    fn from(m: &PinterestMetadata) -> Self {
+        pb::PinterestMetadata {
+            account_name: m.account_name.clone(),
+            account_id: m.account_id.clone(),
+            board_count: count(m.board_count),
+        }
     }
-    Some(match provider {
-        Provider::Shopify => Metadata::Shopify(pb::ShopifyMetadata {
-            shop_domain: text(v, "shop_domain"),
-            shop_name: text(v, "shop_name"),
-        }),
-        Provider::Pinterest => Metadata::Pinterest(pb::PinterestMetadata {
-            account_name: text(v, "account_name"),
-            account_id: text(v, "account_id"),
-            board_count: i32::try_from(int(v, "board_count")).unwrap_or(i32::MAX),
-        }),
-        Provider::Klaviyo => Metadata::Klaviyo(pb::KlaviyoMetadata {
-            list_count: i32::try_from(int(v, "list_count")).unwrap_or(i32::MAX),
-            default_list_id: text(v, "default_list_id"),
-        }),
-        Provider::DynamicMockups => Metadata::DynamicMockups(pb::DynamicMockupsMetadata {
-            credits_remaining: int(v, "credits_remaining"),
-            plan: text(v, "plan"),
-        }),
-        Provider::Resend => Metadata::Resend(pb::ResendMetadata {
-            domain_verified: v
-                .get("domain_verified")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+}
+
+impl From<&KlaviyoMetadata> for pb::KlaviyoMetadata {
+    fn from(m: &KlaviyoMetadata) -> Self {
+        pb::KlaviyoMetadata {
+            list_count: count(m.list_count),
+            default_list_id: m.default_list_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&DynamicMockupsMetadata> for pb::DynamicMockupsMetadata {
+    fn from(m: &DynamicMockupsMetadata) -> Self {
+        pb::DynamicMockupsMetadata {
+            credits_remaining: m.credits_remaining.unwrap_or_default(),
+            plan: m.plan.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&ResendMetadata> for pb::ResendMetadata {
+    fn from(m: &ResendMetadata) -> Self {
+        pb::ResendMetadata {
+            domain_verified: m.domain_verified,
+            // Documented as always empty in the proto: Resend names no sender address.
             from_email: String::new(),
-            from_domain: text(v, "from_domain"),
-        }),
-        // Sky Pilot has no details beyond its status.
-        Provider::SkyPilot => return None,
-    })
+            from_domain: m.from_domain.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&Metadata> for Option<pb::integration::Metadata> {
+    fn from(m: &Metadata) -> Self {
+        use pb::integration::Metadata as M;
+        Some(match m {
+            Metadata::Shopify(m) => M::Shopify(m.into()),
+            Metadata::Pinterest(m) => M::Pinterest(m.into()),
+            Metadata::Klaviyo(m) => M::Klaviyo(m.into()),
+            Metadata::DynamicMockups(m) => M::DynamicMockups(m.into()),
+            Metadata::Resend(m) => M::Resend(m.into()),
+            // Sky Pilot has no details beyond its status.
+            Metadata::SkyPilot(_) => return None,
+        })
+    }
 }
 
 /// The public view of a row; never carries a secret.
-pub fn integration(row: &IntegrationRow) -> pb::Integration {
-    let auth = registry::info(row.provider).auth;
-    pb::Integration {
-        id: row.id.to_string(),
-        tenant_id: row.tenant_id.to_string(),
-        provider: row.provider.as_str().to_owned(),
-        auth_type: match auth {
-            Auth::OAuth => pb::AuthType::Oauth,
-            Auth::ApiKey => pb::AuthType::ApiKey,
-        } as i32,
-        status: status_proto(row.status()) as i32,
-        scopes: row.scopes.clone(),
-        metadata: metadata(row.provider, &row.metadata),
-        last_error: row.last_error.clone().unwrap_or_default(),
-        last_error_at: row.last_error_at.map(timestamp),
-        token_expires_at: row.token_expires_at.map(timestamp),
-        last_refreshed_at: row.last_refreshed_at.map(timestamp),
-        connected_at: row.connected_at.map(timestamp),
-        disconnected_at: row.disconnected_at.map(timestamp),
-        created_at: Some(timestamp(row.created_at)),
-        updated_at: Some(timestamp(row.updated_at)),
+impl From<&IntegrationRow> for pb::Integration {
+    fn from(row: &IntegrationRow) -> Self {
+        pb::Integration {
+            id: row.id.to_string(),
+            tenant_id: row.tenant_id.to_string(),
+            provider: row.provider.as_str().to_owned(),
+            auth_type: match registry::info(row.provider).auth {
+                Auth::OAuth => pb::AuthType::Oauth,
+                Auth::ApiKey => pb::AuthType::ApiKey,
+            } as i32,
+            status: pb::IntegrationStatus::from(row.status()) as i32,
+            scopes: row.scopes.clone(),
+            metadata: row.metadata.as_ref().and_then(Into::into),
+            last_error: row.last_error.clone().unwrap_or_default(),
+            last_error_at: row.last_error_at.map(timestamp),
+            token_expires_at: row.token_expires_at.map(timestamp),
+            last_refreshed_at: row.last_refreshed_at.map(timestamp),
+            connected_at: row.connected_at.map(timestamp),
+            disconnected_at: row.disconnected_at.map(timestamp),
+            created_at: Some(timestamp(row.created_at)),
+            updated_at: Some(timestamp(row.updated_at)),
+        }
     }
 }

@@ -14,13 +14,15 @@ use haven_providers::shopify::{ShopifyClient, ShopifyConfig};
 use haven_providers::sky_pilot::SkyPilotClient;
 use haven_providers::{HttpSettings, ProviderError, TokenSet};
 use haven_vault::{CredentialKind, KeyRing, Owner, Secret};
-use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
+use crate::metadata::{
+    DynamicMockupsMetadata, KlaviyoMetadata, Metadata, ResendMetadata, SkyPilotMetadata,
+};
 use crate::registry::{self, Auth, Provider, ProviderInfo};
 use crate::store::{self, IntegrationRow, Status};
 
@@ -235,26 +237,30 @@ impl Core {
         let key = Secret::new(key);
         let p = &self.providers;
         let metadata = match provider {
-            Provider::Klaviyo => p
-                .klaviyo
-                .validate(&key)
-                .await
-                .map(|a| json!({ "list_count": a.list_count })),
-            Provider::DynamicMockups => p
-                .dynamic_mockups
-                .validate(&key)
-                .await
-                .map(|a| json!({ "credits_remaining": a.credits_remaining, "plan": a.plan })),
+            Provider::Klaviyo => p.klaviyo.validate(&key).await.map(|a| {
+                Metadata::Klaviyo(KlaviyoMetadata {
+                    list_count: a.list_count,
+                    default_list_id: None,
+                })
+            }),
+            Provider::DynamicMockups => p.dynamic_mockups.validate(&key).await.map(|a| {
+                Metadata::DynamicMockups(DynamicMockupsMetadata {
+                    credits_remaining: a.credits_remaining,
+                    plan: a.plan,
+                })
+            }),
             Provider::Resend => p.resend.validate(&key).await.map(|a| {
-                json!({ "domain_verified": a.domain_verified, "send_only": a.send_only,
-                        // The sender address is the app's choice; Resend only tells the domain.
-                        "from_domain": a.from_domain })
+                Metadata::Resend(ResendMetadata {
+                    domain_verified: a.domain_verified,
+                    send_only: a.send_only,
+                    from_domain: a.from_domain,
+                })
             }),
             Provider::SkyPilot => p
                 .sky_pilot
                 .validate(&key)
                 .await
-                .map(|()| json!({ "connected": true })),
+                .map(|()| Metadata::SkyPilot(SkyPilotMetadata { connected: true })),
             Provider::Shopify | Provider::Pinterest => return Err(wrong_auth(&info)),
         };
         let metadata = match metadata {

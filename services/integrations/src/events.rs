@@ -5,9 +5,10 @@ use haven_bus::Bus;
 use haven_proto::events::v1::{IntegrationEvent, IntegrationEventKind};
 use uuid::Uuid;
 
-use crate::convert::{status_proto, timestamp};
 use crate::registry::Provider;
 use crate::store::IntegrationRow;
+use haven_proto::integrations::v1::IntegrationStatus;
+use haven_proto::time::timestamp;
 
 /// The subject an event of `kind` for `provider` goes to.
 pub fn subject(provider: Provider, kind: IntegrationEventKind) -> String {
@@ -37,7 +38,7 @@ pub async fn publish(
         integration_id: row.id.to_string(),
         provider: row.provider.as_str().to_owned(),
         kind: kind as i32,
-        status: status_proto(row.status()) as i32,
+        status: IntegrationStatus::from(row.status()) as i32,
         user_id: user.unwrap_or_default().to_owned(),
         error: error.unwrap_or_default().to_owned(),
         token_expires_at: row.token_expires_at.map(timestamp),

@@ -12,11 +12,11 @@ use haven_providers::pinterest::PinterestClient;
 use haven_providers::{pkce, shopify};
 use haven_vault::{CredentialKind, Owner, Secret};
 use rand::RngCore;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::core::{Core, wrong_auth};
 use crate::error::{Error, Result};
+use crate::metadata::{Metadata, PinterestMetadata, ShopifyMetadata};
 use crate::registry::{self, Auth, Provider};
 use crate::store::{self, IntegrationRow};
 
@@ -303,10 +303,10 @@ impl Core {
                     tenant,
                     provider: Provider::Shopify,
                     user,
-                    metadata: json!({
-                        "shop_domain": shop,
-                        "shop_name": info.name,
-                        "access_scopes": scopes,
+                    metadata: Metadata::Shopify(ShopifyMetadata {
+                        shop_domain: shop.to_owned(),
+                        shop_name: info.name,
+                        access_scopes: scopes.clone(),
                     }),
                     scopes,
                     shop_domain: Some(shop.to_owned()),
@@ -345,10 +345,13 @@ impl Core {
                 tenant,
                 provider: Provider::Pinterest,
                 user,
-                metadata: json!({
-                    "account_name": account.business_name.clone().unwrap_or_else(|| account.username.clone()),
-                    "account_id": account.account_id,
-                    "board_count": boards,
+                metadata: Metadata::Pinterest(PinterestMetadata {
+                    account_name: account
+                        .business_name
+                        .clone()
+                        .unwrap_or_else(|| account.username.clone()),
+                    account_id: account.account_id.clone(),
+                    board_count: boards,
                 }),
                 scopes: tokens.scopes.clone(),
                 shop_domain: None,

@@ -2,11 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use haven_vault::{CredentialKind, Sealed};
-use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::metadata::Metadata;
 use crate::registry::Provider;
 
 /// Connection state as stored.
@@ -42,14 +44,14 @@ impl Status {
 }
 
 /// One `integrations` row.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct IntegrationRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    #[sqlx(try_from = "String")]
     pub provider: Provider,
     pub status: String,
-    pub metadata: Value,
+    /// `None` until the first connection stores what the provider told.
+    pub metadata: Option<Metadata>,
     pub scopes: Vec<String>,
     pub shop_domain: Option<String>,
     pub last_error: Option<String>,
@@ -60,6 +62,56 @@ pub struct IntegrationRow {
     pub disconnected_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The columns as stored; [`IntegrationRow`] adds the metadata's shape, which depends on the
+/// provider column.
+#[derive(FromRow)]
+struct StoredRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    #[sqlx(try_from = "String")]
+    provider: Provider,
+    status: String,
+    metadata: Json<serde_json::Value>,
+    scopes: Vec<String>,
+    shop_domain: Option<String>,
+    last_error: Option<String>,
+    last_error_at: Option<DateTime<Utc>>,
+    token_expires_at: Option<DateTime<Utc>>,
+    last_refreshed_at: Option<DateTime<Utc>>,
+    connected_at: Option<DateTime<Utc>>,
+    disconnected_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for IntegrationRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        let r = StoredRow::from_row(row)?;
+        let metadata =
+            Metadata::read(r.provider, r.metadata.0).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "metadata".into(),
+                source: Box::new(e),
+            })?;
+        Ok(IntegrationRow {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            provider: r.provider,
+            status: r.status,
+            metadata,
+            scopes: r.scopes,
+            shop_domain: r.shop_domain,
+            last_error: r.last_error,
+            last_error_at: r.last_error_at,
+            token_expires_at: r.token_expires_at,
+            last_refreshed_at: r.last_refreshed_at,
+            connected_at: r.connected_at,
+            disconnected_at: r.disconnected_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
 }
 
 impl IntegrationRow {
@@ -172,7 +224,7 @@ pub struct Connected<'a> {
     pub tenant: Uuid,
     pub provider: Provider,
     pub user: &'a str,
-    pub metadata: Value,
+    pub metadata: Metadata,
     pub scopes: Vec<String>,
     pub shop_domain: Option<String>,
     pub token_expires_at: Option<DateTime<Utc>>,
@@ -193,7 +245,7 @@ pub async fn set_connected(conn: &mut PgConnection, c: &Connected<'_>) -> Result
     .bind(Uuid::now_v7())
     .bind(c.tenant)
     .bind(c.provider.as_str())
-    .bind(&c.metadata)
+    .bind(Json(&c.metadata))
     .bind(&c.scopes)
     .bind(&c.shop_domain)
     .bind(c.token_expires_at)
