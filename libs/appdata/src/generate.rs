@@ -146,12 +146,12 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
     let started = Instant::now();
     let run = options.seed.unwrap_or_else(rand::random);
     let slug = format!("tenant-{}", options.tenant_id.simple());
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO app.tenants (id, name, slug) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        options.tenant_id,
+        options.tenant_name,
+        slug,
     )
-    .bind(options.tenant_id)
-    .bind(&options.tenant_name)
-    .bind(&slug)
     .execute(pool)
     .await?;
     // An earlier seed that died mid-load may have left its table without its indexes.
@@ -484,17 +484,17 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         if has(DataKind::Analytics) {
             let days = i64::try_from(options.rows.min(u64::from(ctx.days))).unwrap_or(0);
             let t = Instant::now();
-            let written = sqlx::query(
+            let written = sqlx::query!(
                 "INSERT INTO app.daily_metrics
                      (tenant_id, date, revenue, orders, new_customers, new_leads, quiz_completions, pin_impressions, pin_clicks)
                  SELECT $1, (current_date - d::int)::date,
                         round((random() * 5000)::numeric, 2), (random() * 60)::int, (random() * 20)::int,
                         (random() * 80)::int, (random() * 50)::int, (random() * 90000)::bigint, (random() * 3000)::bigint
-                 FROM generate_series(0, $2 - 1) AS d
+                 FROM generate_series(0, $2::int8 - 1) AS d
                  ON CONFLICT (tenant_id, date) DO NOTHING",
+                options.tenant_id,
+                days,
             )
-            .bind(options.tenant_id)
-            .bind(days)
             .execute(pool)
             .await?
             .rows_affected();

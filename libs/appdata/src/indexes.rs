@@ -174,14 +174,14 @@ pub(crate) async fn drop_for_load(
     }
     // Like the planner: the analysed density times the table's current size, so a table
     // filled since its last ANALYZE is not taken for empty.
-    let existing: f64 = sqlx::query_scalar(
-        "SELECT CASE WHEN c.relpages > 0 AND c.reltuples > 0
-                     THEN c.reltuples / c.relpages ELSE $2 END
-                * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
-         FROM pg_class c WHERE c.oid = to_regclass('app.' || $1)",
+    let existing = sqlx::query_scalar!(
+        r#"SELECT (CASE WHEN c.relpages > 0 AND c.reltuples > 0
+                     THEN c.reltuples / c.relpages ELSE $2::float8 END
+                * (pg_relation_size(c.oid) / current_setting('block_size')::float8))::float8 AS "rows!"
+         FROM pg_class c WHERE c.oid = to_regclass('app.' || $1::text)"#,
+        table,
+        ROWS_PER_PAGE,
     )
-    .bind(table)
-    .bind(ROWS_PER_PAGE)
     .fetch_one(pool)
     .await?;
     if (rows as f64) < existing {
@@ -208,12 +208,12 @@ pub(crate) async fn drop_for_load(
 /// `None`), each on its own connection so that one table's indexes are sorted side by
 /// side; then the foreign keys that touch it, which need the parents' keys in place.
 pub(crate) async fn restore(pool: &PgPool, table: Option<&str>) -> Result<(), SeedError> {
-    let present: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c
+    let present: Vec<String> = sqlx::query_scalar!(
+        r#"SELECT c.relname::text AS "name!" FROM pg_class c
          WHERE c.relnamespace = 'app'::regnamespace AND c.relkind = 'i'
          UNION ALL
          SELECT conname::text FROM pg_constraint
-         WHERE connamespace = 'app'::regnamespace AND contype IN ('p', 'f')",
+         WHERE connamespace = 'app'::regnamespace AND contype IN ('p', 'f')"#,
     )
     .fetch_all(pool)
     .await?;
@@ -300,11 +300,11 @@ async fn constraint_exists(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     name: &str,
 ) -> Result<bool, SeedError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT FROM pg_constraint
-         WHERE connamespace = 'app'::regnamespace AND conname = $1)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT FROM pg_constraint
+         WHERE connamespace = 'app'::regnamespace AND conname = $1) AS "exists!""#,
+        name,
     )
-    .bind(name)
     .fetch_one(&mut **tx)
     .await?)
 }

@@ -121,11 +121,13 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
     };
     // Two replicas starting together would race on CREATE SCHEMA; serialise them.
     let mut tx = pool.begin().await.map_err(schema_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('haven.schema.' || $1))")
-        .bind(schema)
-        .execute(&mut *tx)
-        .await
-        .map_err(schema_err)?;
+    sqlx::query!(
+        r#"SELECT pg_advisory_xact_lock(hashtext('haven.schema.' || $1::text))::text AS "locked""#,
+        schema
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(schema_err)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS {schema}"
     )))
@@ -156,7 +158,7 @@ pub async fn migrate(pool: &PgPool, schema: &str, mut migrator: Migrator) -> Res
 
 /// True when the database answers a trivial query within a second.
 pub async fn ready(pool: &PgPool) -> bool {
-    let check = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
+    let check = sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(pool);
     matches!(
         tokio::time::timeout(Duration::from_secs(1), check).await,
         Ok(Ok(1))
