@@ -150,10 +150,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(r)
         })
         .max_decoding_message_size(64 << 20);
-    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    };
+    let ts = haven_proto::time::timestamp;
     let grpc_request = |limit: u64| pb::ExportRequest {
         export_type: "orders".into(),
         format: pb::ExportFormat::Csv as i32,

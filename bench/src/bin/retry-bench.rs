@@ -370,10 +370,7 @@ async fn run_latency(pool: &PgPool, bus: &Bus, n: u64, spread: Duration) -> anyh
             request: Some(EnqueueRequest {
                 operation_type: "bench.latency".into(),
                 payload_json: "{}".into(),
-                first_run: Some(FirstRun::RunAt(prost_types::Timestamp {
-                    seconds: due.timestamp(),
-                    nanos: due.timestamp_subsec_nanos() as i32,
-                })),
+                first_run: Some(FirstRun::RunAt(haven_proto::time::timestamp(due))),
                 ..Default::default()
             }),
         };
