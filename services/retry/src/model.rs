@@ -154,11 +154,78 @@ impl AttemptOutcome {
     }
 }
 
-/// The columns every item query returns, in [`ItemRow`] order, for a table aliased `r`.
-pub const ITEM_COLUMNS: &str = "r.id, r.tenant_id, r.user_id, r.operation_type, r.payload::text AS payload, \
-     r.status, r.attempts, r.max_attempts, r.last_error, r.next_retry_at, r.worker_id, r.claimed_at, \
-     r.lease_expires_at, r.reference_id, r.reference_table, r.idempotency_key, r.created_at, \
-     r.updated_at, r.resolved_at";
+/// Calls the macro in brackets with the columns every item query returns, as one string literal, typed
+/// for sqlx's query macros (`!`/`?` nullability, the enum's type) so that [`ItemRow`] is built
+/// without inference: the same text works where sqlx cannot see a column's table (a CTE's
+/// `SELECT *`). The table is aliased `r`. The only spelling of the list: the dynamic query
+/// reads it through [`item_columns`].
+macro_rules! with_item_columns {
+    ([$($then:tt)*]($($args:tt)*)) => {
+        $($then)*!(
+            r#"r.id AS "id!", r.tenant_id AS "tenant_id!", r.user_id AS "user_id?",
+             r.operation_type AS "operation_type!", r.payload::text AS "payload!",
+             r.status AS "status!: crate::model::Status", r.attempts AS "attempts!",
+             r.max_attempts AS "max_attempts!", r.last_error AS "last_error?",
+             r.next_retry_at AS "next_retry_at!", r.worker_id AS "worker_id?",
+             r.claimed_at AS "claimed_at?", r.lease_expires_at AS "lease_expires_at?",
+             r.reference_id AS "reference_id?", r.reference_table AS "reference_table?",
+             r.idempotency_key AS "idempotency_key?", r.source_msg_id AS "source_msg_id?",
+             r.created_at AS "created_at!", r.updated_at AS "updated_at!",
+             r.resolved_at AS "resolved_at?""#,
+            $($args)*
+        )
+    };
+}
+
+/// `sqlx::query_as!` for [`ItemRow`]s: `query_items!("SELECT ", " FROM retry.retry_items r
+/// WHERE …", args…)` puts the item columns between the two literals, so each statement is
+/// checked at compile time like any other.
+macro_rules! query_items {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        $crate::model::with_item_columns!([$crate::model::query_items](@with $before, $after $(, $arg)*))
+    };
+    ($columns:literal, @with $before:literal, $after:literal $(, $arg:expr)*) => {
+        sqlx::query_as!($crate::model::ItemRow, $before + $columns + $after $(, $arg)*)
+    };
+}
+
+macro_rules! columns_literal {
+    ($columns:literal,) => {
+        $columns
+    };
+}
+
+pub(crate) use {query_items, with_item_columns};
+
+/// The item columns for SQL built at run time, where sqlx's overrides mean nothing: the
+/// typed list with each `AS "name!: Type"` turned into `AS name`.
+pub fn item_columns() -> &'static str {
+    static PLAIN: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| plain_columns(with_item_columns!([columns_literal]())));
+    &PLAIN
+}
+
+/// Strips sqlx's output overrides (`AS "id!"`, `AS "status!: Status"`) to plain aliases.
+fn plain_columns(typed: &str) -> String {
+    typed
+        .split(',')
+        .map(|column| {
+            let column = column.trim();
+            match column.split_once(" AS \"") {
+                Some((expr, alias)) => {
+                    let name = alias
+                        .split([':', '!', '?', '"'])
+                        .next()
+                        .unwrap_or(alias)
+                        .trim();
+                    format!("{expr} AS {name}")
+                }
+                None => column.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// One row of `retry.retry_items`.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -179,6 +246,8 @@ pub struct ItemRow {
     pub reference_id: Option<String>,
     pub reference_table: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The message id it arrived with over NATS, which recognises a redelivered enqueue.
+    pub source_msg_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
@@ -326,6 +395,22 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown value `paused` in retry_items.status"
+        );
+    }
+
+    /// The run-time list names the same columns as the typed one, in [`ItemRow`] order.
+    #[test]
+    fn plain_item_columns_drop_the_overrides() {
+        assert_eq!(
+            item_columns(),
+            "r.id AS id, r.tenant_id AS tenant_id, r.user_id AS user_id, \
+             r.operation_type AS operation_type, r.payload::text AS payload, r.status AS status, \
+             r.attempts AS attempts, r.max_attempts AS max_attempts, r.last_error AS last_error, \
+             r.next_retry_at AS next_retry_at, r.worker_id AS worker_id, r.claimed_at AS claimed_at, \
+             r.lease_expires_at AS lease_expires_at, r.reference_id AS reference_id, \
+             r.reference_table AS reference_table, r.idempotency_key AS idempotency_key, \
+             r.source_msg_id AS source_msg_id, r.created_at AS created_at, \
+             r.updated_at AS updated_at, r.resolved_at AS resolved_at"
         );
     }
 

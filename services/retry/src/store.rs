@@ -1,5 +1,7 @@
 //! Every SQL statement of the retry queue. Batched where throughput matters (enqueue,
-//! claim, results), row by row for the operator API.
+//! claim, results: one statement over `unnest` arrays), row by row for the operator API.
+//! Static statements are sqlx's query macros, checked at compile time against the
+//! migrations (the offline data in `.sqlx/`); only [`Store::list`] builds its SQL at run time.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +14,9 @@ use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
 use crate::machine::{Decision, Event, ItemState, transition};
-use crate::model::{AttemptOutcome, AttemptRow, Counts, ITEM_COLUMNS, ItemRow, Status};
+use crate::model::{
+    AttemptOutcome, AttemptRow, Counts, ItemRow, Status, item_columns, query_items,
+};
 
 /// The channel a dispatcher LISTENs on to learn that something fell due.
 pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
@@ -195,8 +199,22 @@ impl Store {
         &self,
         items: &[NewItem],
     ) -> Result<Vec<Option<(ItemRow, bool)>>, StoreError> {
+        let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
+        let tenants: Vec<Uuid> = items.iter().map(|i| i.tenant_id).collect();
+        let users: Vec<Option<String>> = items.iter().map(|i| i.user_id.clone()).collect();
+        let types: Vec<String> = items.iter().map(|i| i.operation_type.clone()).collect();
+        let payloads: Vec<String> = items.iter().map(|i| i.payload.clone()).collect();
+        let max_attempts: Vec<i32> = items.iter().map(|i| i.max_attempts).collect();
+        let errors: Vec<Option<String>> = items.iter().map(|i| i.last_error.clone()).collect();
+        let run_at: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.run_at).collect();
+        let reference_ids: Vec<Option<String>> =
+            items.iter().map(|i| i.reference_id.clone()).collect();
+        let reference_tables: Vec<Option<String>> =
+            items.iter().map(|i| i.reference_table.clone()).collect();
+        let keys: Vec<Option<String>> = items.iter().map(|i| i.idempotency_key.clone()).collect();
+        let sources: Vec<Option<String>> = items.iter().map(|i| i.source_msg_id.clone()).collect();
         let mut tx = self.pool.begin().await?;
-        let sql = format!(
+        let inserted: Vec<ItemRow> = query_items!(
             "INSERT INTO retry.retry_items AS r (id, tenant_id, user_id, operation_type, payload, max_attempts,
                  last_error, next_retry_at, reference_id, reference_table, idempotency_key, source_msg_id)
              SELECT t.id, t.tenant_id, t.user_id, t.operation_type, t.payload::jsonb, t.max_attempts,
@@ -207,53 +225,23 @@ impl Store {
                   AS t(id, tenant_id, user_id, operation_type, payload, max_attempts, last_error, run_at,
                        reference_id, reference_table, idempotency_key, source_msg_id)
              ON CONFLICT DO NOTHING
-             RETURNING {ITEM_COLUMNS}"
-        );
-        let inserted: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(items.iter().map(|i| i.id).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.tenant_id).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.user_id.clone()).collect::<Vec<_>>())
-            .bind(
-                items
-                    .iter()
-                    .map(|i| i.operation_type.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(items.iter().map(|i| i.payload.clone()).collect::<Vec<_>>())
-            .bind(items.iter().map(|i| i.max_attempts).collect::<Vec<_>>())
-            .bind(
-                items
-                    .iter()
-                    .map(|i| i.last_error.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(items.iter().map(|i| i.run_at).collect::<Vec<_>>())
-            .bind(
-                items
-                    .iter()
-                    .map(|i| i.reference_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                items
-                    .iter()
-                    .map(|i| i.reference_table.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                items
-                    .iter()
-                    .map(|i| i.idempotency_key.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                items
-                    .iter()
-                    .map(|i| i.source_msg_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+             RETURNING ",
+            "",
+            &ids,
+            &tenants,
+            &users as &[Option<String>],
+            &types,
+            &payloads,
+            &max_attempts,
+            &errors as &[Option<String>],
+            &run_at as &[Option<DateTime<Utc>>],
+            &reference_ids as &[Option<String>],
+            &reference_tables as &[Option<String>],
+            &keys as &[Option<String>],
+            &sources as &[Option<String>],
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut by_id: HashMap<Uuid, ItemRow> = inserted.into_iter().map(|r| (r.id, r)).collect();
         let created_any = !by_id.is_empty();
 
@@ -261,46 +249,36 @@ impl Store {
             .iter()
             .filter(|i| !by_id.contains_key(&i.id))
             .collect();
-        let mut existing: Vec<(ItemRow, Option<String>)> = Vec::new();
+        let mut existing: Vec<ItemRow> = Vec::new();
         if !missing.is_empty() {
-            let sql = format!(
-                "SELECT {ITEM_COLUMNS}, r.source_msg_id FROM retry.retry_items r
+            let sources: Vec<String> = missing
+                .iter()
+                .filter_map(|i| i.source_msg_id.clone())
+                .collect();
+            let key_tenants: Vec<Uuid> = missing
+                .iter()
+                .filter(|i| i.idempotency_key.is_some())
+                .map(|i| i.tenant_id)
+                .collect();
+            let keys: Vec<String> = missing
+                .iter()
+                .filter_map(|i| i.idempotency_key.clone())
+                .collect();
+            existing = query_items!(
+                "SELECT ",
+                " FROM retry.retry_items r
                  WHERE r.source_msg_id = ANY($1)
                     OR ((r.tenant_id, r.idempotency_key) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
-                        AND r.status IN ('pending', 'processing'))"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(
-                    missing
-                        .iter()
-                        .filter_map(|i| i.source_msg_id.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    missing
-                        .iter()
-                        .filter(|i| i.idempotency_key.is_some())
-                        .map(|i| i.tenant_id)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    missing
-                        .iter()
-                        .filter_map(|i| i.idempotency_key.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                let source: Option<String> = row.try_get("source_msg_id")?;
-                existing.push((<ItemRow as sqlx::FromRow<_>>::from_row(&row)?, source));
-            }
+                        AND r.status IN ('pending', 'processing'))",
+                &sources,
+                &key_tenants,
+                &keys,
+            )
+            .fetch_all(&mut *tx)
+            .await?;
         }
         if created_any {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            notify(&mut tx).await?;
         }
         tx.commit().await?;
 
@@ -310,13 +288,13 @@ impl Store {
                 out.push(Some((row, true)));
                 continue;
             }
-            let dup = existing.iter().find(|(e, source)| {
-                (item.source_msg_id.is_some() && *source == item.source_msg_id)
+            let dup = existing.iter().find(|e| {
+                (item.source_msg_id.is_some() && e.source_msg_id == item.source_msg_id)
                     || (item.idempotency_key.is_some()
                         && e.tenant_id == item.tenant_id
                         && e.idempotency_key == item.idempotency_key)
             });
-            out.push(dup.map(|(d, _)| (d.clone(), false)));
+            out.push(dup.map(|d| (d.clone(), false)));
         }
         Ok(out)
     }
@@ -324,7 +302,7 @@ impl Store {
     /// Claims up to `limit` due items for `worker`: attempts + 1, a lease, and a history row.
     /// `FOR UPDATE SKIP LOCKED` lets any number of replicas claim side by side.
     pub async fn claim(&self, worker: &str, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
-        let sql = format!(
+        Ok(query_items!(
             "WITH due AS (
                  SELECT id FROM retry.retry_items
                  WHERE status = 'pending' AND next_retry_at <= now()
@@ -334,21 +312,22 @@ impl Store {
              ), claimed AS (
                  UPDATE retry.retry_items r
                  SET status = 'processing', attempts = r.attempts + 1, worker_id = $1, claimed_at = now(),
-                     lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
+                     lease_expires_at = now() + $3::bigint * interval '1 millisecond', updated_at = now()
                  FROM due WHERE r.id = due.id
-                 RETURNING {ITEM_COLUMNS}
+                 RETURNING ",
+            // `claimed` names its columns as `query_items!` aliases them (`"id!"`).
+            "
              ), history AS (
                  INSERT INTO retry.retry_attempts (item_id, attempt, started_at, worker_id)
-                 SELECT id, attempts, now(), $1 FROM claimed
+                 SELECT \"id!\", \"attempts!\", now(), $1 FROM claimed
              )
-             SELECT * FROM claimed"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(worker)
-            .bind(limit)
-            .bind(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?)
+             SELECT * FROM claimed",
+            worker,
+            limit,
+            i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Gives back claims whose dispatch could not be published: they are due again at once,
@@ -357,22 +336,22 @@ impl Store {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.0).collect();
         let attempts: Vec<i32> = claims.iter().map(|c| c.1).collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE retry.retry_items r SET status = 'pending', attempts = r.attempts - 1, worker_id = NULL,
                  claimed_at = NULL, lease_expires_at = NULL, next_retry_at = now(), updated_at = now()
              FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)
              WHERE r.id = u.id AND r.attempts = u.attempt AND r.status = 'processing'",
+            &ids,
+            &attempts,
         )
-        .bind(&ids)
-        .bind(&attempts)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM retry.retry_attempts a USING unnest($1::uuid[], $2::int[]) AS u(id, attempt)
              WHERE a.item_id = u.id AND a.attempt = u.attempt AND a.outcome = 'running'",
+            &ids,
+            &attempts,
         )
-        .bind(&ids)
-        .bind(&attempts)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -389,11 +368,12 @@ impl Store {
         ids.dedup();
         let mut tx = self.pool.begin().await?;
         // Rows are locked in id order, so concurrent batches cannot deadlock.
-        let current = sqlx::query(
-            "SELECT id, tenant_id, operation_type, attempts, max_attempts, status FROM retry.retry_items
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        let current = sqlx::query!(
+            r#"SELECT id, tenant_id, operation_type, attempts, max_attempts,
+                   status AS "status: Status"
+               FROM retry.retry_items WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+            &ids,
         )
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
         struct Current {
@@ -401,21 +381,23 @@ impl Store {
             operation_type: String,
             state: ItemState,
         }
-        let mut rows: HashMap<Uuid, Current> = HashMap::with_capacity(current.len());
-        for row in current {
-            rows.insert(
-                row.try_get("id")?,
-                Current {
-                    tenant_id: row.try_get("tenant_id")?,
-                    operation_type: row.try_get("operation_type")?,
-                    state: ItemState {
-                        status: row.try_get("status")?,
-                        attempts: row.try_get("attempts")?,
-                        max_attempts: row.try_get("max_attempts")?,
+        let mut rows: HashMap<Uuid, Current> = current
+            .into_iter()
+            .map(|row| {
+                (
+                    row.id,
+                    Current {
+                        tenant_id: row.tenant_id,
+                        operation_type: row.operation_type,
+                        state: ItemState {
+                            status: row.status,
+                            attempts: row.attempts,
+                            max_attempts: row.max_attempts,
+                        },
                     },
-                },
-            );
-        }
+                )
+            })
+            .collect();
 
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         // Per input: the index into the update arrays, or why it was not applied.
@@ -489,7 +471,7 @@ impl Store {
 
         let mut updated: HashMap<Uuid, ItemRow> = HashMap::new();
         if !u_id.is_empty() {
-            let sql = format!(
+            let rows: Vec<ItemRow> = query_items!(
                 "UPDATE retry.retry_items r SET
                      status = u.status,
                      next_retry_at = CASE WHEN u.status = 'pending' THEN now() + u.delay_ms * interval '1 millisecond'
@@ -501,18 +483,18 @@ impl Store {
                  FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[])
                       AS u(id, status, delay_ms, error, outcome)
                  WHERE r.id = u.id
-                 RETURNING {ITEM_COLUMNS}"
-            );
-            let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&u_id)
-                .bind(&u_status)
-                .bind(&u_delay)
-                .bind(&u_error)
-                .bind(&u_outcome)
-                .fetch_all(&mut *tx)
-                .await?;
+                 RETURNING ",
+                "",
+                &u_id,
+                &u_status as &[Status],
+                &u_delay,
+                &u_error as &[Option<String>],
+                &u_outcome as &[AttemptOutcome],
+            )
+            .fetch_all(&mut *tx)
+            .await?;
             updated = rows.into_iter().map(|r| (r.id, r)).collect();
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE retry.retry_attempts a SET finished_at = now(), outcome = u.outcome, error = u.error,
                      duration_ms = CASE WHEN u.outcome = 'lease_expired'
                                         THEN (extract(epoch FROM now() - a.started_at) * 1000)::bigint
@@ -520,29 +502,27 @@ impl Store {
                  FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::bigint[])
                       AS u(id, attempt, outcome, error, duration_ms)
                  WHERE a.item_id = u.id AND a.attempt = u.attempt",
+                &u_id,
+                &u_attempt,
+                &u_outcome as &[AttemptOutcome],
+                &u_error as &[Option<String>],
+                &u_duration,
             )
-            .bind(&u_id)
-            .bind(&u_attempt)
-            .bind(&u_outcome)
-            .bind(&u_error)
-            .bind(&u_duration)
             .execute(&mut *tx)
             .await?;
             if u_status.contains(&Status::Pending) {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(NOTIFY_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
+                notify(&mut tx).await?;
             }
         }
         let mut replayed: HashMap<Uuid, ItemRow> = HashMap::new();
         if !replay_ids.is_empty() {
-            let sql =
-                format!("SELECT {ITEM_COLUMNS} FROM retry.retry_items r WHERE r.id = ANY($1)");
-            let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&replay_ids)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows: Vec<ItemRow> = query_items!(
+                "SELECT ",
+                " FROM retry.retry_items r WHERE r.id = ANY($1)",
+                &replay_ids,
+            )
+            .fetch_all(&mut *tx)
+            .await?;
             replayed = rows.into_iter().map(|r| (r.id, r)).collect();
         }
         tx.commit().await?;
@@ -571,29 +551,29 @@ impl Store {
     /// Rescues items whose lease ran out with no result (the owner crashed): the attempt
     /// counts as failed with "lease expired" and the item is rescheduled (or fails).
     pub async fn rescue_expired(&self, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
-        let expired = sqlx::query(
+        let expired = sqlx::query!(
             "SELECT id, tenant_id, attempts FROM retry.retry_items
              WHERE status = 'processing' AND lease_expires_at <= now()
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
         )
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         if expired.is_empty() {
             return Ok(Vec::new());
         }
-        let mut results = Vec::with_capacity(expired.len());
-        for row in expired {
-            results.push(ResultIn {
-                id: row.try_get("id")?,
-                tenant_id: row.try_get("tenant_id")?,
-                attempt: row.try_get("attempts")?,
+        let results: Vec<ResultIn> = expired
+            .into_iter()
+            .map(|row| ResultIn {
+                id: row.id,
+                tenant_id: row.tenant_id,
+                attempt: row.attempts,
                 outcome: Outcome::LeaseExpired,
                 error: Some("lease expired".into()),
                 duration_ms: 0,
                 retry_after: Duration::ZERO,
-            });
-        }
+            })
+            .collect();
         let applied = self.apply_results(&results).await?;
         Ok(applied
             .into_iter()
@@ -607,7 +587,7 @@ impl Store {
     /// The next moment something needs the dispatcher: an item falling due or a lease
     /// running out.
     pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "SELECT LEAST(
                  (SELECT min(next_retry_at) FROM retry.retry_items WHERE status = 'pending'),
                  (SELECT min(lease_expires_at) FROM retry.retry_items WHERE status = 'processing'))",
@@ -618,13 +598,11 @@ impl Store {
 
     /// Items currently leased, across all replicas.
     pub async fn in_flight(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT count(*) FROM retry.retry_items WHERE status = 'processing'",
-            )
-            .fetch_one(&self.pool)
-            .await?,
+        Ok(sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM retry.retry_items WHERE status = 'processing'"#
         )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Newest first, `page_size` at a time, after `cursor`.
@@ -645,7 +623,12 @@ impl Store {
                 qb.push(" AND r.operation_type = ").push_bind(op);
             }
         }
-        let mut qb = QueryBuilder::new(format!("SELECT {ITEM_COLUMNS} FROM retry.retry_items r"));
+        // Stays dynamic: the WHERE clause holds only the filters given, so each combination is
+        // planned on its own index instead of one generic plan for `$n IS NULL OR …`.
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {} FROM retry.retry_items r",
+            item_columns()
+        ));
         filters(&mut qb, scope, operation_type);
         if let Some(s) = status {
             qb.push(" AND r.status = ").push_bind(s);
@@ -667,6 +650,7 @@ impl Store {
             None
         };
 
+        // Dynamic for the same reason: the page's filters, without status and cursor.
         let mut qb = QueryBuilder::new("SELECT r.status, count(*) AS n FROM retry.retry_items r");
         filters(&mut qb, scope, operation_type);
         qb.push(" GROUP BY r.status");
@@ -693,25 +677,27 @@ impl Store {
             .find(scope, id)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        let attempts = sqlx::query_as(
-            "SELECT attempt, started_at, finished_at, duration_ms, outcome, error, worker_id
-             FROM retry.retry_attempts WHERE item_id = $1 ORDER BY attempt",
+        let attempts = sqlx::query_as!(
+            AttemptRow,
+            r#"SELECT attempt, started_at, finished_at, duration_ms,
+                   outcome AS "outcome: AttemptOutcome", error, worker_id
+               FROM retry.retry_attempts WHERE item_id = $1 ORDER BY attempt"#,
+            id,
         )
-        .bind(id)
         .fetch_all(&self.pool)
         .await?;
         Ok((item, attempts))
     }
 
     async fn find(&self, scope: Scope, id: Uuid) -> Result<Option<ItemRow>, StoreError> {
-        let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM retry.retry_items r WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2)"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(scope.tenant())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(query_items!(
+            "SELECT ",
+            " FROM retry.retry_items r WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2)",
+            id,
+            scope.tenant(),
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// A failed or pending item becomes pending and due now, claim cleared; an exhausted one
@@ -735,44 +721,45 @@ impl Store {
         command: Command,
     ) -> Result<ItemRow, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM retry.retry_items r
-             WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2) FOR UPDATE"
-        );
-        let item: ItemRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(scope.tenant())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
+        let item: ItemRow = query_items!(
+            "SELECT ",
+            " FROM retry.retry_items r
+             WHERE r.id = $1 AND ($2::uuid IS NULL OR r.tenant_id = $2) FOR UPDATE",
+            id,
+            scope.tenant(),
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
         let row = match transition(&item.state(), command.event()) {
             Decision::Requeue { max_attempts } => {
-                let sql = format!(
+                query_items!(
                     "WITH changed AS (
                          UPDATE retry.retry_items r SET status = 'pending', next_retry_at = now(), worker_id = NULL,
                              claimed_at = NULL, lease_expires_at = NULL, max_attempts = $2, updated_at = now()
                          WHERE r.id = $1
-                         RETURNING {ITEM_COLUMNS}
-                     ), notified AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM changed)
-                     SELECT changed.* FROM changed, notified"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(max_attempts)
-                    .fetch_one(&mut *tx)
-                    .await?
+                         RETURNING ",
+                    "
+                     ), notified AS (SELECT pg_notify($3, '') FROM changed)
+                     SELECT changed.* FROM changed, notified",
+                    id,
+                    max_attempts,
+                    NOTIFY_CHANNEL,
+                )
+                .fetch_one(&mut *tx)
+                .await?
             }
             Decision::Cancel => {
-                let sql = format!(
+                query_items!(
                     "UPDATE retry.retry_items r SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL,
                          updated_at = now()
                      WHERE r.id = $1
-                     RETURNING {ITEM_COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?
+                     RETURNING ",
+                    "",
+                    id,
+                )
+                .fetch_one(&mut *tx)
+                .await?
             }
             Decision::Unchanged => item,
             // A result's decisions never follow an operator's request.
@@ -789,20 +776,21 @@ impl Store {
 
     /// Figures per operation type.
     pub async fn stats(&self, scope: Scope) -> Result<Vec<TypeStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.operation_type, r.status, count(*) AS n, sum(r.attempts)::bigint AS attempts,
+        let rows = sqlx::query!(
+            r#"SELECT r.operation_type, r.status AS "status: Status", count(*) AS "n!",
+                    sum(r.attempts)::bigint AS attempts,
                     min(r.created_at) FILTER (WHERE r.status = 'pending') AS oldest_pending,
                     (array_agg(r.last_error ORDER BY r.updated_at DESC) FILTER (WHERE r.last_error IS NOT NULL))[1] AS last_error,
                     max(r.updated_at) FILTER (WHERE r.last_error IS NOT NULL) AS last_error_at
              FROM retry.retry_items r WHERE ($1::uuid IS NULL OR r.tenant_id = $1)
-             GROUP BY r.operation_type, r.status ORDER BY r.operation_type",
+             GROUP BY r.operation_type, r.status ORDER BY r.operation_type"#,
+            scope.tenant(),
         )
-        .bind(scope.tenant())
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<(TypeStats, Option<DateTime<Utc>>)> = Vec::new();
         for row in rows {
-            let op: String = row.try_get("operation_type")?;
+            let op = row.operation_type;
             if out.last().is_none_or(|(s, _)| s.operation_type != op) {
                 out.push((
                     TypeStats {
@@ -818,17 +806,25 @@ impl Store {
             let Some((stats, last_at)) = out.last_mut() else {
                 continue;
             };
-            stats.counts.add(row.try_get("status")?, row.try_get("n")?);
-            stats.total_attempts += row.try_get::<Option<i64>, _>("attempts")?.unwrap_or(0);
-            if let Some(t) = row.try_get::<Option<DateTime<Utc>>, _>("oldest_pending")? {
+            stats.counts.add(row.status, row.n);
+            stats.total_attempts += row.attempts.unwrap_or(0);
+            if let Some(t) = row.oldest_pending {
                 stats.oldest_pending = Some(stats.oldest_pending.map_or(t, |o| o.min(t)));
             }
-            let error_at: Option<DateTime<Utc>> = row.try_get("last_error_at")?;
+            let error_at = row.last_error_at;
             if error_at.is_some() && error_at > *last_at {
                 *last_at = error_at;
-                stats.last_error = row.try_get("last_error")?;
+                stats.last_error = row.last_error;
             }
         }
         Ok(out.into_iter().map(|(s, _)| s).collect())
     }
+}
+
+/// Wakes the dispatchers (`LISTEN` on [`NOTIFY_CHANNEL`]) when the transaction commits.
+async fn notify(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    sqlx::query!("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
