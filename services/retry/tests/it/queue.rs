@@ -1,14 +1,11 @@
 //! Queue semantics against real PostgreSQL and NATS: dispatch, backoff to exhaustion and the
 //! dead letter, permanent failures, stale results, RetryNow, Cancel, idempotent enqueue.
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use haven_auth::Role;
 use haven_proto::events::v1::{RetryLifecycle, RetryOutcome, RetryResult};

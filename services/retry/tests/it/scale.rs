@@ -1,12 +1,9 @@
 //! Two retry-service replicas share 10,000 items: every attempt is dispatched exactly once,
 //! every item ends resolved, none is lost.
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use haven_proto::events::v1::RetryEnqueue;
 use uuid::Uuid;
 

@@ -1,9 +1,6 @@
 //! Tenant isolation and input validation of the gRPC API.
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use haven_auth::Role;
 use haven_proto::retry::v1 as pb;
 use tonic::Code;

@@ -1,44 +1,25 @@
 //! A retry service (or several) in-process against real PostgreSQL and NATS, with gRPC
-//! clients for any tenant and role, and an owner that handles dispatches.
-#![allow(dead_code, clippy::unwrap_used)]
+//! clients for any tenant and role, and an owner that handles dispatches. Tokens, spawning
+//! and the wait for SERVING are the test kit's.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use haven_auth::{Claims, Minter, Role};
+use haven_auth::Role;
 use haven_bus::{Bus, NatsArgs};
 use haven_proto::events::v1::RetryDispatch;
 use haven_proto::retry::v1::retry_service_client::RetryServiceClient;
 use haven_retry::Config;
 use haven_retry_client::HandlerError;
 use haven_server::CommonArgs;
-use haven_testkit::TestDb;
+use haven_testkit::{Running, Switch, TestDb};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-pub const SECRET: &str = "retry-test-secret-at-least-32-bytes!";
-
-pub use haven_testkit::Switch as Stop;
-
-pub struct Instance {
-    pub addr: SocketAddr,
-    pub stop: Stop,
-    pub task: JoinHandle<()>,
-}
-
-impl Instance {
-    pub async fn shutdown(self) {
-        self.stop.fire();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
+pub use haven_testkit::JWT_SECRET;
 
 pub struct Harness {
     pub db: TestDb,
@@ -58,18 +39,6 @@ impl tonic::service::Interceptor for Auth {
 }
 
 pub type Client = RetryServiceClient<InterceptedService<Channel, Auth>>;
-
-pub fn token(tenant: Uuid, role: Role) -> String {
-    Minter::hs256(SECRET.as_bytes())
-        .unwrap()
-        .mint(&Claims::new(
-            tenant,
-            "tester",
-            vec![role],
-            Duration::from_secs(3600),
-        ))
-        .unwrap()
-}
 
 impl Harness {
     pub async fn new() -> Self {
@@ -100,35 +69,30 @@ impl Harness {
             &self.db.url,
             &self.nats_url,
             &self.ns,
-            SECRET,
+            JWT_SECRET,
         ));
         c.backoff_base = Duration::from_millis(20);
         c.backoff_cap = Duration::from_millis(100);
         c
     }
 
-    pub async fn start(&self, config: Config) -> Instance {
-        let listener = haven_testkit::listener().await;
-        let addr = listener.local_addr().unwrap();
-        let stop = Stop::new();
-        let shutdown = stop.wait();
-        let task = tokio::spawn(async move {
+    /// A service on `config`, once it answers SERVING.
+    pub async fn start(&self, config: Config) -> Running {
+        haven_testkit::spawn_serving(|listener, shutdown| {
             haven_retry::serve(config, listener, shutdown)
-                .await
-                .unwrap()
-        });
-        let instance = Instance { addr, stop, task };
-        wait_serving(addr).await;
-        instance
+        })
+        .await
     }
 
-    pub async fn client(&self, instance: &Instance, tenant: Uuid, role: Role) -> Client {
-        let channel = Channel::from_shared(format!("http://{}", instance.addr))
+    pub async fn client(&self, instance: &Running, tenant: Uuid, role: Role) -> Client {
+        let channel = Channel::from_shared(instance.url())
             .unwrap()
             .connect()
             .await
             .unwrap();
-        let value = format!("Bearer {}", token(tenant, role)).parse().unwrap();
+        let value = format!("Bearer {}", haven_testkit::token(tenant, role))
+            .parse()
+            .unwrap();
         RetryServiceClient::with_interceptor(channel, Auth(value))
     }
 
@@ -139,7 +103,7 @@ impl Harness {
         F: Fn(&RetryDispatch) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
         let seen: Arc<Mutex<HashMap<(String, i32), u32>>> = Arc::default();
-        let stop = Stop::new();
+        let stop = Switch::new();
         let bus = self.bus.clone();
         let op = operation_type.to_owned();
         let record = seen.clone();
@@ -200,7 +164,7 @@ impl Harness {
 
 pub struct Owner {
     pub seen: Arc<Mutex<HashMap<(String, i32), u32>>>,
-    pub stop: Stop,
+    pub stop: Switch,
     pub task: JoinHandle<()>,
 }
 
@@ -224,34 +188,6 @@ impl Owner {
             .collect();
         v.sort();
         v
-    }
-}
-
-pub async fn wait_serving(addr: SocketAddr) {
-    use tonic_health::pb::health_client::HealthClient;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            let mut health = HealthClient::new(channel);
-            if let Ok(r) = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                && r.into_inner().status == 1
-            {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retry service at {addr} never became SERVING"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,13 +1,10 @@
 //! Crashes and outages: an owner that dies holding a dispatch, a retry replica killed with
 //! its claims outstanding, and NATS restarted mid-run. Nothing accepted is lost.
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
-
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use haven_auth::Role;
 use haven_proto::events::v1::{RetryDispatch, RetryEnqueue};
 use haven_proto::retry::v1 as pb;
@@ -87,7 +84,7 @@ async fn replica_killed_with_claims_outstanding_loses_nothing() {
         .env("HAVEN_DATABASE_URL", &h.db.url)
         .env("HAVEN_NATS_URL", &h.nats_url)
         .env("HAVEN_NATS_PREFIX", &h.ns)
-        .env("HAVEN_JWT_SECRET", SECRET)
+        .env("HAVEN_JWT_SECRET", JWT_SECRET)
         .env("HAVEN_RETRY_ADDR", "127.0.0.1:0")
         .env("HAVEN_RETRY_METRICS_ADDR", "127.0.0.1:0")
         .env("HAVEN_RETRY_WORKER_ID", "replica-a")

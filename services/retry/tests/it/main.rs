@@ -1,0 +1,8 @@
+//! The retry service against real PostgreSQL and NATS, one test binary.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod api;
+mod common;
+mod failures;
+mod queue;
+mod scale;
