@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::core::{Core, parse_provider};
 use crate::registry;
+use crate::store::StepStatus;
 use haven_proto::time::timestamp;
 
 /// Tokens handed out are good for at least this long unless the caller asks for more.
@@ -37,7 +38,7 @@ impl Api {
                     .map(|p| p.as_str())
                     .unwrap_or_default()
                     .to_owned(),
-                status: step_status(&status) as i32,
+                status: pb::SetupStepStatus::from(status) as i32,
                 updated_at: at.map(timestamp),
             })
             .collect();
@@ -53,14 +54,6 @@ impl Api {
             complete,
             steps,
         })
-    }
-}
-
-fn step_status(s: &str) -> pb::SetupStepStatus {
-    match s {
-        "completed" => pb::SetupStepStatus::Completed,
-        "skipped" => pb::SetupStepStatus::Skipped,
-        _ => pb::SetupStepStatus::Pending,
     }
 }
 
@@ -211,10 +204,10 @@ impl IntegrationsService for Api {
         let principal = principal_of(&request)?;
         let r = request.get_ref();
         let status = match pb::SetupStepStatus::try_from(r.status) {
-            Ok(pb::SetupStepStatus::Pending) => "pending",
-            Ok(pb::SetupStepStatus::Completed) => "completed",
-            Ok(pb::SetupStepStatus::Skipped) => "skipped",
-            _ => {
+            Ok(pb::SetupStepStatus::Pending) => StepStatus::Pending,
+            Ok(pb::SetupStepStatus::Completed) => StepStatus::Completed,
+            Ok(pb::SetupStepStatus::Skipped) => StepStatus::Skipped,
+            Ok(pb::SetupStepStatus::Unspecified) | Err(_) => {
                 return Err(Status::invalid_argument(
                     "status: must be PENDING, COMPLETED or SKIPPED",
                 ));

@@ -8,7 +8,7 @@ use crate::metadata::{
     ShopifyMetadata,
 };
 use crate::registry::{self, Auth};
-use crate::store::{IntegrationRow, Status};
+use crate::store::{IntegrationRow, Status, StepStatus};
 
 impl From<Status> for pb::IntegrationStatus {
     fn from(status: Status) -> Self {
@@ -18,6 +18,16 @@ impl From<Status> for pb::IntegrationStatus {
             Status::Connected => pb::IntegrationStatus::Connected,
             Status::Error => pb::IntegrationStatus::Error,
             Status::Expired => pb::IntegrationStatus::Expired,
+        }
+    }
+}
+
+impl From<StepStatus> for pb::SetupStepStatus {
+    fn from(status: StepStatus) -> Self {
+        match status {
+            StepStatus::Pending => pb::SetupStepStatus::Pending,
+            StepStatus::Completed => pb::SetupStepStatus::Completed,
+            StepStatus::Skipped => pb::SetupStepStatus::Skipped,
         }
     }
 }
@@ -101,7 +111,7 @@ impl From<&IntegrationRow> for pb::Integration {
                 Auth::OAuth => pb::AuthType::Oauth,
                 Auth::ApiKey => pb::AuthType::ApiKey,
             } as i32,
-            status: pb::IntegrationStatus::from(row.status()) as i32,
+            status: pb::IntegrationStatus::from(row.status) as i32,
             scopes: row.scopes.clone(),
             metadata: row.metadata.as_ref().and_then(Into::into),
             last_error: row.last_error.clone().unwrap_or_default(),

@@ -24,7 +24,7 @@ use crate::metadata::{
     DynamicMockupsMetadata, KlaviyoMetadata, Metadata, ResendMetadata, SkyPilotMetadata,
 };
 use crate::registry::{self, Auth, Provider, ProviderInfo};
-use crate::store::{self, IntegrationRow, Status};
+use crate::store::{self, IntegrationRow, Status, StepStatus};
 
 /// Clients for every provider, built once from configuration.
 pub struct Providers {
@@ -169,7 +169,7 @@ impl Core {
                 &mut tx,
                 row.tenant_id,
                 step.key,
-                "completed",
+                StepStatus::Completed,
                 connected.user,
             )
             .await?;
@@ -198,7 +198,7 @@ impl Core {
         let mut conn = self.pool.acquire().await?;
         // A working connection stays usable when a re-authorization fails.
         let current = store::get(&mut conn, tenant, provider).await?;
-        let status = match current.map(|r| r.status()) {
+        let status = match current.map(|r| r.status) {
             Some(Status::Connected) => None,
             _ => Some(Status::Error),
         };
@@ -319,7 +319,7 @@ impl Core {
     ) -> Result<AccessToken> {
         let info = registry::info(provider);
         let mut row = self.get(tenant, provider).await?;
-        match row.status() {
+        match row.status {
             Status::Connected => {}
             Status::Expired => {
                 return Err(Error::FailedPrecondition(format!(
@@ -330,8 +330,7 @@ impl Core {
             other => {
                 return Err(Error::FailedPrecondition(format!(
                     "{} is not connected (status {})",
-                    info.name,
-                    other.as_str()
+                    info.name, other
                 )));
             }
         }
@@ -380,7 +379,7 @@ impl Core {
         let Some(row) = store::lock(&mut tx, id, !wait).await? else {
             return Ok(None);
         };
-        if row.status() != Status::Connected {
+        if row.status != Status::Connected {
             return Err(Error::FailedPrecondition(format!(
                 "{} is not connected (status {})",
                 row.provider, row.status
@@ -504,18 +503,23 @@ impl Core {
     pub async fn setup_progress(
         &self,
         tenant: Uuid,
-    ) -> Result<Vec<(&'static registry::Step, String, Option<DateTime<Utc>>)>> {
+    ) -> Result<Vec<(&'static registry::Step, StepStatus, Option<DateTime<Utc>>)>> {
         let stored = store::setup_steps(&self.pool, tenant).await?;
         Ok(registry::STEPS
             .iter()
             .map(|step| match stored.iter().find(|(k, _, _)| k == step.key) {
-                Some((_, status, at)) => (step, status.clone(), Some(*at)),
-                None => (step, "pending".to_owned(), None),
+                Some((_, status, at)) => (step, *status, Some(*at)),
+                None => (step, StepStatus::Pending, None),
             })
             .collect())
     }
 
-    pub async fn update_step(&self, principal: &Principal, step: &str, status: &str) -> Result<()> {
+    pub async fn update_step(
+        &self,
+        principal: &Principal,
+        step: &str,
+        status: StepStatus,
+    ) -> Result<()> {
         let Some(step) = registry::step(step) else {
             let known: Vec<&str> = registry::STEPS.iter().map(|s| s.key).collect();
             return Err(Error::invalid(format!(

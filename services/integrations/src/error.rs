@@ -68,6 +68,12 @@ impl From<Error> for tonic::Status {
                     "the stored credential cannot be decrypted; reconnect the integration",
                 )
             }
+            // A stored value this code cannot read (e.g. a status it does not know) is a bug
+            // or a newer writer, not an outage: say which value, do not invite a retry.
+            Error::Db(e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_))) => {
+                tracing::error!(error = %e, "stored data is unreadable");
+                Status::internal(format!("stored data is unreadable: {e}"))
+            }
             Error::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 Status::unavailable("database unavailable; try again")

@@ -38,7 +38,7 @@ pub async fn publish(
         integration_id: row.id.to_string(),
         provider: row.provider.as_str().to_owned(),
         kind: kind as i32,
-        status: IntegrationStatus::from(row.status()) as i32,
+        status: IntegrationStatus::from(row.status) as i32,
         user_id: user.unwrap_or_default().to_owned(),
         error: error.unwrap_or_default().to_owned(),
         token_expires_at: row.token_expires_at.map(timestamp),

@@ -11,6 +11,53 @@ use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::registry::Provider;
 
+/// Stores an enum as its text name (`as_str`), and reads it back through `ALL`: a name the
+/// code does not know is an error naming it, never some default.
+macro_rules! text_enum {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Option<$ty> {
+                $ty::ALL.into_iter().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                $ty::parse(s).ok_or_else(|| format!("unknown {} `{s}`", $what).into())
+            }
+        }
+    };
+}
+
 /// Connection state as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -22,6 +69,14 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Disconnected,
+        Status::Connecting,
+        Status::Connected,
+        Status::Error,
+        Status::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Disconnected => "disconnected",
@@ -31,17 +86,63 @@ impl Status {
             Status::Expired => "expired",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Status {
-        match s {
-            "connecting" => Status::Connecting,
-            "connected" => Status::Connected,
-            "error" => Status::Error,
-            "expired" => Status::Expired,
-            _ => Status::Disconnected,
+text_enum!(Status, "integration status");
+
+/// A setup wizard step's state as stored; a step without a row is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    Completed,
+    Skipped,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 3] = [
+        StepStatus::Pending,
+        StepStatus::Completed,
+        StepStatus::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Completed => "completed",
+            StepStatus::Skipped => "skipped",
         }
     }
 }
+
+text_enum!(StepStatus, "setup step status");
+
+/// A Shopify webhook subscription's state as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookStatus {
+    /// Not registered yet (or handed to the retry queue).
+    Pending,
+    Registered,
+    /// Left by a disconnect, waiting to be deregistered.
+    Deregistering,
+}
+
+impl WebhookStatus {
+    pub const ALL: [WebhookStatus; 3] = [
+        WebhookStatus::Pending,
+        WebhookStatus::Registered,
+        WebhookStatus::Deregistering,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Pending => "pending",
+            WebhookStatus::Registered => "registered",
+            WebhookStatus::Deregistering => "deregistering",
+        }
+    }
+}
+
+text_enum!(WebhookStatus, "webhook status");
 
 /// One `integrations` row.
 #[derive(Clone, Debug)]
@@ -49,7 +150,7 @@ pub struct IntegrationRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub provider: Provider,
-    pub status: String,
+    pub status: Status,
     /// `None` until the first connection stores what the provider told.
     pub metadata: Option<Metadata>,
     pub scopes: Vec<String>,
@@ -72,7 +173,7 @@ struct StoredRow {
     tenant_id: Uuid,
     #[sqlx(try_from = "String")]
     provider: Provider,
-    status: String,
+    status: Status,
     metadata: Json<serde_json::Value>,
     scopes: Vec<String>,
     shop_domain: Option<String>,
@@ -111,12 +212,6 @@ impl<'r> FromRow<'r, PgRow> for IntegrationRow {
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
-    }
-}
-
-impl IntegrationRow {
-    pub fn status(&self) -> Status {
-        Status::parse(&self.status)
     }
 }
 
@@ -272,7 +367,7 @@ pub async fn set_failed(
     .bind(Uuid::now_v7())
     .bind(tenant)
     .bind(provider.as_str())
-    .bind(status.map(Status::as_str))
+    .bind(status)
     .bind(message)
     .fetch_one(conn)
     .await?)
@@ -478,7 +573,7 @@ pub struct WebhookRow {
     pub id: Uuid,
     pub topic: String,
     pub shopify_webhook_id: Option<String>,
-    pub status: String,
+    pub status: WebhookStatus,
 }
 
 /// Creates or resets the subscription rows for `topics` as pending.
@@ -508,7 +603,7 @@ pub async fn reset_webhooks(
 pub async fn webhooks(
     conn: &mut PgConnection,
     integration: Uuid,
-    status: Option<&str>,
+    status: Option<WebhookStatus>,
 ) -> Result<Vec<WebhookRow>> {
     Ok(sqlx::query_as::<_, WebhookRow>(
         "SELECT id, topic, shopify_webhook_id, status FROM integrations.shopify_webhooks \
@@ -586,7 +681,7 @@ pub async fn delete_webhooks(conn: &mut PgConnection, integration: Uuid) -> Resu
 pub async fn setup_steps(
     pool: &PgPool,
     tenant: Uuid,
-) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+) -> Result<Vec<(String, StepStatus, DateTime<Utc>)>> {
     Ok(sqlx::query_as(
         "SELECT step, status, updated_at FROM integrations.setup_progress WHERE tenant_id = $1",
     )
@@ -599,7 +694,7 @@ pub async fn set_step(
     conn: &mut PgConnection,
     tenant: Uuid,
     step: &str,
-    status: &str,
+    status: StepStatus,
     user: &str,
 ) -> Result<()> {
     sqlx::query(
@@ -685,4 +780,25 @@ pub async fn reseal_credential(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip_and_unknown_ones_do_not_parse() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        for s in StepStatus::ALL {
+            assert_eq!(StepStatus::parse(s.as_str()), Some(s));
+        }
+        for s in WebhookStatus::ALL {
+            assert_eq!(WebhookStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("paused"), None);
+        assert_eq!(StepStatus::parse("done"), None);
+        assert_eq!(WebhookStatus::parse("Registered"), None);
+    }
 }

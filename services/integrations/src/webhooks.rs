@@ -23,7 +23,7 @@ use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::registry::Provider;
-use crate::store::{self, IntegrationRow, Status};
+use crate::store::{self, IntegrationRow, Status, WebhookStatus};
 
 pub const OP_REGISTER_WEBHOOK: &str = "integrations.register_webhook";
 pub const OP_DEREGISTER_WEBHOOKS: &str = "integrations.deregister_webhooks";
@@ -98,23 +98,26 @@ impl Core {
             store::reset_webhooks(&mut conn, row, &topics, &address).await?
         };
         let shop = row.shop_domain.clone().unwrap_or_default();
-        let results: Vec<_> =
-            futures::stream::iter(pending.into_iter().filter(|w| w.status == "pending"))
-                .map(|w| {
-                    let shop = shop.clone();
-                    let address = address.clone();
-                    async move {
-                        let r = self
-                            .providers
-                            .shopify
-                            .create_webhook(&shop, token, &w.topic, &address)
-                            .await;
-                        (w.topic, r)
-                    }
-                })
-                .buffer_unordered(4)
-                .collect()
-                .await;
+        let results: Vec<_> = futures::stream::iter(
+            pending
+                .into_iter()
+                .filter(|w| w.status == WebhookStatus::Pending),
+        )
+        .map(|w| {
+            let shop = shop.clone();
+            let address = address.clone();
+            async move {
+                let r = self
+                    .providers
+                    .shopify
+                    .create_webhook(&shop, token, &w.topic, &address)
+                    .await;
+                (w.topic, r)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
         for (topic, result) in results {
             self.record_registration(row, &topic, result).await?;
         }
@@ -211,11 +214,11 @@ impl Core {
         let Some(row) = store::get_by_id(&mut conn, id).await? else {
             return Ok(());
         };
-        if row.status() == Status::Connected {
+        if row.status == Status::Connected {
             // Reconnected meanwhile: the new connection owns the subscriptions.
             return Ok(());
         }
-        let left = store::webhooks(&mut conn, id, Some("deregistering")).await?;
+        let left = store::webhooks(&mut conn, id, Some(WebhookStatus::Deregistering)).await?;
         let Some(sealed) = store::credential(&mut conn, id, CredentialKind::AccessToken).await?
         else {
             store::delete_webhooks(&mut conn, id).await?;
@@ -250,7 +253,7 @@ impl Core {
         let mut tx = self.pool.begin().await?;
         store::delete_webhooks(&mut tx, id).await?;
         let row = store::get_by_id(&mut tx, id).await?;
-        if row.is_some_and(|r| r.status() != Status::Connected) {
+        if row.is_some_and(|r| r.status != Status::Connected) {
             store::delete_credentials(&mut tx, id, None).await?;
         }
         tx.commit().await?;
@@ -260,7 +263,7 @@ impl Core {
     /// `app/uninstalled`: the shop removed the app, its token and its webhooks with it.
     pub async fn app_uninstalled(&self, shop: &str) -> Result<()> {
         for row in store::by_shop(&self.pool, shop).await? {
-            if row.status() == Status::Disconnected {
+            if row.status == Status::Disconnected {
                 continue;
             }
             let mut tx = self.pool.begin().await?;
@@ -287,7 +290,7 @@ impl Core {
     pub async fn handle_register(&self, dispatch: RetryDispatch) -> Result<(), HandlerError> {
         let op: RegisterWebhook = parse(&dispatch)?;
         let row = self.dispatch_row(&dispatch, op.integration_id).await?;
-        let Some(row) = row.filter(|r| r.status() == Status::Connected) else {
+        let Some(row) = row.filter(|r| r.status == Status::Connected) else {
             return Ok(()); // disconnected meanwhile: nothing left to register
         };
         let token = self
@@ -344,7 +347,7 @@ impl Core {
     pub async fn handle_refresh(&self, dispatch: RetryDispatch) -> Result<(), HandlerError> {
         let op: IntegrationOp = parse(&dispatch)?;
         let row = self.dispatch_row(&dispatch, op.integration_id).await?;
-        if row.is_none_or(|r| r.status() != Status::Connected) {
+        if row.is_none_or(|r| r.status != Status::Connected) {
             return Ok(());
         }
         self.refresh(op.integration_id, self.refresh_lead, true)

@@ -560,3 +560,46 @@ pub async fn collect_kinds(mut sub: async_nats::Subscriber, n: usize) -> Vec<Str
     }
     kinds
 }
+
+#[tokio::test]
+async fn an_unknown_stored_status_is_an_error_naming_it() {
+    let stack = Stack::start().await;
+    let tenant = Uuid::new_v4();
+    stack.fake.add_api_key("klaviyo", "pk_live_paused_0001");
+    connect_key(&stack, tenant, "klaviyo", "pk_live_paused_0001")
+        .await
+        .unwrap();
+    // A value no version of the service writes, past the schema's CHECKs.
+    for sql in [
+        "ALTER TABLE integrations.integrations DROP CONSTRAINT IF EXISTS integrations_status_check",
+        "ALTER TABLE integrations.setup_progress DROP CONSTRAINT IF EXISTS setup_progress_status_check",
+        "UPDATE integrations.integrations SET status = 'paused'",
+        "UPDATE integrations.setup_progress SET status = 'paused'",
+    ] {
+        sqlx::query(sql).execute(&stack.db.pool).await.unwrap();
+    }
+    let mut c = stack.client().await;
+    let got = c
+        .get_integration(req(
+            GetIntegrationRequest {
+                provider: "klaviyo".into(),
+            },
+            &user(tenant),
+        ))
+        .await
+        .map(|r| r.into_inner().status);
+    let err = got.expect_err("a row with status `paused` must not read as some other status");
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("paused"), "{err:?}");
+    let err = c
+        .list_integrations(req(Default::default(), &user(tenant)))
+        .await
+        .expect_err("the list holds the same row");
+    assert!(err.message().contains("paused"), "{err:?}");
+    let err = c
+        .get_setup_progress(req(Default::default(), &user(tenant)))
+        .await
+        .expect_err("a step with status `paused` must not read as pending");
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("paused"), "{err:?}");
+}
