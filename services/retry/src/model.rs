@@ -154,11 +154,11 @@ impl AttemptOutcome {
     }
 }
 
-/// Calls the macro in brackets with the columns every item query returns, as one string literal, typed
-/// for sqlx's query macros (`!`/`?` nullability, the enum's type) so that [`ItemRow`] is built
-/// without inference: the same text works where sqlx cannot see a column's table (a CTE's
-/// `SELECT *`). The table is aliased `r`. The only spelling of the list: the dynamic query
-/// reads it through [`item_columns`].
+/// Calls the macro in brackets with the columns every item query returns, as one string
+/// literal typed for sqlx's query macros (`!`/`?` nullability, the enum's type), so that
+/// [`ItemRow`] is built without inference: the same text works where sqlx cannot see a
+/// column's table (a CTE's `SELECT *`). The table is aliased `r`. This is the only spelling
+/// of the list: the dynamic query reads it through [`item_columns`].
 macro_rules! with_item_columns {
     ([$($then:tt)*]($($args:tt)*)) => {
         $($then)*!(
