@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
+use crate::machine::{self, Event};
 use crate::metadata::{
     DynamicMockupsMetadata, KlaviyoMetadata, Metadata, ResendMetadata, SkyPilotMetadata,
 };
@@ -158,7 +159,9 @@ impl Core {
         secrets: &[(CredentialKind, &Secret, Option<DateTime<Utc>>)],
     ) -> Result<IntegrationRow> {
         let mut tx = self.pool.begin().await?;
-        let row = store::set_connected(&mut tx, &connected).await?;
+        let current = store::lock_or_create(&mut tx, connected.tenant, connected.provider).await?;
+        let status = machine::next(current.status, Event::Connected);
+        let row = store::set_connected(&mut tx, &connected, status).await?;
         store::delete_credentials(&mut tx, row.id, None).await?;
         for (kind, secret, expires) in secrets {
             let sealed = self.ring.seal(secret, self.owner(&row, *kind));
@@ -195,14 +198,11 @@ impl Core {
         user: Option<&str>,
         message: &str,
     ) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        // A working connection stays usable when a re-authorization fails.
-        let current = store::get(&mut conn, tenant, provider).await?;
-        let status = match current.map(|r| r.status) {
-            Some(Status::Connected) => None,
-            _ => Some(Status::Error),
-        };
-        let row = store::set_failed(&mut conn, tenant, provider, status, message).await?;
+        let mut tx = self.pool.begin().await?;
+        let current = store::lock_or_create(&mut tx, tenant, provider).await?;
+        let status = machine::next(current.status, Event::ConnectFailed);
+        let row = store::set_failed(&mut tx, tenant, provider, status, message).await?;
+        tx.commit().await?;
         events::publish(
             &self.bus,
             &row,
@@ -418,7 +418,8 @@ impl Core {
         match result {
             Ok(tokens) => {
                 self.save_tokens(&mut tx, &row, &tokens).await?;
-                let row = store::set_refreshed(&mut tx, row.id, tokens.expires_at).await?;
+                let status = machine::next(row.status, Event::RefreshSucceeded);
+                let row = store::set_refreshed(&mut tx, row.id, status, tokens.expires_at).await?;
                 tx.commit().await?;
                 tracing::info!(tenant = %row.tenant_id, provider = %row.provider, "token refreshed");
                 events::publish(&self.bus, &row, IntegrationEventKind::Refreshed, None, None).await;
@@ -433,7 +434,7 @@ impl Core {
                     &mut tx,
                     row.tenant_id,
                     row.provider,
-                    Some(Status::Expired),
+                    machine::next(row.status, Event::RefreshRefused),
                     &message,
                 )
                 .await?;

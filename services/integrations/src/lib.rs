@@ -8,6 +8,7 @@ mod convert;
 mod core;
 mod error;
 mod events;
+mod machine;
 mod metadata;
 mod oauth;
 pub mod registry;

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::{Core, wrong_auth};
 use crate::error::{Error, Result};
+use crate::machine::{self, Event};
 use crate::metadata::{Metadata, PinterestMetadata, ShopifyMetadata};
 use crate::registry::{self, Auth, Provider};
 use crate::store::{self, IntegrationRow};
@@ -103,7 +104,11 @@ impl Core {
             },
         )
         .await?;
-        store::mark_connecting(&self.pool, principal.tenant_id, provider).await?;
+        let mut tx = self.pool.begin().await?;
+        let current = store::lock_or_create(&mut tx, principal.tenant_id, provider).await?;
+        let status = machine::next(current.status, Event::ConnectAttempt);
+        store::set_status(&mut tx, current.id, status).await?;
+        tx.commit().await?;
         let url = match shop {
             Some(shop) => self
                 .providers

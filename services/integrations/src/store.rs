@@ -288,28 +288,52 @@ pub async fn by_shop(pool: &PgPool, shop: &str) -> Result<Vec<IntegrationRow>> {
 /// Connected OAuth integrations whose token expires before `before`, soonest first.
 pub async fn expiring(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar(
-        "SELECT id FROM integrations.integrations WHERE status = 'connected' AND token_expires_at IS NOT NULL \
+        "SELECT id FROM integrations.integrations WHERE status = $3 AND token_expires_at IS NOT NULL \
          AND token_expires_at < $1 ORDER BY token_expires_at LIMIT $2",
     )
     .bind(before)
     .bind(limit)
+    .bind(Status::Connected)
     .fetch_all(pool)
     .await?)
 }
 
-/// Creates the row if needed and marks a connection attempt, keeping a working connection
-/// working while the user re-authorizes.
-pub async fn mark_connecting(pool: &PgPool, tenant: Uuid, provider: Provider) -> Result<()> {
+/// Locks a tenant's row for `provider`, creating it (disconnected) first if needed, so the
+/// status machine decides from the status it will replace.
+pub async fn lock_or_create(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    provider: Provider,
+) -> Result<IntegrationRow> {
     sqlx::query(
-        "INSERT INTO integrations.integrations AS i (id, tenant_id, provider, status) VALUES ($1, $2, $3, 'connecting') \
-         ON CONFLICT (tenant_id, provider) DO UPDATE SET \
-           status = CASE WHEN i.status = 'connected' THEN 'connected' ELSE 'connecting' END, \
-           updated_at = now()",
+        "INSERT INTO integrations.integrations (id, tenant_id, provider, status) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, provider) DO NOTHING",
     )
     .bind(Uuid::now_v7())
     .bind(tenant)
     .bind(provider.as_str())
-    .execute(pool)
+    .bind(Status::Disconnected)
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM integrations.integrations WHERE tenant_id = $1 AND provider = $2 FOR UPDATE"
+        )))
+        .bind(tenant)
+        .bind(provider.as_str())
+        .fetch_one(conn)
+        .await?,
+    )
+}
+
+/// Sets the status alone (a connection attempt).
+pub async fn set_status(conn: &mut PgConnection, id: Uuid, status: Status) -> Result<()> {
+    sqlx::query(
+        "UPDATE integrations.integrations SET status = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -325,13 +349,17 @@ pub struct Connected<'a> {
     pub token_expires_at: Option<DateTime<Utc>>,
 }
 
-/// Upserts the row as connected and returns it.
-pub async fn set_connected(conn: &mut PgConnection, c: &Connected<'_>) -> Result<IntegrationRow> {
+/// Upserts the row with what a connection stored and returns it.
+pub async fn set_connected(
+    conn: &mut PgConnection,
+    c: &Connected<'_>,
+    status: Status,
+) -> Result<IntegrationRow> {
     Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO integrations.integrations (id, tenant_id, provider, status, metadata, scopes, shop_domain, \
            token_expires_at, last_refreshed_at, connected_at, connected_by) \
-         VALUES ($1, $2, $3, 'connected', $4, $5, $6, $7, CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE now() END, now(), $8) \
-         ON CONFLICT (tenant_id, provider) DO UPDATE SET status = 'connected', \
+         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE now() END, now(), $8) \
+         ON CONFLICT (tenant_id, provider) DO UPDATE SET status = EXCLUDED.status, \
            metadata = EXCLUDED.metadata, scopes = EXCLUDED.scopes, shop_domain = EXCLUDED.shop_domain, \
            token_expires_at = EXCLUDED.token_expires_at, last_refreshed_at = EXCLUDED.last_refreshed_at, connected_at = now(), \
            connected_by = EXCLUDED.connected_by, last_error = NULL, last_error_at = NULL, updated_at = now() \
@@ -345,23 +373,24 @@ pub async fn set_connected(conn: &mut PgConnection, c: &Connected<'_>) -> Result
     .bind(&c.shop_domain)
     .bind(c.token_expires_at)
     .bind(c.user)
+    .bind(status)
     .fetch_one(conn)
     .await?)
 }
 
-/// Records a failure the user must see; `status` is `error` or `expired` (or unchanged when `None`).
+/// Records a failure the user must see, with the status the machine decided.
 pub async fn set_failed(
     conn: &mut PgConnection,
     tenant: Uuid,
     provider: Provider,
-    status: Option<Status>,
+    status: Status,
     message: &str,
 ) -> Result<IntegrationRow> {
     Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO integrations.integrations AS i (id, tenant_id, provider, status, last_error, last_error_at) \
-         VALUES ($1, $2, $3, COALESCE($4, 'error'), $5, now()) \
+         VALUES ($1, $2, $3, $4, $5, now()) \
          ON CONFLICT (tenant_id, provider) DO UPDATE SET \
-           status = COALESCE($4, i.status), last_error = $5, last_error_at = now(), updated_at = now() \
+           status = $4, last_error = $5, last_error_at = now(), updated_at = now() \
          RETURNING {COLUMNS}"
     )))
     .bind(Uuid::now_v7())
@@ -373,19 +402,21 @@ pub async fn set_failed(
     .await?)
 }
 
-/// Marks the row disconnected after its credentials were removed.
+/// Marks the row disconnected (the machine's `status`) after its credentials were removed.
 pub async fn set_disconnected(
     conn: &mut PgConnection,
     id: Uuid,
+    status: Status,
     reason: Option<&str>,
 ) -> Result<IntegrationRow> {
     Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE integrations.integrations SET status = 'disconnected', disconnected_at = now(), token_expires_at = NULL, \
+        "UPDATE integrations.integrations SET status = $3, disconnected_at = now(), token_expires_at = NULL, \
            last_error = COALESCE($2, last_error), last_error_at = CASE WHEN $2 IS NULL THEN last_error_at ELSE now() END, \
            updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(reason)
+    .bind(status)
     .fetch_one(conn)
     .await?)
 }
@@ -394,14 +425,16 @@ pub async fn set_disconnected(
 pub async fn set_refreshed(
     conn: &mut PgConnection,
     id: Uuid,
+    status: Status,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IntegrationRow> {
     Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE integrations.integrations SET token_expires_at = $2, last_refreshed_at = now(), last_error = NULL, \
+        "UPDATE integrations.integrations SET status = $3, token_expires_at = $2, last_refreshed_at = now(), last_error = NULL, \
            last_error_at = NULL, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(expires_at)
+    .bind(status)
     .fetch_one(conn)
     .await?)
 }

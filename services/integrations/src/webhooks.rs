@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::events;
+use crate::machine::{self, Event};
 use crate::registry::Provider;
 use crate::store::{self, IntegrationRow, Status, WebhookStatus};
 
@@ -170,7 +171,8 @@ impl Core {
         let keep = (!webhooks.is_empty()).then_some(CredentialKind::AccessToken);
         store::delete_credentials(&mut tx, row.id, keep).await?;
         store::mark_webhooks_deregistering(&mut tx, row.id).await?;
-        let row = store::set_disconnected(&mut tx, row.id, None).await?;
+        let status = machine::next(row.status, Event::Disconnect);
+        let row = store::set_disconnected(&mut tx, row.id, status, None).await?;
         tx.commit().await?;
         events::publish(
             &self.bus,
@@ -263,15 +265,16 @@ impl Core {
     /// `app/uninstalled`: the shop removed the app, its token and its webhooks with it.
     pub async fn app_uninstalled(&self, shop: &str) -> Result<()> {
         for row in store::by_shop(&self.pool, shop).await? {
-            if row.status == Status::Disconnected {
-                continue;
+            let status = machine::next(row.status, Event::AppUninstalled);
+            if status == row.status {
+                continue; // already disconnected: nothing left to remove
             }
             let mut tx = self.pool.begin().await?;
             store::delete_credentials(&mut tx, row.id, None).await?;
             store::delete_webhooks(&mut tx, row.id).await?;
             let reason =
                 format!("The app was uninstalled from {shop}; install it again to reconnect");
-            let row = store::set_disconnected(&mut tx, row.id, Some(&reason)).await?;
+            let row = store::set_disconnected(&mut tx, row.id, status, Some(&reason)).await?;
             tx.commit().await?;
             tracing::info!(tenant = %row.tenant_id, %shop, "Shopify app uninstalled; integration disconnected");
             events::publish(
