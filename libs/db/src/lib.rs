@@ -10,6 +10,9 @@ use sqlx::postgres::PgPoolOptions;
 
 pub use sqlx;
 
+mod text_enum;
+pub use text_enum::UnknownValue;
+
 /// Database settings, shared by every binary's `--help`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DbArgs {

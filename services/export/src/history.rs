@@ -34,25 +34,16 @@ pub enum Ending {
 
 use haven_proto::time::timestamp as ts;
 
-/// How an export ended, as `export_history.status` stores it. A value this version does not
-/// know is a decode error naming it, never a guess.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum Status {
-    Completed,
-    Failed,
-    Cancelled,
+haven_db::text_enum! {
+    /// How an export ended, as `export_history.status` stores it.
+    pub enum Status in "export_history.status" {
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
     pub fn to_proto(self) -> pb::ExportStatus {
         match self {
             Status::Completed => pb::ExportStatus::Completed,
@@ -62,14 +53,14 @@ impl Status {
     }
 }
 
-/// The format column of `export_history`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum StoredFormat {
-    Csv,
-    Json,
-    Ndjson,
-    Rows,
+haven_db::text_enum! {
+    /// The format column of `export_history`.
+    pub enum StoredFormat in "export_history.format" {
+        Csv = "csv",
+        Json = "json",
+        Ndjson = "ndjson",
+        Rows = "rows",
+    }
 }
 
 impl StoredFormat {

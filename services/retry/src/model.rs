@@ -7,93 +7,7 @@ use uuid::Uuid;
 
 use crate::machine::ItemState;
 
-/// A value in a text column that this version of the service does not know (a newer
-/// version wrote it, or someone edited the row by hand). Reading it is an error, never a
-/// guess: a status taken for another would drive the item down the wrong path.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown value `{value}` in {column}")]
-pub struct UnknownValue {
-    /// `table.column`.
-    pub column: &'static str,
-    pub value: String,
-}
-
-/// Declares an enum stored as text: its variants, their spelling in the database (the one
-/// conversion each way), `ALL` (every variant, so tests can iterate them), and the sqlx
-/// impls. It binds and reads as PostgreSQL `text` (arrays as `text[]`), so the SQL casts
-/// stay as they are and no type lookup is needed; an unknown text is an [`UnknownValue`].
-macro_rules! text_enum {
-    (
-        $(#[$meta:meta])*
-        pub enum $name:ident in $column:literal {
-            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            /// Every variant, in declaration order.
-            #[cfg_attr(not(test), allow(dead_code, reason = "not every enum is iterated outside tests"))]
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            /// Its spelling in the database.
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl sqlx::Type<sqlx::Postgres> for $name {
-            fn type_info() -> sqlx::postgres::PgTypeInfo {
-                <str as sqlx::Type<sqlx::Postgres>>::type_info()
-            }
-
-            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-                <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-            }
-        }
-
-        impl sqlx::postgres::PgHasArrayType for $name {
-            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
-                <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
-            }
-        }
-
-        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
-            fn encode_by_ref(
-                &self,
-                buf: &mut sqlx::postgres::PgArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
-            }
-        }
-
-        impl sqlx::Decode<'_, sqlx::Postgres> for $name {
-            fn decode(
-                value: sqlx::postgres::PgValueRef<'_>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
-                match <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)? {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(Box::new(UnknownValue {
-                        column: $column,
-                        value: other.to_owned(),
-                    })),
-                }
-            }
-        }
-    };
-}
+use haven_db::text_enum;
 
 text_enum! {
     /// Where an item is in its life (`retry_items.status`).
@@ -388,7 +302,7 @@ mod tests {
 
     #[test]
     fn unknown_value_names_value_and_column() {
-        let e = UnknownValue {
+        let e = haven_db::UnknownValue {
             column: "retry_items.status",
             value: "paused".into(),
         };

@@ -26,7 +26,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(sqlx::Error),
     /// A row holds what this version cannot read, e.g. a status a newer version wrote
-    /// ([`crate::model::UnknownValue`]): a fault to report, not an outage to wait out.
+    /// ([`haven_db::UnknownValue`]): a fault to report, not an outage to wait out.
     #[error("unreadable row: {0}")]
     Unreadable(sqlx::Error),
     #[error("retry item {0} not found")]
