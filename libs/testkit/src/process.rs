@@ -129,9 +129,18 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     bail!("no free port in {SERVER_PORTS:?}")
 }
 
-/// How often a start is tried on a fresh port when another process took the chosen one
-/// between the check and the server's own bind.
-const START_TRIES: usize = 5;
+/// Runs `launch` on a free port, and on a fresh one again when another process took the
+/// chosen port between the check and the server's own bind (up to five tries).
+fn on_a_free_port(mut launch: impl FnMut(u16) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..5 {
+        match launch(free_port()?) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("the server did not start")))
+}
 
 fn wait_for_port(
     port: u16,
@@ -302,15 +311,11 @@ impl PostgresServer {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         };
-        let mut last = None;
-        for _ in 0..START_TRIES {
-            server.port = free_port()?;
-            match server.launch() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+        on_a_free_port(|port| {
+            server.port = port;
+            server.launch()
+        })?;
+        Ok(server)
     }
 
     /// Starts `postgres` on `self.port` over the cluster in `self.dir`.
@@ -460,15 +465,11 @@ impl NatsServer {
             port: 0,
             binary,
         };
-        let mut last = None;
-        for _ in 0..START_TRIES {
-            server.port = free_port()?;
-            match server.launch() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
+        on_a_free_port(|port| {
+            server.port = port;
+            server.launch()
+        })?;
+        Ok(server)
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
