@@ -26,7 +26,7 @@ mod state;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use haven_vault::Secret;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -37,9 +37,9 @@ use crate::state::Shared;
 #[derive(Debug, Clone)]
 pub struct FakeConfig {
     pub shopify_client_id: String,
-    pub shopify_client_secret: Secret,
+    pub shopify_client_secret: SecretString,
     pub pinterest_client_id: String,
-    pub pinterest_client_secret: Secret,
+    pub pinterest_client_secret: SecretString,
     /// Lifetime of issued access tokens (Shopify's expiring tokens last an hour).
     pub access_token_ttl: Duration,
 }
@@ -48,9 +48,9 @@ impl Default for FakeConfig {
     fn default() -> Self {
         FakeConfig {
             shopify_client_id: "fake-shopify-client-id".into(),
-            shopify_client_secret: Secret::new("fake-shopify-client-secret"),
+            shopify_client_secret: SecretString::from("fake-shopify-client-secret"),
             pinterest_client_id: "fake-pinterest-client-id".into(),
-            pinterest_client_secret: Secret::new("fake-pinterest-client-secret"),
+            pinterest_client_secret: SecretString::from("fake-pinterest-client-secret"),
             access_token_ttl: Duration::from_secs(3600),
         }
     }

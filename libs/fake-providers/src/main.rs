@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use haven_fake_providers::{FakeConfig, FakeProviders};
-use haven_vault::Secret;
+use secrecy::SecretString;
 
 #[derive(Parser, Debug)]
 #[command(about = "Local fake Shopify, Pinterest, Klaviyo, Dynamic Mockups, Resend and Sky Pilot")]
@@ -31,7 +31,7 @@ struct Args {
         hide_env_values = true,
         hide_default_value = true
     )]
-    shopify_client_secret: Secret,
+    shopify_client_secret: SecretString,
     #[arg(
         long,
         env = "HAVEN_PINTEREST_CLIENT_ID",
@@ -45,7 +45,7 @@ struct Args {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pinterest_client_secret: Secret,
+    pinterest_client_secret: SecretString,
     /// A valid key, as `provider=key` (klaviyo, dynamic_mockups, resend, sky_pilot); repeatable.
     #[arg(long = "api-key", value_parser = parse_api_key)]
     api_keys: Vec<(String, String)>,

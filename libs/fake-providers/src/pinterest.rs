@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use haven_providers::pkce;
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::FakeRoute;
@@ -152,7 +152,7 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let mut world = shared.lock();
     let authenticated = basic_credentials(&headers).is_some_and(|(id, secret)| {
         id == world.config.pinterest_client_id
-            && secret == world.config.pinterest_client_secret.expose()
+            && secret == world.config.pinterest_client_secret.expose_secret()
     });
     if !authenticated {
         return error(StatusCode::UNAUTHORIZED, 2, "Authentication failed.");
@@ -168,8 +168,10 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
                 return grant_error("redirect_uri does not match the authorization request.");
             }
             if let Some(challenge) = &code.challenge {
-                let verifier = Secret::new(field("code_verifier"));
-                if verifier.is_empty() || pkce::challenge_s256(&verifier) != *challenge {
+                let verifier = SecretString::from(field("code_verifier"));
+                if verifier.expose_secret().is_empty()
+                    || pkce::challenge_s256(&verifier) != *challenge
+                {
                     return grant_error("code_verifier does not match the code_challenge.");
                 }
             }

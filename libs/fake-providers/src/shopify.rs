@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use haven_providers::shopify::{sign_callback, validate_shop_domain};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::FakeRoute;
@@ -165,7 +166,7 @@ async fn access_token(
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
     let mut world = shared.lock();
     if field("client_id") != world.config.shopify_client_id
-        || field("client_secret") != world.config.shopify_client_secret.expose()
+        || field("client_secret") != world.config.shopify_client_secret.expose_secret()
     {
         return oauth_error(
             StatusCode::UNAUTHORIZED,

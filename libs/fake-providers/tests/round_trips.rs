@@ -10,7 +10,7 @@ use haven_providers::pinterest::{PinterestClient, PinterestConfig};
 use haven_providers::resend::ResendClient;
 use haven_providers::shopify::{self, ShopifyClient, ShopifyConfig};
 use haven_providers::sky_pilot::SkyPilotClient;
-use haven_providers::{HttpSettings, ProviderError, Secret, pkce};
+use haven_providers::{ExposeSecret, HttpSettings, ProviderError, SecretString, pkce};
 
 const SHOP: &str = "cool-store.myshopify.com";
 const REDIRECT: &str = "http://app.test/api/integrations/shopify/callback";
@@ -24,7 +24,7 @@ fn shopify_client(fake: &FakeProviders, secret: &str) -> ShopifyClient {
     ShopifyClient::new(
         ShopifyConfig {
             client_id: FakeConfig::default().shopify_client_id,
-            client_secret: Secret::new(secret),
+            client_secret: SecretString::from(secret),
             scopes: vec![
                 "read_products".into(),
                 "write_products".into(),
@@ -85,7 +85,7 @@ fn get<'a>(q: &'a [(String, String)], key: &str) -> &'a str {
 async fn shopify_code_token_refresh_webhook_round_trip() {
     let fake = fake().await;
     let secret = FakeConfig::default().shopify_client_secret;
-    let client = shopify_client(&fake, secret.expose());
+    let client = shopify_client(&fake, secret.expose_secret());
 
     // Install: the fake approves and redirects back with a signed callback.
     let callback = consent(&client.authorize_url(SHOP, "state-123", REDIRECT)).await;
@@ -98,7 +98,7 @@ async fn shopify_code_token_refresh_webhook_round_trip() {
     assert!(shopify::verify_callback_hmac(&callback, &secret));
     assert!(!shopify::verify_callback_hmac(
         &callback,
-        &Secret::new("other")
+        &SecretString::from("other")
     ));
     assert!(shopify::verify_callback_timestamp(
         &callback,
@@ -121,7 +121,7 @@ async fn shopify_code_token_refresh_webhook_round_trip() {
     assert!(replay.is_grant_refused(), "{replay:?}");
     assert!(
         fake.issued_access_tokens()
-            .contains(&tokens.access_token.expose().to_owned())
+            .contains(&tokens.access_token.expose_secret().to_owned())
     );
 
     // Metadata.
@@ -170,8 +170,11 @@ async fn shopify_code_token_refresh_webhook_round_trip() {
     // Refresh rotates: the new refresh token works, the old one is dead.
     let renewed = client.refresh(SHOP, &refresh).await.unwrap();
     let new_refresh = renewed.refresh_token.clone().unwrap();
-    assert_ne!(new_refresh.expose(), refresh.expose());
-    assert_ne!(renewed.access_token.expose(), tokens.access_token.expose());
+    assert_ne!(new_refresh.expose_secret(), refresh.expose_secret());
+    assert_ne!(
+        renewed.access_token.expose_secret(),
+        tokens.access_token.expose_secret()
+    );
     let stale = client.refresh(SHOP, &refresh).await.unwrap_err();
     assert!(stale.is_grant_refused(), "{stale:?}");
     client.shop(SHOP, &renewed.access_token).await.unwrap();
@@ -208,13 +211,16 @@ async fn shopify_code_token_refresh_webhook_round_trip() {
 #[tokio::test]
 async fn shopify_rejects_a_wrong_client_secret() {
     let fake = fake().await;
-    let good = shopify_client(&fake, FakeConfig::default().shopify_client_secret.expose());
+    let good = shopify_client(
+        &fake,
+        FakeConfig::default().shopify_client_secret.expose_secret(),
+    );
     let bad = shopify_client(&fake, "wrong-secret");
     let callback = consent(&good.authorize_url(SHOP, "s", REDIRECT)).await;
     // Signed with the real secret, so it fails verification with the wrong one...
     assert!(!shopify::verify_callback_hmac(
         &callback,
-        &Secret::new("wrong-secret")
+        &SecretString::from("wrong-secret")
     ));
     // ...and the token endpoint refuses the wrong secret.
     let e = bad
@@ -271,7 +277,7 @@ async fn pinterest_with_pkce_and_continuous_refresh() {
     // Continuous refresh rotates the refresh token.
     let renewed = client.refresh(&refresh).await.unwrap();
     let rotated = renewed.refresh_token.clone().unwrap();
-    assert_ne!(rotated.expose(), refresh.expose());
+    assert_ne!(rotated.expose_secret(), refresh.expose_secret());
     assert!(
         client
             .refresh(&refresh)
@@ -292,7 +298,7 @@ async fn pinterest_with_pkce_and_continuous_refresh() {
     );
 
     let e = client
-        .account(&Secret::new("pina_not_issued"))
+        .account(&SecretString::from("pina_not_issued"))
         .await
         .unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
@@ -314,7 +320,10 @@ async fn pinterest_without_pkce() {
 #[tokio::test]
 async fn racing_refreshes_overlap_and_only_one_wins() {
     let fake = fake().await;
-    let client = shopify_client(&fake, FakeConfig::default().shopify_client_secret.expose());
+    let client = shopify_client(
+        &fake,
+        FakeConfig::default().shopify_client_secret.expose_secret(),
+    );
     let cb = consent(&client.authorize_url(SHOP, "s", REDIRECT)).await;
     let tokens = client.exchange_code(SHOP, get(&cb, "code")).await.unwrap();
     let refresh = tokens.refresh_token.unwrap();
@@ -351,40 +360,51 @@ async fn api_keys_valid_invalid_and_send_only() {
     let klaviyo = KlaviyoClient::new(&fake.klaviyo_base(), &http).unwrap();
     assert_eq!(
         klaviyo
-            .validate(&Secret::new("pk_klaviyo_good"))
+            .validate(&SecretString::from("pk_klaviyo_good"))
             .await
             .unwrap()
             .list_count,
         3
     );
     let e = klaviyo
-        .validate(&Secret::new("pk_klaviyo_bad"))
+        .validate(&SecretString::from("pk_klaviyo_bad"))
         .await
         .unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
 
     let dm = DynamicMockupsClient::new(&fake.dynamic_mockups_base(), &http).unwrap();
-    dm.validate(&Secret::new("dm-good:secret")).await.unwrap();
-    let e = dm.validate(&Secret::new("dm-bad")).await.unwrap_err();
+    dm.validate(&SecretString::from("dm-good:secret"))
+        .await
+        .unwrap();
+    let e = dm
+        .validate(&SecretString::from("dm-bad"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
 
     let resend = ResendClient::new(&fake.resend_base(), &http).unwrap();
     let full = resend
-        .validate(&Secret::new("re_full_access"))
+        .validate(&SecretString::from("re_full_access"))
         .await
         .unwrap();
     assert!(!full.send_only && full.domain_verified);
     assert_eq!(full.from_domain.as_deref(), Some("mail.havenhold.test"));
-    let send_only = resend.validate(&Secret::new("re_send_only")).await.unwrap();
+    let send_only = resend
+        .validate(&SecretString::from("re_send_only"))
+        .await
+        .unwrap();
     assert!(send_only.send_only && !send_only.domain_verified);
-    let e = resend.validate(&Secret::new("re_bogus")).await.unwrap_err();
+    let e = resend
+        .validate(&SecretString::from("re_bogus"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
     assert!(!format!("{e:?}").contains("re_bogus"));
 
     let sky = SkyPilotClient::new(&fake.sky_pilot_base(), &http).unwrap();
-    sky.validate(&Secret::new("sp_good")).await.unwrap();
+    sky.validate(&SecretString::from("sp_good")).await.unwrap();
     assert!(
-        sky.validate(&Secret::new("sp_bad"))
+        sky.validate(&SecretString::from("sp_bad"))
             .await
             .unwrap_err()
             .is_grant_refused()
@@ -394,7 +414,10 @@ async fn api_keys_valid_invalid_and_send_only() {
 #[tokio::test]
 async fn fail_next_then_success() {
     let fake = fake().await;
-    let client = shopify_client(&fake, FakeConfig::default().shopify_client_secret.expose());
+    let client = shopify_client(
+        &fake,
+        FakeConfig::default().shopify_client_secret.expose_secret(),
+    );
     let cb = consent(&client.authorize_url(SHOP, "s", REDIRECT)).await;
     let tokens = client.exchange_code(SHOP, get(&cb, "code")).await.unwrap();
 
@@ -439,12 +462,15 @@ async fn fail_next_then_success() {
     let resend = ResendClient::new(&fake.resend_base(), &HttpSettings::default()).unwrap();
     assert!(
         resend
-            .validate(&Secret::new("re_key"))
+            .validate(&SecretString::from("re_key"))
             .await
             .unwrap_err()
             .is_retryable()
     );
-    resend.validate(&Secret::new("re_key")).await.unwrap();
+    resend
+        .validate(&SecretString::from("re_key"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -453,6 +479,6 @@ async fn shutdown_stops_the_server() {
     let base = fake.base_url();
     fake.shutdown().await;
     let sky = SkyPilotClient::new(&format!("{base}/sky-pilot"), &HttpSettings::default()).unwrap();
-    let e = sky.validate(&Secret::new("k")).await.unwrap_err();
+    let e = sky.validate(&SecretString::from("k")).await.unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
 }

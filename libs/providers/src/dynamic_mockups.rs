@@ -3,7 +3,7 @@
 //! Auth: <https://docs.dynamicmockups.com/getting-started/how-can-i-get-my-api-key>
 //! (`x-api-key` header, JSON `Accept`).
 
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::http::{self, ErrorBody};
 use crate::{HttpSettings, ProviderError};
@@ -42,13 +42,17 @@ impl DynamicMockupsClient {
     /// Validates the key with the cheapest documented authenticated read, Get Mockups
     /// (renders cost credits; listing does not).
     /// <https://docs.dynamicmockups.com/api-reference/get-mockups-api>
-    pub async fn validate(&self, key: &Secret) -> Result<DynamicMockupsAccount, ProviderError> {
+    pub async fn validate(
+        &self,
+        key: &SecretString,
+    ) -> Result<DynamicMockupsAccount, ProviderError> {
         let request = self
             .http
             .get(format!("{}/mockups", self.base))
-            .header("x-api-key", key.expose())
+            .header("x-api-key", key.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json");
-        let response = http::execute(PROVIDER, request, ErrorBody::Api, &[key.expose()]).await?;
+        let response =
+            http::execute(PROVIDER, request, ErrorBody::Api, &[key.expose_secret()]).await?;
         let body: serde_json::Value = http::read_json(PROVIDER, response).await?;
         if body.get("data").is_none_or(|d| !d.is_array()) {
             return Err(ProviderError::Malformed {

@@ -3,7 +3,7 @@
 //! Auth: <https://developers.klaviyo.com/en/docs/authenticate_> (`Authorization: Klaviyo-API-Key
 //! <key>` plus a dated `revision` header on every `/api` request).
 
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::http::{self, ErrorBody};
@@ -54,12 +54,12 @@ impl KlaviyoClient {
         })
     }
 
-    fn get(&self, url: &str, key: &Secret) -> reqwest::RequestBuilder {
+    fn get(&self, url: &str, key: &SecretString) -> reqwest::RequestBuilder {
         self.http
             .get(url)
             .header(
                 reqwest::header::AUTHORIZATION,
-                format!("Klaviyo-API-Key {}", key.expose()),
+                format!("Klaviyo-API-Key {}", key.expose_secret()),
             )
             .header("revision", REVISION)
             .header(reqwest::header::ACCEPT, "application/vnd.api+json")
@@ -72,8 +72,8 @@ impl KlaviyoClient {
     /// `accounts:read` gets 403 there yet is a perfectly good key, so a 403 falls through to
     /// the lists call, which the integration needs anyway
     /// (<https://developers.klaviyo.com/en/reference/get_lists>): only a refusal there is final.
-    pub async fn validate(&self, key: &Secret) -> Result<KlaviyoAccount, ProviderError> {
-        let secrets = [key.expose()];
+    pub async fn validate(&self, key: &SecretString) -> Result<KlaviyoAccount, ProviderError> {
+        let secrets = [key.expose_secret()];
         let accounts_url = format!("{}/api/accounts/", self.base);
         let response = http::send_raw(PROVIDER, self.get(&accounts_url, key)).await?;
         let status = response.status();

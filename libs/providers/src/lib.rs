@@ -42,7 +42,7 @@ use std::time::Duration;
 #[cfg(feature = "clients")]
 pub use error::ProviderError;
 #[cfg(feature = "clients")]
-pub use haven_vault::Secret;
+pub use secrecy::{ExposeSecret, SecretString};
 #[cfg(feature = "clients")]
 pub use token::TokenSet;
 

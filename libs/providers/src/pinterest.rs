@@ -4,7 +4,7 @@
 //! and the OpenAPI description <https://github.com/pinterest/api-description/blob/main/v5/openapi.yaml>.
 
 use chrono::Utc;
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::http::{self, ErrorBody};
@@ -26,7 +26,7 @@ const MAX_BOARD_PAGES: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct PinterestConfig {
     pub client_id: String,
-    pub client_secret: Secret,
+    pub client_secret: SecretString,
     /// e.g. `boards:read`, `pins:write`, `user_accounts:read`.
     pub scopes: Vec<String>,
     /// [`DEFAULT_BASE_URL`] in production.
@@ -123,7 +123,7 @@ impl PinterestClient {
         &self,
         code: &str,
         redirect_uri: &str,
-        code_verifier: Option<&Secret>,
+        code_verifier: Option<&SecretString>,
     ) -> Result<TokenSet, ProviderError> {
         let mut form = vec![
             ("grant_type", "authorization_code"),
@@ -132,11 +132,11 @@ impl PinterestClient {
             ("continuous_refresh", "true"),
         ];
         if let Some(v) = code_verifier {
-            form.push(("code_verifier", v.expose()));
+            form.push(("code_verifier", v.expose_secret()));
         }
-        let mut secrets = vec![self.config.client_secret.expose()];
+        let mut secrets = vec![self.config.client_secret.expose_secret()];
         if let Some(v) = code_verifier {
-            secrets.push(v.expose());
+            secrets.push(v.expose_secret());
         }
         self.token_request(&form, None, &secrets).await
     }
@@ -144,12 +144,15 @@ impl PinterestClient {
     /// Refreshes the access token. With continuous refresh Pinterest rotates the refresh
     /// token: the returned one replaces the old (which is kept only if none came back).
     /// <https://developers.pinterest.com/docs/api/v5/oauth-token/>
-    pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenSet, ProviderError> {
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, ProviderError> {
         let form = [
             ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
+            ("refresh_token", refresh_token.expose_secret()),
         ];
-        let secrets = [self.config.client_secret.expose(), refresh_token.expose()];
+        let secrets = [
+            self.config.client_secret.expose_secret(),
+            refresh_token.expose_secret(),
+        ];
         self.token_request(&form, Some(refresh_token), &secrets)
             .await
     }
@@ -157,7 +160,7 @@ impl PinterestClient {
     async fn token_request(
         &self,
         form: &[(&str, &str)],
-        previous_refresh: Option<&Secret>,
+        previous_refresh: Option<&SecretString>,
         secrets: &[&str],
     ) -> Result<TokenSet, ProviderError> {
         let request = self
@@ -165,7 +168,7 @@ impl PinterestClient {
             .post(format!("{}/oauth/token", self.api_base))
             .basic_auth(
                 &self.config.client_id,
-                Some(self.config.client_secret.expose()),
+                Some(self.config.client_secret.expose_secret()),
             )
             .header(reqwest::header::ACCEPT, "application/json")
             .form(form);
@@ -174,18 +177,19 @@ impl PinterestClient {
         raw.into_token_set(PROVIDER, Utc::now(), previous_refresh)
     }
 
-    fn get(&self, url: String, token: &Secret) -> reqwest::RequestBuilder {
+    fn get(&self, url: String, token: &SecretString) -> reqwest::RequestBuilder {
         self.http
             .get(url)
-            .bearer_auth(token.expose())
+            .bearer_auth(token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
     /// Username, business name and id of the token's account.
     /// <https://developers.pinterest.com/docs/api/v5/user_account-get/>
-    pub async fn account(&self, token: &Secret) -> Result<PinterestAccount, ProviderError> {
+    pub async fn account(&self, token: &SecretString) -> Result<PinterestAccount, ProviderError> {
         let request = self.get(format!("{}/user_account", self.api_base), token);
-        let response = http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose()]).await?;
+        let response =
+            http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose_secret()]).await?;
         let raw: RawAccount = http::read_json(PROVIDER, response).await?;
         Ok(PinterestAccount {
             account_id: raw
@@ -200,7 +204,7 @@ impl PinterestClient {
     /// Counts the account's boards, following `bookmark` pagination to the end (the seed
     /// counted only the first page).
     /// <https://developers.pinterest.com/docs/api/v5/boards-list/>
-    pub async fn board_count(&self, token: &Secret) -> Result<u32, ProviderError> {
+    pub async fn board_count(&self, token: &SecretString) -> Result<u32, ProviderError> {
         let mut count: u32 = 0;
         let mut bookmark: Option<String> = None;
         for _ in 0..MAX_BOARD_PAGES {
@@ -220,7 +224,7 @@ impl PinterestClient {
             }
             let request = self.get(url.to_string(), token);
             let response =
-                http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose()]).await?;
+                http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose_secret()]).await?;
             let page: BoardsPage = http::read_json(PROVIDER, response).await?;
             count = count.saturating_add(u32::try_from(page.items.len()).unwrap_or(u32::MAX));
             match page.bookmark.filter(|b| !b.is_empty()) {

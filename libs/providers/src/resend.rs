@@ -2,7 +2,7 @@
 //!
 //! Auth: `Authorization: Bearer re_...` (<https://resend.com/docs/api-reference/introduction#authentication>).
 
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::http::{self, ErrorBody};
@@ -66,11 +66,11 @@ impl ResendClient {
     /// validators that only check for a 2xx make).
     /// <https://resend.com/docs/api-reference/domains/list-domains>,
     /// <https://resend.com/docs/api-reference/errors#restricted_api_key>
-    pub async fn validate(&self, key: &Secret) -> Result<ResendAccount, ProviderError> {
+    pub async fn validate(&self, key: &SecretString) -> Result<ResendAccount, ProviderError> {
         let request = self
             .http
             .get(format!("{}/domains", self.base))
-            .bearer_auth(key.expose())
+            .bearer_auth(key.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json");
         let response = http::send_raw(PROVIDER, request).await?;
         let status = response.status();
@@ -101,7 +101,7 @@ impl ResendClient {
             retry_after,
             &body,
             ErrorBody::Api,
-            &[key.expose()],
+            &[key.expose_secret()],
         ))
     }
 }

@@ -6,15 +6,10 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
-use haven_vault::Secret;
-use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use crate::http::{self, ErrorBody};
 use crate::token::RawTokenResponse;
@@ -48,109 +43,19 @@ pub const WEBHOOK_TOPICS: [&str; 8] = [
 pub const COMPLIANCE_TOPICS: [&str; 3] =
     ["customers/data_request", "customers/redact", "shop/redact"];
 
-type HmacSha256 = Hmac<Sha256>;
+pub use haven_shopify::{ShopDomain, ShopDomainError, sign_callback, sign_webhook};
 
-/// Why a shop domain was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ShopDomainError {
-    #[error("shop domain is empty")]
-    Empty,
-    #[error("shop domain must be a bare `name.myshopify.com` host, not a URL")]
-    NotBareHost,
-    #[error("shop domain must be `name.myshopify.com` (letters, digits and hyphens)")]
-    NotMyshopify,
-}
-
-/// Validates a shop domain the way Shopify's `sanitizeShop` does, but stricter: only
-/// `^[a-z0-9][a-z0-9-]*\.myshopify\.com$` after trimming and lowercasing.
-///
-/// A shop domain ends up as the host we send the client secret and authorization code to,
-/// so anything that could point elsewhere (scheme, path, port, userinfo, other domain) fails.
-/// <https://github.com/Shopify/shopify-app-js/blob/main/packages/apps/shopify-api/lib/utils/shop-validator.ts>
+/// Validates a shop domain with [`ShopDomain::parse`], the workspace's one rule, and returns
+/// it normalised.
 pub fn validate_shop_domain(shop: &str) -> Result<String, ShopDomainError> {
-    let shop = shop.trim().to_ascii_lowercase();
-    if shop.is_empty() {
-        return Err(ShopDomainError::Empty);
-    }
-    if shop.contains([':', '/', '?', '#', '@', '\\']) || shop.contains(char::is_whitespace) {
-        return Err(ShopDomainError::NotBareHost);
-    }
-    let Some(name) = shop.strip_suffix(".myshopify.com") else {
-        return Err(ShopDomainError::NotMyshopify);
-    };
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if first_ok && rest_ok {
-        Ok(shop)
-    } else {
-        Err(ShopDomainError::NotMyshopify)
-    }
+    ShopDomain::parse(shop).map(ShopDomain::into_string)
 }
 
-/// The message Shopify signs for a callback: every parameter except `hmac` and `signature`,
-/// sorted by key, `key=value` pairs joined by `&`, with keys and values form-encoded the way
-/// Shopify's library does (URLSearchParams, spaces as `%20`). `None` if a key repeats.
-/// <https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/authorization-code-grant#step-2-verify-the-installation-request>
-fn callback_message(query: &[(String, String)]) -> Option<String> {
-    let mut pairs: Vec<(&str, &str)> = query
-        .iter()
-        .filter(|(k, _)| k != "hmac" && k != "signature")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
-        return None;
-    }
-    let encode = |s: &str| {
-        url::form_urlencoded::byte_serialize(s.as_bytes())
-            .collect::<String>()
-            .replace('+', "%20")
-    };
-    Some(
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&"),
-    )
-}
-
-fn mac(secret: &Secret, message: &[u8]) -> Option<HmacSha256> {
-    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes()).ok()?;
-    mac.update(message);
-    Some(mac)
-}
-
-/// The hex HMAC-SHA256 Shopify puts in a callback's `hmac` parameter. Empty if `query`
-/// repeats a key (such a query never verifies).
-pub fn sign_callback(query: &[(String, String)], client_secret: &Secret) -> String {
-    callback_message(query)
-        .and_then(|m| mac(client_secret, m.as_bytes()))
-        .map(|m| hex::encode(m.finalize().into_bytes()))
-        .unwrap_or_default()
-}
-
-/// Verifies a callback's `hmac` parameter in constant time.
+/// Verifies a callback's `hmac` parameter in constant time ([`haven_shopify::verify_callback`]).
 ///
 /// Checks the signature only; pair it with [`verify_callback_timestamp`] and the OAuth state.
-pub fn verify_callback_hmac(query: &[(String, String)], client_secret: &Secret) -> bool {
-    let mut given = query.iter().filter(|(k, _)| k == "hmac");
-    let (Some((_, given)), None) = (given.next(), given.next()) else {
-        return false;
-    };
-    let Ok(given) = hex::decode(given.trim()) else {
-        return false;
-    };
-    let Some(message) = callback_message(query) else {
-        return false;
-    };
-    match mac(client_secret, message.as_bytes()) {
-        Some(m) => m.verify_slice(&given).is_ok(),
-        None => false,
-    }
+pub fn verify_callback_hmac(query: &[(String, String)], client_secret: &SecretString) -> bool {
+    haven_shopify::verify_callback(query, client_secret)
 }
 
 /// Whether the callback's `timestamp` (Unix seconds) is within `tolerance` of `now`, as
@@ -171,31 +76,16 @@ pub fn verify_callback_timestamp(
     (now.timestamp() - ts).abs() <= tolerance
 }
 
-/// Verifies `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the raw body, constant time.
-/// <https://shopify.dev/docs/apps/build/webhooks/subscribe/https#step-2-validate-the-origin-of-your-webhook-to-ensure-its-coming-from-shopify>
-pub fn verify_webhook_hmac(body: &[u8], header_b64: &str, client_secret: &Secret) -> bool {
-    let Ok(given) = BASE64.decode(header_b64.trim()) else {
-        return false;
-    };
-    let Some(m) = mac(client_secret, body) else {
-        return false;
-    };
-    let expected = m.finalize().into_bytes();
-    given.len() == expected.len() && bool::from(given.as_slice().ct_eq(expected.as_slice()))
-}
-
-/// Signs a webhook body the way Shopify does (for the fake and for tests).
-pub fn sign_webhook(body: &[u8], client_secret: &Secret) -> String {
-    mac(client_secret, body)
-        .map(|m| BASE64.encode(m.finalize().into_bytes()))
-        .unwrap_or_default()
+/// Verifies `X-Shopify-Hmac-Sha256` in constant time ([`haven_shopify::verify_webhook`]).
+pub fn verify_webhook_hmac(body: &[u8], header_b64: &str, client_secret: &SecretString) -> bool {
+    haven_shopify::verify_webhook(body, header_b64, client_secret).is_ok()
 }
 
 /// App credentials and where to reach Shopify.
 #[derive(Debug, Clone)]
 pub struct ShopifyConfig {
     pub client_id: String,
-    pub client_secret: Secret,
+    pub client_secret: SecretString,
     /// Access scopes requested at install, e.g. `read_products`.
     pub scopes: Vec<String>,
     /// Admin API version, e.g. `2025-10`.
@@ -370,7 +260,7 @@ impl ShopifyClient {
         let url = format!("{}/admin/oauth/access_token", self.base(shop)?);
         let body = CodeRequest {
             client_id: &self.config.client_id,
-            client_secret: self.config.client_secret.expose(),
+            client_secret: self.config.client_secret.expose_secret(),
             code,
             expiring: "1",
         };
@@ -383,14 +273,14 @@ impl ShopifyClient {
     pub async fn refresh(
         &self,
         shop: &str,
-        refresh_token: &Secret,
+        refresh_token: &SecretString,
     ) -> Result<TokenSet, ProviderError> {
         let url = format!("{}/admin/oauth/access_token", self.base(shop)?);
         let body = RefreshRequest {
             client_id: &self.config.client_id,
-            client_secret: self.config.client_secret.expose(),
+            client_secret: self.config.client_secret.expose_secret(),
             grant_type: "refresh_token",
-            refresh_token: refresh_token.expose(),
+            refresh_token: refresh_token.expose_secret(),
         };
         self.token_request(url, &body, Some(refresh_token)).await
     }
@@ -399,11 +289,11 @@ impl ShopifyClient {
         &self,
         url: String,
         body: &B,
-        previous_refresh: Option<&Secret>,
+        previous_refresh: Option<&SecretString>,
     ) -> Result<TokenSet, ProviderError> {
-        let mut secrets = vec![self.config.client_secret.expose()];
+        let mut secrets = vec![self.config.client_secret.expose_secret()];
         if let Some(r) = previous_refresh {
-            secrets.push(r.expose());
+            secrets.push(r.expose_secret());
         }
         let request = self
             .http
@@ -415,18 +305,19 @@ impl ShopifyClient {
         raw.into_token_set(PROVIDER, Utc::now(), previous_refresh)
     }
 
-    fn get(&self, url: String, token: &Secret) -> reqwest::RequestBuilder {
+    fn get(&self, url: String, token: &SecretString) -> reqwest::RequestBuilder {
         self.http
             .get(url)
-            .header("X-Shopify-Access-Token", token.expose())
+            .header("X-Shopify-Access-Token", token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
     /// Shop name and domains.
     /// <https://shopify.dev/docs/api/admin-rest/latest/resources/shop#get-shop>
-    pub async fn shop(&self, shop: &str, token: &Secret) -> Result<ShopInfo, ProviderError> {
+    pub async fn shop(&self, shop: &str, token: &SecretString) -> Result<ShopInfo, ProviderError> {
         let request = self.get(self.admin(shop, "shop.json")?, token);
-        let response = http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose()]).await?;
+        let response =
+            http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose_secret()]).await?;
         let envelope: ShopEnvelope = http::read_json(PROVIDER, response).await?;
         Ok(envelope.shop)
     }
@@ -437,11 +328,12 @@ impl ShopifyClient {
     pub async fn access_scopes(
         &self,
         shop: &str,
-        token: &Secret,
+        token: &SecretString,
     ) -> Result<Vec<String>, ProviderError> {
         let url = format!("{}/admin/oauth/access_scopes.json", self.base(shop)?);
         let request = self.get(url, token);
-        let response = http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose()]).await?;
+        let response =
+            http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose_secret()]).await?;
         let envelope: ScopesEnvelope = http::read_json(PROVIDER, response).await?;
         Ok(envelope
             .access_scopes
@@ -455,7 +347,7 @@ impl ShopifyClient {
     pub async fn list_webhooks(
         &self,
         shop: &str,
-        token: &Secret,
+        token: &SecretString,
         topic: Option<&str>,
         address: Option<&str>,
     ) -> Result<Vec<Webhook>, ProviderError> {
@@ -477,7 +369,8 @@ impl ShopifyClient {
             }
         }
         let request = self.get(url.to_string(), token);
-        let response = http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose()]).await?;
+        let response =
+            http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose_secret()]).await?;
         let envelope: WebhooksEnvelope = http::read_json(PROVIDER, response).await?;
         envelope
             .webhooks
@@ -494,7 +387,7 @@ impl ShopifyClient {
     pub async fn create_webhook(
         &self,
         shop: &str,
-        token: &Secret,
+        token: &SecretString,
         topic: &str,
         address: &str,
     ) -> Result<String, ProviderError> {
@@ -504,7 +397,7 @@ impl ShopifyClient {
         let request = self
             .http
             .post(self.admin(shop, "webhooks.json")?)
-            .header("X-Shopify-Access-Token", token.expose())
+            .header("X-Shopify-Access-Token", token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&body);
         let response = http::send_raw(PROVIDER, request).await?;
@@ -514,7 +407,8 @@ impl ShopifyClient {
         }
         let status = response.status();
         let err =
-            http::error_from_response(PROVIDER, response, ErrorBody::Api, &[token.expose()]).await;
+            http::error_from_response(PROVIDER, response, ErrorBody::Api, &[token.expose_secret()])
+                .await;
         if status != StatusCode::UNPROCESSABLE_ENTITY {
             return Err(err);
         }
@@ -538,7 +432,7 @@ impl ShopifyClient {
     pub async fn delete_webhook(
         &self,
         shop: &str,
-        token: &Secret,
+        token: &SecretString,
         id: &str,
     ) -> Result<(), ProviderError> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -551,12 +445,15 @@ impl ShopifyClient {
         let request = self
             .http
             .delete(self.admin(shop, &format!("webhooks/{id}.json"))?)
-            .header("X-Shopify-Access-Token", token.expose())
+            .header("X-Shopify-Access-Token", token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json");
         let response = http::send_raw(PROVIDER, request).await?;
         if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        Err(http::error_from_response(PROVIDER, response, ErrorBody::Api, &[token.expose()]).await)
+        Err(
+            http::error_from_response(PROVIDER, response, ErrorBody::Api, &[token.expose_secret()])
+                .await,
+        )
     }
 }

@@ -7,7 +7,7 @@
 //! `Authorization: Bearer <key>`, which the fake implements; point `base_url` at the real
 //! endpoint once Sky Pilot documents one.
 
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::http::{self, ErrorBody};
 use crate::{HttpSettings, ProviderError};
@@ -34,13 +34,13 @@ impl SkyPilotClient {
     }
 
     /// Validates the key: any 2xx from the account endpoint means the key is accepted.
-    pub async fn validate(&self, key: &Secret) -> Result<(), ProviderError> {
+    pub async fn validate(&self, key: &SecretString) -> Result<(), ProviderError> {
         let request = self
             .http
             .get(format!("{}/v1/account", self.base))
-            .bearer_auth(key.expose())
+            .bearer_auth(key.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json");
-        http::execute(PROVIDER, request, ErrorBody::Api, &[key.expose()]).await?;
+        http::execute(PROVIDER, request, ErrorBody::Api, &[key.expose_secret()]).await?;
         Ok(())
     }
 }

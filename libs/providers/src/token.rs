@@ -1,20 +1,20 @@
 //! The token set an OAuth exchange or refresh yields.
 
 use chrono::{DateTime, Utc};
-use haven_vault::Secret;
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 use crate::ProviderError;
 
 /// Tokens from a code exchange or a refresh.
 ///
-/// Every token is a [`Secret`], so `Debug` shows `[redacted]` for each of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Every token is a [`SecretString`], so `Debug` redacts each of them.
+#[derive(Clone, Debug)]
 pub struct TokenSet {
-    pub access_token: Secret,
+    pub access_token: SecretString,
     /// For rotating providers (Shopify expiring offline tokens, Pinterest continuous refresh)
     /// this is the NEW refresh token; the one that was sent is dead and must be replaced.
-    pub refresh_token: Option<Secret>,
+    pub refresh_token: Option<SecretString>,
     pub expires_at: Option<DateTime<Utc>>,
     pub refresh_token_expires_at: Option<DateTime<Utc>>,
     pub scopes: Vec<String>,
@@ -46,7 +46,7 @@ impl RawTokenResponse {
         self,
         provider: &'static str,
         now: DateTime<Utc>,
-        previous_refresh: Option<&Secret>,
+        previous_refresh: Option<&SecretString>,
     ) -> Result<TokenSet, ProviderError> {
         if self.access_token.trim().is_empty() {
             return Err(ProviderError::Malformed {
@@ -59,7 +59,7 @@ impl RawTokenResponse {
                 .map(|s| now + chrono::Duration::seconds(s))
         };
         let refresh_token = match self.refresh_token.filter(|t| !t.is_empty()) {
-            Some(t) => Some(Secret::new(t)),
+            Some(t) => Some(SecretString::from(t)),
             None => previous_refresh.cloned(),
         };
         let refresh_token_expires_at = after(self.refresh_token_expires_in).or_else(|| {
@@ -67,7 +67,7 @@ impl RawTokenResponse {
                 .and_then(|at| DateTime::from_timestamp(at, 0))
         });
         Ok(TokenSet {
-            access_token: Secret::new(self.access_token),
+            access_token: SecretString::from(self.access_token),
             refresh_token,
             expires_at: after(self.expires_in),
             refresh_token_expires_at,
@@ -105,6 +105,8 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
@@ -115,9 +117,12 @@ mod tests {
         .unwrap();
         let now = Utc::now();
         let set = raw
-            .into_token_set("shopify", now, Some(&Secret::new("old")))
+            .into_token_set("shopify", now, Some(&SecretString::from("old")))
             .unwrap();
-        assert_eq!(set.refresh_token.as_ref().unwrap().expose(), "shprt_new");
+        assert_eq!(
+            set.refresh_token.as_ref().unwrap().expose_secret(),
+            "shprt_new"
+        );
         assert_eq!(set.expires_at, Some(now + chrono::Duration::seconds(3600)));
         assert_eq!(set.scopes, vec!["read_products", "write_orders"]);
         let dbg = format!("{set:?}");
@@ -130,9 +135,9 @@ mod tests {
             serde_json::from_str(r#"{"access_token":"a","scope":"boards:read pins:read"}"#)
                 .unwrap();
         let set = raw
-            .into_token_set("pinterest", now, Some(&Secret::new("old")))
+            .into_token_set("pinterest", now, Some(&SecretString::from("old")))
             .unwrap();
-        assert_eq!(set.refresh_token.unwrap().expose(), "old");
+        assert_eq!(set.refresh_token.unwrap().expose_secret(), "old");
         assert_eq!(set.expires_at, None);
         assert_eq!(set.scopes, vec!["boards:read", "pins:read"]);
     }

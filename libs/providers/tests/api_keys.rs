@@ -7,7 +7,7 @@ use haven_providers::dynamic_mockups::DynamicMockupsClient;
 use haven_providers::klaviyo::{self, KlaviyoClient};
 use haven_providers::resend::ResendClient;
 use haven_providers::sky_pilot::SkyPilotClient;
-use haven_providers::{HttpSettings, ProviderError, Secret};
+use haven_providers::{HttpSettings, ProviderError, SecretString};
 use serde_json::json;
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -59,7 +59,13 @@ async fn klaviyo_counts_lists_across_pages() {
         .mount(&server)
         .await;
     let c = KlaviyoClient::new(&server.uri(), &http()).unwrap();
-    assert_eq!(c.validate(&Secret::new(KEY)).await.unwrap().list_count, 3);
+    assert_eq!(
+        c.validate(&SecretString::from(KEY))
+            .await
+            .unwrap()
+            .list_count,
+        3
+    );
 }
 
 #[tokio::test]
@@ -78,7 +84,13 @@ async fn klaviyo_key_without_accounts_scope_is_still_valid() {
         .mount(&server)
         .await;
     let c = KlaviyoClient::new(&server.uri(), &http()).unwrap();
-    assert_eq!(c.validate(&Secret::new(KEY)).await.unwrap().list_count, 0);
+    assert_eq!(
+        c.validate(&SecretString::from(KEY))
+            .await
+            .unwrap()
+            .list_count,
+        0
+    );
 }
 
 #[tokio::test]
@@ -93,7 +105,7 @@ async fn klaviyo_errors() {
         .mount(&server)
         .await;
     let c = KlaviyoClient::new(&server.uri(), &http()).unwrap();
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
     assert!(e.to_string().contains("Incorrect authentication"), "{e}");
     assert_no_leak(&e);
@@ -104,7 +116,7 @@ async fn klaviyo_errors() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
 
     Mock::given(method("GET"))
@@ -119,7 +131,7 @@ async fn klaviyo_errors() {
         })))
         .mount(&server)
         .await;
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Malformed { .. }), "{e:?}");
 }
 
@@ -145,10 +157,10 @@ async fn dynamic_mockups_validation() {
         .mount(&server)
         .await;
     let c = DynamicMockupsClient::new(&format!("{}/api/v1", server.uri()), &http()).unwrap();
-    let account = c.validate(&Secret::new(KEY)).await.unwrap();
+    let account = c.validate(&SecretString::from(KEY)).await.unwrap();
     assert_eq!(account.credits_remaining, None);
     assert_eq!(account.plan, None);
-    let e = c.validate(&Secret::new("wrong")).await.unwrap_err();
+    let e = c.validate(&SecretString::from("wrong")).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
 }
 
@@ -165,9 +177,9 @@ async fn dynamic_mockups_malformed_and_unavailable() {
         .mount(&server)
         .await;
     let c = DynamicMockupsClient::new(&server.uri(), &http()).unwrap();
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Malformed { .. }), "{e:?}");
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -196,7 +208,7 @@ async fn resend_full_access_key() {
         .mount(&server)
         .await;
     let c = ResendClient::new(&server.uri(), &http()).unwrap();
-    let a = c.validate(&Secret::new(KEY)).await.unwrap();
+    let a = c.validate(&SecretString::from(KEY)).await.unwrap();
     assert!(!a.send_only);
     assert!(a.domain_verified);
     assert_eq!(a.from_domain.as_deref(), Some("mail.example"));
@@ -213,7 +225,7 @@ async fn resend_send_only_key_is_valid() {
         .mount(&server)
         .await;
     let c = ResendClient::new(&server.uri(), &http()).unwrap();
-    let a = c.validate(&Secret::new(KEY)).await.unwrap();
+    let a = c.validate(&SecretString::from(KEY)).await.unwrap();
     assert!(a.send_only);
     assert!(!a.domain_verified);
     assert_eq!(a.from_domain, None);
@@ -241,12 +253,12 @@ async fn resend_errors() {
         .mount(&server)
         .await;
     let c = ResendClient::new(&server.uri(), &http()).unwrap();
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
     assert_no_leak(&e);
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
-    let e = c.validate(&Secret::new(KEY)).await.unwrap_err();
+    let e = c.validate(&SecretString::from(KEY)).await.unwrap_err();
     assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
 }
 
@@ -270,8 +282,8 @@ async fn sky_pilot_validation() {
         .mount(&server)
         .await;
     let c = SkyPilotClient::new(&server.uri(), &http()).unwrap();
-    c.validate(&Secret::new(KEY)).await.unwrap();
-    let e = c.validate(&Secret::new("nope")).await.unwrap_err();
+    c.validate(&SecretString::from(KEY)).await.unwrap();
+    let e = c.validate(&SecretString::from("nope")).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use haven_providers::pinterest::{PinterestClient, PinterestConfig};
-use haven_providers::{HttpSettings, ProviderError, Secret, pkce};
+use haven_providers::{ExposeSecret, HttpSettings, ProviderError, SecretString, pkce};
 use serde_json::json;
 use wiremock::matchers::{
     body_string_contains, header, method, path, query_param, query_param_is_missing,
@@ -20,7 +20,7 @@ fn client(server: &MockServer) -> PinterestClient {
     PinterestClient::new(
         PinterestConfig {
             client_id: "1234".into(),
-            client_secret: Secret::new(SECRET),
+            client_secret: SecretString::from(SECRET),
             scopes: vec!["boards:read".into(), "user_accounts:read".into()],
             api_base: format!("{}/v5", server.uri()),
             authorize_url: format!("{}/oauth/", server.uri()),
@@ -82,7 +82,7 @@ async fn exchange_code_uses_basic_auth_form_and_continuous_refresh() {
         .and(body_string_contains("continuous_refresh=true"))
         .and(body_string_contains(format!(
             "code_verifier={}",
-            verifier.expose()
+            verifier.expose_secret()
         )))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "access_token": TOKEN,
@@ -101,8 +101,8 @@ async fn exchange_code_uses_basic_auth_form_and_continuous_refresh() {
         .exchange_code("the-code", "https://app.test/cb", Some(&verifier))
         .await
         .unwrap();
-    assert_eq!(set.access_token.expose(), TOKEN);
-    assert_eq!(set.refresh_token.as_ref().unwrap().expose(), REFRESH);
+    assert_eq!(set.access_token.expose_secret(), TOKEN);
+    assert_eq!(set.refresh_token.as_ref().unwrap().expose_secret(), REFRESH);
     assert_eq!(set.scopes, vec!["boards:read", "user_accounts:read"]);
     assert!(set.expires_at.unwrap() > chrono::Utc::now() + chrono::Duration::days(29));
     assert!(
@@ -132,11 +132,11 @@ async fn refresh_keeps_rotated_token() {
         .mount(&server)
         .await;
     let set = client(&server)
-        .refresh(&Secret::new(REFRESH))
+        .refresh(&SecretString::from(REFRESH))
         .await
         .unwrap();
-    assert_eq!(set.access_token.expose(), "pina_new");
-    assert_eq!(set.refresh_token.unwrap().expose(), "pinr_new");
+    assert_eq!(set.access_token.expose_secret(), "pina_new");
+    assert_eq!(set.refresh_token.unwrap().expose_secret(), "pinr_new");
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn token_endpoint_errors() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(&Secret::new(REFRESH)).await.unwrap_err();
+    let e = c.refresh(&SecretString::from(REFRESH)).await.unwrap_err();
     assert!(e.is_grant_refused(), "{e:?}");
     assert_no_leak(&e);
 
@@ -176,7 +176,7 @@ async fn token_endpoint_errors() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(&Secret::new(REFRESH)).await.unwrap_err();
+    let e = c.refresh(&SecretString::from(REFRESH)).await.unwrap_err();
     assert_eq!(e.retry_after(), Some(Duration::from_secs(9)));
 
     Mock::given(method("POST"))
@@ -186,7 +186,7 @@ async fn token_endpoint_errors() {
         .mount(&server)
         .await;
     assert!(
-        c.refresh(&Secret::new(REFRESH))
+        c.refresh(&SecretString::from(REFRESH))
             .await
             .unwrap_err()
             .is_retryable()
@@ -198,7 +198,7 @@ async fn token_endpoint_errors() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(&Secret::new(REFRESH)).await.unwrap_err();
+    let e = c.refresh(&SecretString::from(REFRESH)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Malformed { .. }), "{e:?}");
 }
 
@@ -234,7 +234,7 @@ async fn account_and_paginated_board_count() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let t = Secret::new(TOKEN);
+    let t = SecretString::from(TOKEN);
     let account = c.account(&t).await.unwrap();
     assert_eq!(account.username, "havenhold");
     assert_eq!(account.business_name.as_deref(), Some("Haven Hold"));
@@ -262,7 +262,7 @@ async fn api_errors() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let t = Secret::new(TOKEN);
+    let t = SecretString::from(TOKEN);
     let e = c.account(&t).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
     assert!(e.to_string().contains("Authentication failed"));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use haven_providers::shopify::{self, ShopifyClient, ShopifyConfig};
-use haven_providers::{HttpSettings, ProviderError, Secret};
+use haven_providers::{ExposeSecret, HttpSettings, ProviderError, SecretString};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -29,7 +29,7 @@ fn client_at(base: &str) -> ShopifyClient {
     ShopifyClient::new(
         ShopifyConfig {
             client_id: "client-id".into(),
-            client_secret: Secret::new(SECRET),
+            client_secret: SecretString::from(SECRET),
             scopes: vec!["read_products".into(), "write_orders".into()],
             api_version: "2025-10".into(),
             url_template: format!("{base}/shopify/{{shop}}"),
@@ -81,7 +81,7 @@ fn shop_domain_validation() {
 #[test]
 fn callback_hmac_matches_shopify_documented_examples() {
     // The example from Shopify's OAuth verification docs, secret "hush".
-    let secret = Secret::new("hush");
+    let secret = SecretString::from("hush");
     let q = pairs(
         "code=0907a61c0c8d55e99db179b68161bc00&hmac=700e2dadb827fcc8609e9d5ce208b2e9cdaab9df07390d2cbca10d7c328fc4bf&shop=some-shop.myshopify.com&state=0.6784241404160823&timestamp=1337178173",
     );
@@ -98,7 +98,7 @@ fn callback_hmac_matches_shopify_documented_examples() {
 
 #[test]
 fn callback_hmac_rejects_forgeries() {
-    let secret = Secret::new(SECRET);
+    let secret = SecretString::from(SECRET);
     let mut q =
         pairs("code=abc&host=YWRtaW4&shop=cool-store.myshopify.com&state=s1&timestamp=1700000000");
     let sig = shopify::sign_callback(&q, &secret);
@@ -113,7 +113,10 @@ fn callback_hmac_rejects_forgeries() {
     let mut tampered = q.clone();
     tampered[2].1 = "other.myshopify.com".into();
     assert!(!shopify::verify_callback_hmac(&tampered, &secret));
-    assert!(!shopify::verify_callback_hmac(&q, &Secret::new("other")));
+    assert!(!shopify::verify_callback_hmac(
+        &q,
+        &SecretString::from("other")
+    ));
     assert!(!shopify::verify_callback_hmac(&q[..5], &secret));
     let mut dup = q.clone();
     dup.push(("hmac".into(), sig));
@@ -151,12 +154,16 @@ fn callback_timestamp_window() {
 
 #[test]
 fn webhook_hmac() {
-    let secret = Secret::new(SECRET);
+    let secret = SecretString::from(SECRET);
     let body = br#"{"id":1,"email":"a@b.c"}"#;
     let sig = shopify::sign_webhook(body, &secret);
     assert!(shopify::verify_webhook_hmac(body, &sig, &secret));
     assert!(!shopify::verify_webhook_hmac(b"{\"id\":2}", &sig, &secret));
-    assert!(!shopify::verify_webhook_hmac(body, &sig, &Secret::new("x")));
+    assert!(!shopify::verify_webhook_hmac(
+        body,
+        &sig,
+        &SecretString::from("x")
+    ));
     assert!(!shopify::verify_webhook_hmac(body, "not base64!", &secret));
     assert!(!shopify::verify_webhook_hmac(body, "", &secret));
 }
@@ -217,8 +224,8 @@ async fn exchange_code_asks_for_expiring_offline_token() {
         .exchange_code(SHOP, "the-code")
         .await
         .unwrap();
-    assert_eq!(set.access_token.expose(), TOKEN);
-    assert_eq!(set.refresh_token.as_ref().unwrap().expose(), REFRESH);
+    assert_eq!(set.access_token.expose_secret(), TOKEN);
+    assert_eq!(set.refresh_token.as_ref().unwrap().expose_secret(), REFRESH);
     assert_eq!(set.scopes, vec!["read_products", "write_orders"]);
     let exp = set.expires_at.unwrap();
     assert!(exp >= before + chrono::Duration::seconds(3600));
@@ -250,11 +257,11 @@ async fn refresh_returns_the_rotated_refresh_token() {
         .mount(&server)
         .await;
     let set = client(&server)
-        .refresh(SHOP, &Secret::new(REFRESH))
+        .refresh(SHOP, &SecretString::from(REFRESH))
         .await
         .unwrap();
-    assert_eq!(set.access_token.expose(), "shpat_new");
-    assert_eq!(set.refresh_token.unwrap().expose(), "shprt_new");
+    assert_eq!(set.access_token.expose_secret(), "shpat_new");
+    assert_eq!(set.refresh_token.unwrap().expose_secret(), "shprt_new");
 }
 
 #[tokio::test]
@@ -273,7 +280,10 @@ async fn token_errors_are_classified_without_leaking() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(SHOP, &Secret::new(REFRESH)).await.unwrap_err();
+    let e = c
+        .refresh(SHOP, &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, ProviderError::Rejected { status: 400, .. }),
         "{e:?}"
@@ -300,7 +310,10 @@ async fn token_errors_are_classified_without_leaking() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(SHOP, &Secret::new(REFRESH)).await.unwrap_err();
+    let e = c
+        .refresh(SHOP, &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
     assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
     assert!(e.is_retryable());
 
@@ -310,7 +323,10 @@ async fn token_errors_are_classified_without_leaking() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(SHOP, &Secret::new(REFRESH)).await.unwrap_err();
+    let e = c
+        .refresh(SHOP, &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -332,7 +348,10 @@ async fn token_errors_are_classified_without_leaking() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let e = c.refresh(SHOP, &Secret::new(REFRESH)).await.unwrap_err();
+    let e = c
+        .refresh(SHOP, &SecretString::from(REFRESH))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ProviderError::Malformed { .. }), "{e:?}");
     assert_no_leak(&e);
 
@@ -351,7 +370,7 @@ async fn timeouts_and_refused_connections_are_unavailable() {
         .mount(&server)
         .await;
     let e = client(&server)
-        .shop(SHOP, &Secret::new(TOKEN))
+        .shop(SHOP, &SecretString::from(TOKEN))
         .await
         .unwrap_err();
     assert!(
@@ -366,7 +385,7 @@ async fn timeouts_and_refused_connections_are_unavailable() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let e = client_at(&format!("http://127.0.0.1:{port}"))
-        .access_scopes(SHOP, &Secret::new(TOKEN))
+        .access_scopes(SHOP, &SecretString::from(TOKEN))
         .await
         .unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
@@ -394,7 +413,7 @@ async fn admin_calls_send_the_access_token_header() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let t = Secret::new(TOKEN);
+    let t = SecretString::from(TOKEN);
     let info = c.shop(SHOP, &t).await.unwrap();
     assert_eq!(info.name, "Cool Store");
     assert_eq!(info.domain, "cool.example");
@@ -404,7 +423,10 @@ async fn admin_calls_send_the_access_token_header() {
         vec!["read_products", "write_orders"]
     );
 
-    let e = c.shop(SHOP, &Secret::new("wrong")).await.unwrap_err();
+    let e = c
+        .shop(SHOP, &SecretString::from("wrong"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, ProviderError::Rejected { status: 404, .. }),
         "{e:?}"
@@ -421,7 +443,7 @@ async fn admin_401_is_unauthorized() {
         .mount(&server)
         .await;
     let e = client(&server)
-        .shop(SHOP, &Secret::new(TOKEN))
+        .shop(SHOP, &SecretString::from(TOKEN))
         .await
         .unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
@@ -479,7 +501,7 @@ async fn create_webhook_is_idempotent() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let t = Secret::new(TOKEN);
+    let t = SecretString::from(TOKEN);
     let addr = "https://app.test/api/webhooks/shopify";
     assert_eq!(
         c.create_webhook(SHOP, &t, "orders/create", addr)
@@ -516,7 +538,7 @@ async fn create_webhook_retryable_on_503() {
     let e = client(&server)
         .create_webhook(
             SHOP,
-            &Secret::new(TOKEN),
+            &SecretString::from(TOKEN),
             "orders/create",
             "https://a.test/",
         )
@@ -553,7 +575,7 @@ async fn delete_webhook_treats_404_as_done() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let t = Secret::new(TOKEN);
+    let t = SecretString::from(TOKEN);
     c.delete_webhook(SHOP, &t, "11").await.unwrap();
     c.delete_webhook(SHOP, &t, "12").await.unwrap();
     assert!(

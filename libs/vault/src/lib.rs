@@ -15,6 +15,7 @@ use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 pub use secret::Secret;
@@ -229,7 +230,7 @@ impl KeyRing {
     }
 
     /// Encrypts `secret` for `owner` under the active key with a fresh random nonce.
-    pub fn seal(&self, secret: &Secret, owner: Owner<'_>) -> Sealed {
+    pub fn seal(&self, secret: &impl ExposeSecret<str>, owner: Owner<'_>) -> Sealed {
         let key = &self.keys[&self.active];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = owner.aad();
@@ -238,7 +239,7 @@ impl KeyRing {
             .encrypt(
                 &nonce,
                 Payload {
-                    msg: secret.expose().as_bytes(),
+                    msg: secret.expose_secret().as_bytes(),
                     aad: &aad,
                 },
             )

@@ -1,33 +1,63 @@
 use std::fmt;
+use std::ops::Deref;
 
-/// A secret value (token, API key, client secret) that never prints itself.
+use secrecy::{ExposeSecret, SecretString};
+
+/// A secret the vault opened: a [`SecretString`] (zeroized on drop, the workspace's one
+/// secret type) whose `Debug` and `Display` print `[redacted]`.
 ///
-/// `Debug` and `Display` show `[redacted]`, so a secret inside a struct, an error or a
-/// `tracing` field cannot leak by accident; the only way to the bytes is [`Secret::expose`],
-/// which makes every use easy to find.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret inside a struct, an error or a `tracing` field cannot leak by accident; the only
+/// way to the bytes is [`Secret::expose`] (or `expose_secret`), which makes every use easy to
+/// find. It derefs to [`SecretString`], so it goes wherever one is expected.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
 
     /// The secret's text, for the one place that must send or encrypt it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// Whether the secret is the empty string.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
     }
 }
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
+        Secret::new(value)
+    }
+}
+
+impl From<SecretString> for Secret {
+    fn from(value: SecretString) -> Self {
         Secret(value)
+    }
+}
+
+impl From<Secret> for SecretString {
+    fn from(value: Secret) -> Self {
+        value.0
+    }
+}
+
+impl Deref for Secret {
+    type Target = SecretString;
+
+    fn deref(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+impl ExposeSecret<str> for Secret {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
@@ -48,14 +78,7 @@ impl std::str::FromStr for Secret {
 
     /// Lets clap read secrets from flags and `HAVEN_*` variables.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
-
-impl Drop for Secret {
-    /// Overwrites the bytes so a freed secret does not linger in the heap.
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
+        Ok(Secret::new(s))
     }
 }
 

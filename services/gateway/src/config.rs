@@ -4,7 +4,7 @@ use std::time::Duration;
 use haven_auth::AuthArgs;
 use haven_bus::NatsArgs;
 use haven_telemetry::TelemetryArgs;
-use haven_vault::Secret;
+use secrecy::SecretString;
 
 /// haven-gateway: the HTTP edge. Authenticates users, turns REST calls into gRPC calls,
 /// streams exports as downloads and ingests provider webhooks.
@@ -46,7 +46,7 @@ pub struct Config {
         env = "HAVEN_SHOPIFY_CLIENT_SECRET",
         hide_env_values = true
     )]
-    pub shopify_client_secret: Option<Secret>,
+    pub shopify_client_secret: Option<SecretString>,
     /// How long `/readyz` waits for each upstream's health answer.
     #[arg(long, env = "HAVEN_GATEWAY_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
@@ -93,7 +93,7 @@ impl Config {
 
     /// The same settings with webhooks verified against `secret`.
     pub fn with_shopify_client_secret(mut self, secret: &str) -> Self {
-        self.shopify_client_secret = Some(Secret::new(secret));
+        self.shopify_client_secret = Some(SecretString::from(secret));
         self
     }
 

@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use haven_proto::integrations::v1 as pb;
 use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
 use haven_providers::Provider;
-use haven_vault::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tonic::transport::Channel;
@@ -378,13 +378,13 @@ struct ConnectBody {
 
 /// Reads the key from the body. serde's messages can quote the input, so the errors here
 /// are our own and never echo it.
-pub fn parse_api_key(body: &[u8]) -> Result<Secret, ApiError> {
+pub fn parse_api_key(body: &[u8]) -> Result<SecretString, ApiError> {
     let parsed: ConnectBody = serde_json::from_slice(body)
         .map_err(|_| ApiError::invalid("body", "expected JSON {\"apiKey\": \"...\"}"))?;
     let key = parsed
         .api_key
-        .map(Secret::from)
-        .filter(|k| !k.expose().trim().is_empty())
+        .map(SecretString::from)
+        .filter(|k| !k.expose_secret().trim().is_empty())
         .ok_or_else(|| ApiError::invalid("apiKey", "is required"))?;
     Ok(key)
 }
@@ -402,7 +402,7 @@ async fn connect(
             &headers,
             pb::ConnectApiKeyRequest {
                 provider: provider.as_str().to_owned(),
-                api_key: key.expose().trim().to_owned(),
+                api_key: key.expose_secret().trim().to_owned(),
             },
         ))
         .await?
@@ -808,13 +808,13 @@ mod tests {
         assert_eq!(
             parse_api_key(br#"{"apiKey":"pk_live_1"}"#)
                 .unwrap()
-                .expose(),
+                .expose_secret(),
             "pk_live_1"
         );
         assert_eq!(
             parse_api_key(br#"{"api_key":"pk_live_2"}"#)
                 .unwrap()
-                .expose(),
+                .expose_secret(),
             "pk_live_2"
         );
         for body in [

@@ -17,11 +17,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use haven_bus::{Bus, BusError, NatsArgs};
 use haven_proto::events::v1::ShopifyWebhook;
-use haven_vault::Secret;
-use hmac::{Hmac, KeyInit, Mac};
+use haven_shopify::{ShopDomain, SignatureError};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -162,7 +162,7 @@ async fn ensure_or_fail(bus: &Bus, ready: &AtomicBool) -> Result<(), BusError> {
 /// What the webhook route needs: the secret Shopify signs with and the bus.
 #[derive(Clone)]
 pub struct Webhooks {
-    pub shopify_secret: Option<Secret>,
+    pub shopify_secret: Option<SecretString>,
     pub bus: LazyBus,
 }
 
@@ -174,7 +174,6 @@ fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
 }
 
-
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -183,18 +182,21 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Checks `X-Shopify-Hmac-Sha256` (base64 HMAC-SHA256 of the raw body) in constant time.
-pub fn verify_hmac(secret: &Secret, body: &[u8], signature: Option<&str>) -> Result<(), ApiError> {
+/// Checks `X-Shopify-Hmac-Sha256` (base64 HMAC-SHA256 of the raw body) in constant time,
+/// with the one check `haven-shopify` has.
+pub fn verify_hmac(
+    secret: &SecretString,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), ApiError> {
     let signature =
         signature.ok_or_else(|| unauthenticated("missing X-Shopify-Hmac-Sha256 header"))?;
-    let signature = STANDARD
-        .decode(signature)
-        .map_err(|_| unauthenticated("X-Shopify-Hmac-Sha256 is not base64"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-        .map_err(|_| unavailable("the Shopify client secret is unusable"))?;
-    mac.update(body);
-    mac.verify_slice(&signature)
-        .map_err(|_| unauthenticated("X-Shopify-Hmac-Sha256 does not match the request body"))
+    haven_shopify::verify_webhook(body, signature, secret).map_err(|e| match e {
+        SignatureError::NotBase64 => unauthenticated("X-Shopify-Hmac-Sha256 is not base64"),
+        SignatureError::Mismatch => {
+            unauthenticated("X-Shopify-Hmac-Sha256 does not match the request body")
+        }
+    })
 }
 
 /// Turns a topic into subject tokens (`orders/create` → `orders.create`). Only lowercase
@@ -218,18 +220,6 @@ pub fn topic_subject(topic: &str) -> Result<String, ApiError> {
         "haven.webhooks.shopify.{}",
         topic.replace('/', ".")
     ))
-}
-
-/// A `*.myshopify.com` domain, as Shopify sends it.
-pub fn valid_shop_domain(shop: &str) -> bool {
-    shop.strip_suffix(".myshopify.com").is_some_and(|name| {
-        name.len() <= 100
-            && name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    })
 }
 
 /// Shopify's delivery id, or (if a sender leaves it out) a digest of the delivery, so that
@@ -259,7 +249,7 @@ async fn shopify(
         .webhooks
         .shopify_secret
         .as_ref()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.expose_secret().is_empty())
         .ok_or_else(|| {
             unavailable("Shopify webhooks are not configured (HAVEN_SHOPIFY_CLIENT_SECRET)")
         })?;
@@ -272,16 +262,16 @@ async fn shopify(
     })?;
     verify_hmac(secret, &body, header(&headers, "x-shopify-hmac-sha256"))?;
 
-    let topic =
-        header(&headers, "x-shopify-topic").ok_or_else(|| ApiError::bad_request("missing X-Shopify-Topic header"))?;
+    let topic = header(&headers, "x-shopify-topic")
+        .ok_or_else(|| ApiError::bad_request("missing X-Shopify-Topic header"))?;
     let subject = topic_subject(topic)?;
     let shop = header(&headers, "x-shopify-shop-domain")
         .ok_or_else(|| ApiError::bad_request("missing X-Shopify-Shop-Domain header"))?;
-    if !valid_shop_domain(shop) {
-        return Err(ApiError::bad_request(
-            "X-Shopify-Shop-Domain must be a *.myshopify.com domain",
-        ));
-    }
+    // Lowercased, as the integrations service reads it.
+    let shop = ShopDomain::parse(shop).map_err(|_| {
+        ApiError::bad_request("X-Shopify-Shop-Domain must be a *.myshopify.com domain")
+    })?;
+    let shop = shop.as_str();
     let webhook_id = header(&headers, "x-shopify-webhook-id");
     let msg_id = message_id(webhook_id, shop, topic, &body);
     let triggered_at = header(&headers, "x-shopify-triggered-at")
@@ -314,15 +304,19 @@ async fn shopify(
 mod tests {
     use super::*;
 
+    use base64::engine::general_purpose::STANDARD;
+
     fn sign(secret: &str, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(body);
-        STANDARD.encode(mac.finalize().into_bytes())
+        haven_shopify::sign_webhook(body, &SecretString::from(secret))
+    }
+
+    fn valid_shop_domain(shop: &str) -> bool {
+        ShopDomain::parse(shop).is_ok()
     }
 
     #[test]
     fn hmac_is_checked_over_the_exact_body() {
-        let secret = Secret::new("shpss_test");
+        let secret = SecretString::from("shpss_test");
         let body = br#"{"id":1}"#;
         let good = sign("shpss_test", body);
         assert!(verify_hmac(&secret, body, Some(&good)).is_ok());

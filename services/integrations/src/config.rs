@@ -2,7 +2,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use haven_server::CommonArgs;
-use haven_vault::{Secret, VaultArgs};
+use haven_vault::VaultArgs;
+use secrecy::SecretString;
 
 /// haven-integrations: tenant connections to Shopify, Pinterest, Klaviyo, Dynamic Mockups,
 /// Resend and Sky Pilot: OAuth and API keys, the encrypted credential vault, token
@@ -61,7 +62,7 @@ pub struct ProviderArgs {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub shopify_client_secret: Secret,
+    pub shopify_client_secret: SecretString,
     /// Scopes requested from Shopify, comma-separated.
     #[arg(
         long,
@@ -91,7 +92,7 @@ pub struct ProviderArgs {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub pinterest_client_secret: Secret,
+    pub pinterest_client_secret: SecretString,
     /// Scopes requested from Pinterest, comma-separated.
     #[arg(
         long,

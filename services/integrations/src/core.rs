@@ -14,6 +14,7 @@ use haven_providers::shopify::{ShopifyClient, ShopifyConfig};
 use haven_providers::sky_pilot::SkyPilotClient;
 use haven_providers::{HttpSettings, ProviderError, TokenSet};
 use haven_vault::{CredentialKind, KeyRing, Owner, Secret};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ use crate::store::{self, IntegrationRow, Status, StepStatus};
 /// Clients for every provider, built once from configuration.
 pub struct Providers {
     pub shopify: ShopifyClient,
-    pub shopify_secret: Secret,
+    pub shopify_secret: SecretString,
     pub pinterest: PinterestClient,
     pub klaviyo: KlaviyoClient,
     pub dynamic_mockups: DynamicMockupsClient,
@@ -156,7 +157,7 @@ impl Core {
     pub async fn store_connection(
         &self,
         connected: store::Connected<'_>,
-        secrets: &[(CredentialKind, &Secret, Option<DateTime<Utc>>)],
+        secrets: &[(CredentialKind, &SecretString, Option<DateTime<Utc>>)],
     ) -> Result<IntegrationRow> {
         let mut tx = self.pool.begin().await?;
         let current = store::lock_or_create(&mut tx, connected.tenant, connected.provider).await?;
@@ -164,7 +165,7 @@ impl Core {
         let row = store::set_connected(&mut tx, &connected, status).await?;
         store::delete_credentials(&mut tx, row.id, None).await?;
         for (kind, secret, expires) in secrets {
-            let sealed = self.ring.seal(secret, self.owner(&row, *kind));
+            let sealed = self.ring.seal(*secret, self.owner(&row, *kind));
             store::put_credential(&mut tx, &row, *kind, &sealed, *expires).await?;
         }
         if let Some(step) = registry::step_for_provider(row.provider) {
@@ -234,7 +235,7 @@ impl Core {
                 "api_key: must be one line of at most 1024 characters without spaces",
             ));
         }
-        let key = Secret::new(key);
+        let key = SecretString::from(key);
         let p = &self.providers;
         let metadata = match provider {
             Provider::Klaviyo => p.klaviyo.validate(&key).await.map(|a| {

@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use haven_auth::Principal;
 use haven_providers::pinterest::PinterestClient;
 use haven_providers::{pkce, shopify};
-use haven_vault::{CredentialKind, Owner, Secret};
+use haven_vault::{CredentialKind, Owner};
 use rand::RngCore;
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use crate::core::{Core, wrong_auth};
@@ -255,7 +256,7 @@ impl Core {
                         user,
                         code,
                         &stored.redirect_uri,
-                        verifier.as_ref(),
+                        verifier.as_deref(),
                     )
                     .await
                 }
@@ -330,7 +331,7 @@ impl Core {
         user: &str,
         code: &str,
         redirect_uri: &str,
-        verifier: Option<&Secret>,
+        verifier: Option<&SecretString>,
     ) -> Result<IntegrationRow> {
         let client = &self.providers.pinterest;
         let tokens = client
@@ -370,7 +371,7 @@ impl Core {
 
 fn token_secrets(
     tokens: &haven_providers::TokenSet,
-) -> Vec<(CredentialKind, &Secret, Option<DateTime<Utc>>)> {
+) -> Vec<(CredentialKind, &SecretString, Option<DateTime<Utc>>)> {
     let mut out = vec![(
         CredentialKind::AccessToken,
         &tokens.access_token,

@@ -15,7 +15,8 @@ use haven_proto::events::v1::{IntegrationEventKind, ShopifyWebhook};
 use haven_proto::retry::v1::EnqueueRequest;
 use haven_providers::{ProviderError, shopify};
 use haven_retry_client::HandlerError;
-use haven_vault::{CredentialKind, Secret};
+use haven_vault::CredentialKind;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -91,7 +92,11 @@ impl Core {
     }
 
     /// Subscribes the shop to every topic; topics that fail retryably go to the retry queue.
-    pub async fn register_webhooks(&self, row: &IntegrationRow, token: &Secret) -> Result<()> {
+    pub async fn register_webhooks(
+        &self,
+        row: &IntegrationRow,
+        token: &SecretString,
+    ) -> Result<()> {
         let address = self.webhook_address();
         let topics = topics();
         let pending = {

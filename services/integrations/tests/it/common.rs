@@ -10,7 +10,8 @@ use haven_integrations::{Config, ProviderArgs};
 use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
 use haven_server::CommonArgs;
 use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
-use haven_vault::{KeyRing, Secret};
+use haven_vault::KeyRing;
+use secrecy::SecretString;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -63,9 +64,9 @@ pub fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
 pub fn fake_config() -> FakeConfig {
     FakeConfig {
         shopify_client_id: SHOPIFY_ID.into(),
-        shopify_client_secret: Secret::new(SHOPIFY_SECRET),
+        shopify_client_secret: SecretString::from(SHOPIFY_SECRET),
         pinterest_client_id: PINTEREST_ID.into(),
-        pinterest_client_secret: Secret::new(PINTEREST_SECRET),
+        pinterest_client_secret: SecretString::from(PINTEREST_SECRET),
         access_token_ttl: Duration::from_secs(3600),
     }
 }
@@ -73,10 +74,10 @@ pub fn fake_config() -> FakeConfig {
 pub fn providers(fake: &FakeProviders) -> ProviderArgs {
     let mut p = ProviderArgs::defaults();
     p.shopify_client_id = SHOPIFY_ID.into();
-    p.shopify_client_secret = Secret::new(SHOPIFY_SECRET);
+    p.shopify_client_secret = SecretString::from(SHOPIFY_SECRET);
     p.shopify_url_template = fake.shopify_url_template();
     p.pinterest_client_id = PINTEREST_ID.into();
-    p.pinterest_client_secret = Secret::new(PINTEREST_SECRET);
+    p.pinterest_client_secret = SecretString::from(PINTEREST_SECRET);
     p.pinterest_api_url = fake.pinterest_api_base();
     p.pinterest_authorize_url = fake.pinterest_authorize_url();
     p.klaviyo_url = fake.klaviyo_base();

@@ -4,7 +4,7 @@ use haven_proto::integrations::v1::{
     BeginOAuthRequest, CompleteOAuthRequest, IntegrationStatus, integration::Metadata,
 };
 use haven_providers::shopify;
-use haven_vault::Secret;
+use secrecy::SecretString;
 use tonic::Code;
 use uuid::Uuid;
 
@@ -53,7 +53,7 @@ async fn complete(
 /// Re-signs a Shopify callback query after changing it, as only the app secret can.
 fn resign(mut q: Vec<(String, String)>) -> Vec<(String, String)> {
     q.retain(|(k, _)| k != "hmac");
-    let hmac = shopify::sign_callback(&q, &Secret::new(SHOPIFY_SECRET));
+    let hmac = shopify::sign_callback(&q, &SecretString::from(SHOPIFY_SECRET));
     q.push(("hmac".into(), hmac));
     q
 }
