@@ -9,7 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use haven_auth::Principal;
 use haven_providers::pinterest::PinterestClient;
-use haven_providers::{pkce, shopify};
+use haven_providers::pkce;
+use haven_shopify::ShopDomain;
 use haven_vault::{CredentialKind, Owner};
 use rand::RngCore;
 use secrecy::SecretString;
@@ -58,8 +59,8 @@ impl Core {
                         "shop: required for Shopify, e.g. `my-store.myshopify.com`",
                     ));
                 }
-                let shop = shopify::validate_shop_domain(shop)
-                    .map_err(|e| Error::invalid(format!("shop: {e}")))?;
+                let shop =
+                    ShopDomain::parse(shop).map_err(|e| Error::invalid(format!("shop: {e}")))?;
                 (Some(shop), None)
             }
             Provider::Pinterest => {
@@ -98,7 +99,7 @@ impl Core {
                 tenant: principal.tenant_id,
                 user: &principal.user_id,
                 provider,
-                shop_domain: shop.as_deref(),
+                shop_domain: shop.as_ref().map(ShopDomain::as_str),
                 redirect_uri: &callback,
                 verifier: sealed_verifier.as_ref(),
                 expires_at,
@@ -114,7 +115,7 @@ impl Core {
             Some(shop) => self
                 .providers
                 .shopify
-                .authorize_url(&shop, &state, &callback),
+                .authorize_url(shop.as_str(), &state, &callback),
             None => {
                 let challenge = verifier.as_ref().map(pkce::challenge_s256);
                 self.providers
@@ -144,7 +145,7 @@ impl Core {
                 if !params.contains_key("hmac") {
                     return Err(Error::invalid("query: the Shopify callback has no hmac"));
                 }
-                if !shopify::verify_callback_hmac(&query, &self.providers.shopify_secret) {
+                if !haven_shopify::verify_callback(&query, &self.providers.shopify_secret) {
                     return Err(Error::PermissionDenied(
                         "query: the Shopify callback's hmac does not verify".into(),
                     ));
@@ -240,7 +241,7 @@ impl Core {
                     let shop = params
                         .get("shop")
                         .ok_or_else(|| Error::invalid("query: shop is missing"))?;
-                    let shop = shopify::validate_shop_domain(shop)
+                    let shop = ShopDomain::parse(shop)
                         .map_err(|e| Error::invalid(format!("query: shop: {e}")))?;
                     if stored.shop_domain.as_deref() != Some(shop.as_str()) {
                         return Err(Error::PermissionDenied(format!(
@@ -287,9 +288,10 @@ impl Core {
         &self,
         tenant: uuid::Uuid,
         user: &str,
-        shop: &str,
+        shop_domain: &ShopDomain,
         code: &str,
     ) -> Result<IntegrationRow> {
+        let shop = shop_domain.as_str();
         let client = &self.providers.shopify;
         let tokens = client
             .exchange_code(shop, code)
@@ -310,12 +312,12 @@ impl Core {
                     provider: Provider::Shopify,
                     user,
                     metadata: Metadata::Shopify(ShopifyMetadata {
-                        shop_domain: shop.to_owned(),
+                        shop_domain: shop_domain.to_string(),
                         shop_name: info.name,
                         access_scopes: scopes.clone(),
                     }),
                     scopes,
-                    shop_domain: Some(shop.to_owned()),
+                    shop_domain: Some(shop_domain.to_string()),
                     token_expires_at: tokens.expires_at,
                 },
                 &token_secrets(&tokens),

@@ -15,6 +15,7 @@ use haven_proto::events::v1::{IntegrationEventKind, ShopifyWebhook};
 use haven_proto::retry::v1::EnqueueRequest;
 use haven_providers::{ProviderError, shopify};
 use haven_retry_client::HandlerError;
+use haven_shopify::ShopDomain;
 use haven_vault::CredentialKind;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -268,8 +269,8 @@ impl Core {
     }
 
     /// `app/uninstalled`: the shop removed the app, its token and its webhooks with it.
-    pub async fn app_uninstalled(&self, shop: &str) -> Result<()> {
-        for row in store::by_shop(&self.pool, shop).await? {
+    pub async fn app_uninstalled(&self, shop: &ShopDomain) -> Result<()> {
+        for row in store::by_shop(&self.pool, shop.as_str()).await? {
             let status = machine::next(row.status, Event::AppUninstalled);
             if status == row.status {
                 continue; // already disconnected: nothing left to remove
@@ -435,7 +436,7 @@ impl Core {
     /// Handles a verified webhook the gateway published.
     pub async fn handle_shopify_webhook(&self, webhook: ShopifyWebhook) -> Result<()> {
         if webhook.topic == "app/uninstalled" {
-            let shop = shopify::validate_shop_domain(&webhook.shop_domain)
+            let shop = ShopDomain::parse(&webhook.shop_domain)
                 .map_err(|e| Error::invalid(format!("shop_domain: {e}")))?;
             self.app_uninstalled(&shop).await?;
         }
