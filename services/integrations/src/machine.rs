@@ -88,7 +88,7 @@ mod tests {
     fn every_status_and_event() {
         assert_eq!(TABLE.map(|(e, _)| e), Event::ALL);
         for (event, row) in TABLE {
-            for (status, expected) in Status::ALL.into_iter().zip(row) {
+            for (status, expected) in Status::ALL.iter().copied().zip(row) {
                 assert_eq!(next(status, event), expected, "{status} + {event:?}");
             }
         }

@@ -11,138 +11,36 @@ use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::registry::Provider;
 
-/// Stores an enum as its text name (`as_str`), and reads it back through `ALL`: a name the
-/// code does not know is an error naming it, never some default.
-macro_rules! text_enum {
-    ($ty:ident, $what:literal) => {
-        impl $ty {
-            /// Parses a stored name.
-            pub fn parse(s: &str) -> Option<$ty> {
-                $ty::ALL.into_iter().find(|v| v.as_str() == s)
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl sqlx::Type<sqlx::Postgres> for $ty {
-            fn type_info() -> sqlx::postgres::PgTypeInfo {
-                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
-            }
-
-            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-            }
-        }
-
-        impl sqlx::Encode<'_, sqlx::Postgres> for $ty {
-            fn encode_by_ref(
-                &self,
-                buf: &mut sqlx::postgres::PgArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
-            }
-        }
-
-        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
-            fn decode(
-                value: sqlx::postgres::PgValueRef<'r>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
-                let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-                $ty::parse(s).ok_or_else(|| format!("unknown {} `{s}`", $what).into())
-            }
-        }
-    };
-}
-
-/// Connection state as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Disconnected,
-    Connecting,
-    Connected,
-    Error,
-    Expired,
-}
-
-impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Disconnected,
-        Status::Connecting,
-        Status::Connected,
-        Status::Error,
-        Status::Expired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Disconnected => "disconnected",
-            Status::Connecting => "connecting",
-            Status::Connected => "connected",
-            Status::Error => "error",
-            Status::Expired => "expired",
-        }
+haven_db::text_enum! {
+    /// Connection state as stored.
+    pub enum Status in "integrations.status" {
+        Disconnected = "disconnected",
+        Connecting = "connecting",
+        Connected = "connected",
+        Error = "error",
+        Expired = "expired",
     }
 }
 
-text_enum!(Status, "integration status");
-
-/// A setup wizard step's state as stored; a step without a row is pending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepStatus {
-    Pending,
-    Completed,
-    Skipped,
-}
-
-impl StepStatus {
-    pub const ALL: [StepStatus; 3] = [
-        StepStatus::Pending,
-        StepStatus::Completed,
-        StepStatus::Skipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Completed => "completed",
-            StepStatus::Skipped => "skipped",
-        }
+haven_db::text_enum! {
+    /// A setup wizard step's state as stored; a step without a row is pending.
+    pub enum StepStatus in "setup_progress.status" {
+        Pending = "pending",
+        Completed = "completed",
+        Skipped = "skipped",
     }
 }
 
-text_enum!(StepStatus, "setup step status");
-
-/// A Shopify webhook subscription's state as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WebhookStatus {
-    /// Not registered yet (or handed to the retry queue).
-    Pending,
-    Registered,
-    /// Left by a disconnect, waiting to be deregistered.
-    Deregistering,
-}
-
-impl WebhookStatus {
-    pub const ALL: [WebhookStatus; 3] = [
-        WebhookStatus::Pending,
-        WebhookStatus::Registered,
-        WebhookStatus::Deregistering,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookStatus::Pending => "pending",
-            WebhookStatus::Registered => "registered",
-            WebhookStatus::Deregistering => "deregistering",
-        }
+haven_db::text_enum! {
+    /// A Shopify webhook subscription's state as stored.
+    pub enum WebhookStatus in "shopify_webhooks.status" {
+        /// Not registered yet (or handed to the retry queue).
+        Pending = "pending",
+        Registered = "registered",
+        /// Left by a disconnect, waiting to be deregistered.
+        Deregistering = "deregistering",
     }
 }
-
-text_enum!(WebhookStatus, "webhook status");
 
 /// One `integrations` row.
 #[derive(Clone, Debug)]
@@ -822,13 +720,13 @@ mod tests {
     #[test]
     fn stored_names_round_trip_and_unknown_ones_do_not_parse() {
         for s in Status::ALL {
-            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(Status::parse(s.as_str()), Some(*s));
         }
         for s in StepStatus::ALL {
-            assert_eq!(StepStatus::parse(s.as_str()), Some(s));
+            assert_eq!(StepStatus::parse(s.as_str()), Some(*s));
         }
         for s in WebhookStatus::ALL {
-            assert_eq!(WebhookStatus::parse(s.as_str()), Some(s));
+            assert_eq!(WebhookStatus::parse(s.as_str()), Some(*s));
         }
         assert_eq!(Status::parse("paused"), None);
         assert_eq!(StepStatus::parse("done"), None);
