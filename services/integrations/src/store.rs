@@ -1,10 +1,12 @@
 //! The `integrations` schema: rows in, rows out. Secrets pass through here only sealed.
+//!
+//! Every statement is static and checked at compile time by sqlx's query macros against
+//! the query data in `.sqlx/`.
 
 use chrono::{DateTime, Utc};
 use haven_vault::{CredentialKind, Sealed};
-use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -42,6 +44,35 @@ haven_db::text_enum! {
     }
 }
 
+/// A [`Provider`] as a `provider` column stores it. `haven-providers` knows nothing of sqlx,
+/// so the query macros read the column through this (`AS "provider!: StoredProvider"`) and
+/// hand the field a [`Provider`]; an unknown key is a decode error that names it.
+#[derive(Debug)]
+struct StoredProvider(Provider);
+
+impl sqlx::Type<sqlx::Postgres> for StoredProvider {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl sqlx::Decode<'_, sqlx::Postgres> for StoredProvider {
+    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
+        let key = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(StoredProvider(Provider::parse(key)?))
+    }
+}
+
+impl From<StoredProvider> for Provider {
+    fn from(stored: StoredProvider) -> Provider {
+        stored.0
+    }
+}
+
 /// One `integrations` row.
 #[derive(Clone, Debug)]
 pub struct IntegrationRow {
@@ -65,11 +96,9 @@ pub struct IntegrationRow {
 
 /// The columns as stored; [`IntegrationRow`] adds the metadata's shape, which depends on the
 /// provider column.
-#[derive(FromRow)]
 struct StoredRow {
     id: Uuid,
     tenant_id: Uuid,
-    #[sqlx(try_from = "String")]
     provider: Provider,
     status: Status,
     metadata: Json<serde_json::Value>,
@@ -85,9 +114,10 @@ struct StoredRow {
     updated_at: DateTime<Utc>,
 }
 
-impl<'r> FromRow<'r, PgRow> for IntegrationRow {
-    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
-        let r = StoredRow::from_row(row)?;
+impl TryFrom<StoredRow> for IntegrationRow {
+    type Error = sqlx::Error;
+
+    fn try_from(r: StoredRow) -> sqlx::Result<Self> {
         let metadata =
             Metadata::read(r.provider, r.metadata.0).map_err(|e| sqlx::Error::ColumnDecode {
                 index: "metadata".into(),
@@ -113,15 +143,46 @@ impl<'r> FromRow<'r, PgRow> for IntegrationRow {
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, provider, status, metadata, scopes, shop_domain, last_error, \
-     last_error_at, token_expires_at, last_refreshed_at, connected_at, disconnected_at, created_at, updated_at";
+/// `sqlx::query_as!` for [`StoredRow`]s: `query_rows!("SELECT ", " FROM
+/// integrations.integrations WHERE …", args…)` puts the row's columns between the two
+/// literals (`"… RETURNING ", ""` for a write that returns the row), so every statement is
+/// checked at compile time. This is the only spelling of the column list; the aliases give
+/// each column's Rust type (`!`/`?` nullability, the enums).
+macro_rules! query_rows {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            StoredRow,
+            $before
+                + r#"id AS "id!", tenant_id AS "tenant_id!",
+                 provider AS "provider!: StoredProvider", status AS "status!: Status",
+                 metadata AS "metadata!: sqlx::types::Json<serde_json::Value>", scopes AS "scopes!",
+                 shop_domain AS "shop_domain?", last_error AS "last_error?",
+                 last_error_at AS "last_error_at?", token_expires_at AS "token_expires_at?",
+                 last_refreshed_at AS "last_refreshed_at?", connected_at AS "connected_at?",
+                 disconnected_at AS "disconnected_at?", created_at AS "created_at!",
+                 updated_at AS "updated_at!""#
+                + $after
+            $(, $arg)*
+        )
+    };
+}
+
+/// Reads the metadata of one fetched row.
+fn decoded(row: StoredRow) -> Result<IntegrationRow> {
+    Ok(IntegrationRow::try_from(row)?)
+}
+
+fn decoded_all(rows: Vec<StoredRow>) -> Result<Vec<IntegrationRow>> {
+    rows.into_iter().map(decoded).collect()
+}
 
 pub async fn list(pool: &PgPool, tenant: Uuid) -> Result<Vec<IntegrationRow>> {
-    Ok(
-        sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM integrations.integrations WHERE tenant_id = $1"
-        )))
-        .bind(tenant)
+    decoded_all(
+        query_rows!(
+            "SELECT ",
+            " FROM integrations.integrations WHERE tenant_id = $1",
+            tenant
+        )
         .fetch_all(pool)
         .await?,
     )
@@ -132,26 +193,28 @@ pub async fn get(
     tenant: Uuid,
     provider: Provider,
 ) -> Result<Option<IntegrationRow>> {
-    Ok(
-        sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM integrations.integrations WHERE tenant_id = $1 AND provider = $2"
-        )))
-        .bind(tenant)
-        .bind(provider.as_str())
-        .fetch_optional(conn)
-        .await?,
+    query_rows!(
+        "SELECT ",
+        " FROM integrations.integrations WHERE tenant_id = $1 AND provider = $2",
+        tenant,
+        provider.as_str()
     )
+    .fetch_optional(conn)
+    .await?
+    .map(decoded)
+    .transpose()
 }
 
 pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<IntegrationRow>> {
-    Ok(
-        sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM integrations.integrations WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?,
+    query_rows!(
+        "SELECT ",
+        " FROM integrations.integrations WHERE id = $1",
+        id
     )
+    .fetch_optional(conn)
+    .await?
+    .map(decoded)
+    .transpose()
 }
 
 /// Locks the row for a token refresh: other refreshers (in any replica) wait here, then see
@@ -161,37 +224,49 @@ pub async fn lock(
     id: Uuid,
     skip_locked: bool,
 ) -> Result<Option<IntegrationRow>> {
-    let skip = if skip_locked { " SKIP LOCKED" } else { "" };
-    Ok(
-        sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM integrations.integrations WHERE id = $1 FOR UPDATE{skip}"
-        )))
-        .bind(id)
+    let row = if skip_locked {
+        query_rows!(
+            "SELECT ",
+            " FROM integrations.integrations WHERE id = $1 FOR UPDATE SKIP LOCKED",
+            id
+        )
         .fetch_optional(conn)
-        .await?,
-    )
+        .await?
+    } else {
+        query_rows!(
+            "SELECT ",
+            " FROM integrations.integrations WHERE id = $1 FOR UPDATE",
+            id
+        )
+        .fetch_optional(conn)
+        .await?
+    };
+    row.map(decoded).transpose()
 }
 
 /// Integrations connected to a shop, whichever tenant owns them.
 pub async fn by_shop(pool: &PgPool, shop: &str) -> Result<Vec<IntegrationRow>> {
-    Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM integrations.integrations WHERE provider = $1 AND shop_domain = $2"
-    )))
-    .bind(Provider::Shopify.as_str())
-    .bind(shop)
-    .fetch_all(pool)
-    .await?)
+    decoded_all(
+        query_rows!(
+            "SELECT ",
+            " FROM integrations.integrations WHERE provider = $1 AND shop_domain = $2",
+            Provider::Shopify.as_str(),
+            shop
+        )
+        .fetch_all(pool)
+        .await?,
+    )
 }
 
 /// Connected OAuth integrations whose token expires before `before`, soonest first.
 pub async fn expiring(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT id FROM integrations.integrations WHERE status = $3 AND token_expires_at IS NOT NULL \
          AND token_expires_at < $1 ORDER BY token_expires_at LIMIT $2",
+        before,
+        limit,
+        Status::Connected.as_str()
     )
-    .bind(before)
-    .bind(limit)
-    .bind(Status::Connected)
     .fetch_all(pool)
     .await?)
 }
@@ -203,22 +278,23 @@ pub async fn lock_or_create(
     tenant: Uuid,
     provider: Provider,
 ) -> Result<IntegrationRow> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integrations.integrations (id, tenant_id, provider, status) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (tenant_id, provider) DO NOTHING",
+        Uuid::now_v7(),
+        tenant,
+        provider.as_str(),
+        Status::Disconnected.as_str()
     )
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .bind(provider.as_str())
-    .bind(Status::Disconnected)
     .execute(&mut *conn)
     .await?;
-    Ok(
-        sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM integrations.integrations WHERE tenant_id = $1 AND provider = $2 FOR UPDATE"
-        )))
-        .bind(tenant)
-        .bind(provider.as_str())
+    decoded(
+        query_rows!(
+            "SELECT ",
+            " FROM integrations.integrations WHERE tenant_id = $1 AND provider = $2 FOR UPDATE",
+            tenant,
+            provider.as_str()
+        )
         .fetch_one(conn)
         .await?,
     )
@@ -226,11 +302,11 @@ pub async fn lock_or_create(
 
 /// Sets the status alone (a connection attempt).
 pub async fn set_status(conn: &mut PgConnection, id: Uuid, status: Status) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integrations.integrations SET status = $2, updated_at = now() WHERE id = $1",
+        id,
+        status.as_str()
     )
-    .bind(id)
-    .bind(status)
     .execute(conn)
     .await?;
     Ok(())
@@ -253,27 +329,30 @@ pub async fn set_connected(
     c: &Connected<'_>,
     status: Status,
 ) -> Result<IntegrationRow> {
-    Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO integrations.integrations (id, tenant_id, provider, status, metadata, scopes, shop_domain, \
-           token_expires_at, last_refreshed_at, connected_at, connected_by) \
-         VALUES ($1, $2, $3, $9, $4, $5, $6, $7, CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE now() END, now(), $8) \
-         ON CONFLICT (tenant_id, provider) DO UPDATE SET status = EXCLUDED.status, \
-           metadata = EXCLUDED.metadata, scopes = EXCLUDED.scopes, shop_domain = EXCLUDED.shop_domain, \
-           token_expires_at = EXCLUDED.token_expires_at, last_refreshed_at = EXCLUDED.last_refreshed_at, connected_at = now(), \
-           connected_by = EXCLUDED.connected_by, last_error = NULL, last_error_at = NULL, updated_at = now() \
-         RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(c.tenant)
-    .bind(c.provider.as_str())
-    .bind(Json(&c.metadata))
-    .bind(&c.scopes)
-    .bind(&c.shop_domain)
-    .bind(c.token_expires_at)
-    .bind(c.user)
-    .bind(status)
-    .fetch_one(conn)
-    .await?)
+    decoded(
+        query_rows!(
+            "INSERT INTO integrations.integrations (id, tenant_id, provider, status, metadata, scopes, shop_domain, \
+               token_expires_at, last_refreshed_at, connected_at, connected_by) \
+             VALUES ($1, $2, $3, $9, $4, $5, $6, $7, CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE now() END, now(), $8) \
+             ON CONFLICT (tenant_id, provider) DO UPDATE SET status = EXCLUDED.status, \
+               metadata = EXCLUDED.metadata, scopes = EXCLUDED.scopes, shop_domain = EXCLUDED.shop_domain, \
+               token_expires_at = EXCLUDED.token_expires_at, last_refreshed_at = EXCLUDED.last_refreshed_at, connected_at = now(), \
+               connected_by = EXCLUDED.connected_by, last_error = NULL, last_error_at = NULL, updated_at = now() \
+             RETURNING ",
+            "",
+            Uuid::now_v7(),
+            c.tenant,
+            c.provider.as_str(),
+            Json(&c.metadata) as _,
+            &c.scopes,
+            c.shop_domain.as_deref(),
+            c.token_expires_at,
+            c.user,
+            status.as_str()
+        )
+        .fetch_one(conn)
+        .await?,
+    )
 }
 
 /// Records a failure the user must see, with the status the machine decided.
@@ -284,20 +363,23 @@ pub async fn set_failed(
     status: Status,
     message: &str,
 ) -> Result<IntegrationRow> {
-    Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO integrations.integrations AS i (id, tenant_id, provider, status, last_error, last_error_at) \
-         VALUES ($1, $2, $3, $4, $5, now()) \
-         ON CONFLICT (tenant_id, provider) DO UPDATE SET \
-           status = $4, last_error = $5, last_error_at = now(), updated_at = now() \
-         RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .bind(provider.as_str())
-    .bind(status)
-    .bind(message)
-    .fetch_one(conn)
-    .await?)
+    decoded(
+        query_rows!(
+            "INSERT INTO integrations.integrations AS i (id, tenant_id, provider, status, last_error, last_error_at) \
+             VALUES ($1, $2, $3, $4, $5, now()) \
+             ON CONFLICT (tenant_id, provider) DO UPDATE SET \
+               status = $4, last_error = $5, last_error_at = now(), updated_at = now() \
+             RETURNING ",
+            "",
+            Uuid::now_v7(),
+            tenant,
+            provider.as_str(),
+            status.as_str(),
+            message
+        )
+        .fetch_one(conn)
+        .await?,
+    )
 }
 
 /// Marks the row disconnected (the machine's `status`) after its credentials were removed.
@@ -307,16 +389,19 @@ pub async fn set_disconnected(
     status: Status,
     reason: Option<&str>,
 ) -> Result<IntegrationRow> {
-    Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE integrations.integrations SET status = $3, disconnected_at = now(), token_expires_at = NULL, \
-           last_error = COALESCE($2, last_error), last_error_at = CASE WHEN $2 IS NULL THEN last_error_at ELSE now() END, \
-           updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(reason)
-    .bind(status)
-    .fetch_one(conn)
-    .await?)
+    decoded(
+        query_rows!(
+            "UPDATE integrations.integrations SET status = $3, disconnected_at = now(), token_expires_at = NULL, \
+               last_error = COALESCE($2, last_error), last_error_at = CASE WHEN $2 IS NULL THEN last_error_at ELSE now() END, \
+               updated_at = now() WHERE id = $1 RETURNING ",
+            "",
+            id,
+            reason,
+            status.as_str()
+        )
+        .fetch_one(conn)
+        .await?,
+    )
 }
 
 /// Records renewed tokens' expiry.
@@ -326,24 +411,27 @@ pub async fn set_refreshed(
     status: Status,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IntegrationRow> {
-    Ok(sqlx::query_as::<_, IntegrationRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE integrations.integrations SET status = $3, token_expires_at = $2, last_refreshed_at = now(), last_error = NULL, \
-           last_error_at = NULL, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(expires_at)
-    .bind(status)
-    .fetch_one(conn)
-    .await?)
+    decoded(
+        query_rows!(
+            "UPDATE integrations.integrations SET status = $3, token_expires_at = $2, last_refreshed_at = now(), last_error = NULL, \
+               last_error_at = NULL, updated_at = now() WHERE id = $1 RETURNING ",
+            "",
+            id,
+            expires_at,
+            status.as_str()
+        )
+        .fetch_one(conn)
+        .await?,
+    )
 }
 
 /// Notes a failure without changing status (e.g. a refresh that will be retried).
 pub async fn note_error(conn: &mut PgConnection, id: Uuid, message: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integrations.integrations SET last_error = $2, last_error_at = now(), updated_at = now() WHERE id = $1",
+        id,
+        message
     )
-    .bind(id)
-    .bind(message)
     .execute(conn)
     .await?;
     Ok(())
@@ -357,20 +445,20 @@ pub async fn put_credential(
     sealed: &Sealed,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integrations.credentials (integration_id, tenant_id, provider, kind, key_id, nonce, ciphertext, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (integration_id, kind) DO UPDATE SET key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, \
            ciphertext = EXCLUDED.ciphertext, expires_at = EXCLUDED.expires_at, updated_at = now()",
+        row.id,
+        row.tenant_id,
+        row.provider.as_str(),
+        kind.as_str(),
+        &sealed.key_id,
+        &sealed.nonce,
+        &sealed.ciphertext,
+        expires_at
     )
-    .bind(row.id)
-    .bind(row.tenant_id)
-    .bind(row.provider.as_str())
-    .bind(kind.as_str())
-    .bind(&sealed.key_id)
-    .bind(&sealed.nonce)
-    .bind(&sealed.ciphertext)
-    .bind(expires_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -382,18 +470,14 @@ pub async fn credential(
     integration: Uuid,
     kind: CredentialKind,
 ) -> Result<Option<Sealed>> {
-    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    Ok(sqlx::query_as!(
+        Sealed,
         "SELECT key_id, nonce, ciphertext FROM integrations.credentials WHERE integration_id = $1 AND kind = $2",
+        integration,
+        kind.as_str()
     )
-    .bind(integration)
-    .bind(kind.as_str())
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(key_id, nonce, ciphertext)| Sealed {
-        key_id,
-        nonce,
-        ciphertext,
-    }))
+    .await?)
 }
 
 /// Deletes credentials of an integration, all kinds or all but `keep`.
@@ -402,20 +486,21 @@ pub async fn delete_credentials(
     integration: Uuid,
     keep: Option<CredentialKind>,
 ) -> Result<()> {
-    sqlx::query("DELETE FROM integrations.credentials WHERE integration_id = $1 AND kind IS DISTINCT FROM $2")
-        .bind(integration)
-        .bind(keep.map(CredentialKind::as_str))
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM integrations.credentials WHERE integration_id = $1 AND kind IS DISTINCT FROM $2",
+        integration,
+        keep.map(CredentialKind::as_str)
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// A stored OAuth state.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct OAuthState {
     pub tenant_id: Uuid,
     pub user_id: String,
-    #[sqlx(try_from = "String")]
     pub provider: Provider,
     pub shop_domain: Option<String>,
     pub redirect_uri: String,
@@ -450,26 +535,26 @@ pub struct NewState<'a> {
 
 pub async fn insert_state(pool: &PgPool, s: &NewState<'_>) -> Result<()> {
     // States a day past expiry are useless even for telling "expired" from "unknown".
-    sqlx::query(
-        "DELETE FROM integrations.oauth_states WHERE expires_at < now() - interval '1 day'",
+    sqlx::query!(
+        "DELETE FROM integrations.oauth_states WHERE expires_at < now() - interval '1 day'"
     )
     .execute(pool)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integrations.oauth_states (state_hash, tenant_id, user_id, provider, shop_domain, redirect_uri, \
            verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        s.hash,
+        s.tenant,
+        s.user,
+        s.provider.as_str(),
+        s.shop_domain,
+        s.redirect_uri,
+        s.verifier.map(|v| v.key_id.as_str()),
+        s.verifier.map(|v| v.nonce.as_slice()),
+        s.verifier.map(|v| v.ciphertext.as_slice()),
+        s.expires_at
     )
-    .bind(s.hash)
-    .bind(s.tenant)
-    .bind(s.user)
-    .bind(s.provider.as_str())
-    .bind(s.shop_domain)
-    .bind(s.redirect_uri)
-    .bind(s.verifier.map(|v| v.key_id.as_str()))
-    .bind(s.verifier.map(|v| v.nonce.as_slice()))
-    .bind(s.verifier.map(|v| v.ciphertext.as_slice()))
-    .bind(s.expires_at)
     .execute(pool)
     .await?;
     Ok(())
@@ -477,29 +562,31 @@ pub async fn insert_state(pool: &PgPool, s: &NewState<'_>) -> Result<()> {
 
 /// Locks a state by hash for checking and consuming.
 pub async fn lock_state(conn: &mut PgConnection, hash: &[u8]) -> Result<Option<OAuthState>> {
-    Ok(sqlx::query_as::<_, OAuthState>(
-        "SELECT tenant_id, user_id, provider, shop_domain, redirect_uri, verifier_key_id, verifier_nonce, \
-           verifier_ciphertext, expires_at, consumed_at FROM integrations.oauth_states WHERE state_hash = $1 FOR UPDATE",
+    Ok(sqlx::query_as!(
+        OAuthState,
+        r#"SELECT tenant_id, user_id, provider AS "provider!: StoredProvider", shop_domain, redirect_uri,
+             verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at, consumed_at
+           FROM integrations.oauth_states WHERE state_hash = $1 FOR UPDATE"#,
+        hash
     )
-    .bind(hash)
     .fetch_optional(conn)
     .await?)
 }
 
 /// Marks a state used and drops its verifier.
 pub async fn consume_state(conn: &mut PgConnection, hash: &[u8]) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integrations.oauth_states SET consumed_at = now(), verifier_key_id = NULL, verifier_nonce = NULL, \
            verifier_ciphertext = NULL WHERE state_hash = $1",
+        hash
     )
-    .bind(hash)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// One Shopify webhook subscription.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct WebhookRow {
     pub id: Uuid,
     pub topic: String,
@@ -515,18 +602,20 @@ pub async fn reset_webhooks(
     address: &str,
 ) -> Result<Vec<WebhookRow>> {
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-    Ok(sqlx::query_as::<_, WebhookRow>(
-        "INSERT INTO integrations.shopify_webhooks AS w (id, integration_id, tenant_id, topic, address, status) \
-         SELECT gen_random_uuid(), $1, $2, t, $3, 'pending' FROM unnest($4::text[]) AS t \
-         ON CONFLICT (integration_id, topic) DO UPDATE SET address = EXCLUDED.address, \
-           status = CASE WHEN w.status = 'registered' AND w.address = EXCLUDED.address \
-                         THEN 'registered' ELSE 'pending' END, updated_at = now() \
-         RETURNING id, topic, shopify_webhook_id, status",
+    Ok(sqlx::query_as!(
+        WebhookRow,
+        r#"INSERT INTO integrations.shopify_webhooks AS w (id, integration_id, tenant_id, topic, address, status)
+         SELECT gen_random_uuid(), $1, $2, t, $3, 'pending' FROM unnest($4::text[]) AS t
+         ON CONFLICT (integration_id, topic) DO UPDATE SET address = EXCLUDED.address,
+           status = CASE WHEN w.status = 'registered' AND w.address = EXCLUDED.address
+                         THEN 'registered' ELSE 'pending' END, updated_at = now()
+         RETURNING id AS "id!", topic AS "topic!", shopify_webhook_id AS "shopify_webhook_id?",
+           status AS "status!: WebhookStatus""#,
+        row.id,
+        row.tenant_id,
+        address,
+        &topics
     )
-    .bind(row.id)
-    .bind(row.tenant_id)
-    .bind(address)
-    .bind(&topics)
     .fetch_all(conn)
     .await?)
 }
@@ -536,12 +625,14 @@ pub async fn webhooks(
     integration: Uuid,
     status: Option<WebhookStatus>,
 ) -> Result<Vec<WebhookRow>> {
-    Ok(sqlx::query_as::<_, WebhookRow>(
-        "SELECT id, topic, shopify_webhook_id, status FROM integrations.shopify_webhooks \
-         WHERE integration_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY topic",
+    Ok(sqlx::query_as!(
+        WebhookRow,
+        r#"SELECT id, topic, shopify_webhook_id, status AS "status: WebhookStatus"
+         FROM integrations.shopify_webhooks
+         WHERE integration_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY topic"#,
+        integration,
+        status.map(WebhookStatus::as_str)
     )
-    .bind(integration)
-    .bind(status)
     .fetch_all(conn)
     .await?)
 }
@@ -552,13 +643,13 @@ pub async fn set_webhook_registered(
     topic: &str,
     shopify_id: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integrations.shopify_webhooks SET status = 'registered', shopify_webhook_id = $3, last_error = NULL, \
            updated_at = now() WHERE integration_id = $1 AND topic = $2",
+        integration,
+        topic,
+        shopify_id
     )
-    .bind(integration)
-    .bind(topic)
-    .bind(shopify_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -570,12 +661,12 @@ pub async fn set_webhook_error(
     topic: &str,
     message: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integrations.shopify_webhooks SET last_error = $3, updated_at = now() WHERE integration_id = $1 AND topic = $2",
+        integration,
+        topic,
+        message
     )
-    .bind(integration)
-    .bind(topic)
-    .bind(message)
     .execute(conn)
     .await?;
     Ok(())
@@ -583,28 +674,32 @@ pub async fn set_webhook_error(
 
 /// Marks every subscription of an integration as waiting for deregistration.
 pub async fn mark_webhooks_deregistering(conn: &mut PgConnection, integration: Uuid) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integrations.shopify_webhooks SET status = 'deregistering', updated_at = now() WHERE integration_id = $1",
+        integration
     )
-    .bind(integration)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn delete_webhook_row(conn: &mut PgConnection, id: Uuid) -> Result<()> {
-    sqlx::query("DELETE FROM integrations.shopify_webhooks WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM integrations.shopify_webhooks WHERE id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 pub async fn delete_webhooks(conn: &mut PgConnection, integration: Uuid) -> Result<()> {
-    sqlx::query("DELETE FROM integrations.shopify_webhooks WHERE integration_id = $1")
-        .bind(integration)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM integrations.shopify_webhooks WHERE integration_id = $1",
+        integration
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -613,12 +708,16 @@ pub async fn setup_steps(
     pool: &PgPool,
     tenant: Uuid,
 ) -> Result<Vec<(String, StepStatus, DateTime<Utc>)>> {
-    Ok(sqlx::query_as(
-        "SELECT step, status, updated_at FROM integrations.setup_progress WHERE tenant_id = $1",
+    Ok(sqlx::query!(
+        r#"SELECT step, status AS "status: StepStatus", updated_at
+         FROM integrations.setup_progress WHERE tenant_id = $1"#,
+        tenant
     )
-    .bind(tenant)
     .fetch_all(pool)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|r| (r.step, r.status, r.updated_at))
+    .collect())
 }
 
 pub async fn set_step(
@@ -628,15 +727,15 @@ pub async fn set_step(
     status: StepStatus,
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integrations.setup_progress (tenant_id, step, status, updated_by) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (tenant_id, step) DO UPDATE SET status = EXCLUDED.status, \
            updated_by = EXCLUDED.updated_by, updated_at = now()",
+        tenant,
+        step,
+        status.as_str(),
+        user
     )
-    .bind(tenant)
-    .bind(step)
-    .bind(status)
-    .bind(user)
     .execute(conn)
     .await?;
     Ok(())
@@ -657,23 +756,13 @@ pub async fn stale_credentials(
     active: &str,
     limit: i64,
 ) -> Result<Vec<StoredSecret>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        integration_id: Uuid,
-        tenant_id: Uuid,
-        #[sqlx(try_from = "String")]
-        provider: Provider,
-        kind: String,
-        key_id: String,
-        nonce: Vec<u8>,
-        ciphertext: Vec<u8>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT integration_id, tenant_id, provider, kind, key_id, nonce, ciphertext FROM integrations.credentials \
-         WHERE key_id <> $1 ORDER BY integration_id, kind LIMIT $2 FOR UPDATE SKIP LOCKED",
+    let rows = sqlx::query!(
+        r#"SELECT integration_id, tenant_id, provider AS "provider: StoredProvider", kind, key_id, nonce, ciphertext
+         FROM integrations.credentials
+         WHERE key_id <> $1 ORDER BY integration_id, kind LIMIT $2 FOR UPDATE SKIP LOCKED"#,
+        active,
+        limit
     )
-    .bind(active)
-    .bind(limit)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -681,7 +770,7 @@ pub async fn stale_credentials(
         .map(|r| StoredSecret {
             integration_id: r.integration_id,
             tenant_id: r.tenant_id,
-            provider: r.provider,
+            provider: r.provider.into(),
             kind: r.kind,
             sealed: Sealed {
                 key_id: r.key_id,
@@ -698,16 +787,16 @@ pub async fn reseal_credential(
     old: &StoredSecret,
     new: &Sealed,
 ) -> Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE integrations.credentials SET key_id = $3, nonce = $4, ciphertext = $5, updated_at = now() \
          WHERE integration_id = $1 AND kind = $2 AND nonce = $6",
+        old.integration_id,
+        &old.kind,
+        &new.key_id,
+        &new.nonce,
+        &new.ciphertext,
+        &old.sealed.nonce
     )
-    .bind(old.integration_id)
-    .bind(&old.kind)
-    .bind(&new.key_id)
-    .bind(&new.nonce)
-    .bind(&new.ciphertext)
-    .bind(&old.sealed.nonce)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
