@@ -1,21 +1,22 @@
 //! One integrations service (or several replicas) in-process against real PostgreSQL and
-//! NATS, with the providers faked by `haven-fake-providers`.
+//! NATS, with the providers faked by `haven-fake-providers`. Tokens, requests, spawning and
+//! the wait for SERVING are the test kit's.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use haven_auth::{Claims, Minter, Role};
+use haven_auth::Role;
 use haven_fake_providers::{FakeConfig, FakeProviders};
 use haven_integrations::{Config, ProviderArgs};
 use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
 use haven_server::CommonArgs;
-use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
+use haven_testkit::{Switch, TestDb, namespace, nats_url};
 use haven_vault::KeyRing;
 use secrecy::SecretString;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-pub const JWT_SECRET: &str = "integrations-test-secret-at-least-32-bytes";
+pub use haven_testkit::{JWT_SECRET, request, token_for};
 pub const SHOPIFY_ID: &str = "shopify-test-client";
 pub const SHOPIFY_SECRET: &str = "shpss_test_client_secret_0123456789";
 pub const PINTEREST_ID: &str = "pinterest-test-client";
@@ -33,32 +34,14 @@ pub struct Stack {
     pub stop: Switch,
 }
 
-pub fn token(tenant: Uuid, user: &str, roles: &[Role]) -> String {
-    let minter = Minter::hs256(JWT_SECRET.as_bytes()).unwrap();
-    minter
-        .mint(&Claims::new(
-            tenant,
-            user.to_owned(),
-            roles.to_vec(),
-            Duration::from_secs(3600),
-        ))
-        .unwrap()
-}
-
+/// A user of `tenant`.
 pub fn user(tenant: Uuid) -> String {
-    token(tenant, "user-1", &[Role::User])
+    token_for(tenant, "user-1", &[Role::User])
 }
 
+/// A backend service, which may read any tenant's access tokens.
 pub fn service() -> String {
-    token(Uuid::nil(), "svc-publisher", &[Role::Service])
-}
-
-/// A request carrying `token`.
-pub fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
+    token_for(Uuid::nil(), "svc-publisher", &[Role::Service])
 }
 
 pub fn fake_config() -> FakeConfig {
@@ -105,32 +88,17 @@ impl Stack {
         );
         let stop = Switch::new();
         let addr = spawn(config.clone(), &stop).await;
-        let stack = Stack {
+        Stack {
             db,
             fake,
             ns,
             config,
             addr,
             stop,
-        };
-        // Migrated and serving before the test goes on.
-        let mut c = stack.client().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while c
-            .list_providers(req(Default::default(), &user(Uuid::new_v4())))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "service never came up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        stack
     }
 
-    /// Another replica sharing the database and bus, with `config`.
+    /// Another replica sharing the database and bus, with `config`, once it answers SERVING.
     pub async fn replica(&self, config: Config) -> SocketAddr {
         spawn(config, &self.stop).await
     }
@@ -145,23 +113,17 @@ impl Stack {
 }
 
 pub async fn client_at(addr: SocketAddr) -> Client {
-    IntegrationsServiceClient::new(
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy(),
-    )
+    IntegrationsServiceClient::new(haven_testkit::channel(addr))
 }
 
+/// A service on `config`, stopped by `stop`, once it answers SERVING (migrated, connected).
 async fn spawn(config: Config, stop: &Switch) -> SocketAddr {
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let shutdown = stop.wait();
-    tokio::spawn(async move {
-        haven_integrations::serve(config, l, shutdown)
-            .await
-            .unwrap()
-    });
-    addr
+    let running = haven_testkit::spawn(stop, |listener, shutdown| {
+        haven_integrations::serve(config, listener, shutdown)
+    })
+    .await;
+    haven_testkit::wait_serving(running.addr).await;
+    running.addr
 }
 
 /// Query pairs of a URL.

@@ -38,6 +38,8 @@ impl Site {
         )
         .with_shopify_client_secret(SHOPIFY_SECRET)
         .with_app_url(APP_URL);
+        // Not the test kit's `spawn`: the service above had to know the gateway's URL before
+        // the gateway started, so its listener was bound first.
         let shutdown = stack.stop.wait();
         tokio::spawn(async move {
             haven_gateway::serve(config, gw_listener, shutdown)

@@ -23,7 +23,7 @@ pub async fn connect_shopify(stack: &Stack, tenant: Uuid) {
 pub async fn connect_oauth(stack: &Stack, tenant: Uuid, provider: &str, shop: &str) {
     let mut c = stack.client().await;
     let url = c
-        .begin_o_auth(req(
+        .begin_o_auth(request(
             BeginOAuthRequest {
                 provider: provider.into(),
                 shop: shop.into(),
@@ -53,7 +53,7 @@ pub async fn access_token(
     stack
         .client()
         .await
-        .get_access_token(req(
+        .get_access_token(request(
             GetAccessTokenRequest {
                 tenant_id: tenant.to_string(),
                 provider: provider.into(),
@@ -74,7 +74,7 @@ pub async fn connect_key(
     stack
         .client()
         .await
-        .connect_api_key(req(
+        .connect_api_key(request(
             ConnectApiKeyRequest {
                 provider: provider.into(),
                 api_key: key.into(),
@@ -93,7 +93,7 @@ pub async fn status(
     stack
         .client()
         .await
-        .get_integration(req(
+        .get_integration(request(
             GetIntegrationRequest {
                 provider: provider.into(),
             },
@@ -196,13 +196,13 @@ async fn only_role_service_gets_tokens_and_tenants_are_isolated() {
         vec![Role::User, Role::Admin],
     ] {
         let err = c
-            .get_access_token(req(
+            .get_access_token(request(
                 GetAccessTokenRequest {
                     tenant_id: a.to_string(),
                     provider: "klaviyo".into(),
                     min_valid_seconds: 0,
                 },
-                &token(a, "u", &roles),
+                &token_for(a, "u", &roles),
             ))
             .await
             .unwrap_err();
@@ -221,13 +221,13 @@ async fn only_role_service_gets_tokens_and_tenants_are_isolated() {
 
     // Tenant B sees nothing of A's through any RPC.
     let list = c
-        .list_integrations(req(Default::default(), &user(b)))
+        .list_integrations(request(Default::default(), &user(b)))
         .await
         .unwrap()
         .into_inner();
     assert!(list.integrations.is_empty());
     let err = c
-        .get_integration(req(
+        .get_integration(request(
             GetIntegrationRequest {
                 provider: "klaviyo".into(),
             },
@@ -237,7 +237,7 @@ async fn only_role_service_gets_tokens_and_tenants_are_isolated() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c
-        .disconnect(req(
+        .disconnect(request(
             DisconnectRequest {
                 provider: "klaviyo".into(),
             },
@@ -247,13 +247,13 @@ async fn only_role_service_gets_tokens_and_tenants_are_isolated() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let progress = c
-        .get_setup_progress(req(Default::default(), &user(b)))
+        .get_setup_progress(request(Default::default(), &user(b)))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(progress.completed_count, 0);
     let progress = c
-        .get_setup_progress(req(Default::default(), &user(a)))
+        .get_setup_progress(request(Default::default(), &user(a)))
         .await
         .unwrap()
         .into_inner();
@@ -304,7 +304,7 @@ async fn racing_refreshers_make_one_provider_call_and_keep_the_rotated_refresh_t
                 Some(a) => client_at(a).await,
                 None => stack.client().await,
             };
-            c.get_access_token(req(
+            c.get_access_token(request(
                 GetAccessTokenRequest {
                     tenant_id: tenant.to_string(),
                     provider: "shopify".into(),
@@ -401,24 +401,17 @@ async fn background_refresher_renews_expiring_tokens_and_a_refused_refresh_expir
 async fn webhook_registration_failing_with_503_is_retried_by_the_retry_service() {
     let stack = Stack::start().await;
     // The retry service, in-process, on the same database and bus.
-    let retry_addr = {
-        let l = haven_testkit::listener().await;
-        let addr = l.local_addr().unwrap();
-        let common = haven_server::CommonArgs::new(
-            &stack.db.url,
-            &haven_testkit::nats_url(),
-            &stack.ns,
-            JWT_SECRET,
-        );
-        let shutdown = stack.stop.wait();
-        tokio::spawn(async move {
-            haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown)
-                .await
-                .unwrap()
-        });
-        addr
-    };
-    let _ = retry_addr;
+    let common = haven_server::CommonArgs::new(
+        &stack.db.url,
+        &haven_testkit::nats_url(),
+        &stack.ns,
+        JWT_SECRET,
+    );
+    let retry = haven_testkit::spawn(&stack.stop, |l, shutdown| {
+        haven_retry::serve(haven_retry::Config::for_test(common), l, shutdown)
+    })
+    .await;
+    haven_testkit::wait_serving(retry.addr).await;
     stack.fake.fail_next(
         haven_fake_providers::FakeRoute::ShopifyCreateWebhook,
         503,
@@ -464,7 +457,7 @@ async fn disconnect_deletes_credentials_deregisters_webhooks_and_announces_it() 
     let row = stack
         .client()
         .await
-        .disconnect(req(
+        .disconnect(request(
             DisconnectRequest {
                 provider: "shopify".into(),
             },
@@ -580,7 +573,7 @@ async fn an_unknown_stored_status_is_an_error_naming_it() {
     }
     let mut c = stack.client().await;
     let got = c
-        .get_integration(req(
+        .get_integration(request(
             GetIntegrationRequest {
                 provider: "klaviyo".into(),
             },
@@ -592,12 +585,12 @@ async fn an_unknown_stored_status_is_an_error_naming_it() {
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     assert!(err.message().contains("paused"), "{err:?}");
     let err = c
-        .list_integrations(req(Default::default(), &user(tenant)))
+        .list_integrations(request(Default::default(), &user(tenant)))
         .await
         .expect_err("the list holds the same row");
     assert!(err.message().contains("paused"), "{err:?}");
     let err = c
-        .get_setup_progress(req(Default::default(), &user(tenant)))
+        .get_setup_progress(request(Default::default(), &user(tenant)))
         .await
         .expect_err("a step with status `paused` must not read as pending");
     assert_eq!(err.code(), Code::Internal, "{err:?}");

@@ -14,7 +14,7 @@ async fn begin(stack: &Stack, token: &str, provider: &str, shop: &str) -> String
     stack
         .client()
         .await
-        .begin_o_auth(req(
+        .begin_o_auth(request(
             BeginOAuthRequest {
                 provider: provider.into(),
                 shop: shop.into(),
@@ -39,7 +39,7 @@ async fn complete(
         query: query.into_iter().collect(),
     };
     let request = match token {
-        Some(t) => req(msg, t),
+        Some(t) => request(msg, t),
         None => tonic::Request::new(msg),
     };
     stack
@@ -272,7 +272,7 @@ async fn forged_stale_replayed_expired_and_foreign_callbacks_store_nothing() {
         let err = stack
             .client()
             .await
-            .begin_o_auth(req(
+            .begin_o_auth(request(
                 BeginOAuthRequest {
                     provider: "shopify".into(),
                     shop: shop.into(),

@@ -18,7 +18,7 @@ async fn token_of(
 ) -> Result<String, tonic::Status> {
     client_at(addr)
         .await
-        .get_access_token(req(
+        .get_access_token(request(
             GetAccessTokenRequest {
                 tenant_id: tenant.to_string(),
                 provider: provider.into(),
