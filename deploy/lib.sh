@@ -121,7 +121,8 @@ as_pg() {
 sqlx_database() {
   local admin=$1 db=$2 url owner schema dir f
   url=${admin%/*}/$db
-  psql -X -q -v ON_ERROR_STOP=1 "$admin" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$admin" \
+    -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
   for owner in app:libs/appdata integrations:services/integrations retry:services/retry exports:services/export; do
     schema=${owner%%:*} dir=$HAVEN_ROOT/${owner#*:}/migrations
     psql -X -q -v ON_ERROR_STOP=1 "$url" -c "CREATE SCHEMA IF NOT EXISTS $schema" >/dev/null
