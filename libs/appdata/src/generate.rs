@@ -35,7 +35,7 @@ impl DataKind {
         DataKind::Analytics,
     ];
 
-    /// The export type key of seed 000.
+    /// The export type key (README, "Exports").
     pub fn key(self) -> &'static str {
         match self {
             DataKind::Leads => "leads",

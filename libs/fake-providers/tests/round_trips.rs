@@ -145,7 +145,8 @@ async fn shopify_code_token_refresh_webhook_round_trip() {
         "{other:?}"
     );
 
-    // Webhooks: the seed's eight topics plus the three compliance topics, idempotently.
+    // Webhooks: the eight topics the web app relies on plus the three compliance topics,
+    // idempotently.
     let mut ids = Vec::new();
     for topic in shopify::WEBHOOK_TOPICS
         .iter()

@@ -201,8 +201,8 @@ impl PinterestClient {
         })
     }
 
-    /// Counts the account's boards, following `bookmark` pagination to the end (the seed
-    /// counted only the first page).
+    /// Counts the account's boards, following `bookmark` pagination to the end (counting
+    /// only the first page would undercount accounts with many boards).
     /// <https://developers.pinterest.com/docs/api/v5/boards-list/>
     pub async fn board_count(&self, token: &SecretString) -> Result<u32, ProviderError> {
         let mut count: u32 = 0;

@@ -26,7 +26,7 @@ pub const DEFAULT_API_VERSION: &str = "2025-10";
 /// How far a callback `timestamp` may be from now; the value Shopify's own library uses.
 pub const CALLBACK_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(90);
 
-/// The webhook topics the seed registers on connect.
+/// The eight webhook topics the web app relies on, registered on connect.
 pub const WEBHOOK_TOPICS: [&str; 8] = [
     "orders/create",
     "orders/updated",

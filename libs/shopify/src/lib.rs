@@ -23,8 +23,7 @@ pub const MAX_SHOP_NAME_LEN: usize = 100;
 /// It ends up as the host we send the client secret and authorization code to, so anything
 /// that could point elsewhere (scheme, path, port, userinfo, another domain) is refused. The
 /// only way to build one is [`ShopDomain::parse`], which trims and lowercases first, as
-/// Shopify's `sanitizeShop` does, but is stricter.
-/// <https://github.com/Shopify/shopify-app-js/blob/main/packages/apps/shopify-api/lib/utils/shop-validator.ts>
+/// Shopify's own app library does, but is stricter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShopDomain(String);
 

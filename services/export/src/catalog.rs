@@ -1,5 +1,5 @@
-//! The export catalogue of seed 000: seven types, their fields (key, label, default), default
-//! date range and row limit, and how each field is read from the `app` schema.
+//! The export catalogue (README, "Exports"): seven types, their fields (key, label, default),
+//! default date range and row limit, and how each field is read from the `app` schema.
 
 use haven_proto::export::v1 as pb;
 

@@ -75,7 +75,8 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// Row limits per type: the seed's `maxRecords`, unless the deployment says otherwise.
+/// Row limits per type: the catalogue's `maxRecords` (`catalog.rs`), unless the deployment
+/// says otherwise.
 #[derive(Clone, Debug, Default)]
 pub struct Limits {
     pub overrides: HashMap<String, u64>,

@@ -1,4 +1,4 @@
-//! The error-queue page's API (seed 001, Step 6.2), backed by the retry service:
+//! The error-queue page's API (README, "Retry queue"), backed by the retry service:
 //! `GET /api/errors`, `POST /api/errors/{id}/retry`, `POST /api/errors/{id}/cancel`.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::json::{text, time};
 use crate::{ApiError, AppState, upstream};
 
-/// The seed's page size; the retry service allows up to 1000.
+/// The error page's default page size (README, "Retry queue"); the retry service allows up to 1000.
 const DEFAULT_LIMIT: i32 = 20;
 const MAX_LIMIT: i32 = 1000;
 
@@ -35,7 +35,8 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
-/// As in the seed, no status means the pending tab; `all` (or empty) means every status.
+/// As the web app's error page expects, no status means the pending tab; `all` (or empty)
+/// means every status.
 fn parse_status(status: Option<&str>) -> Result<pb::RetryStatus, ApiError> {
     Ok(match status {
         None => pb::RetryStatus::Pending,
@@ -133,7 +134,7 @@ async fn cancel(
     Ok(Json(json!({ "success": true, "item": item_json(&item) })))
 }
 
-/// The seed's `RetryItem` shape (snake_case, payload as an object), plus our additions.
+/// The web app's `RetryItem` shape (snake_case, payload as an object), plus our additions.
 fn item_json(item: &pb::RetryItem) -> Value {
     let status = pb::RetryStatus::try_from(item.status)
         .map(|s| {

@@ -1,4 +1,4 @@
-//! Downloads (seed 000's export endpoint): `GET /api/export` streams the export service's
+//! Downloads (README, "Exports"): `GET /api/export` streams the export service's
 //! rendered file into the HTTP body as it arrives, and `GET /api/export/configs` serves the
 //! catalogue. Errors before the first byte are JSON; a failure after it aborts the
 //! connection, so no client can take a partial file for a complete one. No timeout cuts a
@@ -243,7 +243,7 @@ fn rename(e: ApiError) -> ApiError {
     })
 }
 
-/// The catalogue in the seed's shape.
+/// The catalogue in the JSON shape the web app's export form reads.
 async fn configs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

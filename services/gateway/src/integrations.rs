@@ -1,4 +1,4 @@
-//! The integrations settings page and the setup wizard (seed 001, Phase 5), backed by the
+//! The integrations settings page and the setup wizard (README, "Integrations"), backed by the
 //! integrations service:
 //! - `GET /api/integrations`: every provider with the tenant's connection, by setup order;
 //! - `GET /api/integrations/{provider}/install?shop=`: a 302 to the provider's consent page;
@@ -57,7 +57,7 @@ pub fn parse_provider(key: &str) -> Result<Provider, ApiError> {
     Provider::parse(key).map_err(|e| ApiError::invalid("provider", e))
 }
 
-/// The seed's `IntegrationStatus`; PENDING is its "connecting".
+/// The web app's `IntegrationStatus` words; PENDING is its "connecting".
 pub fn status_str(status: i32) -> &'static str {
     match pb::IntegrationStatus::try_from(status) {
         Ok(pb::IntegrationStatus::Pending) => "connecting",
@@ -70,7 +70,7 @@ pub fn status_str(status: i32) -> &'static str {
     }
 }
 
-/// The seed's `authType`, or `null` when the service did not say.
+/// The web app's `authType` words, or `null` when the service did not say.
 pub fn auth_type_json(auth_type: i32) -> Value {
     match pb::AuthType::try_from(auth_type) {
         Ok(pb::AuthType::Oauth) => json!("oauth"),
@@ -79,7 +79,7 @@ pub fn auth_type_json(auth_type: i32) -> Value {
     }
 }
 
-/// Account details in the seed's `IntegrationMetadata` shapes (snake_case); `{}` when none
+/// Account details in the web app's `IntegrationMetadata` shapes (snake_case); `{}` when none
 /// are known. Sky Pilot has no details beyond whether it is connected.
 pub fn metadata_json(provider: &str, integration: Option<&pb::Integration>) -> Value {
     use pb::integration::Metadata;
@@ -447,7 +447,7 @@ fn step_status_str(status: i32) -> &'static str {
     }
 }
 
-/// The wizard's state: the seed's `setup_progress` map (step → status) plus the ordered
+/// The wizard's state: the web app's `setup_progress` map (step → status) plus the ordered
 /// steps and counts the service computes.
 pub fn progress_json(progress: &pb::SetupProgress) -> Value {
     let map: Map<String, Value> = progress

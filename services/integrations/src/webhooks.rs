@@ -32,7 +32,7 @@ pub const OP_REGISTER_WEBHOOK: &str = "integrations.register_webhook";
 pub const OP_DEREGISTER_WEBHOOKS: &str = "integrations.deregister_webhooks";
 pub const OP_REFRESH_TOKEN: &str = "integrations.refresh_token";
 
-/// Every topic a Shopify connection subscribes to: the seed's eight plus the compliance three.
+/// Every topic a Shopify connection subscribes to: the web app's eight plus the compliance three.
 pub fn topics() -> Vec<&'static str> {
     shopify::WEBHOOK_TOPICS
         .iter()

@@ -121,7 +121,7 @@ async fn shopify_round_trip_stores_offline_token_metadata_and_webhooks() {
     assert!(!integration.scopes.is_empty());
     // Access and refresh token, sealed.
     assert_eq!(credentials(&stack).await, 2);
-    // Eleven subscriptions: the seed's eight and the three compliance topics.
+    // Eleven subscriptions: `WEBHOOK_TOPICS`' eight and the three compliance topics.
     let hooks = stack.fake.shopify_webhooks(SHOP);
     assert_eq!(hooks.len(), 11, "{hooks:?}");
     assert!(
