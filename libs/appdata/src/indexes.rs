@@ -223,7 +223,7 @@ pub(crate) async fn restore(pool: &PgPool, table: Option<&str>) -> Result<(), Se
             let (owner, name, def) = entry;
             let wanted = match def {
                 Def::Foreign { .. } => table.is_none_or(|only| touches(entry, only)),
-                _ => table.is_none_or(|only| only == *owner),
+                Def::Secondary(_) | Def::Primary(_) => table.is_none_or(|only| only == *owner),
             };
             wanted
                 && match def {

@@ -22,7 +22,14 @@ impl<B: Default> Rejection<B> for GrpcRejection {
     fn reject(&self, err: AuthError) -> Response<B> {
         let status = match &err {
             AuthError::PermissionDenied(_) => tonic::Status::permission_denied(err.to_string()),
-            _ => tonic::Status::unauthenticated(err.to_string()),
+            AuthError::Missing
+            | AuthError::NotBearer
+            | AuthError::Malformed(_)
+            | AuthError::Expired
+            | AuthError::BadSignature
+            | AuthError::UnsupportedAlgorithm(_)
+            | AuthError::InvalidClaims(_)
+            | AuthError::Config(_) => tonic::Status::unauthenticated(err.to_string()),
         };
         status.into_http()
     }
@@ -41,7 +48,14 @@ impl Rejection<axum::body::Body> for JsonRejection {
 fn json_error(err: &AuthError) -> Response<axum::body::Body> {
     let (status, code) = match err {
         AuthError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
-        _ => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        AuthError::Missing
+        | AuthError::NotBearer
+        | AuthError::Malformed(_)
+        | AuthError::Expired
+        | AuthError::BadSignature
+        | AuthError::UnsupportedAlgorithm(_)
+        | AuthError::InvalidClaims(_)
+        | AuthError::Config(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
     };
     let body = serde_json::json!({ "error": { "code": code, "message": err.to_string() } });
     let mut response = Response::new(axum::body::Body::from(body.to_string()));

@@ -71,7 +71,10 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
+            ProviderError::Unauthorized { .. }
+            | ProviderError::Unavailable { .. }
+            | ProviderError::Rejected { .. }
+            | ProviderError::Malformed { .. } => None,
         }
     }
 
@@ -84,7 +87,9 @@ impl ProviderError {
                 let code = message.split(':').next().unwrap_or_default().trim();
                 GRANT_REFUSED_CODES.contains(&code)
             }
-            _ => false,
+            ProviderError::RateLimited { .. }
+            | ProviderError::Unavailable { .. }
+            | ProviderError::Malformed { .. } => false,
         }
     }
 

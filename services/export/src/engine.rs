@@ -454,7 +454,7 @@ fn text_row_to_csv(
                 prefixed.extend_from_slice(value);
                 writer.write_field(&prefixed)?;
             }
-            _ => writer.write_field(value)?,
+            CsvCell::Text | CsvCell::Plain => writer.write_field(value)?,
         }
     }
     writer.write_record(std::iter::empty::<&[u8]>())

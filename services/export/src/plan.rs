@@ -279,7 +279,7 @@ impl CsvCell {
             Kind::Text if field.sql.ends_with(".id::text") => CsvCell::Plain,
             Kind::Text => CsvCell::Text,
             Kind::Bool => CsvCell::Bool,
-            _ => CsvCell::Plain,
+            Kind::Int | Kind::Decimal | Kind::Timestamp | Kind::Date => CsvCell::Plain,
         }
     }
 }
@@ -361,7 +361,7 @@ impl Plan {
             .iter()
             .map(|f| match f.kind {
                 Kind::Decimal | Kind::Date => format!("({})::text", f.sql),
-                _ => f.sql.to_owned(),
+                Kind::Text | Kind::Int | Kind::Bool | Kind::Timestamp => f.sql.to_owned(),
             })
             .collect();
         format!(

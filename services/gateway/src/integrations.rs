@@ -75,7 +75,7 @@ pub fn auth_type_json(auth_type: i32) -> Value {
     match pb::AuthType::try_from(auth_type) {
         Ok(pb::AuthType::Oauth) => json!("oauth"),
         Ok(pb::AuthType::ApiKey) => json!("api_key"),
-        _ => Value::Null,
+        Ok(pb::AuthType::Unspecified) | Err(_) => Value::Null,
     }
 }
 
@@ -443,7 +443,7 @@ fn step_status_str(status: i32) -> &'static str {
     match pb::SetupStepStatus::try_from(status) {
         Ok(pb::SetupStepStatus::Completed) => "completed",
         Ok(pb::SetupStepStatus::Skipped) => "skipped",
-        _ => "pending",
+        Ok(pb::SetupStepStatus::Pending | pb::SetupStepStatus::Unspecified) | Err(_) => "pending",
     }
 }
 

@@ -457,6 +457,11 @@ fn handler_error(e: Error) -> HandlerError {
             retry_after: source.retry_after(),
         },
         Error::Db(_) | Error::Bus(_) => HandlerError::retryable(e.to_string()),
-        _ => HandlerError::permanent(e.to_string()),
+        Error::Provider { .. }
+        | Error::InvalidArgument(_)
+        | Error::NotFound(_)
+        | Error::PermissionDenied(_)
+        | Error::FailedPrecondition(_)
+        | Error::Vault(_) => HandlerError::permanent(e.to_string()),
     }
 }
