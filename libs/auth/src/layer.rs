@@ -14,22 +14,32 @@ pub trait Rejection<B>: Clone + Send + Sync + 'static {
     fn reject(&self, err: AuthError) -> Response<B>;
 }
 
+/// Whether the caller is known but may not do this (403 / `PermissionDenied`), rather than
+/// unknown (401 / `Unauthenticated`). Every variant is listed: a new one must choose.
+fn denied(err: &AuthError) -> bool {
+    match err {
+        AuthError::PermissionDenied(_) => true,
+        AuthError::Missing
+        | AuthError::NotBearer
+        | AuthError::Malformed(_)
+        | AuthError::Expired
+        | AuthError::BadSignature
+        | AuthError::UnsupportedAlgorithm(_)
+        | AuthError::InvalidClaims(_)
+        | AuthError::Config(_) => false,
+    }
+}
+
 /// gRPC `Unauthenticated` (or `PermissionDenied`) in trailers-only form.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GrpcRejection;
 
 impl<B: Default> Rejection<B> for GrpcRejection {
     fn reject(&self, err: AuthError) -> Response<B> {
-        let status = match &err {
-            AuthError::PermissionDenied(_) => tonic::Status::permission_denied(err.to_string()),
-            AuthError::Missing
-            | AuthError::NotBearer
-            | AuthError::Malformed(_)
-            | AuthError::Expired
-            | AuthError::BadSignature
-            | AuthError::UnsupportedAlgorithm(_)
-            | AuthError::InvalidClaims(_)
-            | AuthError::Config(_) => tonic::Status::unauthenticated(err.to_string()),
+        let status = if denied(&err) {
+            tonic::Status::permission_denied(err.to_string())
+        } else {
+            tonic::Status::unauthenticated(err.to_string())
         };
         status.into_http()
     }
@@ -46,16 +56,10 @@ impl Rejection<axum::body::Body> for JsonRejection {
 }
 
 fn json_error(err: &AuthError) -> Response<axum::body::Body> {
-    let (status, code) = match err {
-        AuthError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
-        AuthError::Missing
-        | AuthError::NotBearer
-        | AuthError::Malformed(_)
-        | AuthError::Expired
-        | AuthError::BadSignature
-        | AuthError::UnsupportedAlgorithm(_)
-        | AuthError::InvalidClaims(_)
-        | AuthError::Config(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+    let (status, code) = if denied(err) {
+        (StatusCode::FORBIDDEN, "permission_denied")
+    } else {
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
     };
     let body = serde_json::json!({ "error": { "code": code, "message": err.to_string() } });
     let mut response = Response::new(axum::body::Body::from(body.to_string()));
