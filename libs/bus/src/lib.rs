@@ -358,6 +358,8 @@ pub fn webhooks_stream() -> StreamSpec {
         subjects: vec!["haven.webhooks.>"],
         work_queue: false,
         max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(600),
+        // Longer than Shopify's retry schedule (8 tries over 4 hours), so a repeated event id
+        // is refused for as long as Shopify may send it again.
+        duplicate_window: Duration::from_secs(6 * 3600),
     }
 }

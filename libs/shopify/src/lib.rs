@@ -3,6 +3,8 @@
 //! callbacks and webhooks ([`sign_callback`], [`verify_callback`], [`sign_webhook`],
 //! [`verify_webhook`]). Signatures are compared in constant time.
 
+mod webhook;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -12,6 +14,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+pub use webhook::{ShopField, SignedBody, WebhookBodyError, read_signed_body};
 
 type HmacSha256 = Hmac<Sha256>;
 

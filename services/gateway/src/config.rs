@@ -47,6 +47,10 @@ pub struct Config {
         hide_env_values = true
     )]
     pub shopify_client_secret: Option<SecretString>,
+    /// How long a webhook's body may take to arrive; a slower sender gets 408 and its
+    /// connection back, so idle senders cannot hold buffers open.
+    #[arg(long, env = "HAVEN_WEBHOOK_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_read_timeout: Duration,
     /// How long `/readyz` waits for each upstream's health answer.
     #[arg(long, env = "HAVEN_GATEWAY_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
@@ -79,6 +83,7 @@ impl Config {
             export_url,
             app_url: "http://localhost:3000".into(),
             shopify_client_secret: None,
+            webhook_read_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             nats,
@@ -94,6 +99,12 @@ impl Config {
     /// The same settings with webhooks verified against `secret`.
     pub fn with_shopify_client_secret(mut self, secret: &str) -> Self {
         self.shopify_client_secret = Some(SecretString::from(secret));
+        self
+    }
+
+    /// The same settings with another webhook body read timeout.
+    pub fn with_webhook_read_timeout(mut self, timeout: Duration) -> Self {
+        self.webhook_read_timeout = timeout;
         self
     }
 

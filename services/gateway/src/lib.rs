@@ -30,7 +30,7 @@ use tonic_health::pb::health_client::HealthClient;
 pub use config::Config;
 pub use error::ApiError;
 pub use haven_bus::NatsArgs;
-pub use webhooks::LazyBus;
+pub use webhooks::{LazyBus, MAX_BODY as WEBHOOK_MAX_BODY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -111,6 +111,7 @@ pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Rou
         app_url: config.app_url.clone(),
         webhooks: webhooks::Webhooks {
             shopify_secret: config.shopify_client_secret.clone(),
+            read_timeout: config.webhook_read_timeout,
             bus,
         },
     });

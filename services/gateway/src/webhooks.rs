@@ -29,8 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{ApiError, AppState};
 
-/// Shopify's payloads are far smaller; this only bounds what a hostile caller can make us hold.
-pub const MAX_BODY: usize = 10 * 1024 * 1024;
+/// The largest body accepted: what one NATS message carries (`max_payload`, 1 MiB by default)
+/// less room for the envelope (topic, ids, timestamps, headers). A larger delivery could never
+/// be stored, and answering 503 would make Shopify retry it for ever; 413 says why at once.
+pub const MAX_BODY: usize = 1024 * 1024 - 16 * 1024;
 
 /// Shopify gives up on a delivery after 5 s; answer 503 before that so it retries promptly.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(4);
@@ -163,6 +165,8 @@ async fn ensure_or_fail(bus: &Bus, ready: &AtomicBool) -> Result<(), BusError> {
 #[derive(Clone)]
 pub struct Webhooks {
     pub shopify_secret: Option<SecretString>,
+    /// How long the body may take to arrive.
+    pub read_timeout: Duration,
     pub bus: LazyBus,
 }
 
@@ -222,19 +226,27 @@ pub fn topic_subject(topic: &str) -> Result<String, ApiError> {
     ))
 }
 
-/// Shopify's delivery id, or (if a sender leaves it out) a digest of the delivery, so that
-/// repeats of one delivery still share a `Nats-Msg-Id`.
-fn message_id(webhook_id: Option<&str>, shop: &str, topic: &str, body: &[u8]) -> String {
-    match webhook_id {
-        Some(id) if id.len() <= 200 => id.to_owned(),
-        _ => {
+/// Longest `X-Shopify-Event-Id` accepted (Shopify's are UUIDs).
+const MAX_EVENT_ID_LEN: usize = 200;
+
+/// The `Nats-Msg-Id`: Shopify's event id, the key its documentation gives for spotting a
+/// repeated event, so every delivery of one event within the stream's duplicate window is
+/// stored once whatever its `X-Shopify-Webhook-Id`; without one, a digest of topic and body.
+fn message_id(event_id: Option<&str>, topic: &str, body: &[u8]) -> Result<String, ApiError> {
+    match event_id {
+        Some(id) if id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) => Err(
+            ApiError::bad_request("X-Shopify-Event-Id must be at most 200 printable characters"),
+        ),
+        Some(id) => Ok(format!("event-{id}")),
+        None => {
             let mut digest = Sha256::new();
-            digest.update(shop.as_bytes());
-            digest.update([0]);
             digest.update(topic.as_bytes());
             digest.update([0]);
             digest.update(body);
-            format!("sha256-{}", URL_SAFE_NO_PAD.encode(digest.finalize()))
+            Ok(format!(
+                "sha256-{}",
+                URL_SAFE_NO_PAD.encode(digest.finalize())
+            ))
         }
     }
 }
@@ -253,13 +265,33 @@ async fn shopify(
         .ok_or_else(|| {
             unavailable("Shopify webhooks are not configured (HAVEN_SHOPIFY_CLIENT_SECRET)")
         })?;
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the body is larger than {MAX_BODY} bytes or was cut off"),
+            format!("the body is larger than {MAX_BODY} bytes, the most the message bus carries"),
         )
-    })?;
+    };
+    let declared = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let body = match tokio::time::timeout(
+        state.webhooks.read_timeout,
+        axum::body::to_bytes(body, MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the body did not arrive in time",
+            ));
+        }
+    };
     verify_hmac(secret, &body, header(&headers, "x-shopify-hmac-sha256"))?;
 
     let topic = header(&headers, "x-shopify-topic")
@@ -271,9 +303,23 @@ async fn shopify(
     let shop = ShopDomain::parse(shop).map_err(|_| {
         ApiError::bad_request("X-Shopify-Shop-Domain must be a *.myshopify.com domain")
     })?;
+    // The HMAC covers the body only: the shop is taken from it wherever the topic's payload
+    // names one, and the unsigned header must agree.
+    let signed = haven_shopify::read_signed_body(topic, &body)
+        .map_err(|e| unauthenticated(&e.to_string()))?;
+    let shop_domain_signed = match &signed.shop {
+        Some(signed_shop) if *signed_shop != shop => {
+            return Err(unauthenticated(
+                "X-Shopify-Shop-Domain does not match the shop the signed body names",
+            ));
+        }
+        Some(_) => true,
+        None => false,
+    };
     let shop = shop.as_str();
     let webhook_id = header(&headers, "x-shopify-webhook-id");
-    let msg_id = message_id(webhook_id, shop, topic, &body);
+    let event_id = header(&headers, "x-shopify-event-id");
+    let msg_id = message_id(event_id, topic, &body)?;
     let triggered_at = header(&headers, "x-shopify-triggered-at")
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| haven_proto::time::timestamp(t.with_timezone(&chrono::Utc)));
@@ -281,15 +327,14 @@ async fn shopify(
         shop_domain: shop.to_owned(),
         topic: topic.to_owned(),
         webhook_id: webhook_id.unwrap_or_default().to_owned(),
-        event_id: header(&headers, "x-shopify-event-id")
-            .unwrap_or_default()
-            .to_owned(),
+        event_id: event_id.unwrap_or_default().to_owned(),
         api_version: header(&headers, "x-shopify-api-version")
             .unwrap_or_default()
             .to_owned(),
         triggered_at,
         body,
         received_at: Some(haven_proto::time::timestamp(received_at)),
+        shop_domain_signed,
     };
     let duplicate = state
         .webhooks
@@ -384,17 +429,18 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_follow_the_delivery() {
-        assert_eq!(message_id(Some("abc-1"), "s", "t", b"x"), "abc-1");
-        let a = message_id(None, "s.myshopify.com", "orders/create", b"{}");
+    fn message_ids_follow_the_event() {
+        assert_eq!(message_id(Some("abc-1"), "t", b"x").unwrap(), "event-abc-1");
         assert_eq!(
-            a,
-            message_id(None, "s.myshopify.com", "orders/create", b"{}")
+            message_id(Some("abc-1"), "u", b"y").unwrap(),
+            message_id(Some("abc-1"), "t", b"x").unwrap()
         );
-        assert_ne!(
-            a,
-            message_id(None, "s.myshopify.com", "orders/create", b"{ }")
-        );
+        let a = message_id(None, "orders/create", b"{}").unwrap();
+        assert_eq!(a, message_id(None, "orders/create", b"{}").unwrap());
+        assert_ne!(a, message_id(None, "orders/create", b"{ }").unwrap());
+        assert_ne!(a, message_id(None, "orders/updated", b"{}").unwrap());
         assert!(a.starts_with("sha256-"));
+        assert!(message_id(Some(&"e".repeat(201)), "t", b"x").is_err());
+        assert!(message_id(Some("a\nb"), "t", b"x").is_err());
     }
 }

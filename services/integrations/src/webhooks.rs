@@ -433,11 +433,15 @@ impl Core {
         Ok(())
     }
 
-    /// Handles a verified webhook the gateway published.
+    /// Handles a verified webhook the gateway published. It acts on signed content only: the
+    /// shop is read from the body Shopify signed, never from the unsigned header beside it.
     pub async fn handle_shopify_webhook(&self, webhook: ShopifyWebhook) -> Result<()> {
         if webhook.topic == "app/uninstalled" {
-            let shop = ShopDomain::parse(&webhook.shop_domain)
-                .map_err(|e| Error::invalid(format!("shop_domain: {e}")))?;
+            let signed = haven_shopify::read_signed_body(&webhook.topic, &webhook.body)
+                .map_err(|e| Error::invalid(format!("body: {e}")))?;
+            let Some(shop) = signed.shop else {
+                return Err(Error::invalid("body: names no shop"));
+            };
             self.app_uninstalled(&shop).await?;
         }
         Ok(())

@@ -34,6 +34,14 @@ async fn start(secret: Option<&str>) -> Gateway {
 }
 
 async fn start_on(nats: &str, secret: Option<&str>) -> Gateway {
+    start_with(nats, secret, |c| c).await
+}
+
+async fn start_with(
+    nats: &str,
+    secret: Option<&str>,
+    edit: impl FnOnce(Config) -> Config,
+) -> Gateway {
     let ns = namespace();
     let mut config = Config::for_test(
         JWT,
@@ -46,6 +54,7 @@ async fn start_on(nats: &str, secret: Option<&str>) -> Gateway {
     if let Some(secret) = secret {
         config = config.with_shopify_client_secret(secret);
     }
+    let config = edit(config);
     let l = listener().await;
     let base = format!("http://{}", l.local_addr().unwrap());
     let stop = Switch::new();
@@ -89,6 +98,18 @@ impl Gateway {
     async fn stored(&self) -> u64 {
         self.stream().await.get_info().await.unwrap().state.messages
     }
+
+    /// Messages stored, or 0 when nothing has made the gateway create its stream yet.
+    async fn stored_or_none(&self) -> u64 {
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        match async_nats::jetstream::new(client)
+            .get_stream(format!("{}_WEBHOOKS", self.ns))
+            .await
+        {
+            Ok(mut stream) => stream.info().await.unwrap().state.messages,
+            Err(_) => 0,
+        }
+    }
 }
 
 fn headers<'a>(topic: &'a str, hmac: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -97,7 +118,8 @@ fn headers<'a>(topic: &'a str, hmac: &'a str, id: &'a str) -> Vec<(&'a str, &'a 
         ("X-Shopify-Hmac-Sha256", hmac),
         ("X-Shopify-Shop-Domain", SHOP),
         ("X-Shopify-Webhook-Id", id),
-        ("X-Shopify-Event-Id", "evt-1"),
+        // One event per delivery unless a test says otherwise.
+        ("X-Shopify-Event-Id", id),
         ("X-Shopify-API-Version", "2025-01"),
         ("X-Shopify-Triggered-At", "2026-03-01T12:00:00.123456789Z"),
         ("Content-Type", "application/json"),
@@ -128,14 +150,16 @@ async fn verified_webhooks_are_published_once_and_forged_ones_never() {
         .unwrap();
     assert_eq!(
         stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
-        Some("wh-1")
+        Some("event-wh-1")
     );
     let msg = ShopifyWebhook::decode(stored.payload).unwrap();
     assert_eq!(&msg.body[..], BODY);
     assert_eq!(msg.topic, "orders/create");
     assert_eq!(msg.shop_domain, SHOP);
     assert_eq!(msg.webhook_id, "wh-1");
-    assert_eq!(msg.event_id, "evt-1");
+    assert_eq!(msg.event_id, "wh-1");
+    // Orders name no shop in their payload: the shop is the header's, and says so.
+    assert!(!msg.shop_domain_signed);
     assert_eq!(msg.api_version, "2025-01");
     let triggered = msg.triggered_at.unwrap();
     assert_eq!(
@@ -209,11 +233,17 @@ async fn verified_webhooks_are_published_once_and_forged_ones_never() {
     }
     assert_eq!(gw.stored().await, 1, "a refused webhook was published");
 
-    // Another topic lands on its own subject.
-    let (status, _) = gw
-        .post(&headers("app/uninstalled", &hmac, "wh-9"), BODY)
+    // Another topic lands on its own subject, its shop read from the signed body.
+    const UNINSTALL: &[u8] =
+        br#"{"id":1,"domain":"shop.example.com","myshopify_domain":"haven-test.myshopify.com"}"#;
+    let uninstall_hmac = sign(UNINSTALL);
+    let (status, body) = gw
+        .post(
+            &headers("app/uninstalled", &uninstall_hmac, "wh-9"),
+            UNINSTALL,
+        )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     let stored = gw
         .stream()
         .await
@@ -223,10 +253,9 @@ async fn verified_webhooks_are_published_once_and_forged_ones_never() {
         ))
         .await
         .unwrap();
-    assert_eq!(
-        ShopifyWebhook::decode(stored.payload).unwrap().topic,
-        "app/uninstalled"
-    );
+    let msg = ShopifyWebhook::decode(stored.payload).unwrap();
+    assert_eq!(msg.topic, "app/uninstalled");
+    assert!(msg.shop_domain_signed);
     assert_eq!(gw.stored().await, 2);
 
     // The stream is the one the gateway promises.
@@ -236,7 +265,122 @@ async fn verified_webhooks_are_published_once_and_forged_ones_never() {
         [format!("{}.haven.webhooks.>", gw.ns)]
     );
     assert_eq!(info.config.max_age.as_secs(), 7 * 24 * 3600);
-    assert_eq!(info.config.duplicate_window.as_secs(), 600);
+    assert_eq!(info.config.duplicate_window.as_secs(), 6 * 3600);
+    gw.stop.fire();
+}
+
+/// The replay an attacker can build from an OAuth callback: Shopify's callback `hmac` is the
+/// hex HMAC of the query string under the app secret, so base64 of its bytes is a valid
+/// webhook signature for a body equal to that query string.
+#[tokio::test]
+async fn a_signed_callback_query_replayed_as_a_webhook_is_refused() {
+    let gw = start(Some(SHOPIFY_SECRET)).await;
+    let query = vec![
+        (
+            "code".to_owned(),
+            "0907a61c0c8d55e99db179b68161bc00".to_owned(),
+        ),
+        (
+            "host".to_owned(),
+            "YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvYXR0YWNrZXI".to_owned(),
+        ),
+        ("shop".to_owned(), "attacker.myshopify.com".to_owned()),
+        ("state".to_owned(), "0123456789abcdef".to_owned()),
+        ("timestamp".to_owned(), "1772366400".to_owned()),
+    ];
+    let secret = secrecy::SecretString::from(SHOPIFY_SECRET);
+    let hex_hmac = haven_shopify::sign_callback(&query, &secret);
+    let body: &'static [u8] = Box::leak(
+        query
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let signature = STANDARD.encode(hex::decode(&hex_hmac).unwrap());
+    // The signature really is valid over that body: only the body rule refuses it.
+    assert!(haven_shopify::verify_webhook(body, &signature, &secret).is_ok());
+    let mut h = headers("app/uninstalled", &signature, "forged-1");
+    h.retain(|(k, _)| *k != "X-Shopify-Shop-Domain");
+    h.push(("X-Shopify-Shop-Domain", "victim.myshopify.com"));
+    let (status, json) = gw.post(&h, body).await;
+    assert_eq!(status, 401, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON object"),
+        "{json}"
+    );
+    assert_eq!(gw.stored_or_none().await, 0);
+    gw.stop.fire();
+}
+
+#[tokio::test]
+async fn the_shop_comes_from_the_signed_body_and_event_ids_are_stored_once() {
+    let gw = start(Some(SHOPIFY_SECRET)).await;
+    let victim = "victim-shop.myshopify.com";
+    // A genuine uninstall of the sender's own shop, with a victim's shop in the header.
+    const OWN: &[u8] = br#"{"id":7,"myshopify_domain":"haven-test.myshopify.com"}"#;
+    let own_hmac = sign(OWN);
+    let mut h = headers("app/uninstalled", &own_hmac, "own-1");
+    h.retain(|(k, _)| *k != "X-Shopify-Shop-Domain");
+    h.push(("X-Shopify-Shop-Domain", victim));
+    let (status, json) = gw.post(&h, OWN).await;
+    assert_eq!(status, 401, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the shop the signed body names"),
+        "{json}"
+    );
+    // A topic whose payload names the shop, without it.
+    const NO_SHOP: &[u8] = br#"{"id":7}"#;
+    let (status, json) = gw
+        .post(&headers("shop/redact", &sign(NO_SHOP), "own-2"), NO_SHOP)
+        .await;
+    assert_eq!(status, 401, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shop_domain"),
+        "{json}"
+    );
+    assert_eq!(gw.stored_or_none().await, 0);
+
+    // One event under two delivery ids (and even another signed body): stored once.
+    const A: &[u8] = br#"{"id":1}"#;
+    const B: &[u8] = br#"{"id":2}"#;
+    let mut first = headers("orders/create", "", "d-1");
+    let hmac_a = sign(A);
+    first.retain(|(k, _)| *k != "X-Shopify-Hmac-Sha256" && *k != "X-Shopify-Event-Id");
+    let mut second = first.clone();
+    first.extend([
+        ("X-Shopify-Hmac-Sha256", hmac_a.as_str()),
+        ("X-Shopify-Event-Id", "evt-same"),
+    ]);
+    let hmac_b = sign(B);
+    second.retain(|(k, _)| *k != "X-Shopify-Webhook-Id");
+    second.extend([
+        ("X-Shopify-Hmac-Sha256", hmac_b.as_str()),
+        ("X-Shopify-Event-Id", "evt-same"),
+        ("X-Shopify-Webhook-Id", "d-2"),
+    ]);
+    let (status, json) = gw.post(&first, A).await;
+    assert_eq!(
+        (status, json["duplicate"].clone()),
+        (200, Value::Bool(false))
+    );
+    let (status, json) = gw.post(&second, B).await;
+    assert_eq!(
+        (status, json["duplicate"].clone()),
+        (200, Value::Bool(true))
+    );
+    assert_eq!(gw.stored().await, 1);
     gw.stop.fire();
 }
 
@@ -258,13 +402,57 @@ async fn webhooks_without_a_configured_secret_are_unavailable() {
 }
 
 #[tokio::test]
-async fn oversize_bodies_are_refused() {
-    let gw = start(Some(SHOPIFY_SECRET)).await;
-    let big: &'static [u8] = Box::leak(vec![b'x'; 10 * 1024 * 1024 + 1].into_boxed_slice());
+async fn bodies_the_bus_cannot_carry_are_413_and_slow_ones_408() {
+    let gw = start_with(&nats_url(), Some(SHOPIFY_SECRET), |c| {
+        c.with_webhook_read_timeout(std::time::Duration::from_millis(500))
+    })
+    .await;
+    // Correctly signed JSON, just over what one NATS message carries (1 MiB by default).
+    let mut big = b"{\"note\":\"".to_vec();
+    big.resize(1024 * 1024, b'x');
+    big.extend_from_slice(b"\"}");
+    let big: &'static [u8] = Box::leak(big.into_boxed_slice());
     let (status, json) = gw
         .post(&headers("orders/create", &sign(big), "wh-big"), big)
         .await;
     assert_eq!(status, 413, "{json}");
+    assert_eq!(json["error"]["code"], "payload_too_large");
+    // Just under the cap: stored.
+    let mut fits = b"{\"note\":\"".to_vec();
+    fits.resize(haven_gateway::WEBHOOK_MAX_BODY - 2, b'y');
+    fits.extend_from_slice(b"\"}");
+    let fits: &'static [u8] = Box::leak(fits.into_boxed_slice());
+    let (status, json) = gw
+        .post(&headers("orders/create", &sign(fits), "wh-fits"), fits)
+        .await;
+    assert_eq!(status, 200, "{json}");
+
+    // A sender that announces 100 bytes and stops after 10 gets 408, not a held connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"POST /api/webhooks/shopify HTTP/1.1\r\nHost: x\r\nX-Shopify-Hmac-Sha256: AAAA\r\n\
+          Content-Length: 100\r\n\r\n{\"id\":1234",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the gateway held a stalled body open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     gw.stop.fire();
 }
 
@@ -286,12 +474,32 @@ async fn the_oauth_callback_is_public_and_the_rest_needs_a_token() {
     let location = res.headers()["location"].to_str().unwrap();
     assert!(
         location.starts_with(
-            "https://app.example.com/dashboard/settings/integrations?error=shopify_callback_failed&message="
+            "https://app.example.com/dashboard/settings/integrations?error=shopify_callback_failed&reason=unavailable&message="
         ),
         "{location}"
     );
     assert!(!location.contains("secret-code"), "{location}");
     assert_eq!(res.headers()["cache-control"], "no-store");
+
+    // An unknown provider, with a forged log line in it, is not repeated back to the app.
+    let res = gw
+        .http
+        .get(format!(
+            "{}/api/integrations/Visit%20evil.example%0d%0aINFO%20forged/callback?state=s",
+            gw.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let location = res.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(
+            "https://app.example.com/dashboard/settings/integrations?error=callback_failed&reason=unknown_provider&message="
+        ),
+        "{location}"
+    );
+    assert!(!location.to_lowercase().contains("evil"), "{location}");
 
     for (method, path) in [
         (reqwest::Method::GET, "/api/integrations"),
