@@ -21,6 +21,7 @@ fn denied(err: &AuthError) -> bool {
         AuthError::PermissionDenied(_) => true,
         AuthError::Missing
         | AuthError::NotBearer
+        | AuthError::TooLarge
         | AuthError::Malformed(_)
         | AuthError::Expired
         | AuthError::BadSignature
@@ -187,7 +188,7 @@ where
                 Either::Right(self.inner.call(req))
             }
             Err(err) => {
-                tracing::info!(path = %req.uri().path(), error = %err, "request rejected");
+                tracing::info!(path = ?req.uri().path(), error = %err, "request rejected");
                 Either::Left(ready(Ok(self.reject.reject(err))))
             }
         }

@@ -1,12 +1,25 @@
 use std::fmt;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use crate::claims::{Claims, ISSUER, Principal};
+use crate::claims::{
+    AUDIENCE_INTERNAL, AUDIENCE_USERS, Claims, ISSUER, Principal, Role, TenantScope,
+};
 
 /// HS256 keys shorter than the hash output weaken the MAC (RFC 7518 §3.2).
 pub const MIN_SECRET_LEN: usize = 32;
+
+/// The longest `exp - iat` accepted unless configured otherwise (`HAVEN_JWT_MAX_TTL`).
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest `authorization` header read. Real tokens are well under 2 KiB; a larger one is
+/// refused here instead of travelling on as gRPC metadata that an upstream would refuse.
+pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY: u64 = 30;
 
 /// Why a caller was not let in. Each variant says what to fix; none echoes the token.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -15,6 +28,8 @@ pub enum AuthError {
     Missing,
     #[error("authorization header must be `Bearer <JWT>`")]
     NotBearer,
+    #[error("authorization header is longer than {MAX_AUTHORIZATION_LEN} bytes")]
+    TooLarge,
     #[error("malformed token: {0}")]
     Malformed(String),
     #[error("token expired")]
@@ -37,6 +52,7 @@ pub enum AuthError {
 pub struct Verifier {
     hs256: Option<DecodingKey>,
     rs256: Option<DecodingKey>,
+    max_ttl: Duration,
 }
 
 impl fmt::Debug for Verifier {
@@ -44,6 +60,7 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("hs256", &self.hs256.as_ref().map(|_| "[redacted]"))
             .field("rs256", &self.rs256.is_some())
+            .field("max_ttl", &self.max_ttl)
             .finish()
     }
 }
@@ -55,7 +72,24 @@ impl Verifier {
         Ok(Verifier {
             hs256: Some(DecodingKey::from_secret(secret)),
             rs256: None,
+            max_ttl: DEFAULT_MAX_TTL,
         })
+    }
+
+    /// A verifier for RS256 tokens only: a process that holds this cannot mint any token.
+    pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        Verifier {
+            hs256: None,
+            rs256: None,
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+        .with_rs256_pem(pem)
+    }
+
+    /// Refuse tokens whose `exp - iat` is longer than `max_ttl`.
+    pub fn with_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
     }
 
     /// Also accept RS256 tokens signed by the holder of this public key (PEM).
@@ -69,6 +103,9 @@ impl Verifier {
     /// Verifies an `authorization` header value.
     pub fn verify_header(&self, value: Option<&http::HeaderValue>) -> Result<Principal, AuthError> {
         let value = value.ok_or(AuthError::Missing)?;
+        if value.len() > MAX_AUTHORIZATION_LEN {
+            return Err(AuthError::TooLarge);
+        }
         let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
         let token = value
             .strip_prefix("Bearer ")
@@ -91,15 +128,54 @@ impl Verifier {
         }
         .ok_or_else(|| AuthError::UnsupportedAlgorithm(format!("{:?}", header.alg)))?;
         let mut validation = Validation::new(header.alg);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY;
+        validation.validate_nbf = true;
         validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map_err(|e| map_error(e.kind()))?;
-        if data.claims.roles.is_empty() {
-            return Err(AuthError::InvalidClaims("roles must not be empty".into()));
+        validation.set_audience(&[AUDIENCE_USERS, AUDIENCE_INTERNAL]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| map_error(e.kind()))?
+            .claims;
+        self.check(&claims, jsonwebtoken::get_current_timestamp())?;
+        Ok(claims.into_principal())
+    }
+
+    /// The rules jsonwebtoken does not know: a bounded lifetime, `iat` not in the future,
+    /// and an audience and scope that fit the roles.
+    fn check(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
+        let invalid = |m: &str| Err(AuthError::InvalidClaims(m.to_owned()));
+        if claims.roles.is_empty() {
+            return invalid("roles must not be empty");
         }
-        Ok(data.claims.into_principal())
+        if claims.iat > now.saturating_add(LEEWAY) {
+            return invalid("iat is in the future");
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_ttl.as_secs() {
+            return Err(AuthError::InvalidClaims(format!(
+                "the token lives longer (exp - iat) than the {} s this deployment accepts (HAVEN_JWT_MAX_TTL)",
+                self.max_ttl.as_secs()
+            )));
+        }
+        let service = claims.roles.contains(&Role::Service);
+        let person = claims
+            .roles
+            .iter()
+            .any(|r| matches!(r, Role::User | Role::Admin));
+        if service && person {
+            return invalid("role service cannot be combined with user or admin");
+        }
+        if service && !claims.aud.contains(AUDIENCE_INTERNAL) {
+            return invalid("service tokens must have the audience haven-internal");
+        }
+        if person && !claims.aud.contains(AUDIENCE_USERS) {
+            return invalid("user and admin tokens must have the audience haven-users");
+        }
+        match claims.scope {
+            TenantScope::AllTenants if !service => {
+                invalid("scope all_tenants is for service tokens only")
+            }
+            TenantScope::AllTenants | TenantScope::Tenant => Ok(()),
+        }
     }
 }
 
@@ -124,7 +200,12 @@ fn map_error(kind: &ErrorKind) -> AuthError {
         ErrorKind::MissingRequiredClaim(c) => {
             AuthError::InvalidClaims(format!("missing claim `{c}`"))
         }
-        ErrorKind::ImmatureSignature => AuthError::InvalidClaims("token not valid yet".into()),
+        ErrorKind::ImmatureSignature => {
+            AuthError::InvalidClaims("token not valid yet (nbf)".into())
+        }
+        ErrorKind::InvalidAudience => {
+            AuthError::InvalidClaims("audience is neither haven-users nor haven-internal".into())
+        }
         ErrorKind::Json(e) => AuthError::Malformed(format!("claims are not valid: {e}")),
         ErrorKind::InvalidToken => AuthError::Malformed("expected three base64url segments".into()),
         ErrorKind::Base64(_) => AuthError::Malformed("a segment is not base64url".into()),

@@ -6,7 +6,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use haven_auth::{
-    AuthError, AuthLayer, Claims, GrpcRejection, JsonRejection, Minter, Principal, Role, Verifier,
+    AuthError, AuthLayer, Claims, GrpcRejection, JsonRejection, Minter, Principal, Role,
+    TenantScope, Verifier,
 };
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{Layer, ServiceExt, service_fn};
@@ -36,7 +37,8 @@ fn valid_token_yields_principal() {
         Principal {
             tenant_id: Uuid::from_u128(7),
             user_id: "user-1".into(),
-            roles: vec![Role::User]
+            roles: vec![Role::User],
+            scope: TenantScope::Tenant,
         }
     );
 }
@@ -258,4 +260,144 @@ async fn optional_paths_pass_without_a_token_but_verify_one_that_is_sent() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Signs any JSON body with HS256, for claims our own `Claims` would never produce.
+fn mint_json(body: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        body,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn body(roles: &[&str], aud: &str) -> serde_json::Value {
+    serde_json::json!({
+        "sub": "x", "tid": Uuid::from_u128(7), "roles": roles, "iss": "haven",
+        "aud": aud, "iat": now(), "exp": now() + 60,
+    })
+}
+
+fn invalid(verifier: &Verifier, token: &str, expected: &str) {
+    match verifier.verify(token) {
+        Err(AuthError::InvalidClaims(m)) => assert!(m.contains(expected), "{m}"),
+        other => panic!("expected InvalidClaims({expected}), got {other:?}"),
+    }
+}
+
+#[test]
+fn time_claims_are_checked() {
+    let verifier = Verifier::hs256(SECRET).unwrap();
+    // Not valid before an hour from now.
+    let mut b = body(&["user"], "haven-users");
+    b["nbf"] = (now() + 3600).into();
+    invalid(&verifier, &mint_json(&b), "not valid yet");
+    // Issued in the future.
+    let mut b = body(&["user"], "haven-users");
+    b["iat"] = (now() + 3600).into();
+    b["exp"] = (now() + 7200).into();
+    invalid(&verifier, &mint_json(&b), "iat is in the future");
+    // Valid for ever.
+    let mut b = body(&["user"], "haven-users");
+    b["exp"] = u64::MAX.into();
+    invalid(&verifier, &mint_json(&b), "HAVEN_JWT_MAX_TTL");
+    // A deployment's own bound.
+    let short = Verifier::hs256(SECRET)
+        .unwrap()
+        .with_max_ttl(Duration::from_secs(600));
+    let token = mint(SECRET, &claims(Duration::from_secs(3600)));
+    invalid(&short, &token, "HAVEN_JWT_MAX_TTL");
+    assert!(verifier.verify(&token).is_ok());
+    // No iat at all.
+    let mut b = body(&["user"], "haven-users");
+    b.as_object_mut().unwrap().remove("iat");
+    assert!(matches!(
+        verifier.verify(&mint_json(&b)),
+        Err(AuthError::Malformed(_))
+    ));
+}
+
+#[test]
+fn oversize_authorization_headers_are_refused_before_decoding() {
+    let verifier = Verifier::hs256(SECRET).unwrap();
+    let huge = format!("Bearer {}", "a".repeat(100 * 1024));
+    assert_eq!(
+        verifier.verify_header(Some(&HeaderValue::from_str(&huge).unwrap())),
+        Err(AuthError::TooLarge)
+    );
+}
+
+#[test]
+fn audiences_and_scopes_fit_the_roles() {
+    let verifier = Verifier::hs256(SECRET).unwrap();
+    // Minted tokens carry the audience their roles call for.
+    let service = Claims::new(
+        Uuid::from_u128(2),
+        "svc",
+        vec![Role::Service],
+        Duration::from_secs(60),
+    );
+    assert!(service.aud.contains("haven-internal"));
+    let p = verifier.verify(&mint(SECRET, &service)).unwrap();
+    assert_eq!(p.scope, TenantScope::Tenant);
+    assert!(p.may_act_for(Uuid::from_u128(2)));
+    assert!(!p.may_act_for(Uuid::from_u128(1)));
+    let all = verifier
+        .verify(&mint(SECRET, &service.clone().for_all_tenants()))
+        .unwrap();
+    assert!(all.may_act_for(Uuid::from_u128(1)));
+
+    invalid(
+        &verifier,
+        &mint_json(&body(&["service"], "haven-users")),
+        "haven-internal",
+    );
+    invalid(
+        &verifier,
+        &mint_json(&body(&["user"], "haven-internal")),
+        "haven-users",
+    );
+    invalid(
+        &verifier,
+        &mint_json(&body(&["admin", "service"], "haven-internal")),
+        "cannot be combined",
+    );
+    let mut b = body(&["user"], "haven-users");
+    b["scope"] = "all_tenants".into();
+    invalid(&verifier, &mint_json(&b), "service tokens only");
+    invalid(
+        &verifier,
+        &mint_json(&body(&["user"], "someone-else")),
+        "audience",
+    );
+    // No audience at all (a token from before audiences existed).
+    let mut b = body(&["user"], "haven-users");
+    b.as_object_mut().unwrap().remove("aud");
+    assert!(verifier.verify(&mint_json(&b)).is_err());
+    // An array audience is fine.
+    let mut b = body(&["user"], "haven-users");
+    b["aud"] = serde_json::json!(["haven-users", "elsewhere"]);
+    assert!(verifier.verify(&mint_json(&b)).is_ok());
+}
+
+#[test]
+fn a_verification_only_process_needs_no_secret() {
+    let public = include_bytes!("fixtures/test-rs256-public.pem");
+    let verifier = Verifier::rs256_pem(public).unwrap();
+    // HS256 is not accepted at all where no secret is configured.
+    assert!(matches!(
+        verifier.verify(&mint(SECRET, &claims(Duration::from_secs(60)))),
+        Err(AuthError::UnsupportedAlgorithm(_))
+    ));
+    let args = haven_auth::AuthArgs {
+        jwt_secret: None,
+        jwt_public_key_file: None,
+        jwt_max_ttl: haven_auth::DEFAULT_MAX_TTL,
+    };
+    assert!(matches!(args.verifier(), Err(AuthError::Config(_))));
 }

@@ -39,6 +39,23 @@ pub fn token_for(tenant: Uuid, user: &str, roles: &[Role]) -> String {
         .unwrap_or_else(|e| panic!("testkit: cannot mint a token: {e}"))
 }
 
+/// A service token valid for every tenant (the explicit all-tenants scope), for `user`.
+pub fn all_tenants_token(user: &str) -> String {
+    Minter::hs256(JWT_SECRET.as_bytes())
+        .and_then(|m| {
+            m.mint(
+                &Claims::new(
+                    Uuid::nil(),
+                    user.to_owned(),
+                    vec![Role::Service],
+                    Duration::from_secs(3600),
+                )
+                .for_all_tenants(),
+            )
+        })
+        .unwrap_or_else(|e| panic!("testkit: cannot mint a token: {e}"))
+}
+
 /// `msg` as a gRPC request carrying `token` as its bearer.
 pub fn request<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);

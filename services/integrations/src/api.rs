@@ -102,13 +102,34 @@ impl IntegrationsService for Api {
         let principal = principal_of(&request)?;
         let r = request.get_ref();
         let provider = parse_provider(&r.provider)?;
-        let (url, expires) = self
+        let begun = self
             .core
             .begin_oauth(&principal, provider, &r.shop, &r.redirect_uri)
             .await?;
         Ok(Response::new(pb::BeginOAuthResponse {
-            authorize_url: url,
-            state_expires_at: Some(timestamp(expires)),
+            authorize_url: begun.start_url,
+            state_expires_at: Some(timestamp(begun.state_expires_at)),
+            start_expires_at: Some(timestamp(begun.start_expires_at)),
+        }))
+    }
+
+    async fn start_o_auth(
+        &self,
+        request: Request<pb::StartOAuthRequest>,
+    ) -> Result<Response<pb::StartOAuthResponse>, Status> {
+        let r = request.into_inner();
+        let provider = parse_provider(&r.provider)?;
+        let started = self
+            .core
+            .start_oauth(provider, &r.ticket)
+            .await
+            .inspect_err(
+                |e| tracing::info!(provider = provider.as_str(), error = %e, "OAuth start refused"),
+            )?;
+        Ok(Response::new(pb::StartOAuthResponse {
+            authorize_url: started.authorize_url,
+            browser_binding: started.browser_binding,
+            state_expires_at: Some(timestamp(started.state_expires_at)),
         }))
     }
 
@@ -122,11 +143,11 @@ impl IntegrationsService for Api {
         let provider = parse_provider(&r.provider)?;
         let row = self
             .core
-            .complete_oauth(principal.as_ref(), provider, query)
+            .complete_oauth(principal.as_ref(), provider, query, &r.browser_binding)
             .await
-            .inspect_err(
-                |e| tracing::info!(provider = %r.provider, error = %e, "OAuth callback rejected"),
-            )?;
+            .inspect_err(|e| {
+                tracing::info!(provider = provider.as_str(), error = %e, "OAuth callback rejected")
+            })?;
         Ok(Response::new(pb::Integration::from(&row)))
     }
 
@@ -169,6 +190,11 @@ impl IntegrationsService for Api {
             .tenant_id
             .parse()
             .map_err(|_| Status::invalid_argument("tenant_id: must be a UUID"))?;
+        if !principal.may_act_for(tenant) {
+            return Err(Status::permission_denied(
+                "tenant_id: this service token is limited to its own tenant; mint one for this tenant or with the all-tenants scope",
+            ));
+        }
         let min_valid = match r.min_valid_seconds {
             0 => DEFAULT_MIN_VALID,
             s if s > 86_400 => {
@@ -180,7 +206,7 @@ impl IntegrationsService for Api {
         };
         let provider = parse_provider(&r.provider)?;
         let token = self.core.access_token(tenant, provider, min_valid).await?;
-        tracing::info!(%tenant, provider = %r.provider, caller = %principal.user_id, "access token handed out");
+        tracing::info!(%tenant, provider = provider.as_str(), caller = ?principal.user_id, "access token handed out");
         Ok(Response::new(pb::GetAccessTokenResponse {
             access_token: token.token.expose().to_owned(),
             expires_at: token.expires_at.map(timestamp),

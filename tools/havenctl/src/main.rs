@@ -29,7 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a signed JWT that the services accept (for dev and tests).
+    /// Print a signed JWT that the services accept (for dev and tests). Tokens with role
+    /// user or admin get the audience haven-users; role service gets haven-internal and is
+    /// limited to --tenant unless --all-tenants is given.
     Token {
         /// Tenant the token acts for.
         #[arg(long)]
@@ -40,9 +42,12 @@ enum Command {
         /// user, admin or service; repeat for several.
         #[arg(long = "role", required = true)]
         roles: Vec<Role>,
-        /// Lifetime, e.g. 1h, 30m, 7d.
+        /// Lifetime, e.g. 1h, 30m, 7d (at most the services' HAVEN_JWT_MAX_TTL, 30d by default).
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// A service token valid for every tenant (role service only).
+        #[arg(long)]
+        all_tenants: bool,
         /// The shared HS256 secret.
         #[arg(long = "jwt-secret", env = "HAVEN_JWT_SECRET", hide_env_values = true, value_parser = haven_auth::parse_secret)]
         jwt_secret: secrecy::SecretString,
@@ -106,10 +111,21 @@ async fn main() -> anyhow::Result<()> {
             user,
             roles,
             ttl,
+            all_tenants,
             jwt_secret,
         } => {
+            if all_tenants && roles.iter().any(|r| *r != Role::Service) {
+                anyhow::bail!("--all-tenants is for tokens with role service only");
+            }
+            if roles.contains(&Role::Service) && roles.len() > 1 {
+                anyhow::bail!("role service cannot be combined with user or admin");
+            }
             let minter = Minter::hs256(jwt_secret.expose_secret().as_bytes())?;
-            println!("{}", minter.mint(&Claims::new(tenant, user, roles, ttl))?);
+            let mut claims = Claims::new(tenant, user, roles, ttl);
+            if all_tenants {
+                claims = claims.for_all_tenants();
+            }
+            println!("{}", minter.mint(&claims)?);
         }
         Command::Seed {
             tenant,
