@@ -1,11 +1,13 @@
 //! Logs, traces and metrics, set up the same way in every Haven binary.
 //!
-//! - logs: `tracing` to stderr, JSON when `HAVEN_LOG_FORMAT=json`;
+//! - logs: `tracing` to stderr, one line per event (control characters in values escaped),
+//!   JSON when `HAVEN_LOG_FORMAT=json`;
 //! - traces: OpenTelemetry spans, exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT`
 //!   is set, with W3C trace context carried through gRPC metadata, HTTP and NATS headers;
 //! - metrics: a process-wide Prometheus recorder rendered at `/metrics`.
 
 mod metrics_layer;
+mod one_line;
 mod propagation;
 
 use std::sync::OnceLock;
@@ -21,6 +23,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use metrics_layer::{MetricsLayer, MetricsService};
+pub use one_line::{OneLine, OneLineWriter, escape_controls};
 pub use propagation::{
     HeaderExtractor, HeaderInjector, MetadataInjector, TraceContextLayer, TraceContextService,
     extract_context, inject_context, inject_current, set_parent_from,
@@ -106,8 +109,10 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
             .with_writer(std::io::stderr)
             .boxed()
     } else {
+        // No colour codes: the writer escapes every control character, ESC included.
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_writer(OneLine(std::io::stderr))
             .boxed()
     };
     tracing_subscriber::registry()
