@@ -1,8 +1,12 @@
 //! The integrations settings page and the setup wizard (README, "Integrations"), backed by the
 //! integrations service:
 //! - `GET /api/integrations`: every provider with the tenant's connection, by setup order;
-//! - `GET /api/integrations/{provider}/install?shop=`: a 302 to the provider's consent page;
-//! - `GET /api/integrations/{provider}/callback` (public): a 302 back to the web app;
+//! - `GET /api/integrations/{provider}/install?shop=`: the one-time start link, as a 302 or,
+//!   with `Accept: application/json`, as `{"authorize_url": …}` for a page to navigate to;
+//! - `GET /api/integrations/{provider}/start?ticket=` (public): binds the attempt to this
+//!   browser with an HttpOnly cookie and redirects to the provider's consent page;
+//! - `GET /api/integrations/{provider}/callback` (public): a 302 back to the web app, only
+//!   for the browser carrying the start link's cookie;
 //! - `POST /api/integrations/{provider}/connect` `{apiKey}`; `DELETE /api/integrations/{provider}`;
 //! - `GET /api/settings/setup-progress`, `PATCH /api/settings/setup-progress/{step}` `{status}`.
 //!
@@ -45,7 +49,9 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// Routes a browser reaches without our token.
 pub fn public_routes() -> Router<Arc<AppState>> {
-    Router::new().route("/integrations/{provider}/callback", get(callback))
+    Router::new()
+        .route("/integrations/{provider}/start", get(start))
+        .route("/integrations/{provider}/callback", get(callback))
 }
 
 fn client(state: &AppState) -> IntegrationsServiceClient<Channel> {
@@ -260,6 +266,9 @@ async fn install(
         ))
         .await?
         .into_inner();
+    if wants_json(&headers) {
+        return Ok(Json(json!({ "authorize_url": begun.authorize_url })).into_response());
+    }
     let location = HeaderValue::from_str(&begun.authorize_url).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -268,6 +277,134 @@ async fn install(
         )
     })?;
     Ok(redirect(location))
+}
+
+/// Whether the caller asked for JSON (a page's `fetch`) rather than a redirect (a navigation).
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}
+
+/// The cookie that binds an OAuth attempt to the browser that opened its start link.
+fn binding_cookie_name(provider: Provider) -> String {
+    format!("haven_oauth_{}", provider.as_str())
+}
+
+/// Whether the browser reached us on a loopback host, where a `Secure` cookie could not be
+/// set over plain HTTP in development.
+fn on_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `Set-Cookie` for the binding: HttpOnly, SameSite=Lax (the provider's redirect back is a
+/// top-level navigation, which carries it), only sent to this provider's callback, Secure
+/// outside loopback, gone when the state expires.
+fn binding_cookie(provider: Provider, value: &str, max_age: i64, secure: bool) -> String {
+    format!(
+        "{}={value}; Path=/api/integrations/{}/callback; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        binding_cookie_name(provider),
+        provider.as_str(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The binding cookie's value from the `Cookie` header, if the browser sent one.
+fn binding_from(headers: &HeaderMap, provider: Provider) -> Option<String> {
+    let name = binding_cookie_name(provider);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The start link: uses up its ticket, sets the binding cookie in this browser and sends it on
+/// to the provider. Any failure goes back to the app with our own words.
+async fn start(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let Ok(known) = Provider::parse(&provider) else {
+        return app_redirect(&state, None, Err(CallbackFailure::UnknownProvider));
+    };
+    let ticket = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "ticket")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let started = client(&state)
+        .start_o_auth(pb::StartOAuthRequest {
+            provider: known.as_str().to_owned(),
+            ticket,
+        })
+        .await;
+    let started = match started {
+        Ok(started) => started.into_inner(),
+        Err(status) => {
+            tracing::warn!(provider = known.as_str(), code = ?status.code(), message = status.message(), "OAuth start refused");
+            return app_redirect(
+                &state,
+                Some(known),
+                Err(CallbackFailure::from_code(status.code())),
+            );
+        }
+    };
+    let max_age = started
+        .state_expires_at
+        .map(|t| t.seconds - chrono::Utc::now().timestamp())
+        .unwrap_or(600)
+        .clamp(1, 600);
+    let cookie = binding_cookie(
+        known,
+        &started.browser_binding,
+        max_age,
+        !on_loopback(&headers),
+    );
+    match (
+        HeaderValue::from_str(&started.authorize_url),
+        HeaderValue::from_str(&cookie),
+    ) {
+        (Ok(location), Ok(cookie)) => {
+            let mut response = redirect(location);
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        _ => app_redirect(&state, Some(known), Err(CallbackFailure::Failed)),
+    }
+}
+
+/// A redirect back to the app's integrations page.
+fn app_redirect(
+    state: &AppState,
+    provider: Option<Provider>,
+    outcome: Result<(), CallbackFailure>,
+) -> Response {
+    let location = callback_redirect(&state.app_url, provider, outcome);
+    match HeaderValue::from_str(&location) {
+        Ok(location) => redirect(location),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot build the redirect back to the app",
+        )
+        .into_response(),
+    }
 }
 
 fn redirect(location: HeaderValue) -> Response {
@@ -293,22 +430,90 @@ pub fn encode_component(s: &str) -> String {
     out
 }
 
+/// Why a callback failed, as the web app is told: a fixed code and a message we wrote. The
+/// service's own message can quote the provider's `error_description` or the URL, which are
+/// anyone's text; it goes to the log, never into the app's address bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackFailure {
+    UnknownProvider,
+    Malformed,
+    NotVerified,
+    NotGranted,
+    Unavailable,
+    Failed,
+}
+
+impl CallbackFailure {
+    pub fn from_code(code: tonic::Code) -> Self {
+        use tonic::Code;
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => CallbackFailure::Malformed,
+            Code::PermissionDenied | Code::Unauthenticated | Code::NotFound => {
+                CallbackFailure::NotVerified
+            }
+            Code::FailedPrecondition | Code::Aborted => CallbackFailure::NotGranted,
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
+                CallbackFailure::Unavailable
+            }
+            _ => CallbackFailure::Failed,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            CallbackFailure::UnknownProvider => "unknown_provider",
+            CallbackFailure::Malformed => "malformed_callback",
+            CallbackFailure::NotVerified => "not_verified",
+            CallbackFailure::NotGranted => "not_granted",
+            CallbackFailure::Unavailable => "unavailable",
+            CallbackFailure::Failed => "failed",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            CallbackFailure::UnknownProvider => "This integration is not one Haven knows.",
+            CallbackFailure::Malformed => {
+                "The provider's answer was incomplete or malformed. Start connecting again."
+            }
+            CallbackFailure::NotVerified => {
+                "This connection could not be verified: the link expired, was already used, or was opened in another browser. Start connecting again."
+            }
+            CallbackFailure::NotGranted => {
+                "Access was not granted. Start connecting again and approve the request."
+            }
+            CallbackFailure::Unavailable => {
+                "The integration service is busy or unreachable. Try again in a minute."
+            }
+            CallbackFailure::Failed => {
+                "The connection could not be completed. Try again; if it keeps failing, contact support."
+            }
+        }
+    }
+}
+
 /// Where the callback sends the browser: the integrations settings page with
-/// `success={provider}_connected`, or `error={provider}_callback_failed&message=…`.
-pub fn callback_redirect(app_url: &str, provider: &str, outcome: Result<(), &str>) -> String {
+/// `success={provider}_connected`, or `error={provider}_callback_failed&reason=…&message=…`
+/// (`error=callback_failed` when the provider is not one we know). Nothing in it is the
+/// caller's text.
+pub fn callback_redirect(
+    app_url: &str,
+    provider: Option<Provider>,
+    outcome: Result<(), CallbackFailure>,
+) -> String {
     let page = format!(
         "{}/dashboard/settings/integrations",
         app_url.trim_end_matches('/')
     );
+    let prefix = provider
+        .map(|p| format!("{}_", p.as_str()))
+        .unwrap_or_default();
     match outcome {
-        Ok(()) => format!(
-            "{page}?success={}",
-            encode_component(&format!("{provider}_connected"))
-        ),
-        Err(message) => format!(
-            "{page}?error={}&message={}",
-            encode_component(&format!("{provider}_callback_failed")),
-            encode_component(message)
+        Ok(()) => format!("{page}?success={prefix}connected"),
+        Err(failure) => format!(
+            "{page}?error={prefix}callback_failed&reason={}&message={}",
+            failure.reason(),
+            encode_component(failure.message())
         ),
     }
 }
@@ -333,40 +538,40 @@ async fn callback(
     Path(provider): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let checked = parse_provider(&provider)
-        .map_err(|e| e.message)
-        .and_then(|p| Ok((p, callback_query(raw.as_deref())?)));
-    let outcome = match checked {
-        Err(message) => Err(message),
-        Ok((checked, query)) => client(&state)
+    let known = Provider::parse(&provider).ok();
+    let outcome = match (known, callback_query(raw.as_deref())) {
+        (None, _) => Err(CallbackFailure::UnknownProvider),
+        (Some(_), Err(_)) => Err(CallbackFailure::Malformed),
+        (Some(checked), Ok(query)) => client(&state)
             .complete_o_auth(upstream::request(
                 &headers,
                 pb::CompleteOAuthRequest {
                     provider: checked.as_str().to_owned(),
                     query,
+                    browser_binding: binding_from(&headers, checked).unwrap_or_default(),
                 },
             ))
             .await
             .map(|_| ())
             .map_err(|status| {
-                tracing::warn!(%provider, code = ?status.code(), "OAuth callback failed");
-                ApiError::from(status).message
+                tracing::warn!(
+                    provider = checked.as_str(),
+                    code = ?status.code(),
+                    message = status.message(),
+                    "OAuth callback failed"
+                );
+                CallbackFailure::from_code(status.code())
             }),
     };
-    let location = callback_redirect(
-        &state.app_url,
-        &provider,
-        outcome.as_ref().map(|_| ()).map_err(String::as_str),
-    );
-    match HeaderValue::from_str(&location) {
-        Ok(location) => redirect(location),
-        Err(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "cannot build the redirect back to the app",
-        )
-        .into_response(),
+    let mut response = app_redirect(&state, known, outcome);
+    // The binding has done its work (or failed): the browser forgets it either way.
+    if let Some(provider) = known
+        && let Ok(clear) =
+            HeaderValue::from_str(&binding_cookie(provider, "", 0, !on_loopback(&headers)))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, clear);
     }
+    response
 }
 
 /// `{ "apiKey": "..." }`. No `Debug`: it holds the key.
@@ -835,24 +1040,33 @@ mod tests {
     }
 
     #[test]
-    fn callback_redirects_are_encoded() {
+    fn callback_redirects_carry_our_words_only() {
         assert_eq!(
-            callback_redirect("https://app.example.com/", "shopify", Ok(())),
+            callback_redirect("https://app.example.com/", Some(Provider::Shopify), Ok(())),
             "https://app.example.com/dashboard/settings/integrations?success=shopify_connected"
         );
+        let failed = callback_redirect(
+            "http://localhost:3000",
+            Some(Provider::Pinterest),
+            Err(CallbackFailure::from_code(tonic::Code::FailedPrecondition)),
+        );
+        assert!(
+            failed.starts_with(
+                "http://localhost:3000/dashboard/settings/integrations?error=pinterest_callback_failed&reason=not_granted&message=Access%20was%20not%20granted"
+            ),
+            "{failed}"
+        );
+        // An unknown provider is not repeated back.
         assert_eq!(
             callback_redirect(
                 "http://localhost:3000",
-                "pinterest",
-                Err("state: expired & used; see https://x.y/?a=b#c")
+                None,
+                Err(CallbackFailure::UnknownProvider)
             ),
-            "http://localhost:3000/dashboard/settings/integrations?error=pinterest_callback_failed&message=state%3A%20expired%20%26%20used%3B%20see%20https%3A%2F%2Fx.y%2F%3Fa%3Db%23c"
-        );
-        // A hostile provider path cannot add parameters or leave the page.
-        let hostile = callback_redirect("http://localhost:3000", "x&success=y#z", Ok(()));
-        assert_eq!(
-            hostile,
-            "http://localhost:3000/dashboard/settings/integrations?success=x%26success%3Dy%23z_connected"
+            format!(
+                "http://localhost:3000/dashboard/settings/integrations?error=callback_failed&reason=unknown_provider&message={}",
+                encode_component(CallbackFailure::UnknownProvider.message())
+            )
         );
         assert_eq!(encode_component("é ☕"), "%C3%A9%20%E2%98%95");
     }

@@ -130,6 +130,14 @@ impl Core {
         )
     }
 
+    /// The gateway's one-time start link (before its `?ticket=`).
+    pub fn start_url(&self, provider: Provider) -> String {
+        format!(
+            "{}/api/integrations/{provider}/start",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+
     /// Where Shopify delivers webhooks.
     pub fn webhook_address(&self) -> String {
         format!(

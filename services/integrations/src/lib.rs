@@ -37,6 +37,8 @@ pub const SCHEMA: &str = "integrations";
 
 /// Full gRPC path of CompleteOAuth, which the browser's callback reaches without our token.
 const COMPLETE_OAUTH_PATH: &str = "/haven.integrations.v1.IntegrationsService/CompleteOAuth";
+/// Opened by a browser through the gateway's start link: its single-use ticket authenticates it.
+const START_OAUTH_PATH: &str = "/haven.integrations.v1.IntegrationsService/StartOAuth";
 
 /// The streams this service writes to or reads from, ensured at start-up.
 pub fn streams() -> Vec<StreamSpec> {
@@ -143,7 +145,7 @@ pub async fn serve(
     }
     let result = base
         .grpc()
-        .optional_auth(&[COMPLETE_OAUTH_PATH])
+        .optional_auth(&[COMPLETE_OAUTH_PATH, START_OAUTH_PATH])
         .add_service(IntegrationsServiceServer::new(api::Api::new(core)))
         .serve(listener, token.clone())
         .await;

@@ -15,6 +15,7 @@ use haven_vault::{CredentialKind, Owner};
 use rand::RngCore;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::core::{Core, wrong_auth};
 use crate::error::{Error, Result};
@@ -25,6 +26,9 @@ use crate::store::{self, IntegrationRow};
 
 /// How long a user has to finish authorizing.
 pub const STATE_TTL: Duration = Duration::from_secs(600);
+/// How long the start link works (once): enough for a page to navigate to it at once, too
+/// short to be passed on to someone else.
+pub const START_TTL: Duration = Duration::from_secs(60);
 /// Oldest Shopify callback timestamp accepted (and furthest in the future, for clock skew).
 pub const SHOPIFY_CALLBACK_MAX_AGE: i64 = 90;
 
@@ -32,15 +36,43 @@ fn hash(state: &str) -> Vec<u8> {
     Sha256::digest(state.as_bytes()).to_vec()
 }
 
+/// 256 random bits, base64url: states, start tickets and browser bindings.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn after(ttl: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(1))
+}
+
+/// Where StartOAuth sends the browser, and what the gateway sets as its cookie.
+#[derive(Debug)]
+pub struct Started {
+    pub authorize_url: String,
+    pub browser_binding: String,
+    pub state_expires_at: DateTime<Utc>,
+}
+
+/// What BeginOAuth hands out: the gateway's one-time start link.
+#[derive(Debug)]
+pub struct Begun {
+    pub start_url: String,
+    pub state_expires_at: DateTime<Utc>,
+    pub start_expires_at: DateTime<Utc>,
+}
+
 impl Core {
-    /// Creates a single-use state and returns the provider's authorize URL with its expiry.
+    /// Creates a single-use state and returns the one-time start link that binds it to the
+    /// browser that opens it. The state that travels to the provider is only made then.
     pub async fn begin_oauth(
         &self,
         principal: &Principal,
         provider: Provider,
         shop: &str,
         redirect_uri: &str,
-    ) -> Result<(String, DateTime<Utc>)> {
+    ) -> Result<Begun> {
         let info = registry::info(provider);
         if info.auth != Auth::OAuth {
             return Err(wrong_auth(&info));
@@ -77,9 +109,9 @@ impl Core {
             | Provider::Resend
             | Provider::SkyPilot => return Err(wrong_auth(&info)),
         };
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let state = URL_SAFE_NO_PAD.encode(bytes);
+        // A placeholder state, never revealed: StartOAuth replaces it.
+        let placeholder = random_token();
+        let ticket = random_token();
         let sealed_verifier = verifier.as_ref().map(|v| {
             self.ring.seal(
                 v,
@@ -90,12 +122,12 @@ impl Core {
                 },
             )
         });
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(STATE_TTL).unwrap_or(chrono::Duration::minutes(10));
+        let expires_at = after(STATE_TTL);
+        let start_expires_at = after(START_TTL);
         store::insert_state(
             &self.pool,
             &store::NewState {
-                hash: &hash(&state),
+                hash: &hash(&placeholder),
                 tenant: principal.tenant_id,
                 user: &principal.user_id,
                 provider,
@@ -103,6 +135,8 @@ impl Core {
                 redirect_uri: &callback,
                 verifier: sealed_verifier.as_ref(),
                 expires_at,
+                ticket_hash: &hash(&ticket),
+                ticket_expires_at: start_expires_at,
             },
         )
         .await?;
@@ -111,19 +145,89 @@ impl Core {
         let status = machine::next(current.status, Event::ConnectAttempt);
         store::set_status(&mut tx, current.id, status).await?;
         tx.commit().await?;
-        let url = match shop {
-            Some(shop) => self
-                .providers
-                .shopify
-                .authorize_url(shop.as_str(), &state, &callback),
-            None => {
-                let challenge = verifier.as_ref().map(pkce::challenge_s256);
+        Ok(Begun {
+            start_url: format!("{}?ticket={ticket}", self.start_url(provider)),
+            state_expires_at: expires_at,
+            start_expires_at,
+        })
+    }
+
+    /// Uses up a start link's ticket: makes the state that goes to the provider, binds it to
+    /// a new browser secret (the gateway's cookie; only its hash is kept) and returns the
+    /// provider's authorize URL.
+    pub async fn start_oauth(&self, provider: Provider, ticket: &str) -> Result<Started> {
+        if ticket.is_empty() {
+            return Err(Error::invalid("ticket: is required"));
+        }
+        let mut tx = self.pool.begin().await?;
+        let found = store::lock_ticket(&mut tx, &hash(ticket))
+            .await?
+            .ok_or_else(|| Error::PermissionDenied("ticket: unknown start link".into()))?;
+        if found.state.provider != provider {
+            return Err(Error::PermissionDenied(format!(
+                "ticket: this start link is for {}, not {provider}",
+                found.state.provider
+            )));
+        }
+        if found.started_at.is_some() {
+            return Err(Error::PermissionDenied(
+                "ticket: this start link was already used; start connecting again".into(),
+            ));
+        }
+        if found.ticket_expires_at.is_none_or(|t| t <= Utc::now())
+            || found.state.expires_at <= Utc::now()
+            || found.state.consumed_at.is_some()
+        {
+            return Err(Error::PermissionDenied(format!(
+                "ticket: this start link expired ({} s); start connecting again",
+                START_TTL.as_secs()
+            )));
+        }
+        let state = random_token();
+        let binding = random_token();
+        store::start_state(&mut tx, &found.state_hash, &hash(&state), &hash(&binding)).await?;
+        let stored = &found.state;
+        let verifier = match stored.verifier() {
+            Some(sealed) => Some(self.ring.open(
+                &sealed,
+                Owner {
+                    tenant_id: stored.tenant_id,
+                    provider: provider.as_str(),
+                    kind: CredentialKind::PkceVerifier,
+                },
+            )?),
+            None => None,
+        };
+        tx.commit().await?;
+        let callback = &stored.redirect_uri;
+        let authorize_url = match (provider, &stored.shop_domain) {
+            (Provider::Shopify, Some(shop)) => {
+                self.providers.shopify.authorize_url(shop, &state, callback)
+            }
+            (Provider::Pinterest, _) => {
+                let challenge = verifier.as_deref().map(pkce::challenge_s256);
                 self.providers
                     .pinterest
-                    .authorize_url(&state, &callback, challenge.as_deref())
+                    .authorize_url(&state, callback, challenge.as_deref())
             }
+            (Provider::Shopify, None) => {
+                return Err(Error::FailedPrecondition(
+                    "ticket: the stored Shopify state has no shop".into(),
+                ));
+            }
+            (
+                Provider::Klaviyo
+                | Provider::DynamicMockups
+                | Provider::Resend
+                | Provider::SkyPilot,
+                _,
+            ) => return Err(wrong_auth(&registry::info(provider))),
         };
-        Ok((url, expires_at))
+        Ok(Started {
+            authorize_url,
+            browser_binding: binding,
+            state_expires_at: stored.expires_at,
+        })
     }
 
     /// Finishes OAuth from the callback's query. The state authenticates the call; when a
@@ -133,6 +237,7 @@ impl Core {
         principal: Option<&Principal>,
         provider: Provider,
         query: Vec<(String, String)>,
+        browser_binding: &str,
     ) -> Result<IntegrationRow> {
         let info = registry::info(provider);
         let params: BTreeMap<&str, &str> = query
@@ -206,6 +311,17 @@ impl Core {
         if stored.expires_at <= Utc::now() {
             return Err(Error::PermissionDenied(
                 "state: this OAuth state expired (10 minutes); start connecting again".into(),
+            ));
+        }
+        // The browser that opened the start link, and no other, may finish. Checked before
+        // the state is consumed: a callback without the cookie stores nothing.
+        let bound = stored.browser_hash.as_deref().is_some_and(|expected| {
+            !browser_binding.is_empty()
+                && bool::from(expected.ct_eq(hash(browser_binding).as_slice()))
+        });
+        if !bound {
+            return Err(Error::PermissionDenied(
+                "browser: this callback did not come from the browser that started connecting; start again from the integrations page in this browser".into(),
             ));
         }
         let verifier = match stored.verifier() {

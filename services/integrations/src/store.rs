@@ -509,6 +509,8 @@ pub struct OAuthState {
     pub verifier_ciphertext: Option<Vec<u8>>,
     pub expires_at: DateTime<Utc>,
     pub consumed_at: Option<DateTime<Utc>>,
+    /// Hash of the browser binding cookie, set when the start link was opened.
+    pub browser_hash: Option<Vec<u8>>,
 }
 
 impl OAuthState {
@@ -531,6 +533,8 @@ pub struct NewState<'a> {
     pub redirect_uri: &'a str,
     pub verifier: Option<&'a Sealed>,
     pub expires_at: DateTime<Utc>,
+    pub ticket_hash: &'a [u8],
+    pub ticket_expires_at: DateTime<Utc>,
 }
 
 pub async fn insert_state(pool: &PgPool, s: &NewState<'_>) -> Result<()> {
@@ -542,8 +546,8 @@ pub async fn insert_state(pool: &PgPool, s: &NewState<'_>) -> Result<()> {
     .await?;
     sqlx::query!(
         "INSERT INTO integrations.oauth_states (state_hash, tenant_id, user_id, provider, shop_domain, redirect_uri, \
-           verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+           verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at, ticket_hash, ticket_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         s.hash,
         s.tenant,
         s.user,
@@ -553,7 +557,9 @@ pub async fn insert_state(pool: &PgPool, s: &NewState<'_>) -> Result<()> {
         s.verifier.map(|v| v.key_id.as_str()),
         s.verifier.map(|v| v.nonce.as_slice()),
         s.verifier.map(|v| v.ciphertext.as_slice()),
-        s.expires_at
+        s.expires_at,
+        s.ticket_hash,
+        s.ticket_expires_at
     )
     .execute(pool)
     .await?;
@@ -565,12 +571,75 @@ pub async fn lock_state(conn: &mut PgConnection, hash: &[u8]) -> Result<Option<O
     Ok(sqlx::query_as!(
         OAuthState,
         r#"SELECT tenant_id, user_id, provider AS "provider!: StoredProvider", shop_domain, redirect_uri,
-             verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at, consumed_at
+             verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at, consumed_at, browser_hash
            FROM integrations.oauth_states WHERE state_hash = $1 FOR UPDATE"#,
         hash
     )
     .fetch_optional(conn)
     .await?)
+}
+
+/// A state found by its start ticket, with what deciding on the ticket needs.
+#[derive(Debug)]
+pub struct TicketedState {
+    pub state_hash: Vec<u8>,
+    pub state: OAuthState,
+    pub ticket_expires_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Locks a state by its start ticket's hash.
+pub async fn lock_ticket(
+    conn: &mut PgConnection,
+    ticket_hash: &[u8],
+) -> Result<Option<TicketedState>> {
+    let row = sqlx::query!(
+        r#"SELECT state_hash, tenant_id, user_id, provider AS "provider!: StoredProvider", shop_domain, redirect_uri,
+             verifier_key_id, verifier_nonce, verifier_ciphertext, expires_at, consumed_at, browser_hash,
+             ticket_expires_at, started_at
+           FROM integrations.oauth_states WHERE ticket_hash = $1 FOR UPDATE"#,
+        ticket_hash
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| TicketedState {
+        state_hash: r.state_hash,
+        state: OAuthState {
+            tenant_id: r.tenant_id,
+            user_id: r.user_id,
+            provider: r.provider.0,
+            shop_domain: r.shop_domain,
+            redirect_uri: r.redirect_uri,
+            verifier_key_id: r.verifier_key_id,
+            verifier_nonce: r.verifier_nonce,
+            verifier_ciphertext: r.verifier_ciphertext,
+            expires_at: r.expires_at,
+            consumed_at: r.consumed_at,
+            browser_hash: r.browser_hash,
+        },
+        ticket_expires_at: r.ticket_expires_at,
+        started_at: r.started_at,
+    }))
+}
+
+/// Uses up a start ticket: the state gets the hash of the state that will travel to the
+/// provider and of the browser binding.
+pub async fn start_state(
+    conn: &mut PgConnection,
+    old_state_hash: &[u8],
+    new_state_hash: &[u8],
+    browser_hash: &[u8],
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE integrations.oauth_states SET state_hash = $2, browser_hash = $3, started_at = now() \
+         WHERE state_hash = $1",
+        old_state_hash,
+        new_state_hash,
+        browser_hash
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Marks a state used and drops its verifier.

@@ -39,9 +39,9 @@ pub fn user(tenant: Uuid) -> String {
     token_for(tenant, "user-1", &[Role::User])
 }
 
-/// A backend service, which may read any tenant's access tokens.
+/// A backend service minted with the all-tenants scope, which may read any tenant's tokens.
 pub fn service() -> String {
-    token_for(Uuid::nil(), "svc-publisher", &[Role::Service])
+    haven_testkit::all_tenants_token("svc-publisher")
 }
 
 pub fn fake_config() -> FakeConfig {
@@ -133,6 +133,57 @@ pub fn query_of(url: &str) -> Vec<(String, String)> {
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// The browser binding cookie of each started state, as the browser that opened the start
+/// link holds it; `binding_of` hands it back for the callback, as the gateway would.
+static BINDINGS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Plays the browser at the gateway's start link: StartOAuth with the link's ticket. Returns
+/// the provider's authorize URL and remembers the binding for its state.
+pub async fn start_link(stack: &Stack, start_url: &str) -> String {
+    let ticket = query_of(start_url)
+        .into_iter()
+        .find(|(k, _)| k == "ticket")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let provider = start_url
+        .split("/api/integrations/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let started = stack
+        .client()
+        .await
+        .start_o_auth(haven_proto::integrations::v1::StartOAuthRequest { provider, ticket })
+        .await
+        .unwrap()
+        .into_inner();
+    let state = query_of(&started.authorize_url)
+        .into_iter()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v)
+        .unwrap();
+    BINDINGS
+        .lock()
+        .unwrap()
+        .push((state, started.browser_binding));
+    started.authorize_url
+}
+
+/// The binding cookie of the browser that started the state in `query`; empty if none did.
+pub fn binding_of(query: &[(String, String)]) -> String {
+    let Some((_, state)) = query.iter().find(|(k, _)| k == "state") else {
+        return String::new();
+    };
+    BINDINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(s, _)| s == state)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_default()
 }
 
 /// Plays the user at the provider's authorize page: follows `authorize_url` on the fake and

@@ -17,6 +17,34 @@ struct Site {
     stack: Stack,
     gateway: String,
     http: reqwest::Client,
+    /// The cookies of the test's one browser.
+    jar: Jar,
+}
+
+/// One browser's cookies for the gateway (name → value), as a browser keeps them.
+#[derive(Default)]
+struct Jar(std::sync::Mutex<Vec<(String, String)>>);
+
+impl Jar {
+    fn header(&self) -> Option<String> {
+        let jar = self.0.lock().unwrap();
+        (!jar.is_empty()).then(|| {
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    fn take(&self, set_cookie: &str) {
+        let (pair, attributes) = set_cookie.split_once(';').unwrap_or((set_cookie, ""));
+        let (name, value) = pair.split_once('=').unwrap();
+        let mut jar = self.0.lock().unwrap();
+        jar.retain(|(k, _)| k != name);
+        if !attributes.contains("Max-Age=0") {
+            jar.push((name.to_owned(), value.to_owned()));
+        }
+    }
 }
 
 impl Site {
@@ -54,6 +82,7 @@ impl Site {
             stack,
             gateway,
             http,
+            jar: Jar::default(),
         }
     }
 
@@ -61,14 +90,28 @@ impl Site {
         format!("{}{path}", self.gateway)
     }
 
-    /// Follows one redirect hop and returns the next Location.
+    /// Follows one redirect hop in the test's browser and returns the next Location.
     async fn hop(&self, url: &str, bearer: Option<&str>) -> String {
+        self.hop_in(&self.jar, url, bearer).await
+    }
+
+    /// One redirect hop in the browser whose cookies are `jar`: it sends them to the gateway
+    /// and keeps what the gateway sets.
+    async fn hop_in(&self, jar: &Jar, url: &str, bearer: Option<&str>) -> String {
         let mut r = self.http.get(url);
         if let Some(t) = bearer {
             r = r.bearer_auth(t);
         }
+        if url.starts_with(&self.gateway)
+            && let Some(cookies) = jar.header()
+        {
+            r = r.header("cookie", cookies);
+        }
         let res = r.send().await.unwrap();
         assert_eq!(res.status().as_u16(), 302, "{url}: {}", res.status());
+        for set in res.headers().get_all("set-cookie") {
+            jar.take(set.to_str().unwrap());
+        }
         res.headers()["location"].to_str().unwrap().to_owned()
     }
 
@@ -126,12 +169,20 @@ async fn oauth_round_trips_through_the_gateway_redirects() {
             "/api/integrations/pinterest/install".to_owned(),
         ),
     ] {
-        // Gateway → provider's authorize page → gateway callback → the app.
-        let authorize = site.hop(&site.url(&install), Some(&token)).await;
+        // Gateway → its start link → provider's authorize page → gateway callback → the app.
+        let start = site.hop(&site.url(&install), Some(&token)).await;
+        assert!(
+            start.starts_with(&site.url(&format!("/api/integrations/{provider}/start?ticket="))),
+            "{start}"
+        );
+        let authorize = site.hop(&start, None).await;
         assert!(
             authorize.starts_with(&site.stack.fake.base_url()),
             "{authorize}"
         );
+        // The start link works once.
+        let again = site.hop_in(&Jar::default(), &start, None).await;
+        assert!(again.contains("reason=not_verified"), "{again}");
         let callback = site.hop(&authorize, None).await;
         assert!(
             callback.starts_with(&site.url(&format!("/api/integrations/{provider}/callback?"))),
@@ -152,18 +203,19 @@ async fn oauth_round_trips_through_the_gateway_redirects() {
     assert!(pin["metadata"]["board_count"].as_i64().unwrap() > 0);
 
     // The same callback again is a replay: back to the app with an error, nothing changed.
-    let authorize = site
+    let start = site
         .hop(
             &site.url(&format!("/api/integrations/shopify/install?shop={SHOP}")),
             Some(&token),
         )
         .await;
+    let authorize = site.hop(&start, None).await;
     let callback = site.hop(&authorize, None).await;
     site.hop(&callback, None).await;
     let again = site.hop(&callback, None).await;
     assert!(
         again.starts_with(&format!(
-            "{APP_URL}/dashboard/settings/integrations?error=shopify_callback_failed&message="
+            "{APP_URL}/dashboard/settings/integrations?error=shopify_callback_failed&reason=not_verified&message="
         )),
         "{again}"
     );
@@ -319,6 +371,151 @@ async fn signed_app_uninstalled_webhook_disconnects_through_the_bus() {
         site.integration(tenant, "shopify").await["status"] == "disconnected"
     })
     .await;
+}
+
+/// The reproduced attack: an attacker starts connecting Pinterest for their own tenant and
+/// sends the consent link to a victim. The victim's browser never opened the start link, so it
+/// lacks the binding cookie: the callback fails and nothing is linked.
+#[tokio::test]
+async fn a_consent_link_finished_in_another_browser_links_nothing() {
+    let site = Site::start().await;
+    let attacker = Uuid::new_v4();
+    let attacker_browser = Jar::default();
+    let start = site
+        .hop_in(
+            &attacker_browser,
+            &site.url("/api/integrations/pinterest/install"),
+            Some(&user(attacker)),
+        )
+        .await;
+    let consent = site.hop_in(&attacker_browser, &start, None).await;
+    assert!(
+        consent.starts_with(&site.stack.fake.base_url()),
+        "{consent}"
+    );
+    // The victim approves in their own browser.
+    let victim_browser = Jar::default();
+    let callback = site.hop_in(&victim_browser, &consent, None).await;
+    let landing = site.hop_in(&victim_browser, &callback, None).await;
+    assert!(
+        landing.contains("error=pinterest_callback_failed&reason=not_verified"),
+        "{landing}"
+    );
+    assert_ne!(
+        site.integration(attacker, "pinterest").await["status"],
+        "connected"
+    );
+    assert_eq!(credentials_of(&site.stack.db, attacker).await, 0);
+    // The JSON form of install gives a page the same kind of start link to navigate to.
+    let res = site
+        .http
+        .get(site.url("/api/integrations/pinterest/install"))
+        .bearer_auth(user(attacker))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.unwrap();
+    let start = body["authorize_url"].as_str().unwrap();
+    assert!(
+        start.starts_with(&site.url("/api/integrations/pinterest/start?ticket=")),
+        "{start}"
+    );
+    // The browser that opens the start link can finish.
+    let consent = site.hop_in(&attacker_browser, start, None).await;
+    let callback = site.hop_in(&attacker_browser, &consent, None).await;
+    let landing = site.hop_in(&attacker_browser, &callback, None).await;
+    assert!(
+        landing.ends_with("success=pinterest_connected"),
+        "{landing}"
+    );
+}
+
+/// A provider's `error_description` is anyone's text: the app is told our words only.
+#[tokio::test]
+async fn a_refusal_reaches_the_app_as_our_code_and_message() {
+    let site = Site::start().await;
+    let tenant = Uuid::new_v4();
+    let start = site
+        .hop(
+            &site.url("/api/integrations/pinterest/install"),
+            Some(&user(tenant)),
+        )
+        .await;
+    let authorize = site.hop(&start, None).await;
+    let state = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let landing = site
+        .hop(
+            &site.url(&format!(
+                "/api/integrations/pinterest/callback?error=access_denied&error_description=Call%20evil.example%20to%20restore%20access&state={state}"
+            )),
+            None,
+        )
+        .await;
+    assert!(
+        landing.starts_with(&format!(
+            "{APP_URL}/dashboard/settings/integrations?error=pinterest_callback_failed&reason=not_granted&message="
+        )),
+        "{landing}"
+    );
+    assert!(!landing.contains("evil"), "{landing}");
+}
+
+/// The reproduced attack: an attacker tenant keeps the signed callback URL of its own install
+/// and replays its query string as an `app/uninstalled` webhook for a victim's shop.
+#[tokio::test]
+async fn a_callback_replayed_as_an_uninstall_webhook_leaves_the_victim_connected() {
+    let site = Site::start().await;
+    let victim = Uuid::new_v4();
+    crate::lifecycle::connect_shopify(&site.stack, victim).await;
+    let attacker = Uuid::new_v4();
+    let start = site
+        .hop(
+            &site.url("/api/integrations/shopify/install?shop=attacker-shop.myshopify.com"),
+            Some(&user(attacker)),
+        )
+        .await;
+    let authorize = site.hop(&start, None).await;
+    let callback = site.hop(&authorize, None).await;
+    let query = callback.split_once('?').unwrap().1;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let hex_hmac = &pairs.iter().find(|(k, _)| k == "hmac").unwrap().1;
+    let mut signed: Vec<_> = pairs.iter().filter(|(k, _)| k != "hmac").collect();
+    signed.sort();
+    let body = signed
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_hmac).unwrap());
+    let res = site
+        .http
+        .post(site.url("/api/webhooks/shopify"))
+        .header("X-Shopify-Topic", "app/uninstalled")
+        .header("X-Shopify-Shop-Domain", SHOP)
+        .header("X-Shopify-Webhook-Id", Uuid::new_v4().to_string())
+        .header("X-Shopify-Event-Id", Uuid::new_v4().to_string())
+        .header("X-Shopify-Hmac-Sha256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        site.integration(victim, "shopify").await["status"],
+        "connected"
+    );
 }
 
 #[tokio::test]

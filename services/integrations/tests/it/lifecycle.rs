@@ -35,10 +35,12 @@ pub async fn connect_oauth(stack: &Stack, tenant: Uuid, provider: &str, shop: &s
         .unwrap()
         .into_inner()
         .authorize_url;
-    let callback = authorize(&url).await;
+    let callback = authorize(&start_link(stack, &url).await).await;
+    let query = query_of(&callback);
     c.complete_o_auth(tonic::Request::new(CompleteOAuthRequest {
         provider: provider.into(),
-        query: query_of(&callback).into_iter().collect(),
+        browser_binding: binding_of(&query),
+        query: query.into_iter().collect(),
     }))
     .await
     .unwrap();
@@ -208,6 +210,28 @@ async fn only_role_service_gets_tokens_and_tenants_are_isolated() {
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
     }
+    // A service token limited to tenant B cannot read A's credential; one for A can.
+    let scoped = |tenant: Uuid| {
+        request(
+            GetAccessTokenRequest {
+                tenant_id: a.to_string(),
+                provider: "klaviyo".into(),
+                min_valid_seconds: 0,
+            },
+            &token_for(tenant, "svc-scoped", &[Role::Service]),
+        )
+    };
+    let err = c.get_access_token(scoped(b)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("tenant_id"), "{}", err.message());
+    assert_eq!(
+        c.get_access_token(scoped(a))
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token,
+        "pk_live_tenant_a"
+    );
     // No token at all.
     let err = c
         .get_access_token(tonic::Request::new(GetAccessTokenRequest {
@@ -529,6 +553,63 @@ async fn app_uninstalled_webhook_disconnects_the_shop() {
     assert_eq!(
         count(&stack.db, "SELECT count(*) FROM integrations.credentials").await,
         0
+    );
+}
+
+/// Whatever the unsigned header said, the handler acts on the shop the signed body names.
+#[tokio::test]
+async fn an_uninstall_acts_on_the_shop_in_the_body_not_the_header() {
+    let stack = Stack::start().await;
+    let tenant = Uuid::new_v4();
+    connect_shopify(&stack, tenant).await;
+    let bus = haven_bus::Bus::connect(
+        &haven_bus::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone())
+            .config("test")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    for (id, body) in [
+        (
+            "other-shop",
+            &br#"{"id":1,"myshopify_domain":"someone-else.myshopify.com"}"#[..],
+        ),
+        ("not-json", &b"shop=acme-prints.myshopify.com"[..]),
+    ] {
+        let webhook = ShopifyWebhook {
+            shop_domain: SHOP.into(),
+            topic: "app/uninstalled".into(),
+            webhook_id: id.into(),
+            body: body.to_vec().into(),
+            shop_domain_signed: true,
+            ..Default::default()
+        };
+        bus.publish("haven.webhooks.shopify.app.uninstalled", &webhook, id)
+            .await
+            .unwrap();
+    }
+    // A genuine one for another tenant's shop shows the consumer has read past both.
+    let other = Uuid::new_v4();
+    connect_oauth(&stack, other, "shopify", "marker-shop.myshopify.com").await;
+    let webhook = ShopifyWebhook {
+        shop_domain: "marker-shop.myshopify.com".into(),
+        topic: "app/uninstalled".into(),
+        body: br#"{"myshopify_domain":"marker-shop.myshopify.com"}"#
+            .to_vec()
+            .into(),
+        ..Default::default()
+    };
+    bus.publish("haven.webhooks.shopify.app.uninstalled", &webhook, "marker")
+        .await
+        .unwrap();
+    eventually("the marker shop disconnected", || async {
+        status(&stack, other, "shopify").await.status == IntegrationStatus::Disconnected as i32
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&stack, tenant, "shopify").await.status,
+        IntegrationStatus::Connected as i32
     );
 }
 

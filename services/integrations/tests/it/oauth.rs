@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::common::*;
 
+/// Begins and opens the start link as the browser would; returns the provider's URL.
 async fn begin(stack: &Stack, token: &str, provider: &str, shop: &str) -> String {
-    stack
+    let start = stack
         .client()
         .await
         .begin_o_auth(request(
@@ -25,7 +26,8 @@ async fn begin(stack: &Stack, token: &str, provider: &str, shop: &str) -> String
         .await
         .unwrap()
         .into_inner()
-        .authorize_url
+        .authorize_url;
+    start_link(stack, &start).await
 }
 
 async fn complete(
@@ -36,6 +38,7 @@ async fn complete(
 ) -> Result<haven_proto::integrations::v1::Integration, tonic::Status> {
     let msg = CompleteOAuthRequest {
         provider: provider.into(),
+        browser_binding: binding_of(&query),
         query: query.into_iter().collect(),
     };
     let request = match token {
@@ -316,4 +319,98 @@ async fn declined_authorization_sets_error_the_user_can_act_on() {
     let got = crate::lifecycle::status(&stack, tenant, "pinterest").await;
     assert_eq!(got.status, IntegrationStatus::Error as i32);
     assert!(got.last_error.contains("not granted"), "{}", got.last_error);
+}
+
+/// A callback must come from the browser that opened the start link: without its binding
+/// nothing is stored and the state survives for that browser; a start link works once and
+/// for 60 seconds.
+#[tokio::test]
+async fn callbacks_are_bound_to_the_browser_that_opened_the_start_link() {
+    let stack = Stack::start().await;
+    let tenant = Uuid::new_v4();
+    let cb = query_of(&authorize(&begin(&stack, &user(tenant), "pinterest", "").await).await);
+    let msg = |binding: &str| CompleteOAuthRequest {
+        provider: "pinterest".into(),
+        query: cb.clone().into_iter().collect(),
+        browser_binding: binding.into(),
+    };
+    for wrong in ["", "another-browsers-cookie"] {
+        let err = stack
+            .client()
+            .await
+            .complete_o_auth(tonic::Request::new(msg(wrong)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{wrong:?}");
+        assert!(err.message().starts_with("browser:"), "{}", err.message());
+    }
+    assert_eq!(credentials(&stack).await, 0);
+    let done = stack
+        .client()
+        .await
+        .complete_o_auth(tonic::Request::new(msg(&binding_of(&cb))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, IntegrationStatus::Connected as i32);
+
+    // A start link is single use, and dies after 60 seconds.
+    let start_of = || async {
+        stack
+            .client()
+            .await
+            .begin_o_auth(request(
+                BeginOAuthRequest {
+                    provider: "pinterest".into(),
+                    shop: String::new(),
+                    redirect_uri: String::new(),
+                },
+                &user(tenant),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .authorize_url
+    };
+    let ticket_of = |url: &str| {
+        query_of(url)
+            .into_iter()
+            .find(|(k, _)| k == "ticket")
+            .unwrap()
+            .1
+    };
+    let start = |ticket: String| async {
+        stack
+            .client()
+            .await
+            .start_o_auth(haven_proto::integrations::v1::StartOAuthRequest {
+                provider: "pinterest".into(),
+                ticket,
+            })
+            .await
+    };
+    let url = start_of().await;
+    assert!(
+        url.contains("/api/integrations/pinterest/start?ticket="),
+        "{url}"
+    );
+    start(ticket_of(&url)).await.unwrap();
+    let err = start(ticket_of(&url)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("already used"), "{}", err.message());
+    let url = start_of().await;
+    sqlx::query(
+        "UPDATE integrations.oauth_states SET ticket_expires_at = now() - interval '1 second'",
+    )
+    .execute(&stack.db.pool)
+    .await
+    .unwrap();
+    let err = start(ticket_of(&url)).await.unwrap_err();
+    assert!(err.message().contains("expired"), "{}", err.message());
+    let err = start("not-a-ticket".into()).await.unwrap_err();
+    assert!(
+        err.message().contains("unknown start link"),
+        "{}",
+        err.message()
+    );
 }
