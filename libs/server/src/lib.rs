@@ -202,7 +202,7 @@ impl GrpcServer {
 
         let layers = ServiceBuilder::new()
             .layer(TraceContextLayer::new("grpc"))
-            .layer(MetricsLayer::new("grpc"))
+            .layer(MetricsLayer::grpc(served_methods(&self.names)))
             .layer(
                 AuthLayer::new(self.verifier, GrpcRejection)
                     .public(PUBLIC_GRPC_PATHS)
@@ -248,6 +248,38 @@ pub const STANDARD_SERVICES: [&str; 3] = [
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 ];
+
+/// Every full method path this server answers: its own services' methods (from the
+/// descriptor sets), health's and reflection's. The metrics layer labels only these.
+fn served_methods(served: &[&'static str]) -> Vec<String> {
+    use prost::Message as _;
+    let mut methods: Vec<String> = ["v1", "v1alpha"]
+        .iter()
+        .map(|v| format!("/grpc.reflection.{v}.ServerReflection/ServerReflectionInfo"))
+        .collect();
+    for set in [
+        haven_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if served.contains(&name.as_str()) || STANDARD_SERVICES.contains(&name.as_str()) {
+                    methods.extend(
+                        service
+                            .method
+                            .iter()
+                            .map(|m| format!("/{name}/{}", m.name())),
+                    );
+                }
+            }
+        }
+    }
+    methods
+}
 
 /// Reflection over the whole descriptor set (so every message type resolves) that lists only
 /// the services this server really serves: `grpcurl list` on one port must not offer another

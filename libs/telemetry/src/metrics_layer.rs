@@ -1,7 +1,9 @@
 //! Request counts and latencies for every gRPC and HTTP server.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -9,14 +11,31 @@ use std::time::Instant;
 /// (`haven_request_duration_seconds`), labelled by protocol, route and status. The status
 /// is the gRPC status when it is in the headers (errors and trailers-only responses),
 /// otherwise the HTTP status.
-#[derive(Clone, Copy, Debug)]
+///
+/// Routes are labels only when they are known: an HTTP route's matched template, a gRPC
+/// method this server serves. Anything else is `unmatched` / `unknown`, so a caller sending
+/// made-up paths (before any authentication) cannot add series.
+#[derive(Clone, Debug)]
 pub struct MetricsLayer {
     protocol: &'static str,
+    known: Arc<HashSet<String>>,
 }
 
 impl MetricsLayer {
+    /// For an axum router: routes are labelled by their matched template.
     pub fn new(protocol: &'static str) -> Self {
-        MetricsLayer { protocol }
+        MetricsLayer {
+            protocol,
+            known: Arc::default(),
+        }
+    }
+
+    /// For a gRPC server answering `methods` (full paths, `/package.Service/Method`).
+    pub fn grpc(methods: impl IntoIterator<Item = String>) -> Self {
+        MetricsLayer {
+            protocol: "grpc",
+            known: Arc::new(methods.into_iter().collect()),
+        }
     }
 }
 
@@ -27,6 +46,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             protocol: self.protocol,
+            known: self.known.clone(),
         }
     }
 }
@@ -35,6 +55,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     protocol: &'static str,
+    known: Arc<HashSet<String>>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for MetricsService<S>
@@ -51,18 +72,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // Matched route templates keep label cardinality bounded (no ids in paths).
-        let route = req
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| {
-                if self.protocol == "grpc" {
-                    req.uri().path().to_owned()
-                } else {
-                    "unmatched".to_owned()
-                }
-            });
+        // Matched route templates and served methods keep label cardinality bounded.
+        let path = req.uri().path();
+        let route = match req.extensions().get::<axum::extract::MatchedPath>() {
+            Some(matched) => matched.as_str().to_owned(),
+            None if self.known.contains(path) => path.to_owned(),
+            None if self.protocol == "grpc" => "unknown".to_owned(),
+            None => "unmatched".to_owned(),
+        };
         let protocol = self.protocol;
         let started = Instant::now();
         let future = self.inner.call(req);

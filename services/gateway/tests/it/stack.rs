@@ -228,3 +228,77 @@ async fn service_follows_nats_outage_and_reconnects_without_restart() {
         .unwrap()
         .unwrap();
 }
+
+/// Series in the process-wide metrics, without their values.
+fn series() -> std::collections::BTreeSet<String> {
+    haven_telemetry::metrics_handle()
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+/// Calls to made-up paths, unauthenticated, over gRPC and HTTP, add no metric series: a
+/// thousand of them leave the set of series as one round did.
+#[tokio::test]
+async fn made_up_paths_add_no_metric_series() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let stop = Token::new();
+    let common = CommonArgs::new(&db.url, &nats_url(), &ns, SECRET);
+    let export = start_service("export", common, &stop).await;
+    let config = haven_gateway::Config::for_test(
+        SECRET,
+        haven_gateway::NatsArgs::new(nats_url(), ns.clone()),
+        format!("http://{}", export.addr),
+        format!("http://{}", export.addr),
+        format!("http://{}", export.addr),
+    );
+    let gateway = spawn(&stop, |l, shutdown| {
+        haven_gateway::serve(config, l, shutdown)
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let made_up = |round: std::ops::Range<u32>| {
+        let (http, export, gateway) = (http.clone(), export.addr, gateway.addr);
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel(export));
+            for i in round {
+                grpc.ready().await.unwrap();
+                let path = http::uri::PathAndQuery::try_from(format!("/made.up.Svc{i}/Method{i}"))
+                    .unwrap();
+                let answer: Result<tonic::Response<()>, tonic::Status> = grpc
+                    .unary(
+                        tonic::Request::new(()),
+                        path,
+                        tonic_prost::ProstCodec::<(), ()>::default(),
+                    )
+                    .await;
+                assert!(answer.is_err());
+                for path in [format!("/api/made-up-{i}"), format!("/made-up-{i}/x")] {
+                    let res = http
+                        .get(format!("http://{gateway}{path}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(res.status().is_client_error(), "{path}: {}", res.status());
+                }
+            }
+        }
+    };
+    made_up(0..10).await;
+    let before = series();
+    made_up(10..1010).await;
+    let after = series();
+    assert_eq!(
+        after.difference(&before).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "new series after 1,000 made-up calls"
+    );
+    assert!(
+        before.iter().any(|s| s.contains("route=\"unknown\"")),
+        "{before:?}"
+    );
+    stop.fire();
+}

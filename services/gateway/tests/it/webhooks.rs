@@ -524,6 +524,23 @@ async fn the_oauth_callback_is_public_and_the_rest_needs_a_token() {
             .unwrap();
         assert_eq!(res.status(), 401, "{method} {path}");
     }
+    // A 100 KB token is refused at the edge, not forwarded to fail upstream.
+    let res = gw
+        .http
+        .get(format!("{}/api/integrations", gw.base))
+        .bearer_auth("a".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than"),
+        "{body}"
+    );
     gw.stop.fire();
 }
 
