@@ -9,6 +9,7 @@ use haven_server::pagination;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::admission::{Admission, Refused};
 use crate::consumers::EnqueueBatcher;
 use crate::model::Status as ItemStatus;
 use crate::store::{Scope, Store, StoreError};
@@ -19,6 +20,7 @@ pub const DEFAULT_PAGE_SIZE: i32 = 50;
 pub struct Api {
     pub store: Store,
     pub enqueue: EnqueueBatcher,
+    pub admission: std::sync::Arc<Admission>,
 }
 
 impl From<StoreError> for Status {
@@ -74,6 +76,13 @@ impl RetryService for Api {
         request: Request<pb::EnqueueRequest>,
     ) -> Result<Response<pb::EnqueueResponse>, Status> {
         let principal = principal_of(&request)?;
+        // Other services hand failed work to the queue; people act through those services'
+        // own APIs, so a user token cannot queue, say, another tenant's token refresh.
+        if !principal.is_service() {
+            return Err(Status::permission_denied(
+                "Enqueue is for role service: users act through the owning service's API",
+            ));
+        }
         let item = validate::new_item(
             principal.tenant_id,
             Some(principal.user_id.clone()),
@@ -82,6 +91,20 @@ impl RetryService for Api {
             Utc::now(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self
+            .admission
+            .admit(&self.store, principal.tenant_id, &item.operation_type)
+            .await
+        {
+            Ok(()) => {}
+            Err(e @ Refused::NotAllowed(_)) => {
+                return Err(Status::permission_denied(e.to_string()));
+            }
+            Err(e @ Refused::Backlog { .. }) => {
+                return Err(Status::resource_exhausted(e.to_string()));
+            }
+            Err(Refused::Store(e)) => return Err(e.into()),
+        }
         match self.enqueue.submit(item).await {
             Ok(Some((row, created))) => Ok(Response::new(pb::EnqueueResponse {
                 item: Some(row.to_proto()),

@@ -32,6 +32,26 @@ pub struct Config {
     /// Most items leased at once across replicas; dispatch pauses beyond it (0: no limit).
     #[arg(long, env = "HAVEN_RETRY_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: i64,
+    /// Most items one tenant may hold leased at once (0: no per-tenant limit); claiming also
+    /// takes tenants in turn, so one tenant's backlog never holds back another's due item.
+    #[arg(
+        long,
+        env = "HAVEN_RETRY_MAX_IN_FLIGHT_PER_TENANT",
+        default_value_t = 2_000
+    )]
+    pub max_in_flight_per_tenant: i64,
+    /// Most pending items one tenant may have; Enqueue answers ResourceExhausted beyond it and
+    /// NATS enqueues wait in the stream (0: no limit).
+    #[arg(
+        long,
+        env = "HAVEN_RETRY_MAX_PENDING_PER_TENANT",
+        default_value_t = 100_000
+    )]
+    pub max_pending_per_tenant: i64,
+    /// Operation types this deployment accepts: `*`, or a comma-separated list of types and
+    /// `prefix.*` patterns, e.g. `integrations.*,exports.statistics_variant`.
+    #[arg(long, env = "HAVEN_RETRY_OPERATION_TYPES", default_value = "*")]
+    pub operation_types: String,
     /// Backoff base: the first retry waits up to this long.
     #[arg(long, env = "HAVEN_RETRY_BACKOFF_BASE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub backoff_base: Duration,
@@ -55,6 +75,9 @@ impl Config {
             lease: Duration::from_secs(60),
             claim_batch: 256,
             max_in_flight: 10_000,
+            max_in_flight_per_tenant: 2_000,
+            max_pending_per_tenant: 100_000,
+            operation_types: "*".into(),
             backoff_base: Duration::from_secs(10),
             backoff_cap: Duration::from_secs(3600),
             backoff_overrides: String::new(),

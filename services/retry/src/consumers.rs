@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::admission::{Admission, Refused};
 use crate::batch::Batcher;
 use crate::events::publish_lifecycle;
 use crate::model::ItemRow;
@@ -69,6 +70,8 @@ pub fn result_batcher(store: Store, bus: Bus, wake: Arc<Notify>) -> Batcher<Resu
 pub fn spawn(
     bus: Bus,
     enqueue: EnqueueBatcher,
+    admission: Arc<Admission>,
+    store: Store,
     results: Batcher<ResultIn, ()>,
     token: CancellationToken,
 ) {
@@ -79,8 +82,8 @@ pub fn spawn(
             .filter(ENQUEUE_SUBJECT)
             .concurrency(512);
         let handler = |d: Delivery<RetryEnqueue>| {
-            let enqueue = enqueue.clone();
-            async move { handle_enqueue(d, &enqueue).await }
+            let (enqueue, admission, store) = (enqueue.clone(), admission.clone(), store.clone());
+            async move { handle_enqueue(d, &enqueue, &admission, &store).await }
         };
         if let Err(e) = b.consume(spec, handler, t.cancelled_owned()).await {
             tracing::error!(error = %e, "enqueue consumer stopped");
@@ -100,7 +103,12 @@ pub fn spawn(
     });
 }
 
-async fn handle_enqueue(d: Delivery<RetryEnqueue>, batcher: &EnqueueBatcher) -> Outcome {
+async fn handle_enqueue(
+    d: Delivery<RetryEnqueue>,
+    batcher: &EnqueueBatcher,
+    admission: &Admission,
+    store: &Store,
+) -> Outcome {
     let Ok(tenant_id) = Uuid::parse_str(&d.message.tenant_id) else {
         tracing::error!(tenant_id = %d.message.tenant_id, "enqueue message has no valid tenant_id; dropping it");
         return Outcome::Term;
@@ -118,6 +126,22 @@ async fn handle_enqueue(d: Delivery<RetryEnqueue>, batcher: &EnqueueBatcher) -> 
             return Outcome::Term;
         }
     };
+    match admission
+        .admit(store, tenant_id, &item.operation_type)
+        .await
+    {
+        Ok(()) => {}
+        Err(Refused::NotAllowed(op)) => {
+            tracing::error!(operation_type = ?op, "enqueue of an operation type this deployment does not accept; dropping it");
+            metrics::counter!("haven_retry_rejected_total").increment(1);
+            return Outcome::Term;
+        }
+        // Kept in the stream and offered again: nothing a publisher handed over is lost.
+        Err(e @ (Refused::Backlog { .. } | Refused::Store(_))) => {
+            tracing::warn!(error = %e, tenant = %tenant_id, "enqueue held back; will retry");
+            return Outcome::Retry(Some(Duration::from_secs(5)));
+        }
+    }
     match batcher.submit(item).await {
         Ok(Some(_)) => Outcome::Ack,
         Ok(None) => Outcome::Retry(Some(Duration::from_millis(100))),

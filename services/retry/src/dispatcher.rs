@@ -39,6 +39,8 @@ pub struct Dispatcher {
     pub worker_id: String,
     pub batch: i64,
     pub max_in_flight: i64,
+    /// Most leases one tenant may hold (0: no limit).
+    pub max_in_flight_per_tenant: i64,
     /// Poked when work may be due: by NOTIFY, and by this process's result handling.
     pub wake: Arc<Notify>,
 }
@@ -117,7 +119,11 @@ impl Dispatcher {
         }
         let claimed = self
             .store
-            .claim(&self.worker_id, room.min(self.batch))
+            .claim(
+                &self.worker_id,
+                room.min(self.batch),
+                self.max_in_flight_per_tenant,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if !claimed.is_empty() {

@@ -2,6 +2,7 @@
 //! backoff with full jitter, concurrency-safe claiming, dispatch of due work over NATS,
 //! outcomes, dead letters and the error-management API.
 
+mod admission;
 mod api;
 mod backoff;
 mod batch;
@@ -48,6 +49,12 @@ pub async fn serve(
             "HAVEN_RETRY_CLAIM_BATCH must be at least 1".into(),
         ));
     }
+    let types = admission::OperationTypes::parse(&config.operation_types)
+        .map_err(|e| RetryError::Config(format!("HAVEN_RETRY_OPERATION_TYPES: {e}")))?;
+    let admission = Arc::new(admission::Admission::new(
+        types,
+        config.max_pending_per_tenant,
+    ));
     let token = haven_server::token_for(shutdown);
     let spec = ServiceSpec {
         name: "haven-retry",
@@ -64,7 +71,14 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let enqueue = consumers::enqueue_batcher(store.clone());
     let results = consumers::result_batcher(store.clone(), base.bus.clone(), wake.clone());
-    consumers::spawn(base.bus.clone(), enqueue.clone(), results, token.clone());
+    consumers::spawn(
+        base.bus.clone(),
+        enqueue.clone(),
+        admission.clone(),
+        store.clone(),
+        results,
+        token.clone(),
+    );
 
     let worker_id = config.worker_id();
     tracing::info!(%worker_id, lease = ?config.lease, "retry dispatcher starting");
@@ -74,11 +88,16 @@ pub async fn serve(
         worker_id,
         batch: config.claim_batch,
         max_in_flight: config.max_in_flight,
+        max_in_flight_per_tenant: config.max_in_flight_per_tenant,
         wake,
     };
     let dispatching = tokio::spawn(dispatcher.run(token.clone()));
 
-    let api = api::Api { store, enqueue };
+    let api = api::Api {
+        store,
+        enqueue,
+        admission,
+    };
     base.grpc()
         .add_service(RetryServiceServer::new(api))
         .serve(listener, token)

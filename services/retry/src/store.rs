@@ -301,14 +301,45 @@ impl Store {
 
     /// Claims up to `limit` due items for `worker`: attempts + 1, a lease, and a history row.
     /// `FOR UPDATE SKIP LOCKED` lets any number of replicas claim side by side.
-    pub async fn claim(&self, worker: &str, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
+    pub async fn claim(
+        &self,
+        worker: &str,
+        limit: i64,
+        per_tenant_leases: i64,
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        // Tenants take turns: `tenants` lists every tenant with pending items (one index probe
+        // each), `candidates` takes each one's due items oldest first, numbered, and keeps the
+        // first `limit` by turn, so every tenant's first due item comes before any tenant's
+        // second. A tenant already holding `per_tenant_leases` leases (0: no cap) gets none.
+        // Candidates are read unlocked and then locked with SKIP LOCKED, so a replica claiming
+        // at the same time takes the others.
         Ok(query_items!(
-            "WITH due AS (
-                 SELECT id FROM retry.retry_items
-                 WHERE status = 'pending' AND next_retry_at <= now()
-                 ORDER BY next_retry_at
+            "WITH RECURSIVE tenants AS (
+                 (SELECT tenant_id FROM retry.retry_items WHERE status = 'pending'
+                  ORDER BY tenant_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT r.tenant_id FROM retry.retry_items r
+                         WHERE r.status = 'pending' AND r.tenant_id > t.tenant_id
+                         ORDER BY r.tenant_id LIMIT 1)
+                 FROM tenants t WHERE t.tenant_id IS NOT NULL
+             ), candidates AS (
+                 SELECT c.id FROM tenants t CROSS JOIN LATERAL (
+                     SELECT r.id, r.next_retry_at, row_number() OVER (ORDER BY r.next_retry_at) AS turn
+                     FROM retry.retry_items r
+                     WHERE r.tenant_id = t.tenant_id AND r.status = 'pending' AND r.next_retry_at <= now()
+                     ORDER BY r.next_retry_at
+                     LIMIT CASE WHEN $4::bigint = 0 THEN $2 ELSE GREATEST(0, LEAST($2, $4 - (
+                         SELECT count(*) FROM (SELECT 1 FROM retry.retry_items p
+                             WHERE p.tenant_id = t.tenant_id AND p.status = 'processing' LIMIT $4) held
+                     ))) END
+                 ) c
+                 WHERE t.tenant_id IS NOT NULL
+                 ORDER BY c.turn, c.next_retry_at
                  LIMIT $2
-                 FOR UPDATE SKIP LOCKED
+             ), due AS (
+                 SELECT r.id FROM retry.retry_items r
+                 WHERE r.id IN (SELECT id FROM candidates) AND r.status = 'pending'
+                 FOR UPDATE OF r SKIP LOCKED
              ), claimed AS (
                  UPDATE retry.retry_items r
                  SET status = 'processing', attempts = r.attempts + 1, worker_id = $1, claimed_at = now(),
@@ -325,8 +356,22 @@ impl Store {
             worker,
             limit,
             i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
+            per_tenant_leases,
         )
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How many items `tenant` has pending, counted up to `cap` (so the count costs at most
+    /// `cap` index entries).
+    pub async fn pending_of(&self, tenant: Uuid, cap: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM (SELECT 1 FROM retry.retry_items
+                 WHERE tenant_id = $1 AND status = 'pending' LIMIT $2) pending"#,
+            tenant,
+            cap
+        )
+        .fetch_one(&self.pool)
         .await?)
     }
 

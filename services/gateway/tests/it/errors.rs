@@ -41,7 +41,11 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     haven_testkit::wait_serving(retry_addr).await;
     let channel = retry.channel();
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token(a)).parse().unwrap();
+    // A service hands the failed work over, as in production (Enqueue is for role service).
+    let auth: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", haven_testkit::token(a, Role::Service))
+            .parse()
+            .unwrap();
     let mut grpc = pb::retry_service_client::RetryServiceClient::with_interceptor(
         channel,
         move |mut r: tonic::Request<()>| {

@@ -20,7 +20,8 @@ async fn tenant_b_can_neither_see_nor_touch_tenant_a_items() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut client_a = h.client(&svc, a, Role::User).await;
+    // Tenant A's service queues; tenant B's user looks.
+    let mut client_a = h.client(&svc, a, Role::Service).await;
     let mut client_b = h.client(&svc, b, Role::User).await;
     let mut req = enqueue_request("test.private", r#"{"secret":"a"}"#);
     req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
@@ -112,7 +113,7 @@ async fn tenant_b_can_neither_see_nor_touch_tenant_a_items() {
 async fn bad_input_gets_invalid_argument_naming_the_field() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
-    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let list = |req: pb::ListRetryItemsRequest| {
         let mut c = client.clone();
         async move { c.list_retry_items(req).await.unwrap_err() }
@@ -209,7 +210,7 @@ async fn unknown_status_or_outcome_in_a_row_is_an_error_naming_it() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
     let tenant = Uuid::new_v4();
-    let mut client = h.client(&svc, tenant, Role::User).await;
+    let mut client = h.client(&svc, tenant, Role::Service).await;
     let mut enqueue = async |op: &str| {
         let mut req = enqueue_request(op, "{}");
         req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
@@ -273,4 +274,65 @@ async fn unknown_status_or_outcome_in_a_row_is_an_error_naming_it() {
         .unwrap_err();
     assert_names(err, "skipped", "retry_attempts.outcome");
     svc.shutdown().await;
+}
+
+/// Enqueue is for services; the operation types are this deployment's list; one tenant's
+/// pending items are capped.
+#[tokio::test]
+async fn enqueue_is_for_services_allowed_types_and_a_bounded_backlog() {
+    let h = Harness::new().await;
+    let mut config = h.config();
+    config.operation_types = "integrations.*,exports.statistics_variant".into();
+    config.max_pending_per_tenant = 3;
+    let svc = h.start(config).await;
+    let tenant = Uuid::new_v4();
+    let later = |op: &str| {
+        let mut req = enqueue_request(op, "{}");
+        req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+        req
+    };
+    for role in [Role::User, Role::Admin] {
+        let err = h
+            .client(&svc, tenant, role)
+            .await
+            .enqueue(later("integrations.refresh_token"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{role}");
+        assert!(err.message().contains("role service"), "{}", err.message());
+    }
+    let mut service = h.client(&svc, tenant, Role::Service).await;
+    for unlisted in [
+        "shopify.sync_order",
+        "exports.statistics_variant_x",
+        "integrationsx.a",
+    ] {
+        let err = service.enqueue(later(unlisted)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{unlisted}");
+        assert!(
+            err.message().contains("HAVEN_RETRY_OPERATION_TYPES"),
+            "{}",
+            err.message()
+        );
+    }
+    for op in [
+        "integrations.refresh_token",
+        "integrations.register_webhook",
+        "exports.statistics_variant",
+    ] {
+        service.enqueue(later(op)).await.unwrap();
+    }
+    let err = service
+        .enqueue(later("integrations.refresh_token"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("3 pending"), "{}", err.message());
+    // Another tenant is not affected.
+    h.client(&svc, Uuid::new_v4(), Role::Service)
+        .await
+        .enqueue(later("integrations.refresh_token"))
+        .await
+        .unwrap();
+    assert_eq!(h.status_counts().await["pending"], 4);
 }

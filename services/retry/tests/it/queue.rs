@@ -248,7 +248,7 @@ async fn results_for_attempts_no_longer_current_are_ignored() {
 async fn retry_now_gives_an_exhausted_item_one_more_attempt() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
-    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let healthy = Arc::new(AtomicBool::new(false));
     let flag = healthy.clone();
     let owner = h.owner("test.revive", move |_| {
@@ -306,7 +306,7 @@ async fn retry_now_gives_an_exhausted_item_one_more_attempt() {
 async fn retry_now_makes_a_waiting_item_due_at_once() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
-    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let owner = h.owner("test.later", |_| Ok(()));
     let mut req = enqueue_request("test.later", "{}");
     req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
@@ -334,7 +334,7 @@ async fn retry_now_makes_a_waiting_item_due_at_once() {
 async fn cancelled_items_are_never_dispatched() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
-    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let owner = h.owner("test.cancel", |_| Ok(()));
     let mut req = enqueue_request("test.cancel", "{}");
     req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(500));
@@ -455,7 +455,7 @@ async fn first_id(client: &mut Client, key: &str) -> String {
 async fn lists_page_newest_first_with_counts_and_stats() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
-    let mut client = h.client(&svc, Uuid::new_v4(), Role::User).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let mut ids = Vec::new();
     for i in 0..7 {
         let mut req = enqueue_request(if i % 2 == 0 { "test.even" } else { "test.odd" }, "{}");
@@ -526,4 +526,135 @@ async fn lists_page_newest_first_with_counts_and_stats() {
     assert_eq!(types, vec![("test.even".into(), 3), ("test.odd".into(), 3)]);
     assert_eq!(stats.totals.unwrap().cancelled, 1);
     svc.shutdown().await;
+}
+
+/// Puts `n` due items of `tenant` straight into the table, oldest first.
+async fn backlog(h: &Harness, tenant: Uuid, op: &str, n: i32) {
+    sqlx::query(
+        "INSERT INTO retry.retry_items (id, tenant_id, operation_type, next_retry_at)
+         SELECT gen_random_uuid(), $1, $2, now() - interval '1 hour' + g * interval '1 millisecond'
+         FROM generate_series(1, $3) g",
+    )
+    .bind(tenant)
+    .bind(op)
+    .bind(n)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn claimed_at(h: &Harness, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT claimed_at FROM retry.retry_items WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Tenant A has 50,000 items due for an hour; tenant B's one item, due now, is claimed in the
+/// first claim round after it was enqueued: no more than one batch of A's items is claimed
+/// between the two.
+#[tokio::test]
+async fn one_tenants_backlog_does_not_hold_back_another_tenants_due_item() {
+    let h = Harness::new().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut config = h.config();
+    config.max_in_flight = 0;
+    config.max_in_flight_per_tenant = 0;
+    let batch = config.claim_batch;
+    let svc = h.start(config).await;
+    backlog(&h, a, "test.backlog", 50_000).await;
+    // Let the dispatcher get busy with A's backlog first.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while h
+        .status_counts()
+        .await
+        .get("processing")
+        .copied()
+        .unwrap_or(0)
+        < 1_000
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let item = h
+        .client(&svc, b, Role::Service)
+        .await
+        .enqueue(enqueue_request("test.other", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let enqueued_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT created_at FROM retry.retry_items WHERE id = $1::uuid")
+            .bind(&item.id)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    let b_claimed = loop {
+        if let Some(at) = claimed_at(&h, &item.id).await {
+            break at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tenant B's item was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let a_between: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM retry.retry_items
+         WHERE tenant_id = $1 AND claimed_at > $2 AND claimed_at < $3",
+    )
+    .bind(a)
+    .bind(enqueued_at)
+    .bind(b_claimed)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        a_between <= batch,
+        "{a_between} of A's items were claimed before B's due item"
+    );
+}
+
+/// A tenant holds at most its share of leases; another tenant's item is still claimed.
+#[tokio::test]
+async fn a_tenants_leases_are_capped() {
+    let h = Harness::new().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut config = h.config();
+    config.max_in_flight_per_tenant = 100;
+    let svc = h.start(config).await;
+    backlog(&h, a, "test.backlog", 1_000).await;
+    let item = h
+        .client(&svc, b, Role::Service)
+        .await
+        .enqueue(enqueue_request("test.other", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while claimed_at(&h, &item.id).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's item was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the dispatcher a few more rounds to overreach, if it would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM retry.retry_items WHERE tenant_id = $1 AND status = 'processing'",
+    )
+    .bind(a)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 100);
 }
