@@ -1,11 +1,11 @@
 //! The gRPC API of the export service. Every call is scoped to the caller's tenant.
 
+use crate::engine::Delivery;
 use chrono::{DateTime, Utc};
 use haven_auth::principal_of;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_server::ExportService;
 use haven_server::pagination;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -67,28 +67,24 @@ impl ExportService for Api {
         Ok(Response::new(pb::ListExportTypesResponse { export_types }))
     }
 
-    type StreamRowsStream = ReceiverStream<Result<pb::StreamRowsResponse, Status>>;
+    type StreamRowsStream = Delivery<pb::StreamRowsResponse>;
 
     async fn stream_rows(
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::StreamRowsStream>, Status> {
         let (plan, permit) = self.start(&request, true)?;
-        Ok(Response::new(ReceiverStream::new(
-            self.engine.rows(plan, permit),
-        )))
+        Ok(Response::new(self.engine.rows(plan, permit)))
     }
 
-    type StreamExportStream = ReceiverStream<Result<pb::StreamExportResponse, Status>>;
+    type StreamExportStream = Delivery<pb::StreamExportResponse>;
 
     async fn stream_export(
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::StreamExportStream>, Status> {
         let (plan, permit) = self.start(&request, false)?;
-        Ok(Response::new(ReceiverStream::new(
-            self.engine.export(plan, permit),
-        )))
+        Ok(Response::new(self.engine.export(plan, permit)))
     }
 
     async fn list_export_history(

@@ -26,6 +26,14 @@ pub struct Config {
         default_value_t = 4
     )]
     pub max_concurrent_per_tenant: usize,
+    /// Exports the service runs at once across all tenants; more get ResourceExhausted. Each
+    /// holds a database connection, so it must stay below HAVEN_DATABASE_MAX_CONNECTIONS.
+    #[arg(long, env = "HAVEN_EXPORT_MAX_CONCURRENT", default_value_t = 12)]
+    pub max_concurrent: usize,
+    /// How long a caller may take no data before its export is ended as failed (its query
+    /// cancelled, its slot and connection freed).
+    #[arg(long, env = "HAVEN_EXPORT_STALL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: std::time::Duration,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -38,6 +46,8 @@ impl Config {
             metrics_addr: "127.0.0.1:0".into(),
             max_records: String::new(),
             max_concurrent_per_tenant: 4,
+            max_concurrent: 12,
+            stall_timeout: std::time::Duration::from_secs(60),
             common,
         }
     }

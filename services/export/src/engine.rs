@@ -6,8 +6,10 @@
 //! connection; a failure mid-stream ends the stream with an error status.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::Utc;
@@ -36,6 +38,33 @@ const CHANNEL_DEPTH: usize = 4;
 pub struct Engine {
     pub pool: PgPool,
     pub bus: Bus,
+    /// How long a caller may take no data before the export is ended as failed.
+    pub stall_timeout: Duration,
+}
+
+/// The caller's side of one stream: the engine's messages, then its failure, if any, as the
+/// final status. The failure never queues behind messages a stalled caller did not take, so
+/// the stream ends failed, never silently short, whenever the caller reads again.
+pub struct Delivery<M> {
+    rx: mpsc::Receiver<Result<M, Status>>,
+    failure: Arc<Mutex<Option<Status>>>,
+}
+
+impl<M> futures::Stream for Delivery<M> {
+    type Item = Result<M, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => Poll::Ready(
+                self.failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .map(Err),
+            ),
+            other => other,
+        }
+    }
 }
 
 fn range(plan: &Plan) -> DateRange {
@@ -54,6 +83,8 @@ fn db_error(e: sqlx::Error) -> Status {
 enum Stop {
     /// The caller went away.
     Gone,
+    /// The caller stayed but took nothing for the stall timeout.
+    Stalled(Duration),
     Failed(Status),
 }
 
@@ -91,11 +122,7 @@ impl Running {
 
 impl Engine {
     /// Renders `plan` as a file, streamed as `StreamExportResponse` messages.
-    pub fn export(
-        &self,
-        plan: Plan,
-        permit: Permit,
-    ) -> mpsc::Receiver<Result<pb::StreamExportResponse, Status>> {
+    pub fn export(&self, plan: Plan, permit: Permit) -> Delivery<pb::StreamExportResponse> {
         self.spawn(plan, permit, |engine, plan, tx| async move {
             engine.run_export(&plan, &tx).await
         })
@@ -103,39 +130,63 @@ impl Engine {
 
     /// Runs one export on its own task, holding the tenant's slot, and records its history
     /// however it ends. A failure is sent to the caller as the stream's final status.
-    fn spawn<M, F, Fut>(
-        &self,
-        plan: Plan,
-        permit: Permit,
-        run: F,
-    ) -> mpsc::Receiver<Result<M, Status>>
+    fn spawn<M, F, Fut>(&self, plan: Plan, permit: Permit, run: F) -> Delivery<M>
     where
         M: Send + 'static,
         F: FnOnce(Engine, Arc<Plan>, mpsc::Sender<Result<M, Status>>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(u64, u64, bool), (Stop, u64, u64)>> + Send,
     {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let failure = Arc::new(Mutex::new(None));
+        let last_word = failure.clone();
         let engine = self.clone();
         let plan = Arc::new(plan);
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            let ending = match run(engine.clone(), plan.clone(), tx.clone()).await {
+            // Held until the failure, if any, is in place: the caller's stream must not see
+            // the channel close before it can read why.
+            let open = tx.clone();
+            let ending = match run(engine.clone(), plan.clone(), tx).await {
                 Ok((rows, bytes, truncated)) => Ending::Completed {
                     rows,
                     bytes,
                     truncated,
                 },
                 Err((Stop::Gone, rows, bytes)) => Ending::Cancelled { rows, bytes },
+                Err((Stop::Stalled(after), rows, bytes)) => {
+                    let error = format!(
+                        "the client took no data for {} s; the export was ended",
+                        after.as_secs()
+                    );
+                    metrics::counter!("haven_export_stalled_total").increment(1);
+                    *last_word.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Status::deadline_exceeded(error.clone()));
+                    Ending::Failed { rows, bytes, error }
+                }
                 Err((Stop::Failed(status), rows, bytes)) => {
                     let error = status.message().to_owned();
-                    let _ = tx.send(Err(status)).await;
+                    *last_word.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
                     Ending::Failed { rows, bytes, error }
                 }
             };
+            drop(open);
             history::record(&engine.pool, &engine.bus, &plan, &ending, started.elapsed()).await;
         });
-        rx
+        Delivery { rx, failure }
+    }
+
+    /// Hands one message to the caller, or says why it cannot: gone, or not reading.
+    async fn send<M>(
+        &self,
+        tx: &mpsc::Sender<Result<M, Status>>,
+        message: Result<M, Status>,
+    ) -> Result<(), Stop> {
+        match tokio::time::timeout(self.stall_timeout, tx.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop::Gone),
+            Err(_) => Err(Stop::Stalled(self.stall_timeout)),
+        }
     }
 
     async fn run_export(
@@ -152,12 +203,11 @@ impl Engine {
             date_range: Some(range(plan)),
             limit: plan.limit,
         };
-        if tx
-            .send(part(pb::stream_export_response::Part::Start(start)))
+        if let Err(stop) = self
+            .send(tx, part(pb::stream_export_response::Part::Start(start)))
             .await
-            .is_err()
         {
-            return Err((Stop::Gone, 0, 0));
+            return Err((stop, 0, 0));
         }
         let mut running = Running::start(&self.pool)
             .await
@@ -196,13 +246,12 @@ impl Engine {
         if !out.is_empty() {
             let chunk = out.split().freeze();
             bytes += chunk.len() as u64;
-            if tx
-                .send(part(pb::stream_export_response::Part::Chunk(chunk)))
+            if let Err(stop) = self
+                .send(tx, part(pb::stream_export_response::Part::Chunk(chunk)))
                 .await
-                .is_err()
             {
                 running.abort(&self.pool).await;
-                return Err((Stop::Gone, 0, bytes));
+                return Err((stop, 0, bytes));
             }
         }
         let sql = plan.copy_sql();
@@ -250,20 +299,16 @@ impl Engine {
                 }
                 let chunk = out.split().freeze();
                 bytes += chunk.len() as u64;
-                if tx
-                    .send(part(pb::stream_export_response::Part::Chunk(chunk)))
-                    .await
-                    .is_err()
-                {
-                    return Err(Stop::Gone);
-                }
+                self.send(tx, part(pb::stream_export_response::Part::Chunk(chunk)))
+                    .await?;
             }
             Ok(())
         }
         .await;
         match outcome {
             Ok(()) if truncated => running.abort(&self.pool).await,
-            Ok(()) => {}
+            // The connection goes back to the pool now, not after the last sends.
+            Ok(()) => drop(running),
             Err(stop) => {
                 running.abort(&self.pool).await;
                 return Err((stop, rows, bytes));
@@ -275,12 +320,11 @@ impl Engine {
         if !out.is_empty() {
             let chunk: Bytes = out.split().freeze();
             bytes += chunk.len() as u64;
-            if tx
-                .send(part(pb::stream_export_response::Part::Chunk(chunk)))
+            if let Err(stop) = self
+                .send(tx, part(pb::stream_export_response::Part::Chunk(chunk)))
                 .await
-                .is_err()
             {
-                return Err((Stop::Gone, rows, bytes));
+                return Err((stop, rows, bytes));
             }
         }
         let summary = pb::ExportSummary {
@@ -288,22 +332,17 @@ impl Engine {
             bytes,
             truncated,
         };
-        if tx
-            .send(part(pb::stream_export_response::Part::Summary(summary)))
+        if let Err(stop) = self
+            .send(tx, part(pb::stream_export_response::Part::Summary(summary)))
             .await
-            .is_err()
         {
-            return Err((Stop::Gone, rows, bytes));
+            return Err((stop, rows, bytes));
         }
         Ok((rows, bytes, truncated))
     }
 
     /// Streams `plan` as typed rows: header, batches, trailer.
-    pub fn rows(
-        &self,
-        plan: Plan,
-        permit: Permit,
-    ) -> mpsc::Receiver<Result<pb::StreamRowsResponse, Status>> {
+    pub fn rows(&self, plan: Plan, permit: Permit) -> Delivery<pb::StreamRowsResponse> {
         self.spawn(plan, permit, |engine, plan, tx| async move {
             engine.run_rows(&plan, &tx).await
         })
@@ -330,8 +369,8 @@ impl Engine {
             date_range: Some(range(plan)),
             limit: plan.limit,
         };
-        if tx.send(part(Part::Header(header))).await.is_err() {
-            return Err((Stop::Gone, 0, 0));
+        if let Err(stop) = self.send(tx, part(Part::Header(header))).await {
+            return Err((stop, 0, 0));
         }
         let mut running = Running::start(&self.pool)
             .await
@@ -353,12 +392,11 @@ impl Engine {
                     out.push(typed_row(plan, &row).map_err(|e| Stop::Failed(db_error(e)))?);
                 }
                 if !out.is_empty()
-                    && tx
-                        .send(part(Part::Batch(pb::RowBatch { rows: out })))
+                    && let Err(stop) = self
+                        .send(tx, part(Part::Batch(pb::RowBatch { rows: out })))
                         .await
-                        .is_err()
                 {
-                    return Err(Stop::Gone);
+                    return Err(stop);
                 }
                 if truncated {
                     break;
@@ -369,21 +407,24 @@ impl Engine {
         .await;
         match outcome {
             Ok(()) if truncated => running.abort(&self.pool).await,
-            Ok(()) => {}
+            // The connection goes back to the pool now, not after the last sends.
+            Ok(()) => drop(running),
             Err(stop) => {
                 running.abort(&self.pool).await;
                 return Err((stop, count, 0));
             }
         }
-        if tx
-            .send(part(Part::Trailer(pb::RowsTrailer {
-                record_count: count,
-                truncated,
-            })))
+        if let Err(stop) = self
+            .send(
+                tx,
+                part(Part::Trailer(pb::RowsTrailer {
+                    record_count: count,
+                    truncated,
+                })),
+            )
             .await
-            .is_err()
         {
-            return Err((Stop::Gone, count, 0));
+            return Err((stop, count, 0));
         }
         Ok((count, 0, truncated))
     }

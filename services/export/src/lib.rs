@@ -49,6 +49,18 @@ pub async fn serve(
 ) -> Result<(), ExportError> {
     let limits = Limits::parse(&config.max_records)
         .map_err(|e| ExportError::Config(format!("HAVEN_EXPORT_MAX_RECORDS: {e}")))?;
+    let pool_size = config.common.db.max_connections as usize;
+    if config.max_concurrent == 0 || config.max_concurrent >= pool_size {
+        return Err(ExportError::Config(format!(
+            "HAVEN_EXPORT_MAX_CONCURRENT ({}) must be at least 1 and below the database pool size ({pool_size}): history and every other call need connections too",
+            config.max_concurrent
+        )));
+    }
+    if config.stall_timeout.is_zero() {
+        return Err(ExportError::Config(
+            "HAVEN_EXPORT_STALL_TIMEOUT must be above zero".into(),
+        ));
+    }
     let token = haven_server::token_for(shutdown);
     let spec = ServiceSpec {
         name: "haven-export",
@@ -64,11 +76,15 @@ pub async fn serve(
     let engine = engine::Engine {
         pool: base.pool.clone(),
         bus: base.bus.clone(),
+        stall_timeout: config.stall_timeout,
     };
     let api = api::Api {
         engine,
         limits,
-        tenants: limiter::TenantLimiter::new(config.max_concurrent_per_tenant),
+        tenants: limiter::TenantLimiter::new(
+            config.max_concurrent_per_tenant,
+            config.max_concurrent,
+        ),
     };
     base.grpc()
         .add_service(ExportServiceServer::new(api))

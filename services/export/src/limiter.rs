@@ -1,5 +1,7 @@
 //! Fair sharing: one tenant's heavy exports cannot take every connection. Each tenant may
-//! run a bounded number of exports at once; past it a clear `ResourceExhausted`.
+//! run a bounded number of exports at once, and the service a bounded number in all (below
+//! the pool size, so history and the other calls always find a connection); past either a
+//! clear `ResourceExhausted`.
 //!
 //! The permit lives as long as the stream's task, not the RPC call: a tower layer would see
 //! the call end when the response headers go out, while the rows are still flowing.
@@ -12,6 +14,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct TenantLimiter {
     per_tenant: usize,
+    global: usize,
     running: Arc<Mutex<HashMap<Uuid, usize>>>,
 }
 
@@ -22,9 +25,10 @@ pub struct Permit {
 }
 
 impl TenantLimiter {
-    pub fn new(per_tenant: usize) -> Self {
+    pub fn new(per_tenant: usize, global: usize) -> Self {
         TenantLimiter {
             per_tenant: per_tenant.max(1),
+            global: global.max(1),
             running: Arc::default(),
         }
     }
@@ -32,6 +36,15 @@ impl TenantLimiter {
     #[allow(clippy::result_large_err)]
     pub fn acquire(&self, tenant: Uuid) -> Result<Permit, tonic::Status> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = running.values().sum();
+        if total >= self.global {
+            metrics::counter!("haven_export_rejected_total", "reason" => "global_limit")
+                .increment(1);
+            return Err(tonic::Status::resource_exhausted(format!(
+                "the export service already runs {} exports, the most it runs at once; retry in a moment",
+                self.global
+            )));
+        }
         let count = running.entry(tenant).or_insert(0);
         if *count >= self.per_tenant {
             metrics::counter!("haven_export_rejected_total", "reason" => "tenant_limit")
@@ -67,7 +80,7 @@ mod tests {
 
     #[test]
     fn slots_are_per_tenant_and_freed_on_drop() {
-        let limiter = TenantLimiter::new(2);
+        let limiter = TenantLimiter::new(2, 3);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let first = limiter.acquire(a).unwrap();
         let _second = limiter.acquire(a).unwrap();
@@ -75,7 +88,12 @@ mod tests {
             limiter.acquire(a).err().map(|s| s.code()),
             Some(tonic::Code::ResourceExhausted)
         );
-        assert!(limiter.acquire(b).is_ok(), "another tenant is not affected");
+        let _other = limiter.acquire(b).expect("another tenant is not affected");
+        // Three run: the service is full for everyone.
+        assert_eq!(
+            limiter.acquire(Uuid::new_v4()).err().map(|s| s.code()),
+            Some(tonic::Code::ResourceExhausted)
+        );
         drop(first);
         assert!(limiter.acquire(a).is_ok());
     }

@@ -38,6 +38,13 @@ async fn start(max_records: &str) -> Stack {
 }
 
 async fn start_with(max_records: &str, per_tenant: usize) -> Stack {
+    start_config(max_records, |c| {
+        c.max_concurrent_per_tenant = per_tenant;
+    })
+    .await
+}
+
+async fn start_config(max_records: &str, edit: impl FnOnce(&mut haven_export::Config)) -> Stack {
     let db = TestDb::new().await;
     let mut config = haven_export::Config::for_test(CommonArgs::new(
         &db.url,
@@ -46,7 +53,7 @@ async fn start_with(max_records: &str, per_tenant: usize) -> Stack {
         SECRET,
     ));
     config.max_records = max_records.into();
-    config.max_concurrent_per_tenant = per_tenant;
+    edit(&mut config);
     let running = haven_testkit::spawn_serving(|listener, shutdown| {
         haven_export::serve(config, listener, shutdown)
     })
@@ -672,5 +679,84 @@ async fn pdf_is_unimplemented_and_unknown_history_values_are_errors() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
     assert!(err.message().contains("paused"), "{}", err.message());
+    s.stop.fire();
+}
+
+/// Four downloads that stop reading hold their slots and connections only until the stall
+/// timeout: then they end failed (history and the caller's final status say so), their
+/// queries stop, and meanwhile a fifth tenant exports as usual.
+#[tokio::test]
+async fn stalled_downloads_end_failed_and_free_their_connections() {
+    let s = start_config("orders=1000000", |c| {
+        c.stall_timeout = Duration::from_secs(2);
+        c.max_concurrent = 6;
+    })
+    .await;
+    let stalled: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    for tenant in &stalled {
+        let mut o = SeedOptions::new(*tenant, "Stalled", 150_000);
+        o.kinds = vec![DataKind::Orders];
+        o.days = 30;
+        haven_appdata::seed(&s.db.pool, &o).await.unwrap();
+    }
+    let mut req = request("orders", pb::ExportFormat::Csv);
+    req.limit = 1_000_000;
+    // Each on its own connection, read once, then never again.
+    let mut held = Vec::new();
+    for tenant in &stalled {
+        let mut c = s.client(*tenant).await;
+        let mut stream = c.stream_export(req.clone()).await.unwrap().into_inner();
+        stream.message().await.unwrap();
+        held.push((c, stream));
+    }
+    let copies = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state <> 'idle'",
+        )
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(copies().await, 4, "four exports hold a query each");
+    // A fifth tenant exports meanwhile.
+    let fifth = Uuid::new_v4();
+    s.seed(fifth, 50, 0.0).await;
+    let mut c = s.client(fifth).await;
+    let (_, _, summary) = export(&mut c, request("orders", pb::ExportFormat::Csv))
+        .await
+        .unwrap();
+    assert!(summary.record_count > 0);
+    // The stall timeout ends the four: history failed, queries gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM exports.export_history
+             WHERE tenant_id = ANY($1) AND status = 'failed' AND error LIKE '%took no data%'",
+        )
+        .bind(&stalled)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+        if failed == 4 && copies().await == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{failed} of 4 recorded failed, {} queries still running",
+            copies().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A stalled caller that reads again learns the stream failed, never a short file.
+    let (_, mut stream) = held.pop().unwrap();
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended as if complete"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), tonic::Code::DeadlineExceeded, "{end:?}");
+    assert!(end.message().contains("took no data"), "{}", end.message());
     s.stop.fire();
 }
