@@ -19,6 +19,8 @@ enum Def {
     Secondary(&'static str),
     /// A primary key on this column.
     Primary(&'static str),
+    /// A unique constraint on these columns (what a composite foreign key points at).
+    Unique(&'static str),
     /// A foreign key to `parent`, added by `sql`.
     Foreign {
         parent: &'static str,
@@ -46,6 +48,11 @@ const INDEXES: &[(&str, &str, Def)] = &[
     ),
     ("customers", "customers_pkey", Def::Primary("id")),
     (
+        "customers",
+        "customers_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
+    (
         "customer_loyalty",
         "customer_loyalty_pkey",
         Def::Primary("customer_id"),
@@ -56,7 +63,7 @@ const INDEXES: &[(&str, &str, Def)] = &[
         Def::Foreign {
             parent: "customers",
             sql: "ALTER TABLE app.customer_loyalty ADD CONSTRAINT customer_loyalty_customer_id_fkey
-                  FOREIGN KEY (customer_id) REFERENCES app.customers (id) ON DELETE CASCADE",
+                  FOREIGN KEY (tenant_id, customer_id) REFERENCES app.customers (tenant_id, id) ON DELETE CASCADE",
         },
     ),
     (
@@ -78,6 +85,11 @@ const INDEXES: &[(&str, &str, Def)] = &[
     ),
     ("boards", "boards_pkey", Def::Primary("id")),
     (
+        "boards",
+        "boards_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
+    (
         "pins",
         "pins_tenant_created",
         Def::Secondary(
@@ -87,11 +99,16 @@ const INDEXES: &[(&str, &str, Def)] = &[
     ("pins", "pins_pkey", Def::Primary("id")),
     (
         "pins",
+        "pins_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
+    (
+        "pins",
         "pins_board_id_fkey",
         Def::Foreign {
             parent: "boards",
             sql: "ALTER TABLE app.pins ADD CONSTRAINT pins_board_id_fkey
-                  FOREIGN KEY (board_id) REFERENCES app.boards (id) ON DELETE SET NULL",
+                  FOREIGN KEY (tenant_id, board_id) REFERENCES app.boards (tenant_id, id) ON DELETE SET NULL (board_id)",
         },
     ),
     (
@@ -105,7 +122,7 @@ const INDEXES: &[(&str, &str, Def)] = &[
         Def::Foreign {
             parent: "pins",
             sql: "ALTER TABLE app.pin_analytics ADD CONSTRAINT pin_analytics_pin_id_fkey
-                  FOREIGN KEY (pin_id) REFERENCES app.pins (id) ON DELETE CASCADE",
+                  FOREIGN KEY (tenant_id, pin_id) REFERENCES app.pins (tenant_id, id) ON DELETE CASCADE",
         },
     ),
     (
@@ -116,6 +133,11 @@ const INDEXES: &[(&str, &str, Def)] = &[
         ),
     ),
     ("quotes", "quotes_pkey", Def::Primary("id")),
+    (
+        "quotes",
+        "quotes_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
     (
         "assets",
         "assets_tenant_created",
@@ -135,7 +157,7 @@ const INDEXES: &[(&str, &str, Def)] = &[
         Def::Foreign {
             parent: "quotes",
             sql: "ALTER TABLE app.assets ADD CONSTRAINT assets_quote_id_fkey
-                  FOREIGN KEY (quote_id) REFERENCES app.quotes (id) ON DELETE SET NULL",
+                  FOREIGN KEY (tenant_id, quote_id) REFERENCES app.quotes (tenant_id, id) ON DELETE SET NULL (quote_id)",
         },
     ),
     (
@@ -192,7 +214,7 @@ pub(crate) async fn drop_for_load(
         sqlx::query(LOCK).bind(name).execute(&mut *tx).await?;
         let sql = match def {
             Def::Secondary(_) => format!("DROP INDEX IF EXISTS app.{name}"),
-            Def::Primary(_) | Def::Foreign { .. } => {
+            Def::Primary(_) | Def::Unique(_) | Def::Foreign { .. } => {
                 format!("ALTER TABLE app.{owner} DROP CONSTRAINT IF EXISTS {name}")
             }
         };
@@ -206,14 +228,15 @@ pub(crate) async fn drop_for_load(
 
 /// Builds whatever is missing of `table`'s indexes and keys (of every table's when
 /// `None`), each on its own connection so that one table's indexes are sorted side by
-/// side; then the foreign keys that touch it, which need the parents' keys in place.
+/// side; then the tenant keys, then the foreign keys that touch it, which need the parents'
+/// keys in place.
 pub(crate) async fn restore(pool: &PgPool, table: Option<&str>) -> Result<(), SeedError> {
     let present: Vec<String> = sqlx::query_scalar!(
         r#"SELECT c.relname::text AS "name!" FROM pg_class c
          WHERE c.relnamespace = 'app'::regnamespace AND c.relkind = 'i'
          UNION ALL
          SELECT conname::text FROM pg_constraint
-         WHERE connamespace = 'app'::regnamespace AND contype IN ('p', 'f')"#,
+         WHERE connamespace = 'app'::regnamespace AND contype IN ('p', 'u', 'f')"#,
     )
     .fetch_all(pool)
     .await?;
@@ -223,20 +246,32 @@ pub(crate) async fn restore(pool: &PgPool, table: Option<&str>) -> Result<(), Se
             let (owner, name, def) = entry;
             let wanted = match def {
                 Def::Foreign { .. } => table.is_none_or(|only| touches(entry, only)),
-                Def::Secondary(_) | Def::Primary(_) => table.is_none_or(|only| only == *owner),
+                Def::Secondary(_) | Def::Primary(_) | Def::Unique(_) => {
+                    table.is_none_or(|only| only == *owner)
+                }
             };
             wanted
                 && match def {
                     // The constraint, not just its index: a crash may fall between the two.
-                    Def::Primary(_) => present.iter().filter(|p| p == name).count() < 2,
+                    Def::Primary(_) | Def::Unique(_) => {
+                        present.iter().filter(|p| p == name).count() < 2
+                    }
                     Def::Secondary(_) | Def::Foreign { .. } => !present.iter().any(|p| p == name),
                 }
         })
         .collect();
-    for foreign in [false, true] {
+    // Three rounds: indexes and primary keys side by side; then the tenant keys (making one
+    // a constraint takes the table's exclusive lock, which would deadlock against the
+    // primary key doing the same beside it); then the foreign keys onto them.
+    let round = |def: &Def| match def {
+        Def::Secondary(_) | Def::Primary(_) => 0,
+        Def::Unique(_) => 1,
+        Def::Foreign { .. } => 2,
+    };
+    for current in 0..3 {
         let builds = missing
             .iter()
-            .filter(|(_, _, def)| matches!(def, Def::Foreign { .. }) == foreign)
+            .filter(|(_, _, def)| round(def) == current)
             .map(|&&(owner, name, def)| build(pool, owner, name, def));
         for result in futures::future::join_all(builds).await {
             result?;
@@ -268,6 +303,20 @@ async fn build(pool: &PgPool, table: &str, name: &str, def: Def) -> Result<(), S
             sqlx::raw_sql(sqlx::AssertSqlSafe(definition))
                 .execute(&mut *tx)
                 .await?;
+        }
+        Def::Unique(columns) => {
+            if !constraint_exists(&mut tx, name).await? {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS {name} ON app.{table} ({columns})"
+                )))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE app.{table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         Def::Primary(column) => {
             if !constraint_exists(&mut tx, name).await? {

@@ -151,6 +151,14 @@ async fn large_loads_keep_the_schema() {
     let before = schema().await;
     let foreign_keys = before.iter().filter(|d| d.contains("FOREIGN KEY")).count();
     assert_eq!(foreign_keys, 4, "{before:?}");
+    assert_eq!(
+        before
+            .iter()
+            .filter(|d| d.contains("(tenant_id, id)"))
+            .count(),
+        12,
+        "four tenant keys (constraint and index) and four foreign keys onto them: {before:?}"
+    );
     // Objects get new oids when they are dropped and built again.
     let oids = || async {
         sqlx::query_scalar::<_, String>(

@@ -117,7 +117,7 @@ pub static TYPES: &[ExportType] = &[
         description: "Customer profiles and purchase history",
         default_date_range_days: 90,
         max_records: 50_000,
-        from: "app.customers t LEFT JOIN app.customer_loyalty l ON l.customer_id = t.id",
+        from: "app.customers t LEFT JOIN app.customer_loyalty l ON l.customer_id = t.id AND l.tenant_id = t.tenant_id",
         time_column: "t.created_at",
         fields: &[
             f("id", "ID", true, Text, "t.id::text"),
@@ -233,7 +233,7 @@ pub static TYPES: &[ExportType] = &[
         description: "Pin performance and scheduling data",
         default_date_range_days: 30,
         max_records: 10_000,
-        from: "app.pins t LEFT JOIN app.boards b ON b.id = t.board_id LEFT JOIN app.pin_analytics pa ON pa.pin_id = t.id",
+        from: "app.pins t LEFT JOIN app.boards b ON b.id = t.board_id AND b.tenant_id = t.tenant_id LEFT JOIN app.pin_analytics pa ON pa.pin_id = t.id AND pa.tenant_id = t.tenant_id",
         time_column: "t.created_at",
         fields: &[
             f("id", "ID", true, Text, "t.id::text"),

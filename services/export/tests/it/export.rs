@@ -760,3 +760,43 @@ async fn stalled_downloads_end_failed_and_free_their_connections() {
     assert!(end.message().contains("took no data"), "{}", end.message());
     s.stop.fire();
 }
+
+/// A pin cannot point at another tenant's board (the composite key refuses it), and were one
+/// to (the key dropped), the export still would not show that board's name.
+#[tokio::test]
+async fn joins_never_cross_tenants() {
+    let s = start("").await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let board = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO app.boards (id, tenant_id, name) VALUES ($1, $2, 'Secret board of A')",
+    )
+    .bind(board)
+    .bind(a)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let cross = |pin: Uuid| {
+        sqlx::query(
+            "INSERT INTO app.pins (id, tenant_id, board_id, title, status) VALUES ($1, $2, $3, 'B pin', 'published')",
+        )
+        .bind(pin)
+        .bind(b)
+        .bind(board)
+    };
+    let err = cross(Uuid::new_v4()).execute(&s.db.pool).await.unwrap_err();
+    assert!(err.to_string().contains("pins_board_id_fkey"), "{err}");
+    sqlx::query("ALTER TABLE app.pins DROP CONSTRAINT pins_board_id_fkey")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    cross(Uuid::new_v4()).execute(&s.db.pool).await.unwrap();
+    let mut c = s.client(b).await;
+    let (_, body, summary) = export(&mut c, request("pins", pb::ExportFormat::Csv))
+        .await
+        .unwrap();
+    assert_eq!(summary.record_count, 1);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("Secret board"), "{text}");
+    s.stop.fire();
+}
