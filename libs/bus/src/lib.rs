@@ -8,6 +8,8 @@
 mod consumer;
 mod headers;
 
+pub mod auth;
+
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -36,6 +38,9 @@ pub enum BusError {
     Consumer { consumer: String, reason: String },
     #[error("invalid namespace `{0}`: use letters, digits, `-` and `_` only")]
     Namespace(String),
+    /// Names the file, never its contents.
+    #[error("NATS credentials in {path}: {reason}")]
+    Credentials { path: String, reason: String },
 }
 
 /// A prefix for subjects and stream names. Empty in production.
@@ -105,6 +110,16 @@ pub struct NatsArgs {
         default_value = ""
     )]
     pub prefix: String,
+    /// File with this process's NATS credentials: a user nkey seed (`SU…`, as
+    /// `havenctl nats-auth` writes them) or a `.creds` file. Unset: connect without
+    /// credentials (an open development server).
+    #[arg(
+        id = "nats_creds",
+        value_name = "FILE",
+        long = "nats-creds",
+        env = "HAVEN_NATS_CREDS"
+    )]
+    pub creds: Option<std::path::PathBuf>,
     /// How long to keep trying the first connection at start-up.
     #[arg(id = "nats_connect_timeout",
         value_name = "DURATION", long = "nats-connect-timeout", env = "HAVEN_NATS_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -116,8 +131,15 @@ impl NatsArgs {
         NatsArgs {
             url: url.into(),
             prefix: prefix.into(),
+            creds: None,
             connect_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// The same settings, connecting with the credentials in `path`.
+    pub fn with_creds(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.creds = Some(path.into());
+        self
     }
 
     pub fn config(&self, client_name: &str) -> Result<BusConfig, BusError> {
@@ -125,6 +147,7 @@ impl NatsArgs {
             url: self.url.clone(),
             namespace: Namespace::new(&self.prefix)?,
             client_name: client_name.to_owned(),
+            creds: self.creds.clone(),
             connect_timeout: self.connect_timeout,
         })
     }
@@ -137,8 +160,50 @@ pub struct BusConfig {
     pub namespace: Namespace,
     /// Shown in the server's connection list (`nats server report connections`).
     pub client_name: String,
+    /// This process's credentials file, if the server wants them.
+    pub creds: Option<std::path::PathBuf>,
     /// How long to keep trying the first connection before giving up.
     pub connect_timeout: Duration,
+}
+
+/// What `HAVEN_NATS_CREDS` points at.
+enum Credentials {
+    /// A user nkey seed: the server knows the public key.
+    Seed(String),
+    /// A `.creds` file (a user JWT and its seed), for servers in operator mode.
+    File(std::path::PathBuf),
+}
+
+impl Credentials {
+    fn read(path: &std::path::Path) -> Result<Self, BusError> {
+        let unreadable = |reason: String| BusError::Credentials {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+        if text.contains("BEGIN NATS USER JWT") {
+            return Ok(Credentials::File(path.to_owned()));
+        }
+        let seed = text.trim();
+        if !seed.starts_with("SU") {
+            return Err(unreadable(
+                "expected a user nkey seed (SU…) or a .creds file".into(),
+            ));
+        }
+        Ok(Credentials::Seed(seed.to_owned()))
+    }
+
+    async fn options(&self) -> Result<async_nats::ConnectOptions, BusError> {
+        match self {
+            Credentials::Seed(seed) => Ok(async_nats::ConnectOptions::with_nkey(seed.clone())),
+            Credentials::File(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| BusError::Credentials {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
 }
 
 /// A stream owned by a service, created idempotently at start-up.
@@ -177,9 +242,17 @@ impl Bus {
         let (tx, rx) = watch::channel(false);
         let deadline = tokio::time::Instant::now() + config.connect_timeout;
         let mut delay = Duration::from_millis(50);
+        let credentials = match &config.creds {
+            Some(path) => Some(Credentials::read(path)?),
+            None => None,
+        };
         let client = loop {
             let tx = tx.clone();
-            let options = async_nats::ConnectOptions::new()
+            let options = match &credentials {
+                Some(c) => c.options().await?,
+                None => async_nats::ConnectOptions::new(),
+            };
+            let options = options
                 .name(&config.client_name)
                 .max_reconnects(None)
                 .connection_timeout(Duration::from_secs(5))

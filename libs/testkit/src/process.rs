@@ -444,6 +444,8 @@ pub struct NatsServer {
     dir: PathBuf,
     port: u16,
     binary: PathBuf,
+    /// The server configuration with one nkey user per process, when started secured.
+    config: Option<PathBuf>,
 }
 
 impl HasUrl for NatsServer {
@@ -454,16 +456,39 @@ impl HasUrl for NatsServer {
 
 impl NatsServer {
     pub fn start() -> anyhow::Result<NatsServer> {
+        Self::start_with(false)
+    }
+
+    /// A server that admits only the processes' nkey users, each with the permissions
+    /// `haven_bus::auth` gives it (under any test prefix); [`NatsServer::creds`] has their
+    /// seeds.
+    pub fn start_secured() -> anyhow::Result<NatsServer> {
+        Self::start_with(true)
+    }
+
+    fn start_with(secured: bool) -> anyhow::Result<NatsServer> {
         let binary = find_nats_server()?;
         let dir = tempfile::Builder::new()
             .prefix("haven-nats-")
             .tempdir()?
             .keep();
+        let config = if secured {
+            let auth = haven_bus::auth::write_credentials(
+                &dir.join("creds"),
+                haven_bus::auth::Naming::AnyPrefix,
+            )?;
+            let config = dir.join("server.conf");
+            std::fs::write(&config, std::fs::read_to_string(auth)?)?;
+            Some(config)
+        } else {
+            None
+        };
         let mut server = NatsServer {
             child: None,
             dir,
             port: 0,
             binary,
+            config,
         };
         on_a_free_port(|port| {
             server.port = port;
@@ -475,6 +500,9 @@ impl NatsServer {
     fn launch(&mut self) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.dir.join("nats.log"))?;
         let mut cmd = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
         cmd.args([
             "-js",
             "-a",
@@ -506,6 +534,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The seed file `user` connects with (`HAVEN_NATS_CREDS`), on a secured server.
+    pub fn creds(&self, user: haven_bus::auth::BusUser) -> PathBuf {
+        haven_bus::auth::seed_file(&self.dir.join("creds"), user)
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.

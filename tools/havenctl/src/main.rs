@@ -78,6 +78,14 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Write the bus's credentials: one nkey seed per process (`<name>.nk`, kept if present)
+    /// and `auth.conf`, the authorization block nats-server includes. Point each process's
+    /// HAVEN_NATS_CREDS at its seed.
+    NatsAuth {
+        /// Directory for the seeds and auth.conf.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// Manage the credential vault's keys.
     Vault {
         #[command(subcommand)]
@@ -126,6 +134,10 @@ async fn main() -> anyhow::Result<()> {
                 claims = claims.for_all_tenants();
             }
             println!("{}", minter.mint(&claims)?);
+        }
+        Command::NatsAuth { dir } => {
+            let conf = haven_bus::auth::write_credentials(&dir, haven_bus::auth::Naming::Plain)?;
+            println!("{}", conf.display());
         }
         Command::Seed {
             tenant,

@@ -302,3 +302,73 @@ async fn made_up_paths_add_no_metric_series() {
     );
     stop.fire();
 }
+
+/// The whole stack on a bus that admits only the processes' own nkey users, each with its
+/// permissions: every service starts (its streams and consumers are within them), the
+/// gateway is ready and a verified webhook is stored.
+#[tokio::test]
+async fn the_stack_runs_with_per_process_bus_credentials() {
+    use haven_bus::auth::BusUser;
+    let nats = NatsServer::start_secured().unwrap();
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let stop = Token::new();
+    let common = |user: BusUser| {
+        let mut c = CommonArgs::new(&db.url, &nats.url(), &ns, SECRET);
+        c.nats.creds = Some(nats.creds(user));
+        c
+    };
+    let integrations = start_service("integrations", common(BusUser::Integrations), &stop).await;
+    let retry = start_service("retry", common(BusUser::Retry), &stop).await;
+    let export = start_service("export", common(BusUser::Export), &stop).await;
+    for svc in [&integrations, &retry, &export] {
+        wait_health(svc.addr, ServingStatus::Serving).await;
+    }
+    let secret = "shpss_stack_secret";
+    let config = haven_gateway::Config::for_test(
+        SECRET,
+        haven_gateway::NatsArgs::new(nats.url(), ns.clone())
+            .with_creds(nats.creds(BusUser::Gateway)),
+        format!("http://{}", integrations.addr),
+        format!("http://{}", retry.addr),
+        format!("http://{}", export.addr),
+    )
+    .with_shopify_client_secret(secret);
+    let gateway = spawn(&stop, |l, shutdown| {
+        haven_gateway::serve(config, l, shutdown)
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let body = r#"{"id":1}"#;
+    let hmac = haven_shopify::sign_webhook(body.as_bytes(), &secrecy::SecretString::from(secret));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = http
+            .post(format!("http://{}/api/webhooks/shopify", gateway.addr))
+            .header("X-Shopify-Topic", "orders/create")
+            .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+            .header("X-Shopify-Event-Id", "evt-stack-1")
+            .header("X-Shopify-Hmac-Sha256", &hmac)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhook still {}: {}",
+            res.status(),
+            res.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = http
+        .get(format!("http://{}/readyz", gateway.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    stop.fire();
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod api;
+mod bus_auth;
 mod common;
 mod failures;
 mod queue;
