@@ -152,6 +152,25 @@ impl Core {
         })
     }
 
+    /// The attempt's PKCE verifier, opened, when it has one.
+    fn verifier_of(
+        &self,
+        stored: &store::OAuthState,
+        provider: Provider,
+    ) -> Result<Option<haven_vault::Secret>> {
+        let Some(sealed) = stored.verifier() else {
+            return Ok(None);
+        };
+        Ok(Some(self.ring.open(
+            &sealed,
+            Owner {
+                tenant_id: stored.tenant_id,
+                provider: provider.as_str(),
+                kind: CredentialKind::PkceVerifier,
+            },
+        )?))
+    }
+
     /// Uses up a start link's ticket: makes the state that goes to the provider, binds it to
     /// a new browser secret (the gateway's cookie; only its hash is kept) and returns the
     /// provider's authorize URL.
@@ -187,17 +206,7 @@ impl Core {
         let binding = random_token();
         store::start_state(&mut tx, &found.state_hash, &hash(&state), &hash(&binding)).await?;
         let stored = &found.state;
-        let verifier = match stored.verifier() {
-            Some(sealed) => Some(self.ring.open(
-                &sealed,
-                Owner {
-                    tenant_id: stored.tenant_id,
-                    provider: provider.as_str(),
-                    kind: CredentialKind::PkceVerifier,
-                },
-            )?),
-            None => None,
-        };
+        let verifier = self.verifier_of(stored, provider)?;
         tx.commit().await?;
         let callback = &stored.redirect_uri;
         let authorize_url = match (provider, &stored.shop_domain) {
@@ -324,17 +333,7 @@ impl Core {
                 "browser: this callback did not come from the browser that started connecting; start again from the integrations page in this browser".into(),
             ));
         }
-        let verifier = match stored.verifier() {
-            Some(sealed) => Some(self.ring.open(
-                &sealed,
-                Owner {
-                    tenant_id: stored.tenant_id,
-                    provider: provider.as_str(),
-                    kind: CredentialKind::PkceVerifier,
-                },
-            )?),
-            None => None,
-        };
+        let verifier = self.verifier_of(&stored, provider)?;
         store::consume_state(&mut tx, &state_hash).await?;
         tx.commit().await?;
 

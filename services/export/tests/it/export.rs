@@ -550,7 +550,7 @@ async fn a_caller_going_away_stops_the_query() {
     stream.message().await.unwrap();
     stream.message().await.unwrap();
     let copies = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state = 'active'")
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND state = 'active'")
             .fetch_one(&s.db.pool)
             .await
             .unwrap()
@@ -711,7 +711,7 @@ async fn stalled_downloads_end_failed_and_free_their_connections() {
     }
     let copies = || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state <> 'idle'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND state <> 'idle'",
         )
         .fetch_one(&s.db.pool)
         .await

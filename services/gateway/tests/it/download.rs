@@ -204,7 +204,7 @@ async fn a_failure_mid_stream_is_a_failure_to_the_http_client() {
     assert!(!first.is_empty());
     // The database connection of the export dies mid-way.
     let killed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' AND state = 'active') t",
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND state = 'active') t",
     )
     .fetch_one(&s.db.pool)
     .await

@@ -99,6 +99,26 @@ impl Gateway {
         self.stream().await.get_info().await.unwrap().state.messages
     }
 
+    /// GETs `path`, expects a 302 to the app's integrations page with `query` first, and
+    /// returns the location and the response.
+    async fn app_redirect(&self, path: &str, query: &str) -> (String, reqwest::Response) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302);
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            location.starts_with(&format!(
+                "https://app.example.com/dashboard/settings/integrations?{query}"
+            )),
+            "{location}"
+        );
+        (location, res)
+    }
+
     /// Messages stored, or 0 when nothing has made the gateway create its stream yet.
     async fn stored_or_none(&self) -> u64 {
         let client = async_nats::connect(nats_url()).await.unwrap();
@@ -461,44 +481,22 @@ async fn the_oauth_callback_is_public_and_the_rest_needs_a_token() {
     let gw = start(Some(SHOPIFY_SECRET)).await;
     // No bearer token: the callback still runs and, with the service down, sends the
     // browser back with an error it can show.
-    let res = gw
-        .http
-        .get(format!(
-            "{}/api/integrations/shopify/callback?code=secret-code&state=s&shop={SHOP}",
-            gw.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
-    let location = res.headers()["location"].to_str().unwrap();
-    assert!(
-        location.starts_with(
-            "https://app.example.com/dashboard/settings/integrations?error=shopify_callback_failed&reason=unavailable&message="
-        ),
-        "{location}"
-    );
+    let (location, res) = gw
+        .app_redirect(
+            &format!("/api/integrations/shopify/callback?code=secret-code&state=s&shop={SHOP}"),
+            "error=shopify_callback_failed&reason=unavailable&message=",
+        )
+        .await;
     assert!(!location.contains("secret-code"), "{location}");
     assert_eq!(res.headers()["cache-control"], "no-store");
 
     // An unknown provider, with a forged log line in it, is not repeated back to the app.
-    let res = gw
-        .http
-        .get(format!(
-            "{}/api/integrations/Visit%20evil.example%0d%0aINFO%20forged/callback?state=s",
-            gw.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
-    let location = res.headers()["location"].to_str().unwrap();
-    assert!(
-        location.starts_with(
-            "https://app.example.com/dashboard/settings/integrations?error=callback_failed&reason=unknown_provider&message="
-        ),
-        "{location}"
-    );
+    let (location, _) = gw
+        .app_redirect(
+            "/api/integrations/Visit%20evil.example%0d%0aINFO%20forged/callback?state=s",
+            "error=callback_failed&reason=unknown_provider&message=",
+        )
+        .await;
     assert!(!location.to_lowercase().contains("evil"), "{location}");
 
     for (method, path) in [

@@ -523,13 +523,7 @@ async fn app_uninstalled_webhook_disconnects_the_shop() {
     let stack = Stack::start().await;
     let tenant = Uuid::new_v4();
     connect_shopify(&stack, tenant).await;
-    let bus = haven_bus::Bus::connect(
-        &haven_bus::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone())
-            .config("test")
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let bus = test_bus(&stack).await;
     let webhook = ShopifyWebhook {
         shop_domain: SHOP.into(),
         topic: "app/uninstalled".into(),
@@ -562,13 +556,7 @@ async fn an_uninstall_acts_on_the_shop_in_the_body_not_the_header() {
     let stack = Stack::start().await;
     let tenant = Uuid::new_v4();
     connect_shopify(&stack, tenant).await;
-    let bus = haven_bus::Bus::connect(
-        &haven_bus::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone())
-            .config("test")
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let bus = test_bus(&stack).await;
     for (id, body) in [
         (
             "other-shop",
@@ -611,6 +599,17 @@ async fn an_uninstall_acts_on_the_shop_in_the_body_not_the_header() {
         status(&stack, tenant, "shopify").await.status,
         IntegrationStatus::Connected as i32
     );
+}
+
+/// A bus client in the stack's namespace, publishing as other services would.
+async fn test_bus(stack: &Stack) -> haven_bus::Bus {
+    haven_bus::Bus::connect(
+        &haven_bus::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone())
+            .config("test")
+            .unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 pub async fn subscribe(stack: &Stack, subject: &str) -> async_nats::Subscriber {

@@ -551,6 +551,36 @@ async fn claimed_at(h: &Harness, id: &str) -> Option<chrono::DateTime<chrono::Ut
         .unwrap()
 }
 
+/// Tenant `tenant`'s service enqueues one item, due now.
+async fn enqueue_due(h: &Harness, svc: &haven_testkit::Running, tenant: Uuid) -> pb::RetryItem {
+    h.client(svc, tenant, Role::Service)
+        .await
+        .enqueue(enqueue_request("test.other", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap()
+}
+
+/// When item `id` was claimed, waiting for it until `deadline`.
+async fn claimed_by(
+    h: &Harness,
+    id: &str,
+    deadline: tokio::time::Instant,
+) -> chrono::DateTime<chrono::Utc> {
+    loop {
+        if let Some(at) = claimed_at(h, id).await {
+            return at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "item {id} was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Tenant A has 50,000 items due for an hour; tenant B's one item, due now, is claimed in the
 /// first claim round after it was enqueued: no more than one batch of A's items is claimed
 /// between the two.
@@ -580,31 +610,14 @@ async fn one_tenants_backlog_does_not_hold_back_another_tenants_due_item() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let item = h
-        .client(&svc, b, Role::Service)
-        .await
-        .enqueue(enqueue_request("test.other", "{}"))
-        .await
-        .unwrap()
-        .into_inner()
-        .item
-        .unwrap();
+    let item = enqueue_due(&h, &svc, b).await;
     let enqueued_at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT created_at FROM retry.retry_items WHERE id = $1::uuid")
             .bind(&item.id)
             .fetch_one(&h.db.pool)
             .await
             .unwrap();
-    let b_claimed = loop {
-        if let Some(at) = claimed_at(&h, &item.id).await {
-            break at;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tenant B's item was never claimed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let b_claimed = claimed_by(&h, &item.id, deadline).await;
     let a_between: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM retry.retry_items
          WHERE tenant_id = $1 AND claimed_at > $2 AND claimed_at < $3",
@@ -630,23 +643,9 @@ async fn a_tenants_leases_are_capped() {
     config.max_in_flight_per_tenant = 100;
     let svc = h.start(config).await;
     backlog(&h, a, "test.backlog", 1_000).await;
-    let item = h
-        .client(&svc, b, Role::Service)
-        .await
-        .enqueue(enqueue_request("test.other", "{}"))
-        .await
-        .unwrap()
-        .into_inner()
-        .item
-        .unwrap();
+    let item = enqueue_due(&h, &svc, b).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while claimed_at(&h, &item.id).await.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B's item was never claimed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    claimed_by(&h, &item.id, deadline).await;
     // Give the dispatcher a few more rounds to overreach, if it would.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held: i64 = sqlx::query_scalar(
