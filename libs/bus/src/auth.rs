@@ -120,6 +120,8 @@ pub fn permissions(user: BusUser, naming: Naming) -> (Vec<String>, Vec<String>) 
             "CONSUMER.DURABLE.CREATE",
             "CONSUMER.INFO",
             "CONSUMER.MSG.NEXT",
+            // Renamed durables replace their old selves (`ConsumerSpec::replacing`).
+            "CONSUMER.DELETE",
         ] {
             publish.push(format!("$JS.API.{api}.{stream}.>"));
         }

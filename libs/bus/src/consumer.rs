@@ -37,6 +37,10 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
     /// Messages handled at once by this process.
     pub concurrency: usize,
+    /// An older durable name this consumer replaces: deleted when it exists with the same
+    /// filter (a work-queue stream refuses two consumers with one filter), left alone when it
+    /// belongs to someone else.
+    pub replaces: Option<String>,
 }
 
 impl ConsumerSpec {
@@ -48,7 +52,13 @@ impl ConsumerSpec {
             ack_wait: Duration::from_secs(30),
             max_deliver: -1,
             concurrency: 64,
+            replaces: None,
         }
+    }
+
+    pub fn replacing(mut self, old_durable: impl Into<String>) -> Self {
+        self.replaces = Some(old_durable.into());
+        self
     }
 
     pub fn filter(mut self, subject: impl Into<String>) -> Self {
@@ -169,12 +179,42 @@ impl Bus {
         match filters.len() {
             0 => {}
             1 => config.filter_subject = filters[0].clone(),
-            _ => config.filter_subjects = filters,
+            _ => config.filter_subjects = filters.clone(),
+        }
+        let mut want = filters;
+        want.sort();
+        let filters_of = |info: &async_nats::jetstream::consumer::Info| {
+            let mut have = info.config.filter_subjects.clone();
+            if !info.config.filter_subject.is_empty() {
+                have.push(info.config.filter_subject.clone());
+            }
+            have.sort();
+            have
+        };
+        if let Some(old) = &spec.replaces {
+            let old = self.namespace.name(old);
+            if let Ok(info) = stream.consumer_info(&old).await
+                && filters_of(&info) == want
+            {
+                tracing::info!(old = %old, new = %durable, "replacing a consumer's old durable name");
+                stream
+                    .delete_consumer(&old)
+                    .await
+                    .map_err(|e| err(format!("cannot remove the old consumer {old}: {e}")))?;
+            }
         }
         let consumer = stream
             .get_or_create_consumer::<pull::Config>(&durable, config)
             .await
             .map_err(|e| err(e.to_string()))?;
+        // An existing consumer is returned whatever its filter: one that takes other
+        // subjects under this name must not be consumed as ours.
+        let have = filters_of(consumer.cached_info());
+        if have != want {
+            return Err(err(format!(
+                "a consumer of this name already takes {have:?}, not {want:?}"
+            )));
+        }
         consumer
             .stream()
             .max_messages_per_batch(spec.concurrency.max(16))

@@ -44,8 +44,16 @@ pub fn streams() -> Vec<StreamSpec> {
     ]
 }
 
-/// Hands a failed operation to the retry service. `msg_id` de-duplicates: publishing the
-/// same operation twice with the same id creates one item.
+/// The owners' durable consumer of `operation_type`'s dispatches. Operation types are
+/// `[a-z0-9_]` words joined by dots and `-` appears in none, so `.` → `-` keeps distinct types
+/// apart (`a.b_c` and `a_b.c` once both became `dispatch_a_b_c`).
+pub fn dispatch_durable(operation_type: &str) -> String {
+    format!("dispatch_{}", operation_type.replace('.', "-"))
+}
+
+/// Hands a failed operation to the retry service. `msg_id` de-duplicates within the tenant:
+/// publishing the same operation twice with the same id creates one item. The `Nats-Msg-Id`
+/// is `<tenant>:<msg_id>`, so another tenant's use of the same id is never taken for a repeat.
 pub async fn enqueue(
     bus: &Bus,
     tenant_id: uuid::Uuid,
@@ -58,7 +66,7 @@ pub async fn enqueue(
         user_id: user_id.unwrap_or_default().to_owned(),
         request: Some(request),
     };
-    bus.publish(ENQUEUE_SUBJECT, &message, msg_id)
+    bus.publish(ENQUEUE_SUBJECT, &message, &format!("{tenant_id}:{msg_id}"))
         .await
         .map(|_| ())
 }
@@ -105,8 +113,8 @@ where
     H: Fn(RetryDispatch) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
-    let durable = format!("dispatch_{}", operation_type.replace('.', "_"));
-    let spec = ConsumerSpec::new(COMMANDS_STREAM, durable)
+    let spec = ConsumerSpec::new(COMMANDS_STREAM, dispatch_durable(operation_type))
+        .replacing(format!("dispatch_{}", operation_type.replace('.', "_")))
         .filter(dispatch_subject(operation_type))
         .concurrency(concurrency);
     let handler = &handler;

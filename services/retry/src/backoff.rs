@@ -33,13 +33,18 @@ impl Backoff {
     }
 
     /// Full jitter: uniform in [0, ceiling], so retries of many items spread out instead of
-    /// arriving in waves. A provider's `Retry-After` is a floor.
+    /// arriving in waves. A provider's `Retry-After` is a floor, itself at most
+    /// [`MAX_RETRY_AFTER`].
     pub fn delay(&self, attempts: u32, retry_after: Duration, rng: &mut impl Rng) -> Duration {
         let ceiling = u64::try_from(self.ceiling(attempts).as_millis()).unwrap_or(u64::MAX);
         let jittered = Duration::from_millis(rng.random_range(0..=ceiling));
-        jittered.max(retry_after)
+        jittered.max(retry_after.min(MAX_RETRY_AFTER))
     }
 }
+
+/// The longest `Retry-After` honoured: beyond it PostgreSQL's timestamps overflow (a handler
+/// saying `Duration::MAX` once failed every result in its batch), and no provider means it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Backoff per operation type, with a default for the rest.
 #[derive(Clone, Debug, Default)]
@@ -86,6 +91,16 @@ mod tests {
     use rand::rngs::SmallRng;
 
     use super::*;
+
+    #[test]
+    fn retry_after_is_held_to_a_year() {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+        };
+        let mut rng = rand::rng();
+        assert_eq!(backoff.delay(1, Duration::MAX, &mut rng), MAX_RETRY_AFTER);
+    }
 
     proptest! {
         /// Every delay lies in [max(0, retry_after), max(min(cap, base·2^(n−1)), retry_after)].

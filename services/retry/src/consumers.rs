@@ -174,7 +174,7 @@ async fn handle_result(d: Delivery<RetryResult>, batcher: &Batcher<ResultIn, ()>
         outcome,
         error: (!r.error.is_empty()).then(|| r.error.chars().take(4000).collect()),
         duration_ms: r.duration_ms,
-        retry_after: Duration::from_millis(r.retry_after_ms),
+        retry_after: Duration::from_millis(r.retry_after_ms).min(crate::backoff::MAX_RETRY_AFTER),
     };
     match batcher.submit(result).await {
         Ok(()) => Outcome::Ack,

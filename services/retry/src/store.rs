@@ -251,6 +251,11 @@ impl Store {
             .collect();
         let mut existing: Vec<ItemRow> = Vec::new();
         if !missing.is_empty() {
+            let source_tenants: Vec<Uuid> = missing
+                .iter()
+                .filter(|i| i.source_msg_id.is_some())
+                .map(|i| i.tenant_id)
+                .collect();
             let sources: Vec<String> = missing
                 .iter()
                 .filter_map(|i| i.source_msg_id.clone())
@@ -267,9 +272,10 @@ impl Store {
             existing = query_items!(
                 "SELECT ",
                 " FROM retry.retry_items r
-                 WHERE r.source_msg_id = ANY($1)
-                    OR ((r.tenant_id, r.idempotency_key) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
+                 WHERE (r.tenant_id, r.source_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
+                    OR ((r.tenant_id, r.idempotency_key) IN (SELECT * FROM unnest($3::uuid[], $4::text[]))
                         AND r.status IN ('pending', 'processing'))",
+                &source_tenants,
                 &sources,
                 &key_tenants,
                 &keys,
@@ -289,7 +295,9 @@ impl Store {
                 continue;
             }
             let dup = existing.iter().find(|e| {
-                (item.source_msg_id.is_some() && e.source_msg_id == item.source_msg_id)
+                (item.source_msg_id.is_some()
+                    && e.tenant_id == item.tenant_id
+                    && e.source_msg_id == item.source_msg_id)
                     || (item.idempotency_key.is_some()
                         && e.tenant_id == item.tenant_id
                         && e.idempotency_key == item.idempotency_key)
@@ -778,6 +786,25 @@ impl Store {
         .ok_or(StoreError::NotFound(id))?;
         let row = match transition(&item.state(), command.event()) {
             Decision::Requeue { max_attempts } => {
+                // A finished item frees its idempotency key; if a live item took it since,
+                // this one cannot come back beside it (no retry of the call can change that).
+                if let Some(key) = &item.idempotency_key {
+                    let holder = sqlx::query_scalar!(
+                        "SELECT id FROM retry.retry_items
+                         WHERE tenant_id = $1 AND idempotency_key = $2 AND id <> $3
+                           AND status IN ('pending', 'processing')",
+                        item.tenant_id,
+                        key,
+                        id,
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(holder) = holder {
+                        return Err(StoreError::Precondition(format!(
+                            "idempotency_key: live item {holder} holds the key `{key}` now; retry or cancel that one instead"
+                        )));
+                    }
+                }
                 query_items!(
                     "WITH changed AS (
                          UPDATE retry.retry_items r SET status = 'pending', next_retry_at = now(), worker_id = NULL,

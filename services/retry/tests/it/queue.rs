@@ -657,3 +657,179 @@ async fn a_tenants_leases_are_capped() {
     .unwrap();
     assert_eq!(held, 100);
 }
+
+/// X with key K failed (freeing K) and Y took K: RetryNow on X cannot succeed however often
+/// it is tried, so it is FailedPrecondition naming Y, not Unavailable.
+#[tokio::test]
+async fn retry_now_of_an_item_whose_key_was_taken_names_the_holder() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let owner = h.owner("test.keyed", |_| Err(HandlerError::Permanent("no".into())));
+    let mut req = enqueue_request("test.keyed", "{}");
+    req.idempotency_key = "K".into();
+    let x = client
+        .enqueue(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    h.wait_status("failed", 1, T).await;
+    owner.shutdown().await;
+    req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+    let y = client.enqueue(req).await.unwrap().into_inner();
+    assert!(y.created);
+    let y = y.item.unwrap();
+    let err = client
+        .retry_now(pb::RetryNowRequest { id: x.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&y.id), "{}", err.message());
+    svc.shutdown().await;
+}
+
+/// A handler asking to wait `Duration::MAX` gets a year: the result applies, the item waits,
+/// and nothing else in its batch fails.
+#[tokio::test]
+async fn an_endless_retry_after_is_held_to_a_year() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let owner = h.owner("test.forever", |_| {
+        Err(HandlerError::Retryable {
+            message: "come back never".into(),
+            retry_after: Some(Duration::MAX),
+        })
+    });
+    let item = client
+        .enqueue(enqueue_request("test.forever", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let wait_days: f64 = loop {
+        let (status, days): (String, f64) = sqlx::query_as(
+            "SELECT status, extract(epoch FROM next_retry_at - now())::float8 / 86400
+             FROM retry.retry_items WHERE id = $1::uuid",
+        )
+        .bind(&item.id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+        if status == "pending" && days > 1.0 {
+            break days;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!((364.0..=366.0).contains(&wait_days), "{wait_days} days");
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+/// Two tenants using the same message id each get their item.
+#[tokio::test]
+async fn one_tenants_message_id_never_swallows_anothers_enqueue() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut req = enqueue_request("test.shared_id", "{}");
+    req.first_run = Some(pb::enqueue_request::FirstRun::DelayMs(3_600_000));
+    for tenant in [a, b, a] {
+        haven_retry_client::enqueue(&h.bus, tenant, None, req.clone(), "same-id")
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let per_tenant: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT tenant_id, count(*) FROM retry.retry_items GROUP BY tenant_id ORDER BY 1",
+        )
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+        if per_tenant.len() == 2 {
+            assert!(per_tenant.iter().all(|(_, n)| *n == 1), "{per_tenant:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{per_tenant:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    svc.shutdown().await;
+}
+
+/// `a.b_c` and `a_b.c` once shared a durable consumer: each owner now takes its own type only.
+#[tokio::test]
+async fn owners_of_look_alike_types_take_only_their_own_dispatches() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let first = h.owner("test.a_b.c", |_| Ok(()));
+    let second = h.owner("test.a.b_c", |_| Ok(()));
+    let mut ids = Vec::new();
+    for op in ["test.a_b.c", "test.a.b_c"] {
+        let item = client
+            .enqueue(enqueue_request(op, "{}"))
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+        ids.push(item.id);
+    }
+    h.wait_status("resolved", 2, T).await;
+    let seen = |owner: &Owner| -> Vec<String> {
+        owner
+            .seen
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    assert_eq!(seen(&first), vec![ids[0].clone()]);
+    assert_eq!(seen(&second), vec![ids[1].clone()]);
+    first.shutdown().await;
+    second.shutdown().await;
+    svc.shutdown().await;
+}
+
+/// An owner deployed before the rename finds its old durable consumer in place; the new one
+/// replaces it (a work queue takes one consumer per filter) and the work goes on.
+#[tokio::test]
+async fn an_owners_old_durable_name_is_replaced() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let js = async_nats::jetstream::new(async_nats::connect(&h.nats_url).await.unwrap());
+    let stream = js
+        .get_stream(format!("{}_{}", h.ns, haven_retry_client::COMMANDS_STREAM))
+        .await
+        .unwrap();
+    let legacy = format!("{}_dispatch_test_legacy_x", h.ns);
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(legacy.clone()),
+            filter_subject: format!("{}.haven.retry.dispatch.test.legacy_x", h.ns),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    client
+        .enqueue(enqueue_request("test.legacy_x", "{}"))
+        .await
+        .unwrap();
+    let owner = h.owner("test.legacy_x", |_| Ok(()));
+    h.wait_status("resolved", 1, T).await;
+    assert!(
+        stream.consumer_info(&legacy).await.is_err(),
+        "the old consumer is still there"
+    );
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
