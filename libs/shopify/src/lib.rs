@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-pub use webhook::{ShopField, SignedBody, WebhookBodyError, read_signed_body};
+pub use webhook::{ShopField, WebhookBodyError, signed_shop};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -54,42 +54,32 @@ pub enum WebhookBodyError {
     },
 }
 
-/// A verified webhook body: a JSON object, and the shop it names when its topic has one.
-#[derive(Debug)]
-pub struct SignedBody {
-    pub object: Map<String, Value>,
-    /// The shop read from the signed body; `None` for topics whose payload has no shop.
-    pub shop: Option<ShopDomain>,
-}
-
 /// Reads a verified body: refuses anything but a JSON object (a signature over another kind of
-/// message, such as an OAuth callback's query string, is not a webhook's), and reads the shop
-/// from the field the topic's payload names it in.
-pub fn read_signed_body(topic: &str, body: &[u8]) -> Result<SignedBody, WebhookBodyError> {
+/// message, such as an OAuth callback's query string, is not a webhook's), and returns the
+/// shop from the field the topic's payload names it in; `None` for topics whose payload names
+/// no shop.
+pub fn signed_shop(topic: &str, body: &[u8]) -> Result<Option<ShopDomain>, WebhookBodyError> {
     let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
         return Err(WebhookBodyError::NotJsonObject);
     };
-    let shop = match ShopField::of_topic(topic) {
-        None => None,
-        Some(field) => {
-            let (name, value) = field
-                .read(&object)
-                .ok_or_else(|| WebhookBodyError::NoShop {
-                    topic: topic.to_owned(),
-                    field: match field {
-                        ShopField::ShopResource => "myshopify_domain",
-                        ShopField::ShopDomain => "shop_domain",
-                    },
-                })?;
-            Some(
-                ShopDomain::parse(value).map_err(|reason| WebhookBodyError::BadShop {
-                    field: name,
-                    reason,
-                })?,
-            )
-        }
+    let Some(field) = ShopField::of_topic(topic) else {
+        return Ok(None);
     };
-    Ok(SignedBody { object, shop })
+    let (name, value) = field
+        .read(&object)
+        .ok_or_else(|| WebhookBodyError::NoShop {
+            topic: topic.to_owned(),
+            field: match field {
+                ShopField::ShopResource => "myshopify_domain",
+                ShopField::ShopDomain => "shop_domain",
+            },
+        })?;
+    ShopDomain::parse(value)
+        .map(Some)
+        .map_err(|reason| WebhookBodyError::BadShop {
+            field: name,
+            reason,
+        })
 }
 
 #[cfg(test)]
@@ -99,8 +89,7 @@ mod tests {
 
     #[test]
     fn the_shop_comes_from_the_documented_field() {
-        let shop =
-            |topic: &str, body: &str| read_signed_body(topic, body.as_bytes()).map(|b| b.shop);
+        let shop = |topic: &str, body: &str| signed_shop(topic, body.as_bytes());
         assert_eq!(
             shop(
                 "app/uninstalled",
@@ -152,7 +141,7 @@ mod tests {
             "{\"a\":",
         ] {
             assert_eq!(
-                read_signed_body("orders/create", body.as_bytes()).unwrap_err(),
+                signed_shop("orders/create", body.as_bytes()).unwrap_err(),
                 WebhookBodyError::NotJsonObject,
                 "{body:?}"
             );

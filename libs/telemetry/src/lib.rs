@@ -23,7 +23,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use metrics_layer::{MetricsLayer, MetricsService};
-pub use one_line::{OneLine, OneLineWriter, escape_controls};
+pub use one_line::{OneLine, OneLineWriter};
 pub use propagation::{
     HeaderExtractor, HeaderInjector, MetadataInjector, TraceContextLayer, TraceContextService,
     extract_context, inject_context, inject_current, set_parent_from,

@@ -27,7 +27,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLine<M> {
 pub struct OneLineWriter<W>(W);
 
 /// `buf` with control characters (and DEL) escaped, except a final `\n`.
-pub fn escape_controls(buf: &[u8]) -> Vec<u8> {
+fn escape_controls(buf: &[u8]) -> Vec<u8> {
     let (body, end) = match buf.split_last() {
         Some((b'\n', body)) => (body, &b"\n"[..]),
         _ => (buf, &b""[..]),

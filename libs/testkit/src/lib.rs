@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 pub use process::{NatsServer, PostgresServer, SERVER_PORTS};
 pub use service::{
     JWT_SECRET, Running, all_tenants_token, channel, health, request, spawn, spawn_serving, token,
-    token_for, wait_health, wait_serving,
+    token_for, wait_for, wait_health, wait_serving,
 };
 pub use tonic_health::pb::health_check_response::ServingStatus;
 

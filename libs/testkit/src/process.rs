@@ -473,13 +473,10 @@ impl NatsServer {
             .tempdir()?
             .keep();
         let config = if secured {
-            let auth = haven_bus::auth::write_credentials(
+            Some(haven_bus::auth::write_credentials(
                 &dir.join("creds"),
                 haven_bus::auth::Naming::AnyPrefix,
-            )?;
-            let config = dir.join("server.conf");
-            std::fs::write(&config, std::fs::read_to_string(auth)?)?;
-            Some(config)
+            )?)
         } else {
             None
         };

@@ -27,33 +27,42 @@ pub fn token(tenant: Uuid, role: Role) -> String {
 
 /// A JWT for `tenant`, `user` and `roles`, valid for an hour.
 pub fn token_for(tenant: Uuid, user: &str, roles: &[Role]) -> String {
-    Minter::hs256(JWT_SECRET.as_bytes())
-        .and_then(|m| {
-            m.mint(&Claims::new(
-                tenant,
-                user.to_owned(),
-                roles.to_vec(),
-                Duration::from_secs(3600),
-            ))
-        })
-        .unwrap_or_else(|e| panic!("testkit: cannot mint a token: {e}"))
+    mint(&hour_claims(tenant, user, roles.to_vec()))
 }
 
 /// A service token valid for every tenant (the explicit all-tenants scope), for `user`.
 pub fn all_tenants_token(user: &str) -> String {
+    mint(&hour_claims(Uuid::nil(), user, vec![Role::Service]).for_all_tenants())
+}
+
+fn hour_claims(tenant: Uuid, user: &str, roles: Vec<Role>) -> Claims {
+    Claims::new(tenant, user.to_owned(), roles, Duration::from_secs(3600))
+}
+
+fn mint(claims: &Claims) -> String {
     Minter::hs256(JWT_SECRET.as_bytes())
-        .and_then(|m| {
-            m.mint(
-                &Claims::new(
-                    Uuid::nil(),
-                    user.to_owned(),
-                    vec![Role::Service],
-                    Duration::from_secs(3600),
-                )
-                .for_all_tenants(),
-            )
-        })
+        .and_then(|m| m.mint(claims))
         .unwrap_or_else(|e| panic!("testkit: cannot mint a token: {e}"))
+}
+
+/// Polls `check` every 20 ms until it yields a value, failing the test with `what` once
+/// `within` has passed.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `msg` as a gRPC request carrying `token` as its bearer.

@@ -305,9 +305,9 @@ async fn shopify(
     })?;
     // The HMAC covers the body only: the shop is taken from it wherever the topic's payload
     // names one, and the unsigned header must agree.
-    let signed = haven_shopify::read_signed_body(topic, &body)
-        .map_err(|e| unauthenticated(&e.to_string()))?;
-    let shop_domain_signed = match &signed.shop {
+    let signed_shop =
+        haven_shopify::signed_shop(topic, &body).map_err(|e| unauthenticated(&e.to_string()))?;
+    let shop_domain_signed = match &signed_shop {
         Some(signed_shop) if *signed_shop != shop => {
             return Err(unauthenticated(
                 "X-Shopify-Shop-Domain does not match the shop the signed body names",

@@ -124,16 +124,18 @@ impl Core {
 
     /// The OAuth callback URL registered with the provider.
     pub fn callback_url(&self, provider: Provider) -> String {
-        format!(
-            "{}/api/integrations/{provider}/callback",
-            self.public_url.trim_end_matches('/')
-        )
+        self.provider_url(provider, "callback")
     }
 
     /// The gateway's one-time start link (before its `?ticket=`).
     pub fn start_url(&self, provider: Provider) -> String {
+        self.provider_url(provider, "start")
+    }
+
+    /// `<public gateway URL>/api/integrations/<provider>/<action>`.
+    fn provider_url(&self, provider: Provider, action: &str) -> String {
         format!(
-            "{}/api/integrations/{provider}/start",
+            "{}/api/integrations/{provider}/{action}",
             self.public_url.trim_end_matches('/')
         )
     }

@@ -437,9 +437,9 @@ impl Core {
     /// shop is read from the body Shopify signed, never from the unsigned header beside it.
     pub async fn handle_shopify_webhook(&self, webhook: ShopifyWebhook) -> Result<()> {
         if webhook.topic == "app/uninstalled" {
-            let signed = haven_shopify::read_signed_body(&webhook.topic, &webhook.body)
+            let signed = haven_shopify::signed_shop(&webhook.topic, &webhook.body)
                 .map_err(|e| Error::invalid(format!("body: {e}")))?;
-            let Some(shop) = signed.shop else {
+            let Some(shop) = signed else {
                 return Err(Error::invalid("body: names no shop"));
             };
             self.app_uninstalled(&shop).await?;

@@ -79,8 +79,8 @@ pub enum Refused {
 }
 
 /// The admission checks, shared by the gRPC and NATS enqueue paths.
-#[derive(Debug)]
 pub struct Admission {
+    store: Store,
     pub types: OperationTypes,
     /// 0: no cap.
     pub max_pending: i64,
@@ -88,8 +88,9 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(types: OperationTypes, max_pending: i64) -> Self {
+    pub fn new(store: Store, types: OperationTypes, max_pending: i64) -> Self {
         Admission {
+            store,
             types,
             max_pending,
             counts: Mutex::default(),
@@ -97,12 +98,7 @@ impl Admission {
     }
 
     /// Admits one new item of `operation_type` for `tenant`, or says why not.
-    pub async fn admit(
-        &self,
-        store: &Store,
-        tenant: Uuid,
-        operation_type: &str,
-    ) -> Result<(), Refused> {
+    pub async fn admit(&self, tenant: Uuid, operation_type: &str) -> Result<(), Refused> {
         if !self.types.allows(operation_type) {
             return Err(Refused::NotAllowed(operation_type.to_owned()));
         }
@@ -113,7 +109,7 @@ impl Admission {
         let pending = match cached {
             Some(n) => n,
             None => {
-                let n = store.pending_of(tenant, self.max_pending).await?;
+                let n = self.store.pending_of(tenant, self.max_pending).await?;
                 self.store_count(tenant, n);
                 n
             }

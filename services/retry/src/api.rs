@@ -93,7 +93,7 @@ impl RetryService for Api {
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         match self
             .admission
-            .admit(&self.store, principal.tenant_id, &item.operation_type)
+            .admit(principal.tenant_id, &item.operation_type)
             .await
         {
             Ok(()) => {}

@@ -71,7 +71,6 @@ pub fn spawn(
     bus: Bus,
     enqueue: EnqueueBatcher,
     admission: Arc<Admission>,
-    store: Store,
     results: Batcher<ResultIn, ()>,
     token: CancellationToken,
 ) {
@@ -82,8 +81,8 @@ pub fn spawn(
             .filter(ENQUEUE_SUBJECT)
             .concurrency(512);
         let handler = |d: Delivery<RetryEnqueue>| {
-            let (enqueue, admission, store) = (enqueue.clone(), admission.clone(), store.clone());
-            async move { handle_enqueue(d, &enqueue, &admission, &store).await }
+            let (enqueue, admission) = (enqueue.clone(), admission.clone());
+            async move { handle_enqueue(d, &enqueue, &admission).await }
         };
         if let Err(e) = b.consume(spec, handler, t.cancelled_owned()).await {
             tracing::error!(error = %e, "enqueue consumer stopped");
@@ -107,7 +106,6 @@ async fn handle_enqueue(
     d: Delivery<RetryEnqueue>,
     batcher: &EnqueueBatcher,
     admission: &Admission,
-    store: &Store,
 ) -> Outcome {
     let Ok(tenant_id) = Uuid::parse_str(&d.message.tenant_id) else {
         tracing::error!(tenant_id = %d.message.tenant_id, "enqueue message has no valid tenant_id; dropping it");
@@ -126,10 +124,7 @@ async fn handle_enqueue(
             return Outcome::Term;
         }
     };
-    match admission
-        .admit(store, tenant_id, &item.operation_type)
-        .await
-    {
+    match admission.admit(tenant_id, &item.operation_type).await {
         Ok(()) => {}
         Err(Refused::NotAllowed(op)) => {
             tracing::error!(operation_type = ?op, "enqueue of an operation type this deployment does not accept; dropping it");

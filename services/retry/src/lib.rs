@@ -51,10 +51,6 @@ pub async fn serve(
     }
     let types = admission::OperationTypes::parse(&config.operation_types)
         .map_err(|e| RetryError::Config(format!("HAVEN_RETRY_OPERATION_TYPES: {e}")))?;
-    let admission = Arc::new(admission::Admission::new(
-        types,
-        config.max_pending_per_tenant,
-    ));
     let token = haven_server::token_for(shutdown);
     let spec = ServiceSpec {
         name: "haven-retry",
@@ -68,6 +64,11 @@ pub async fn serve(
         lease: config.lease,
         backoff,
     };
+    let admission = Arc::new(admission::Admission::new(
+        store.clone(),
+        types,
+        config.max_pending_per_tenant,
+    ));
     let wake = Arc::new(Notify::new());
     let enqueue = consumers::enqueue_batcher(store.clone());
     let results = consumers::result_batcher(store.clone(), base.bus.clone(), wake.clone());
@@ -75,7 +76,6 @@ pub async fn serve(
         base.bus.clone(),
         enqueue.clone(),
         admission.clone(),
-        store.clone(),
         results,
         token.clone(),
     );

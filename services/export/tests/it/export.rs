@@ -719,14 +719,10 @@ async fn stalled_downloads_end_failed_and_free_their_connections() {
     };
     // Their queries run (each starts just after the header is sent, so give them a moment;
     // a slow machine may already have ended the first by the time the last starts).
-    let started = std::time::Instant::now();
-    while copies().await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no export query ever ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    haven_testkit::wait_for("an export query to run", Duration::from_secs(5), || async {
+        (copies().await > 0).then_some(())
+    })
+    .await;
     // A fifth tenant exports meanwhile.
     let fifth = Uuid::new_v4();
     s.seed(fifth, 50, 0.0).await;
@@ -736,26 +732,22 @@ async fn stalled_downloads_end_failed_and_free_their_connections() {
         .unwrap();
     assert!(summary.record_count > 0);
     // The stall timeout ends the four: history failed, queries gone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let failed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM exports.export_history
-             WHERE tenant_id = ANY($1) AND status = 'failed' AND error LIKE '%took no data%'",
-        )
-        .bind(&stalled)
-        .fetch_one(&s.db.pool)
-        .await
-        .unwrap();
-        if failed == 4 && copies().await == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{failed} of 4 recorded failed, {} queries still running",
-            copies().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    haven_testkit::wait_for(
+        "four failed exports and no query left",
+        Duration::from_secs(20),
+        || async {
+            let failed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM exports.export_history
+                 WHERE tenant_id = ANY($1) AND status = 'failed' AND error LIKE '%took no data%'",
+            )
+            .bind(&stalled)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+            (failed == 4 && copies().await == 0).then_some(())
+        },
+    )
+    .await;
     // A stalled caller that reads again learns the stream failed, never a short file.
     let (_, mut stream) = held.pop().unwrap();
     let end = loop {

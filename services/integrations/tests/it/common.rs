@@ -225,12 +225,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    haven_testkit::wait_for(what, Duration::from_secs(30), || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
 }

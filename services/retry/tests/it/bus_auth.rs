@@ -70,14 +70,12 @@ async fn only_a_permitted_process_can_hand_work_to_the_queue() {
     )
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while items_of(&db, other).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the permitted enqueue was not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    haven_testkit::wait_for(
+        "the permitted enqueue to be stored",
+        Duration::from_secs(20),
+        || async { (items_of(&db, other).await > 0).then_some(()) },
+    )
+    .await;
 
     // The gateway may publish webhooks, but not onto the queue's subject.
     let gateway = bus_as(&nats, &ns, BusUser::Gateway).await;

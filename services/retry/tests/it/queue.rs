@@ -563,22 +563,12 @@ async fn enqueue_due(h: &Harness, svc: &haven_testkit::Running, tenant: Uuid) ->
         .unwrap()
 }
 
-/// When item `id` was claimed, waiting for it until `deadline`.
-async fn claimed_by(
-    h: &Harness,
-    id: &str,
-    deadline: tokio::time::Instant,
-) -> chrono::DateTime<chrono::Utc> {
-    loop {
-        if let Some(at) = claimed_at(h, id).await {
-            return at;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "item {id} was never claimed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// When item `id` was claimed, waiting up to `within` for it.
+async fn claimed_by(h: &Harness, id: &str, within: Duration) -> chrono::DateTime<chrono::Utc> {
+    haven_testkit::wait_for(&format!("item {id} to be claimed"), within, || {
+        claimed_at(h, id)
+    })
+    .await
 }
 
 /// Tenant A has 50,000 items due for an hour; tenant B's one item, due now, is claimed in the
@@ -595,21 +585,15 @@ async fn one_tenants_backlog_does_not_hold_back_another_tenants_due_item() {
     let svc = h.start(config).await;
     backlog(&h, a, "test.backlog", 50_000).await;
     // Let the dispatcher get busy with A's backlog first.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while h
-        .status_counts()
-        .await
-        .get("processing")
-        .copied()
-        .unwrap_or(0)
-        < 1_000
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing was claimed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    haven_testkit::wait_for(
+        "A's backlog to be claimed",
+        Duration::from_secs(60),
+        || async {
+            let processing = h.status_counts().await.get("processing").copied();
+            processing.filter(|n| *n >= 1_000)
+        },
+    )
+    .await;
     let item = enqueue_due(&h, &svc, b).await;
     let enqueued_at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT created_at FROM retry.retry_items WHERE id = $1::uuid")
@@ -617,7 +601,7 @@ async fn one_tenants_backlog_does_not_hold_back_another_tenants_due_item() {
             .fetch_one(&h.db.pool)
             .await
             .unwrap();
-    let b_claimed = claimed_by(&h, &item.id, deadline).await;
+    let b_claimed = claimed_by(&h, &item.id, Duration::from_secs(60)).await;
     let a_between: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM retry.retry_items
          WHERE tenant_id = $1 AND claimed_at > $2 AND claimed_at < $3",
@@ -644,8 +628,7 @@ async fn a_tenants_leases_are_capped() {
     let svc = h.start(config).await;
     backlog(&h, a, "test.backlog", 1_000).await;
     let item = enqueue_due(&h, &svc, b).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    claimed_by(&h, &item.id, deadline).await;
+    claimed_by(&h, &item.id, Duration::from_secs(30)).await;
     // Give the dispatcher a few more rounds to overreach, if it would.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held: i64 = sqlx::query_scalar(
@@ -710,8 +693,7 @@ async fn an_endless_retry_after_is_held_to_a_year() {
         .into_inner()
         .item
         .unwrap();
-    let deadline = tokio::time::Instant::now() + T;
-    let wait_days: f64 = loop {
+    let wait_days: f64 = haven_testkit::wait_for("the item to wait again", T, || async {
         let (status, days): (String, f64) = sqlx::query_as(
             "SELECT status, extract(epoch FROM next_retry_at - now())::float8 / 86400
              FROM retry.retry_items WHERE id = $1::uuid",
@@ -720,12 +702,9 @@ async fn an_endless_retry_after_is_held_to_a_year() {
         .fetch_one(&h.db.pool)
         .await
         .unwrap();
-        if status == "pending" && days > 1.0 {
-            break days;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (status == "pending" && days > 1.0).then_some(days)
+    })
+    .await;
     assert!((364.0..=366.0).contains(&wait_days), "{wait_days} days");
     owner.shutdown().await;
     svc.shutdown().await;
@@ -744,21 +723,18 @@ async fn one_tenants_message_id_never_swallows_anothers_enqueue() {
             .await
             .unwrap();
     }
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let per_tenant: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT tenant_id, count(*) FROM retry.retry_items GROUP BY tenant_id ORDER BY 1",
-        )
-        .fetch_all(&h.db.pool)
-        .await
-        .unwrap();
-        if per_tenant.len() == 2 {
-            assert!(per_tenant.iter().all(|(_, n)| *n == 1), "{per_tenant:?}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{per_tenant:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let per_tenant: Vec<(Uuid, i64)> =
+        haven_testkit::wait_for("both tenants' items", T, || async {
+            let per_tenant: Vec<(Uuid, i64)> = sqlx::query_as(
+                "SELECT tenant_id, count(*) FROM retry.retry_items GROUP BY tenant_id ORDER BY 1",
+            )
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+            (per_tenant.len() == 2).then_some(per_tenant)
+        })
+        .await;
+    assert!(per_tenant.iter().all(|(_, n)| *n == 1), "{per_tenant:?}");
     svc.shutdown().await;
 }
 
