@@ -552,6 +552,23 @@ impl NatsServer {
         self.kill();
         self.launch()
     }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is read or answered,
+    /// as with a server stuck in a long pause or a network that drops packets silently.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server run again (SIGCONT); it then reads everything sent meanwhile.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
 }
 
 impl Drop for NatsServer {
