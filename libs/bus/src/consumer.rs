@@ -6,10 +6,14 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tracing::Instrument;
 
 use crate::headers::NatsHeaderExtractor;
 use crate::{Bus, BusError, MSG_ID_HEADER};
+
+/// How long a pull request waits on the server for messages before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// What the handler decided about a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +98,10 @@ impl Bus {
     /// then lets in-flight handlers finish. A message is acked, nak'ed or terminated only
     /// after its handler returns, so a crash mid-handler means redelivery, never loss.
     /// Connection trouble (e.g. NATS restarting) is waited out, not returned.
+    ///
+    /// It asks the server for no more messages than it has free handlers, so nothing waits
+    /// in this process while its ack wait runs out (and is then delivered twice); while a
+    /// handler runs, the server is told every third of the ack wait that it is in progress.
     pub async fn consume<M, H, Fut>(
         &self,
         spec: ConsumerSpec,
@@ -105,52 +113,97 @@ impl Bus {
         H: Fn(Delivery<M>) -> Fut + Send + Sync,
         Fut: Future<Output = Outcome> + Send,
     {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let consumer_name = self.namespace.name(&spec.durable);
-        let run = async {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match self.open_messages(&spec).await {
-                    Ok(messages) => {
+        let handler = &handler;
+        let mut running = FuturesUnordered::new();
+        let mut connected = self.connected();
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        let mut consumer = None;
+        'pulling: loop {
+            let Some(open) = consumer.as_ref() else {
+                match self.open_consumer(&spec).await {
+                    Ok(c) => {
+                        consumer = Some(c);
                         backoff = Duration::from_millis(100);
-                        let mut stop = stop_rx.clone();
-                        let messages = messages
-                            .take_until(async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            })
-                            .take_while(|item| {
-                                if let Err(e) = item {
-                                    tracing::warn!(consumer = %consumer_name, error = %e, "pull stream broke; reopening");
-                                }
-                                futures::future::ready(item.is_ok())
-                            })
-                            .filter_map(|item| futures::future::ready(item.ok()));
-                        messages
-                            .for_each_concurrent(spec.concurrency, |msg| self.handle(msg, &handler))
-                            .await;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot open consumer; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open consumer; retrying");
+                        tokio::select! {
+                            _ = &mut shutdown => break 'pulling,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
-                if *stop_rx.borrow() {
-                    return;
-                }
-                let mut stop = stop_rx.clone();
+                continue;
+            };
+            // Every handler busy: wait for one to finish.
+            if running.len() >= spec.concurrency {
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = &mut shutdown => break 'pulling,
+                    _ = running.next() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
             }
-        };
-        let signal = async {
-            shutdown.await;
-            stop_tx.send_replace(true);
-        };
-        tokio::join!(run, signal);
+            let free = spec.concurrency - running.len();
+            let batch = open
+                .batch()
+                .max_messages(free)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(consumer = %consumer_name, error = %e, "pull request failed; reopening");
+                    consumer = None;
+                    tokio::select! {
+                        _ = &mut shutdown => break 'pulling,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            connected.borrow_and_update();
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => break 'pulling,
+                    msg = batch.next() => match msg {
+                        Some(Ok(msg)) => running.push(self.handle(msg, handler, spec.ack_wait)),
+                        Some(Err(e)) => {
+                            tracing::warn!(consumer = %consumer_name, error = %e, "pull broke; reopening");
+                            consumer = None;
+                            tokio::select! {
+                                _ = &mut shutdown => break 'pulling,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            break;
+                        }
+                        // Served in full, or expired: ask again for what is free.
+                        None => break,
+                    },
+                    Some(()) = running.next(), if !running.is_empty() => {}
+                    // A request made before a reconnect is lost with the old connection.
+                    changed = connected.changed() => {
+                        if changed.is_err() || *connected.borrow_and_update() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Let what started finish: its ack is all that is left to send.
+        while running.next().await.is_some() {}
         Ok(())
     }
 
-    async fn open_messages(&self, spec: &ConsumerSpec) -> Result<pull::Stream, BusError> {
+    async fn open_consumer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
         let durable = self.namespace.name(&spec.durable);
         let err = |reason: String| BusError::Consumer {
             consumer: durable.clone(),
@@ -203,8 +256,8 @@ impl Bus {
                     .map_err(|e| err(format!("cannot remove the old consumer {old}: {e}")))?;
             }
         }
-        let consumer = stream
-            .get_or_create_consumer::<pull::Config>(&durable, config)
+        let mut consumer = stream
+            .get_or_create_consumer::<pull::Config>(&durable, config.clone())
             .await
             .map_err(|e| err(e.to_string()))?;
         // An existing consumer is returned whatever its filter: one that takes other
@@ -215,18 +268,28 @@ impl Bus {
                 "a consumer of this name already takes {have:?}, not {want:?}"
             )));
         }
-        consumer
-            .stream()
-            .max_messages_per_batch(spec.concurrency.max(16))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| err(e.to_string()))
+        // Made by an older version with other limits (e.g. a shorter ack wait): bring it to
+        // this spec, as the ack wait is part of the owner's contract.
+        let existing = &consumer.cached_info().config;
+        if existing.ack_wait != config.ack_wait
+            || existing.max_ack_pending != config.max_ack_pending
+            || existing.max_deliver != config.max_deliver
+        {
+            tracing::info!(consumer = %durable, ack_wait = ?config.ack_wait, "updating the consumer's settings");
+            consumer = stream
+                .update_consumer(config)
+                .await
+                .map_err(|e| err(format!("cannot update its settings: {e}")))?;
+        }
+        Ok(consumer)
     }
 
-    async fn handle<M, H, Fut>(&self, msg: async_nats::jetstream::Message, handler: &H)
-    where
+    async fn handle<M, H, Fut>(
+        &self,
+        msg: async_nats::jetstream::Message,
+        handler: &H,
+        ack_wait: Duration,
+    ) where
         M: prost::Message + Default,
         H: Fn(Delivery<M>) -> Fut,
         Fut: Future<Output = Outcome>,
@@ -245,13 +308,27 @@ impl Bus {
             let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
             let outcome = match M::decode(msg.payload.clone()) {
                 Ok(message) => {
-                    handler(Delivery {
+                    let run = handler(Delivery {
                         message,
                         subject,
                         msg_id,
                         delivered,
-                    })
-                    .await
+                    });
+                    tokio::pin!(run);
+                    // Keeps the message ours while the handler runs, however long it takes.
+                    let every = (ack_wait / 3).max(Duration::from_millis(100));
+                    let mut progress =
+                        tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                    loop {
+                        tokio::select! {
+                            outcome = &mut run => break outcome,
+                            _ = progress.tick() => {
+                                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                                    tracing::debug!(error = %e, "cannot send progress");
+                                }
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "message does not decode; terminating it");

@@ -16,6 +16,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -406,6 +407,20 @@ impl Bus {
         payload: Bytes,
         msg_id: &str,
     ) -> Result<PublishAckFuture, BusError> {
+        self.send(subject, payload, msg_id)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<PublishAckFuture, async_nats::jetstream::context::PublishError> {
         let full = self.namespace.subject(subject);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(MSG_ID_HEADER, msg_id);
@@ -416,10 +431,69 @@ impl Bus {
             .publish_with_headers(full, headers, payload)
             .instrument(span)
             .await
-            .map_err(|e| BusError::Publish {
-                subject: subject.to_owned(),
-                reason: e.to_string(),
-            })
+    }
+}
+
+/// One message of a [`Bus::publish_all`].
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub subject: String,
+    pub payload: Bytes,
+    pub msg_id: String,
+}
+
+/// What became of a message handed to [`Bus::publish_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// JetStream stored it (or already had it: a repeated message id).
+    Stored,
+    /// It was certainly not stored: never handed to the connection, or refused by the
+    /// server (no stream takes the subject, a limit). Safe to undo what it announced.
+    Refused(String),
+    /// No answer in time. It may still be stored, e.g. when the client's buffer goes out
+    /// after a reconnect: only a republish with the same message id is safe.
+    Unknown(String),
+}
+
+impl Bus {
+    /// Publishes every message, then awaits their acks together, all under one deadline,
+    /// so that a stalled server costs `within` however many messages wait. Returns each
+    /// message's [`Fate`], in order.
+    pub async fn publish_all(&self, messages: Vec<Outgoing>, within: Duration) -> Vec<Fate> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut fates = vec![Fate::Unknown("not sent before the deadline".into()); messages.len()];
+        let mut acks = futures::stream::FuturesUnordered::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            let start = self.send(&m.subject, m.payload, &m.msg_id);
+            match tokio::time::timeout_at(deadline, start).await {
+                // Cancelling a send that has not completed leaves nothing sent.
+                Err(_) => {
+                    fates[i] = Fate::Refused("not sent before the deadline".into());
+                    for fate in &mut fates[i + 1..] {
+                        *fate = Fate::Refused("not sent before the deadline".into());
+                    }
+                    break;
+                }
+                Ok(Err(e)) => fates[i] = Fate::Refused(e.to_string()),
+                Ok(Ok(ack)) => acks.push(async move { (i, ack.await) }),
+            }
+        }
+        while let Ok(Some((i, ack))) = tokio::time::timeout_at(deadline, acks.next()).await {
+            use async_nats::jetstream::context::PublishErrorKind as Kind;
+            fates[i] = match ack {
+                Ok(_) => Fate::Stored,
+                Err(e) => match e.kind() {
+                    Kind::TimedOut | Kind::BrokenPipe => Fate::Unknown(e.to_string()),
+                    Kind::StreamNotFound
+                    | Kind::WrongLastMessageId
+                    | Kind::WrongLastSequence
+                    | Kind::MaxAckPending
+                    | Kind::MaxPayloadExceeded
+                    | Kind::Other => Fate::Refused(e.to_string()),
+                },
+            };
+        }
+        fates
     }
 }
 
