@@ -2,12 +2,15 @@
 //! service over NATS ([`enqueue`]) and handle its dispatches ([`consume`]), reporting each
 //! attempt's outcome back. The subjects and streams of the retry queue are defined here, once.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use haven_bus::{Bus, BusError, ConsumerSpec, Delivery, Outcome, StreamSpec};
 use haven_proto::events::v1::{RetryDispatch, RetryEnqueue, RetryOutcome, RetryResult};
 use haven_proto::retry::v1::EnqueueRequest;
+use haven_proto::time::from_timestamp;
 
 /// Work-queue stream of the retry queue's commands: enqueue, dispatch and result.
 pub const COMMANDS_STREAM: &str = "RETRY_COMMANDS";
@@ -32,7 +35,9 @@ pub fn streams() -> Vec<StreamSpec> {
             // Each command has exactly one consumer and is gone once handled.
             work_queue: true,
             max_age: Duration::from_secs(7 * 24 * 3600),
-            duplicate_window: Duration::from_secs(600),
+            // The dispatcher publishes an unanswered dispatch again, with its id, for as long
+            // as its lease runs: the repeat must still be recognised then.
+            duplicate_window: MAX_LEASE + Duration::from_secs(300),
         },
         StreamSpec {
             name: EVENTS_STREAM,
@@ -98,10 +103,62 @@ impl HandlerError {
     }
 }
 
+/// The longest lease the retry service may hand out (`HAVEN_RETRY_LEASE` is refused above
+/// it), and the ack wait of every owner's consumer: the server never redelivers a dispatch
+/// while its lease may still run.
+pub const MAX_LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// Attempts this process remembers, so a redelivery is answered without running again.
+const REMEMBERED: usize = 65_536;
+
+/// What this process knows of one attempt.
+#[derive(Clone)]
+enum Attempt {
+    /// Its handler is running here now.
+    Running,
+    /// Its lease ran out before or while it ran: not run (any more), no result.
+    Abandoned,
+    /// It ran; this is the result reported.
+    Finished(RetryResult),
+}
+
+/// The attempts this process took, newest [`REMEMBERED`] of them.
+#[derive(Default)]
+struct Memory {
+    attempts: HashMap<(String, i32), Attempt>,
+    order: VecDeque<(String, i32)>,
+}
+
+impl Memory {
+    /// Records `attempt` and returns what was known of it before.
+    fn set(&mut self, key: &(String, i32), attempt: Attempt) -> Option<Attempt> {
+        let before = self.attempts.insert(key.clone(), attempt);
+        if before.is_none() {
+            self.order.push_back(key.clone());
+            while self.order.len() > REMEMBERED {
+                if let Some(old) = self.order.pop_front() {
+                    self.attempts.remove(&old);
+                }
+            }
+        }
+        before
+    }
+}
+
 /// Handles dispatches of `operation_type` until `shutdown`, reporting every outcome to the
-/// retry service. Replicas of the owner share the work through one durable consumer. A
-/// dispatch is acknowledged only once its result is stored on the bus; if that fails the
-/// dispatch comes again, so handlers must be idempotent.
+/// retry service. Replicas of the owner share the work through one durable consumer.
+///
+/// The lease is honoured, so that one attempt runs once while the owner lives:
+/// - a dispatch whose lease has passed (it waited in the stream while this owner was down,
+///   and the retry service has since rescued it) is acknowledged without running;
+/// - a handler still running when its lease ends is abandoned (dropped) and reports nothing:
+///   the retry service counts the attempt as expired and dispatches the next one;
+/// - a redelivery of an attempt this process ran (its ack was lost) is answered with the
+///   result it already reported, without running the handler again.
+///
+/// A dispatch is acknowledged only once its result is stored on the bus; if that fails the
+/// dispatch comes again. Handlers should still be idempotent: a process that dies after
+/// running one but before reporting it leaves the attempt to the lease.
 pub async fn consume<H, Fut>(
     bus: &Bus,
     operation_type: &str,
@@ -116,30 +173,40 @@ where
     let spec = ConsumerSpec::new(COMMANDS_STREAM, dispatch_durable(operation_type))
         .replacing(format!("dispatch_{}", operation_type.replace('.', "_")))
         .filter(dispatch_subject(operation_type))
-        .concurrency(concurrency);
+        .concurrency(concurrency)
+        .ack_wait(MAX_LEASE);
     let handler = &handler;
+    let memory = &Mutex::new(Memory::default());
     bus.consume(
         spec,
         move |delivery: Delivery<RetryDispatch>| async move {
             let dispatch = delivery.message;
-            let started = Instant::now();
-            let result = handler(dispatch.clone()).await;
-            let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-            let (outcome, error, retry_after) = match &result {
-                Ok(()) => (RetryOutcome::Succeeded, String::new(), None),
-                Err(HandlerError::Retryable { message, retry_after }) => (RetryOutcome::Failed, message.clone(), *retry_after),
-                Err(HandlerError::Permanent(message)) => (RetryOutcome::Permanent, message.clone(), None),
+            let key = (dispatch.id.clone(), dispatch.attempt);
+            let before = memory
+                .lock()
+                .map(|mut m| m.set(&key, Attempt::Running))
+                .unwrap_or(None);
+            let report = match before {
+                None => run(handler, &dispatch).await,
+                // Running here already (its progress acks were lost) or given up: nothing more.
+                Some(again @ (Attempt::Running | Attempt::Abandoned)) => {
+                    tracing::debug!(item = %dispatch.id, attempt = dispatch.attempt, "redelivery of an attempt taken here; not run again");
+                    if let Ok(mut m) = memory.lock() {
+                        m.set(&key, again);
+                    }
+                    return Outcome::Ack;
+                }
+                Some(Attempt::Finished(report)) => Some(report),
             };
-            let report = RetryResult {
-                id: dispatch.id.clone(),
-                tenant_id: dispatch.tenant_id.clone(),
-                attempt: dispatch.attempt,
-                outcome: outcome as i32,
-                error,
-                duration_ms,
-                retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0),
-                finished_at: Some(haven_proto::time::timestamp(chrono::Utc::now())),
+            let Some(report) = report else {
+                if let Ok(mut m) = memory.lock() {
+                    m.set(&key, Attempt::Abandoned);
+                }
+                return Outcome::Ack;
             };
+            if let Ok(mut m) = memory.lock() {
+                m.set(&key, Attempt::Finished(report.clone()));
+            }
             let msg_id = format!("{}:{}:result", dispatch.id, dispatch.attempt);
             match bus.publish(RESULT_SUBJECT, &report, &msg_id).await {
                 Ok(_) => Outcome::Ack,
@@ -152,4 +219,56 @@ where
         shutdown,
     )
     .await
+}
+
+/// Runs the handler within the dispatch's lease; `None` when the lease ran out first.
+async fn run<H, Fut>(handler: &H, dispatch: &RetryDispatch) -> Option<RetryResult>
+where
+    H: Fn(RetryDispatch) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let left = match dispatch.lease_expires_at.as_ref().and_then(from_timestamp) {
+        Some(lease) => match (lease - chrono::Utc::now()).to_std() {
+            Ok(left) if !left.is_zero() => Some(left),
+            _ => {
+                tracing::warn!(item = %dispatch.id, attempt = dispatch.attempt, %lease, "dispatch arrived after its lease ran out; not run (the retry service dispatches the next attempt)");
+                return None;
+            }
+        },
+        // From a retry service that sets no lease.
+        None => None,
+    };
+    let started = Instant::now();
+    let call = handler(dispatch.clone());
+    let result = match left {
+        Some(left) => match tokio::time::timeout(left, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(item = %dispatch.id, attempt = dispatch.attempt, "handler outlived its lease; abandoned (the retry service dispatches the next attempt)");
+                return None;
+            }
+        },
+        None => call.await,
+    };
+    let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let (outcome, error, retry_after) = match &result {
+        Ok(()) => (RetryOutcome::Succeeded, String::new(), None),
+        Err(HandlerError::Retryable {
+            message,
+            retry_after,
+        }) => (RetryOutcome::Failed, message.clone(), *retry_after),
+        Err(HandlerError::Permanent(message)) => (RetryOutcome::Permanent, message.clone(), None),
+    };
+    Some(RetryResult {
+        id: dispatch.id.clone(),
+        tenant_id: dispatch.tenant_id.clone(),
+        attempt: dispatch.attempt,
+        outcome: outcome as i32,
+        error,
+        duration_ms,
+        retry_after_ms: retry_after
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0),
+        finished_at: Some(haven_proto::time::timestamp(chrono::Utc::now())),
+    })
 }
