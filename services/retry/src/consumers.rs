@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::admission::{Admission, Refused};
 use crate::batch::Batcher;
-use crate::events::publish_lifecycle;
 use crate::model::ItemRow;
 use crate::store::{Applied, NewItem, Outcome as AttemptOutcome, ResultIn, Store};
 use crate::validate;
@@ -34,34 +33,30 @@ pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
     })
 }
 
-/// Applies results in batches, then publishes the lifecycle events of what finished.
-pub fn result_batcher(store: Store, bus: Bus, wake: Arc<Notify>) -> Batcher<ResultIn, ()> {
+/// Applies results in batches; the store writes the lifecycle events of what finished to
+/// the outbox in the same transaction.
+pub fn result_batcher(store: Store, wake: Arc<Notify>) -> Batcher<ResultIn, ()> {
     Batcher::spawn(512, move |results: Vec<ResultIn>| {
         let store = store.clone();
-        let bus = bus.clone();
         let wake = wake.clone();
         async move {
             let applied = store
                 .apply_results(&results)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut finished = Vec::new();
-            let mut stale = 0u64;
-            for a in &applied {
-                match a {
-                    Applied::Transition(row) | Applied::Replayed(row) => finished.push(row.clone()),
-                    Applied::Stale => stale += 1,
-                }
-            }
+            let stale = applied
+                .iter()
+                .filter(|a| match a {
+                    Applied::Stale => true,
+                    Applied::Transition(_) | Applied::Replayed => false,
+                })
+                .count() as u64;
             metrics::counter!("haven_retry_results_total").increment(results.len() as u64);
             if stale > 0 {
                 metrics::counter!("haven_retry_stale_results_total").increment(stale);
             }
             // Room freed and rescheduled items: the dispatcher may have work.
             wake.notify_one();
-            publish_lifecycle(&bus, &finished)
-                .await
-                .map_err(|e| e.to_string())?;
             Ok::<_, String>(vec![(); results.len()])
         }
     })

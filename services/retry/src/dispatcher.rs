@@ -1,37 +1,41 @@
-//! Claims due items and publishes them on `haven.retry.dispatch.<operation_type>`.
+//! Claims due items and publishes them on `haven.retry.dispatch.<operation_type>`; rescues
+//! items whose lease ran out, in a task of its own.
 //!
-//! It sleeps until the earliest item falls due or a lease runs out, and wakes at once when
+//! The dispatcher sleeps until the earliest item falls due, and wakes at once when
 //! PostgreSQL notifies that something new is due (enqueue, retry-now, a rescheduled failure),
-//! so an item due now is dispatched within milliseconds, without polling.
+//! so an item due now is dispatched within milliseconds, without polling. Due times are read
+//! with the database's clock, the one that wrote them.
+//!
+//! A claim is given back only when its dispatch was certainly not stored. When the bus does
+//! not answer in time the dispatch may still be stored (the client sends its buffer after a
+//! reconnect), so the claim is kept and the same `id:attempt` is published again until the
+//! bus answers or the lease ends; JetStream drops the repeat.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use haven_bus::Bus;
+use haven_bus::{Bus, Fate, Outgoing};
 use haven_proto::events::v1::RetryDispatch;
 use haven_proto::time::timestamp;
 use haven_retry_client::dispatch_subject;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::publish_lifecycle;
 use crate::model::ItemRow;
 use crate::store::{NOTIFY_CHANNEL, Store};
 
-/// The longest the dispatcher sleeps without being woken (a safety net for clock jumps).
-const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-/// How often leases are checked for expiry and the in-flight count refreshed.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
-
-/// When the periodic checks are next due, and the room left under the in-flight cap.
-struct Checks {
-    next_rescue: tokio::time::Instant,
-    next_in_flight: tokio::time::Instant,
-    room: i64,
-}
+/// The longest the dispatcher or the rescue sleeps without being woken: a safety net for a
+/// missed notification (a row written by hand) or a clock jump.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+/// How long one round waits for the bus's acks of its whole batch.
+const PUBLISH_WITHIN: Duration = Duration::from_secs(5);
+/// How often dispatches with no answer yet are published again.
+const RESEND_EVERY: Duration = Duration::from_secs(1);
+/// Expired leases rescued per transaction.
+const RESCUE_BATCH: i64 = 500;
 
 pub struct Dispatcher {
     pub store: Store,
@@ -45,20 +49,45 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
 }
 
+/// A claim whose dispatch the bus has not acknowledged yet.
+struct Unconfirmed {
+    item: ItemRow,
+    /// After this (by this process's clock, a little before the lease) the rescue takes it.
+    until: Instant,
+}
+
 impl Dispatcher {
     pub async fn run(self, token: CancellationToken) {
         spawn_listener(self.store.pool.clone(), self.wake.clone(), token.clone());
-        let mut failures = 0u32;
-        let now = tokio::time::Instant::now();
-        let mut checks = Checks {
-            next_rescue: now,
-            next_in_flight: now,
-            room: 0,
+        let rescue = Rescue {
+            store: self.store.clone(),
+            wake: self.wake.clone(),
         };
+        tokio::spawn(rescue.run(token.clone()));
+        let mut connected = self.bus.connected();
+        let mut unconfirmed = Vec::new();
+        let mut next_resend = Instant::now();
+        let mut failures = 0u32;
         while !token.is_cancelled() {
-            match self.round(&mut checks).await {
-                Ok(Some(sleep)) => {
+            // Claims made while NATS is away could not be sent: wait for it.
+            if !*connected.borrow_and_update() {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = connected.changed() => {}
+                    _ = tokio::time::sleep(MAX_SLEEP) => {}
+                }
+                continue;
+            }
+            if !unconfirmed.is_empty() && Instant::now() >= next_resend {
+                unconfirmed = self.resend(unconfirmed).await;
+                next_resend = Instant::now() + RESEND_EVERY;
+            }
+            match self.round(&mut unconfirmed).await {
+                Ok(Some(mut sleep)) => {
                     failures = 0;
+                    if !unconfirmed.is_empty() {
+                        sleep = sleep.min(next_resend.saturating_duration_since(Instant::now()));
+                    }
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = self.wake.notified() => {}
@@ -79,140 +108,205 @@ impl Dispatcher {
         }
     }
 
-    /// One round: rescue expired leases, claim and publish. `None` means "go again at once";
-    /// `Some(d)` means nothing is due for `d`.
-    async fn round(&self, checks: &mut Checks) -> Result<Option<Duration>, String> {
-        // Leases and the in-flight count change slowly: look at them a few times a second,
-        // not on every round of a busy queue.
-        let now = tokio::time::Instant::now();
-        if now >= checks.next_rescue {
-            checks.next_rescue = now + CHECK_EVERY;
-            let rescued = self
-                .store
-                .rescue_expired(500)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !rescued.is_empty() {
-                tracing::warn!(count = rescued.len(), "rescued items whose lease expired");
-                metrics::counter!("haven_retry_lease_expired_total")
-                    .increment(rescued.len() as u64);
-                publish_lifecycle(&self.bus, &rescued)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // More may have expired than one rescue takes.
-                checks.next_rescue = now;
-            }
-        }
-        if self.max_in_flight > 0 && (now >= checks.next_in_flight || checks.room < self.batch) {
-            checks.next_in_flight = now + CHECK_EVERY;
-            checks.room =
-                self.max_in_flight - self.store.in_flight().await.map_err(|e| e.to_string())?;
-        }
-        let room = if self.max_in_flight > 0 {
-            checks.room
-        } else {
-            self.batch
-        };
-        if room <= 0 {
-            // Owners are behind: wait for results to free room.
-            return Ok(Some(Duration::from_millis(50)));
-        }
+    /// One round: claim and publish. `None` means "go again at once"; `Some(d)` means
+    /// nothing is due for `d`.
+    async fn round(&self, unconfirmed: &mut Vec<Unconfirmed>) -> Result<Option<Duration>, String> {
         let claimed = self
             .store
             .claim(
                 &self.worker_id,
-                room.min(self.batch),
+                self.batch,
+                self.max_in_flight,
                 self.max_in_flight_per_tenant,
             )
             .await
             .map_err(|e| e.to_string())?;
         if !claimed.is_empty() {
             let count = claimed.len();
-            checks.room -= count as i64;
-            let unsent = self.publish(claimed).await;
-            if unsent == count {
+            let until = Instant::now() + self.store.lease.mul_f64(0.9);
+            let (stored, unclear) = self.publish(claimed).await;
+            unconfirmed.extend(unclear.into_iter().map(|item| Unconfirmed { item, until }));
+            if stored == 0 {
                 // The bus takes nothing: back off rather than claim again at once.
-                return Err(format!("none of {count} dispatches could be published"));
+                return Err(format!(
+                    "none of {count} dispatches acknowledged by the bus"
+                ));
             }
             return Ok(None);
         }
-        let next = self.store.next_wake().await.map_err(|e| e.to_string())?;
-        let sleep = next
-            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(MAX_SLEEP)
-            .min(MAX_SLEEP)
-            // A lease check may be due before anything falls due.
-            .min(
-                checks
-                    .next_rescue
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1)),
-            );
-        if sleep.is_zero() {
-            // Due now but claimed by another replica; give it a moment.
-            return Ok(Some(Duration::from_millis(5)));
+        let Some(due_in) = self.store.next_due_in().await.map_err(|e| e.to_string())? else {
+            return Ok(Some(MAX_SLEEP));
+        };
+        if !due_in.is_zero() {
+            return Ok(Some(due_in.min(MAX_SLEEP)));
         }
-        Ok(Some(sleep))
+        // Due but not claimable: owners are behind (the in-flight cap; results wake us), the
+        // tenant is at its cap, or another replica is claiming it.
+        if self.max_in_flight > 0
+            && self
+                .store
+                .at_capacity(self.max_in_flight)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            return Ok(Some(Duration::from_millis(100)));
+        }
+        Ok(Some(Duration::from_millis(20)))
     }
 
-    /// Publishes claimed items; those the bus did not take are given back at once. Returns
-    /// how many were not sent.
-    async fn publish(&self, claimed: Vec<ItemRow>) -> usize {
+    /// Publishes the dispatches still unanswered again, with the same message ids; returns
+    /// those still unanswered. Past their lease they are left to the rescue.
+    async fn resend(&self, unconfirmed: Vec<Unconfirmed>) -> Vec<Unconfirmed> {
+        let now = Instant::now();
+        let (live, late): (Vec<_>, Vec<_>) = unconfirmed.into_iter().partition(|u| u.until > now);
+        if !late.is_empty() {
+            tracing::warn!(
+                count = late.len(),
+                "dispatches never acknowledged before their lease ran out; the lease rescue takes them"
+            );
+        }
+        let Some(until) = live.iter().map(|u| u.until).min() else {
+            return Vec::new();
+        };
+        let count = live.len();
+        let (stored, unclear) = self
+            .publish(live.into_iter().map(|u| u.item).collect())
+            .await;
+        if stored > 0 {
+            tracing::info!(
+                stored,
+                of = count,
+                "unanswered dispatches acknowledged on resend"
+            );
+        }
+        unclear
+            .into_iter()
+            .map(|item| Unconfirmed { item, until })
+            .collect()
+    }
+
+    /// Publishes claimed items. Those certainly not stored are given back at once; returns
+    /// how many were stored and the items whose fate is unknown.
+    async fn publish(&self, claimed: Vec<ItemRow>) -> (usize, Vec<ItemRow>) {
         let now = Utc::now();
-        let mut pending = Vec::with_capacity(claimed.len());
-        let mut unsent = Vec::new();
-        for item in &claimed {
-            let lag = (now - item.next_retry_at)
-                .to_std()
-                .unwrap_or(Duration::ZERO);
-            metrics::histogram!("haven_retry_dispatch_lag_seconds").record(lag.as_secs_f64());
-            let dispatch = RetryDispatch {
-                id: item.id.to_string(),
-                tenant_id: item.tenant_id.to_string(),
-                operation_type: item.operation_type.clone(),
-                attempt: item.attempts,
-                max_attempts: item.max_attempts,
-                payload_json: item.payload.clone(),
-                lease_expires_at: item.lease_expires_at.map(timestamp),
-                reference_id: item.reference_id.clone().unwrap_or_default(),
-                reference_table: item.reference_table.clone().unwrap_or_default(),
-                dispatched_at: Some(timestamp(now)),
-                due_at: Some(timestamp(item.next_retry_at)),
-            };
-            let msg_id = format!("{}:{}", item.id, item.attempts);
-            let payload = prost::Message::encode_to_vec(&dispatch).into();
-            match self
-                .bus
-                .publish_start(&dispatch_subject(&item.operation_type), payload, &msg_id)
-                .await
-            {
-                Ok(ack) => pending.push((item, ack)),
-                Err(e) => {
-                    tracing::warn!(error = %e, item = %item.id, "dispatch not sent");
-                    unsent.push((item.id, item.attempts));
+        let messages = claimed
+            .iter()
+            .map(|item| {
+                let dispatch = RetryDispatch {
+                    id: item.id.to_string(),
+                    tenant_id: item.tenant_id.to_string(),
+                    operation_type: item.operation_type.clone(),
+                    attempt: item.attempts,
+                    max_attempts: item.max_attempts,
+                    payload_json: item.payload.clone(),
+                    lease_expires_at: item.lease_expires_at.map(timestamp),
+                    reference_id: item.reference_id.clone().unwrap_or_default(),
+                    reference_table: item.reference_table.clone().unwrap_or_default(),
+                    dispatched_at: Some(timestamp(now)),
+                    due_at: Some(timestamp(item.next_retry_at)),
+                };
+                Outgoing {
+                    subject: dispatch_subject(&item.operation_type),
+                    payload: prost::Message::encode_to_vec(&dispatch).into(),
+                    msg_id: format!("{}:{}", item.id, item.attempts),
+                }
+            })
+            .collect();
+        let fates = self.bus.publish_all(messages, PUBLISH_WITHIN).await;
+        let mut stored = 0;
+        let mut refused = Vec::new();
+        let mut unclear = Vec::new();
+        for (item, fate) in claimed.into_iter().zip(fates) {
+            match fate {
+                Fate::Stored => {
+                    stored += 1;
+                    // Lag as claimed: both times are the database's.
+                    if let Some(claimed_at) = item.claimed_at {
+                        let lag = (claimed_at - item.next_retry_at)
+                            .to_std()
+                            .unwrap_or(Duration::ZERO);
+                        metrics::histogram!("haven_retry_dispatch_lag_seconds")
+                            .record(lag.as_secs_f64());
+                    }
+                }
+                Fate::Refused(reason) => {
+                    tracing::warn!(item = %item.id, %reason, "dispatch refused by the bus; claim given back");
+                    refused.push((item.id, item.attempts));
+                }
+                Fate::Unknown(reason) => {
+                    tracing::warn!(item = %item.id, %reason, "dispatch not acknowledged; claim kept, will publish it again");
+                    unclear.push(item);
                 }
             }
         }
-        for (item, ack) in pending {
-            if let Err(e) = ack.await {
-                tracing::warn!(error = %e, item = %item.id, "dispatch not stored");
-                unsent.push((item.id, item.attempts));
-            }
-        }
-        metrics::counter!("haven_retry_dispatched_total")
-            .increment((claimed.len() - unsent.len()) as u64);
-        if !unsent.is_empty() {
+        metrics::counter!("haven_retry_dispatched_total").increment(stored as u64);
+        if !refused.is_empty() {
             // If even this fails, the lease expiry rescues them.
-            if let Err(e) = self.store.unclaim(&unsent).await {
-                tracing::warn!(error = %e, "cannot give back unsent claims; their leases will expire");
+            if let Err(e) = self.store.unclaim(&refused).await {
+                tracing::warn!(error = %e, "cannot give back refused claims; their leases will expire");
             }
         }
-        unsent.len()
+        (stored, unclear)
     }
 }
 
-/// LISTENs for "something is due" and pokes the dispatcher. Reconnects after a database
-/// restart; a notification missed meanwhile is covered by the dispatcher's own wake-ups.
+/// Rescues items whose lease ran out, on its own so that a slow bus or a busy dispatcher
+/// never holds it back. It sleeps until the earliest lease ends.
+struct Rescue {
+    store: Store,
+    /// The dispatcher's: rescued items are due again.
+    wake: Arc<Notify>,
+}
+
+impl Rescue {
+    async fn run(self, token: CancellationToken) {
+        let mut failures = 0u32;
+        while !token.is_cancelled() {
+            let wait = match self.round().await {
+                Ok(wait) => {
+                    failures = 0;
+                    wait
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "lease rescue failed; will retry");
+                    Duration::from_millis(200 * u64::from(failures.min(25)))
+                }
+            };
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Rescues what has expired; returns how long until the next lease may run out.
+    async fn round(&self) -> Result<Duration, crate::store::StoreError> {
+        loop {
+            let rescued = self.store.rescue_expired(RESCUE_BATCH).await?;
+            if rescued.is_empty() {
+                break;
+            }
+            tracing::warn!(count = rescued.len(), "rescued items whose lease expired");
+            metrics::counter!("haven_retry_lease_expired_total").increment(rescued.len() as u64);
+            self.wake.notify_one();
+            if (rescued.len() as i64) < RESCUE_BATCH {
+                break;
+            }
+        }
+        // A lease taken after this look ends at least one lease from now.
+        let next = self
+            .store
+            .next_expiry_in()
+            .await?
+            .unwrap_or(self.store.lease);
+        Ok(next.min(self.store.lease).min(MAX_SLEEP) + Duration::from_millis(5))
+    }
+}
+
+/// LISTENs for "something is due" and pokes the dispatcher. After the connection was lost
+/// (sqlx reconnects and LISTENs again by itself) it pokes too: a notification sent
+/// meanwhile was missed.
 fn spawn_listener(pool: sqlx::PgPool, wake: Arc<Notify>, token: CancellationToken) {
     tokio::spawn(async move {
         loop {
@@ -234,10 +328,14 @@ fn spawn_listener(pool: sqlx::PgPool, wake: Arc<Notify>, token: CancellationToke
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
-                    n = listener.recv() => match n {
-                        Ok(_) => wake.notify_one(),
+                    n = listener.try_recv() => match n {
+                        Ok(Some(_)) => wake.notify_one(),
+                        Ok(None) => {
+                            tracing::warn!("LISTEN connection lost; listening again");
+                            wake.notify_one();
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            tracing::warn!(error = %e, "LISTEN failed; reconnecting");
                             wake.notify_one();
                             break;
                         }

@@ -49,6 +49,12 @@ pub async fn serve(
             "HAVEN_RETRY_CLAIM_BATCH must be at least 1".into(),
         ));
     }
+    if config.lease.is_zero() || config.lease > haven_retry_client::MAX_LEASE {
+        return Err(RetryError::Config(format!(
+            "HAVEN_RETRY_LEASE must be above 0 and at most {:?} (owners' consumers wait that long for an ack)",
+            haven_retry_client::MAX_LEASE
+        )));
+    }
     let types = admission::OperationTypes::parse(&config.operation_types)
         .map_err(|e| RetryError::Config(format!("HAVEN_RETRY_OPERATION_TYPES: {e}")))?;
     let token = haven_server::token_for(shutdown);
@@ -63,7 +69,14 @@ pub async fn serve(
         pool: base.pool.clone(),
         lease: config.lease,
         backoff,
+        outbox: Arc::new(Notify::new()),
     };
+    let relay = events::Relay {
+        pool: base.pool.clone(),
+        bus: base.bus.clone(),
+        wake: store.outbox.clone(),
+    };
+    let relaying = tokio::spawn(relay.run(token.clone()));
     let admission = Arc::new(admission::Admission::new(
         store.clone(),
         types,
@@ -71,7 +84,7 @@ pub async fn serve(
     ));
     let wake = Arc::new(Notify::new());
     let enqueue = consumers::enqueue_batcher(store.clone());
-    let results = consumers::result_batcher(store.clone(), base.bus.clone(), wake.clone());
+    let results = consumers::result_batcher(store.clone(), wake.clone());
     consumers::spawn(
         base.bus.clone(),
         enqueue.clone(),
@@ -104,5 +117,6 @@ pub async fn serve(
         .await
         .map_err(StartError::from)?;
     let _ = dispatching.await;
+    let _ = relaying.await;
     Ok(())
 }

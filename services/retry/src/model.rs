@@ -29,6 +29,7 @@ text_enum! {
         Failed = "failed",
         Permanent = "permanent",
         LeaseExpired = "lease_expired",
+        Cancelled = "cancelled",
     }
 }
 
@@ -64,6 +65,7 @@ impl AttemptOutcome {
             AttemptOutcome::Failed => pb::AttemptOutcome::Failed,
             AttemptOutcome::Permanent => pb::AttemptOutcome::Permanent,
             AttemptOutcome::LeaseExpired => pb::AttemptOutcome::LeaseExpired,
+            AttemptOutcome::Cancelled => pb::AttemptOutcome::Cancelled,
         }
     }
 }
@@ -295,7 +297,8 @@ mod tests {
                 "succeeded",
                 "failed",
                 "permanent",
-                "lease_expired"
+                "lease_expired",
+                "cancelled"
             ]
         );
     }

@@ -4,19 +4,25 @@
 //! migrations (the offline data in `.sqlx/`); only [`Store::list`] builds its SQL at run time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
+use crate::events;
 use crate::machine::{Decision, Event, ItemState, transition};
 use crate::model::{
     AttemptOutcome, AttemptRow, Counts, ItemRow, Status, item_columns, query_items,
 };
+
+/// The advisory lock claims take when the number of leases is capped.
+const CLAIM_LOCK: i64 = 0x6861_7665_6e5f_6366;
 
 /// The channel a dispatcher LISTENs on to learn that something fell due.
 pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
@@ -72,11 +78,20 @@ pub struct NewItem {
     pub payload: String,
     pub max_attempts: i32,
     pub last_error: Option<String>,
-    pub run_at: Option<DateTime<Utc>>,
+    pub first_run: FirstRun,
     pub reference_id: Option<String>,
     pub reference_table: Option<String>,
     pub idempotency_key: Option<String>,
     pub source_msg_id: Option<String>,
+}
+
+/// When a new item is first due. Delays are added to the database's clock, the one every
+/// other due time is read with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstRun {
+    Now,
+    After(Duration),
+    At(DateTime<Utc>),
 }
 
 /// How an attempt ended, as reported or as found at lease expiry.
@@ -156,10 +171,10 @@ impl Command {
 #[derive(Clone, Debug)]
 pub enum Applied {
     /// The item moved on; `item` is its new state.
-    Transition(ItemRow),
-    /// The item had already taken this very result (a redelivery): its terminal state, so
-    /// the lifecycle event can be published again (the bus drops the repeat).
-    Replayed(ItemRow),
+    Transition(Box<ItemRow>),
+    /// The item had already taken this very result (a redelivery): nothing to do, its
+    /// lifecycle event went to the outbox with the first.
+    Replayed,
     /// For an attempt that is no longer current (or another tenant's item): ignored.
     Stale,
 }
@@ -188,6 +203,9 @@ pub struct Store {
     pub pool: PgPool,
     pub lease: Duration,
     pub backoff: BackoffPolicy,
+    /// Poked after a commit that wrote lifecycle events to the outbox, so the relay
+    /// publishes them at once.
+    pub outbox: Arc<Notify>,
 }
 
 impl Store {
@@ -206,7 +224,20 @@ impl Store {
         let payloads: Vec<String> = items.iter().map(|i| i.payload.clone()).collect();
         let max_attempts: Vec<i32> = items.iter().map(|i| i.max_attempts).collect();
         let errors: Vec<Option<String>> = items.iter().map(|i| i.last_error.clone()).collect();
-        let run_at: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.run_at).collect();
+        let run_at: Vec<Option<DateTime<Utc>>> = items
+            .iter()
+            .map(|i| match i.first_run {
+                FirstRun::At(at) => Some(at),
+                FirstRun::Now | FirstRun::After(_) => None,
+            })
+            .collect();
+        let delays: Vec<i64> = items
+            .iter()
+            .map(|i| match i.first_run {
+                FirstRun::After(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                FirstRun::Now | FirstRun::At(_) => 0,
+            })
+            .collect();
         let reference_ids: Vec<Option<String>> =
             items.iter().map(|i| i.reference_id.clone()).collect();
         let reference_tables: Vec<Option<String>> =
@@ -218,12 +249,13 @@ impl Store {
             "INSERT INTO retry.retry_items AS r (id, tenant_id, user_id, operation_type, payload, max_attempts,
                  last_error, next_retry_at, reference_id, reference_table, idempotency_key, source_msg_id)
              SELECT t.id, t.tenant_id, t.user_id, t.operation_type, t.payload::jsonb, t.max_attempts,
-                 t.last_error, COALESCE(t.run_at, now()), t.reference_id, t.reference_table,
+                 t.last_error, COALESCE(t.run_at, now() + t.delay_ms * interval '1 millisecond'),
+                 t.reference_id, t.reference_table,
                  t.idempotency_key, t.source_msg_id
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-                         $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
+                         $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[])
                   AS t(id, tenant_id, user_id, operation_type, payload, max_attempts, last_error, run_at,
-                       reference_id, reference_table, idempotency_key, source_msg_id)
+                       reference_id, reference_table, idempotency_key, source_msg_id, delay_ms)
              ON CONFLICT DO NOTHING
              RETURNING ",
             "",
@@ -239,6 +271,7 @@ impl Store {
             &reference_tables as &[Option<String>],
             &keys as &[Option<String>],
             &sources as &[Option<String>],
+            &delays,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -309,20 +342,35 @@ impl Store {
 
     /// Claims up to `limit` due items for `worker`: attempts + 1, a lease, and a history row.
     /// `FOR UPDATE SKIP LOCKED` lets any number of replicas claim side by side.
+    ///
+    /// At most `max_leases` items are leased at once across replicas (0: no cap): claims then
+    /// take a transaction-scoped advisory lock and count the leases inside it, so two
+    /// replicas claiming at once cannot both fill the same room.
     pub async fn claim(
         &self,
         worker: &str,
         limit: i64,
+        max_leases: i64,
         per_tenant_leases: i64,
     ) -> Result<Vec<ItemRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if max_leases > 0 {
+            sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         // Tenants take turns: `tenants` lists every tenant with pending items (one index probe
         // each), `candidates` takes each one's due items oldest first, numbered, and keeps the
         // first `limit` by turn, so every tenant's first due item comes before any tenant's
         // second. A tenant already holding `per_tenant_leases` leases (0: no cap) gets none.
         // Candidates are read unlocked and then locked with SKIP LOCKED, so a replica claiming
         // at the same time takes the others.
-        Ok(query_items!(
-            "WITH RECURSIVE tenants AS (
+        let claimed = query_items!(
+            "WITH RECURSIVE room AS (
+                 SELECT CASE WHEN $5::bigint = 0 THEN $2 ELSE GREATEST(0, LEAST($2, $5 - (
+                     SELECT count(*) FROM (SELECT 1 FROM retry.retry_items
+                         WHERE status = 'processing' LIMIT $5) leased))) END AS n
+             ), tenants AS (
                  (SELECT tenant_id FROM retry.retry_items WHERE status = 'pending'
                   ORDER BY tenant_id LIMIT 1)
                  UNION ALL
@@ -343,7 +391,7 @@ impl Store {
                  ) c
                  WHERE t.tenant_id IS NOT NULL
                  ORDER BY c.turn, c.next_retry_at
-                 LIMIT $2
+                 LIMIT (SELECT n FROM room)
              ), due AS (
                  SELECT r.id FROM retry.retry_items r
                  WHERE r.id IN (SELECT id FROM candidates) AND r.status = 'pending'
@@ -365,9 +413,12 @@ impl Store {
             limit,
             i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
             per_tenant_leases,
+            max_leases,
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// How many items `tenant` has pending, counted up to `cap` (so the count costs at most
@@ -416,10 +467,30 @@ impl Store {
     /// deciding, so no other result, rescue or operator call can change an item between the
     /// decision and its UPDATE. A result for an attempt that is no longer current is ignored.
     pub async fn apply_results(&self, results: &[ResultIn]) -> Result<Vec<Applied>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let applied = self.apply_in(&mut tx, results).await?;
+        tx.commit().await?;
+        self.published(&applied);
+        Ok(applied)
+    }
+
+    /// Pokes the relay when `applied` wrote lifecycle events.
+    fn published(&self, applied: &[Applied]) {
+        if applied.iter().any(|a| matches!(a, Applied::Transition(_))) {
+            self.outbox.notify_one();
+        }
+    }
+
+    /// [`Store::apply_results`] inside `tx`; every transition's lifecycle event is written
+    /// to the outbox in it.
+    async fn apply_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        results: &[ResultIn],
+    ) -> Result<Vec<Applied>, StoreError> {
         let mut ids: Vec<Uuid> = results.iter().map(|r| r.id).collect();
         ids.sort();
         ids.dedup();
-        let mut tx = self.pool.begin().await?;
         // Rows are locked in id order, so concurrent batches cannot deadlock.
         let current = sqlx::query!(
             r#"SELECT id, tenant_id, operation_type, attempts, max_attempts,
@@ -427,7 +498,7 @@ impl Store {
                FROM retry.retry_items WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
             &ids,
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         struct Current {
             tenant_id: Uuid,
@@ -477,7 +548,6 @@ impl Store {
             Vec::new(),
             Vec::new(),
         );
-        let mut replay_ids = Vec::new();
         for r in results {
             // Another tenant's item is as good as none.
             let Some(cur) = rows.get_mut(&r.id).filter(|c| c.tenant_id == r.tenant_id) else {
@@ -490,7 +560,6 @@ impl Store {
                 Decision::Reschedule { retry_after } => (Status::Pending, retry_after),
                 Decision::Fail(_) => (Status::Failed, Duration::ZERO),
                 Decision::Replay => {
-                    replay_ids.push(r.id);
                     plans.push(Plan::Replay);
                     continue;
                 }
@@ -544,7 +613,7 @@ impl Store {
                 &u_error as &[Option<String>],
                 &u_outcome as &[AttemptOutcome],
             )
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             updated = rows.into_iter().map(|r| (r.id, r)).collect();
             sqlx::query!(
@@ -561,24 +630,27 @@ impl Store {
                 &u_error as &[Option<String>],
                 &u_duration,
             )
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             if u_status.contains(&Status::Pending) {
-                notify(&mut tx).await?;
+                notify(tx).await?;
             }
         }
-        let mut replayed: HashMap<Uuid, ItemRow> = HashMap::new();
-        if !replay_ids.is_empty() {
-            let rows: Vec<ItemRow> = query_items!(
-                "SELECT ",
-                " FROM retry.retry_items r WHERE r.id = ANY($1)",
-                &replay_ids,
+        let events: Vec<events::Event> = updated.values().filter_map(events::lifecycle).collect();
+        if !events.is_empty() {
+            let subjects: Vec<&str> = events.iter().map(|e| e.subject).collect();
+            let msg_ids: Vec<String> = events.iter().map(|e| e.msg_id.clone()).collect();
+            let payloads: Vec<Vec<u8>> = events.iter().map(|e| e.payload.clone()).collect();
+            sqlx::query!(
+                "INSERT INTO retry.outbox (subject, msg_id, payload)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])",
+                &subjects as &[&str],
+                &msg_ids,
+                &payloads,
             )
-            .fetch_all(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-            replayed = rows.into_iter().map(|r| (r.id, r)).collect();
         }
-        tx.commit().await?;
 
         let mut seen_update: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
         Ok(results
@@ -588,14 +660,10 @@ impl Store {
                 Plan::Update if seen_update.insert(r.id) => updated
                     .get(&r.id)
                     .cloned()
-                    .map(Applied::Transition)
+                    .map(|row| Applied::Transition(Box::new(row)))
                     .unwrap_or(Applied::Stale),
                 Plan::Update => Applied::Stale,
-                Plan::Replay => replayed
-                    .get(&r.id)
-                    .cloned()
-                    .map(Applied::Replayed)
-                    .unwrap_or(Applied::Stale),
+                Plan::Replay => Applied::Replayed,
                 Plan::Stale => Applied::Stale,
             })
             .collect())
@@ -603,14 +671,17 @@ impl Store {
 
     /// Rescues items whose lease ran out with no result (the owner crashed): the attempt
     /// counts as failed with "lease expired" and the item is rescheduled (or fails).
+    /// The rows stay locked until their results are applied, in one transaction, so
+    /// replicas rescuing at the same time take different rows.
     pub async fn rescue_expired(&self, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let expired = sqlx::query!(
             "SELECT id, tenant_id, attempts FROM retry.retry_items
              WHERE status = 'processing' AND lease_expires_at <= now()
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         if expired.is_empty() {
             return Ok(Vec::new());
@@ -627,35 +698,52 @@ impl Store {
                 retry_after: Duration::ZERO,
             })
             .collect();
-        let applied = self.apply_results(&results).await?;
+        let applied = self.apply_in(&mut tx, &results).await?;
+        tx.commit().await?;
+        self.published(&applied);
         Ok(applied
             .into_iter()
             .filter_map(|a| match a {
-                Applied::Transition(row) => Some(row),
-                Applied::Replayed(_) | Applied::Stale => None,
+                Applied::Transition(row) => Some(*row),
+                Applied::Replayed | Applied::Stale => None,
             })
             .collect())
     }
 
-    /// The next moment something needs the dispatcher: an item falling due or a lease
-    /// running out.
-    pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar!(
-            "SELECT LEAST(
-                 (SELECT min(next_retry_at) FROM retry.retry_items WHERE status = 'pending'),
-                 (SELECT min(lease_expires_at) FROM retry.retry_items WHERE status = 'processing'))",
+    /// How long until the earliest pending item falls due, by the database's clock (the one
+    /// `next_retry_at` was computed with); `None` when nothing is pending.
+    pub async fn next_due_in(&self) -> Result<Option<Duration>, StoreError> {
+        let ms = sqlx::query_scalar!(
+            "SELECT (extract(epoch FROM min(next_retry_at) - now()) * 1000)::bigint
+             FROM retry.retry_items WHERE status = 'pending'",
         )
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok(ms.map(millis))
     }
 
-    /// Items currently leased, across all replicas.
-    pub async fn in_flight(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM retry.retry_items WHERE status = 'processing'"#
+    /// How long until the earliest lease runs out, by the database's clock; `None` when
+    /// nothing is leased.
+    pub async fn next_expiry_in(&self) -> Result<Option<Duration>, StoreError> {
+        let ms = sqlx::query_scalar!(
+            "SELECT (extract(epoch FROM min(lease_expires_at) - now()) * 1000)::bigint
+             FROM retry.retry_items WHERE status = 'processing'",
         )
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok(ms.map(millis))
+    }
+
+    /// Whether at least `cap` items are leased, across all replicas (counting at most `cap`).
+    pub async fn at_capacity(&self, cap: i64) -> Result<bool, StoreError> {
+        let n = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM (SELECT 1 FROM retry.retry_items
+                 WHERE status = 'processing' LIMIT $1) leased"#,
+            cap
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n >= cap)
     }
 
     /// Newest first, `page_size` at a time, after `cursor`.
@@ -822,6 +910,18 @@ impl Store {
                 .await?
             }
             Decision::Cancel => {
+                if item.status == Status::Processing {
+                    // Its running attempt ends here; a result reported later is stale.
+                    sqlx::query!(
+                        "UPDATE retry.retry_attempts SET outcome = 'cancelled', finished_at = now(),
+                             duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+                         WHERE item_id = $1 AND attempt = $2 AND outcome = 'running'",
+                        id,
+                        item.attempts,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 query_items!(
                     "UPDATE retry.retry_items r SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL,
                          updated_at = now()
@@ -891,6 +991,11 @@ impl Store {
         }
         Ok(out.into_iter().map(|(s, _)| s).collect())
     }
+}
+
+/// A wait in milliseconds as a duration; past moments are no wait.
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Wakes the dispatchers (`LISTEN` on [`NOTIFY_CHANNEL`]) when the transaction commits.

@@ -5,7 +5,9 @@ use haven_proto::retry::v1::EnqueueRequest;
 use haven_proto::retry::v1::enqueue_request::FirstRun;
 use uuid::Uuid;
 
-use crate::store::NewItem;
+use std::time::Duration;
+
+use crate::store::{self, NewItem};
 
 /// The payload limit: retry payloads are arguments, not documents.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -117,21 +119,19 @@ pub fn new_item(
             ));
         }
     };
-    let run_at = match &request.first_run {
-        None => None,
+    let first_run = match &request.first_run {
+        None => store::FirstRun::Now,
         Some(FirstRun::DelayMs(ms)) if *ms > MAX_DELAY_MS => {
             return Err(invalid("delay_ms", "must be at most one year"));
         }
-        Some(FirstRun::DelayMs(ms)) => {
-            Some(now + chrono::Duration::milliseconds(i64::try_from(*ms).unwrap_or(0)))
-        }
+        Some(FirstRun::DelayMs(ms)) => store::FirstRun::After(Duration::from_millis(*ms)),
         Some(FirstRun::RunAt(ts)) => {
             let at = DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
                 .ok_or_else(|| invalid("run_at", "is not a valid timestamp"))?;
             if at > now + chrono::Duration::days(365) {
                 return Err(invalid("run_at", "must be within one year"));
             }
-            Some(at)
+            store::FirstRun::At(at)
         }
     };
     let reference_id = optional("reference_id", &request.reference_id, 255)?;
@@ -156,7 +156,7 @@ pub fn new_item(
         payload: payload.to_owned(),
         max_attempts,
         last_error,
-        run_at,
+        first_run,
         reference_id,
         reference_table,
         idempotency_key,
@@ -188,7 +188,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(item.max_attempts, 5);
-        assert!(item.run_at.is_none());
+        assert_eq!(item.first_run, store::FirstRun::Now);
         assert_eq!(check(request("exports.x", "")).unwrap().payload, "{}");
     }
 

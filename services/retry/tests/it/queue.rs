@@ -541,6 +541,11 @@ async fn backlog(h: &Harness, tenant: Uuid, op: &str, n: i32) {
     .execute(&h.db.pool)
     .await
     .unwrap();
+    // As the service's own enqueue does: wake the dispatchers.
+    sqlx::query("SELECT pg_notify('haven_retry_due', '')")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
 }
 
 async fn claimed_at(h: &Harness, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
