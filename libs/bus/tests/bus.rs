@@ -174,6 +174,126 @@ async fn nak_redelivers_and_term_does_not() {
     );
 }
 
+/// A handler slower than the ack wait is told to the server as in progress, so the message
+/// is not delivered a second time while the first handler still runs.
+#[tokio::test]
+async fn a_handler_slower_than_the_ack_wait_runs_once() {
+    let bus = bus().await;
+    bus.ensure_stream(&stream()).await.unwrap();
+    bus.publish("haven.test.slow", &result("slow"), "s1")
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = {
+        let bus = bus.clone();
+        let runs = runs.clone();
+        tokio::spawn(async move {
+            bus.consume(
+                ConsumerSpec::new("TEST", "slow-test")
+                    .filter("haven.test.slow")
+                    .concurrency(4)
+                    .ack_wait(Duration::from_secs(1)),
+                move |_d: haven_bus::Delivery<RetryResult>| {
+                    let runs = runs.clone();
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        // Three and a half ack waits.
+                        tokio::time::sleep(Duration::from_millis(3_500)).await;
+                        Outcome::Ack
+                    }
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        })
+    };
+    wait_until(|| async { runs.load(Ordering::SeqCst) >= 1 }).await;
+    // Past the handler's end and one more ack wait: a redelivery would have come by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// The consumer holds no more unacknowledged messages than it has handlers: the rest stay
+/// on the server for other consumers, and none waits here while its ack wait runs out.
+#[tokio::test]
+async fn it_pulls_no_more_than_it_can_run() {
+    let bus = bus().await;
+    bus.ensure_stream(&stream()).await.unwrap();
+    for i in 0..20 {
+        bus.publish(
+            "haven.test.busy",
+            &result(&format!("b{i}")),
+            &format!("b{i}"),
+        )
+        .await
+        .unwrap();
+    }
+    let started = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = {
+        let bus = bus.clone();
+        let started = started.clone();
+        let release = release.clone();
+        tokio::spawn(async move {
+            bus.consume(
+                ConsumerSpec::new("TEST", "busy-test")
+                    .filter("haven.test.busy")
+                    .concurrency(2),
+                move |_d: haven_bus::Delivery<RetryResult>| {
+                    let started = started.clone();
+                    let release = release.clone();
+                    async move {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        release.notified().await;
+                        Outcome::Ack
+                    }
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        })
+    };
+    wait_until(|| async { started.load(Ordering::SeqCst) >= 2 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = bus
+        .jetstream()
+        .get_stream(bus.namespace().name("TEST"))
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+            &bus.namespace().name("busy-test"),
+        )
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(info.num_ack_pending, 2, "delivered but not running");
+    assert_eq!(info.num_pending, 18);
+    // Everything is handled once the handlers are let go.
+    let done = started.clone();
+    let releaser = tokio::spawn(async move {
+        loop {
+            release.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    wait_until(|| async { done.load(Ordering::SeqCst) >= 20 }).await;
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    releaser.abort();
+}
+
 async fn wait_until<F, Fut>(mut check: F)
 where
     F: FnMut() -> Fut,
