@@ -1,7 +1,6 @@
 //! Crashes and outages: an owner that dies holding a dispatch, a retry replica killed with
 //! its claims outstanding, and NATS restarted mid-run. Nothing accepted is lost.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -80,22 +79,7 @@ async fn owner_dying_mid_lease_gets_its_item_rescued_and_finished() {
 async fn replica_killed_with_claims_outstanding_loses_nothing() {
     let h = Harness::new().await;
     // Replica A is a real process, so that it can be killed for real.
-    let mut a = Command::new(env!("CARGO_BIN_EXE_haven-retry"))
-        .env("HAVEN_DATABASE_URL", &h.db.url)
-        .env("HAVEN_NATS_URL", &h.nats_url)
-        .env("HAVEN_NATS_PREFIX", &h.ns)
-        .env("HAVEN_JWT_SECRET", JWT_SECRET)
-        .env("HAVEN_RETRY_ADDR", "127.0.0.1:0")
-        .env("HAVEN_RETRY_METRICS_ADDR", "127.0.0.1:0")
-        .env("HAVEN_RETRY_WORKER_ID", "replica-a")
-        .env("HAVEN_RETRY_LEASE", "1s")
-        .env("HAVEN_RETRY_BACKOFF_BASE", "20ms")
-        .env("HAVEN_RETRY_BACKOFF_CAP", "100ms")
-        .env("HAVEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut a = spawn_replica(&h, "replica-a", "1s");
 
     // No owner yet: replica A claims and dispatches every item, and then dies with all of
     // them leased.

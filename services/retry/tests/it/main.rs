@@ -5,5 +5,6 @@ mod api;
 mod bus_auth;
 mod common;
 mod failures;
+mod faults;
 mod queue;
 mod scale;

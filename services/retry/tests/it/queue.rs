@@ -168,14 +168,6 @@ async fn publish_result(
         .unwrap();
 }
 
-async fn row(h: &Harness, id: &str) -> (String, i32) {
-    sqlx::query_as("SELECT status, attempts FROM retry.retry_items WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap()
-}
-
 async fn wait_row(h: &Harness, id: &str, want: (&str, i32)) {
     let deadline = tokio::time::Instant::now() + T;
     loop {
@@ -529,25 +521,6 @@ async fn lists_page_newest_first_with_counts_and_stats() {
 }
 
 /// Puts `n` due items of `tenant` straight into the table, oldest first.
-async fn backlog(h: &Harness, tenant: Uuid, op: &str, n: i32) {
-    sqlx::query(
-        "INSERT INTO retry.retry_items (id, tenant_id, operation_type, next_retry_at)
-         SELECT gen_random_uuid(), $1, $2, now() - interval '1 hour' + g * interval '1 millisecond'
-         FROM generate_series(1, $3) g",
-    )
-    .bind(tenant)
-    .bind(op)
-    .bind(n)
-    .execute(&h.db.pool)
-    .await
-    .unwrap();
-    // As the service's own enqueue does: wake the dispatchers.
-    sqlx::query("SELECT pg_notify('haven_retry_due', '')")
-        .execute(&h.db.pool)
-        .await
-        .unwrap();
-}
-
 async fn claimed_at(h: &Harness, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     sqlx::query_scalar("SELECT claimed_at FROM retry.retry_items WHERE id = $1::uuid")
         .bind(id)

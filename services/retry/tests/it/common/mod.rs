@@ -207,3 +207,114 @@ pub async fn lifecycle_events(h: &Harness, kind: &str) -> async_nats::Subscriber
         .await
         .unwrap()
 }
+
+/// The lifecycle events of `kind` ("resolved" or "failed") JetStream holds for this
+/// harness's namespace, as (message id, event), oldest first. Read from the stream, so an
+/// event published while nobody listened (or across a NATS restart) is there too.
+pub async fn stored_events(
+    h: &Harness,
+    kind: &str,
+) -> Vec<(String, haven_proto::events::v1::RetryLifecycle)> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures::StreamExt;
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(h.bus.namespace().name(haven_retry_client::EVENTS_STREAM))
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: h.bus.namespace().subject(&format!("haven.retry.events.{kind}")),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .unwrap();
+        let mut got = 0;
+        while let Some(msg) = batch.next().await {
+            let msg = msg.unwrap();
+            got += 1;
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push((id, prost::Message::decode(msg.payload.as_ref()).unwrap()));
+        }
+        if got == 0 {
+            return out;
+        }
+    }
+}
+
+/// How many stored events of `kind` are about `item`.
+pub async fn events_about(h: &Harness, kind: &str, item: &str) -> usize {
+    stored_events(h, kind)
+        .await
+        .iter()
+        .filter(|(_, e)| e.item.as_ref().is_some_and(|i| i.id == item))
+        .count()
+}
+
+/// A retry replica as a real process (so that it can be SIGKILLed), on this harness's
+/// database and bus.
+pub fn spawn_replica(h: &Harness, worker: &str, lease: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_haven-retry"))
+        .env("HAVEN_DATABASE_URL", &h.db.url)
+        .env("HAVEN_NATS_URL", &h.nats_url)
+        .env("HAVEN_NATS_PREFIX", &h.ns)
+        .env("HAVEN_JWT_SECRET", JWT_SECRET)
+        .env("HAVEN_RETRY_ADDR", "127.0.0.1:0")
+        .env("HAVEN_RETRY_METRICS_ADDR", "127.0.0.1:0")
+        .env("HAVEN_RETRY_WORKER_ID", worker)
+        .env("HAVEN_RETRY_LEASE", lease)
+        .env("HAVEN_RETRY_BACKOFF_BASE", "20ms")
+        .env("HAVEN_RETRY_BACKOFF_CAP", "100ms")
+        .env("HAVEN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// An item's status and attempts, read from the table.
+pub async fn row(h: &Harness, id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempts FROM retry.retry_items WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+/// `n` items of `op` for `tenant`, due an hour ago, written straight to the table (fast), then
+/// the dispatchers are woken as the service's own enqueue does.
+pub async fn backlog(h: &Harness, tenant: Uuid, op: &str, n: i32) {
+    sqlx::query(
+        "INSERT INTO retry.retry_items (id, tenant_id, operation_type, next_retry_at)
+         SELECT gen_random_uuid(), $1, $2, now() - interval '1 hour' + g * interval '1 millisecond'
+         FROM generate_series(1, $3) g",
+    )
+    .bind(tenant)
+    .bind(op)
+    .bind(n)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    // As the service's own enqueue does: wake the dispatchers.
+    sqlx::query("SELECT pg_notify('haven_retry_due', '')")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+}

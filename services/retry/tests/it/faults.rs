@@ -1,0 +1,353 @@
+//! The interleavings where the queue used to break its promise (issue 12), each driven to
+//! the step where it broke: NATS paused (SIGSTOP: connections stay open, nothing answers),
+//! killed or restarted; a handler that outlives the ack wait; an owner back from downtime;
+//! two replicas under one in-flight cap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::common::*;
+use haven_auth::Role;
+use haven_proto::events::v1::RetryDispatch;
+use haven_proto::retry::v1 as pb;
+use haven_retry_client::HandlerError;
+use haven_testkit::{NatsServer, Switch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn enqueue(client: &mut Client, op: &str, max_attempts: i32) -> String {
+    let mut req = enqueue_request(op, "{}");
+    req.max_attempts = max_attempts;
+    client
+        .enqueue(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap()
+        .id
+}
+
+/// Waits until `id` is resolved, failed or cancelled; returns its status and attempts.
+async fn wait_terminal(h: &Harness, id: &str, timeout: Duration) -> (String, i32) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = row(h, id).await;
+        if matches!(got.0.as_str(), "resolved" | "failed" | "cancelled") {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "item {id} still {got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn outbox_rows(h: &Harness) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM retry.outbox")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn attempt_outcome(h: &Harness, id: &str, attempt: i32) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT outcome FROM retry.retry_attempts WHERE item_id = $1::uuid AND attempt = $2",
+    )
+    .bind(id)
+    .bind(attempt)
+    .fetch_optional(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Defect 1. X is claimed for its last attempt while NATS hangs; the publish ack times out,
+/// yet the client sends its buffer once the server wakes and the owner succeeds. The claim
+/// used to be given back, the success dropped as stale, and X dead-lettered when its second
+/// claim's lease ran out. Kept, X resolves: run once, no dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_whose_ack_timed_out_keeps_its_claim() {
+    let nats = NatsServer::start().unwrap();
+    let h = Harness::with_nats(nats.url()).await;
+    let mut config = h.config();
+    config.lease = Duration::from_secs(15);
+    let svc = h.start(config).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let owner = h.owner("test.hung", |_| Ok(()));
+    // All connected: one item goes through.
+    let warm = enqueue(&mut client, "test.hung", 1).await;
+    wait_terminal(&h, &warm, T).await;
+
+    nats.pause();
+    let x = enqueue(&mut client, "test.hung", 1).await;
+    // Until the dispatcher's wait for the ack has run out (5 s), or it gave the claim back.
+    let mut claimed = false;
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        match row(&h, &x).await.0.as_str() {
+            "processing" => claimed = true,
+            "pending" if claimed => break,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(claimed, "X was never claimed while NATS hung");
+    nats.resume();
+
+    assert_eq!(wait_terminal(&h, &x, T).await, ("resolved".into(), 1));
+    assert_eq!(owner.deliveries(&x), vec![(1, 1)], "X ran other than once");
+    assert_eq!(events_about(&h, "failed", &x).await, 0, "X dead-lettered");
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+/// Defect 2. The rescue decides X failed while NATS is down, and the replica stops before
+/// it could publish the dead letter. The event waits in the outbox; another replica sends
+/// it once NATS is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_decided_while_nats_is_down_is_sent_when_it_returns() {
+    let mut nats = NatsServer::start().unwrap();
+    let h = Harness::with_nats(nats.url()).await;
+    let config = || {
+        let mut c = h.config();
+        c.lease = Duration::from_secs(1);
+        c
+    };
+    let a = h.start(config()).await;
+    let mut client = h.client(&a, Uuid::new_v4(), Role::Service).await;
+    // Nobody handles this type: its only attempt's lease runs out.
+    let x = enqueue(&mut client, "test.unowned", 1).await;
+    wait_until("X to be claimed", T, || async {
+        row(&h, &x).await.0 == "processing"
+    })
+    .await;
+    nats.kill();
+    wait_until("X to be rescued as failed", T, || async {
+        row(&h, &x).await.0 == "failed"
+    })
+    .await;
+    a.shutdown().await;
+    assert_eq!(outbox_rows(&h).await, 1, "the dead letter is not kept");
+
+    nats.restart().unwrap();
+    let b = h.start(config()).await;
+    wait_until("X's dead letter", T, || async {
+        events_about(&h, "failed", &x).await == 1
+    })
+    .await;
+    wait_until("the outbox to empty", T, || async { outbox_rows(&h).await == 0 }).await;
+    assert_eq!(events_about(&h, "failed", &x).await, 1);
+    b.shutdown().await;
+}
+
+/// Defect 3. With a full batch claimed and NATS hung, the dispatcher used to wait for each
+/// ack in turn (5 s apiece, ~21 minutes for 256) and the lease rescue, run from the same
+/// loop, waited with it. The rescue has its own task now, and the batch its one deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_bus_holds_back_neither_rescue_nor_recovery() {
+    let nats = NatsServer::start().unwrap();
+    let h = Harness::with_nats(nats.url()).await;
+    let mut config = h.config();
+    config.lease = Duration::from_secs(3);
+    config.max_in_flight_per_tenant = 0;
+    let svc = h.start(config).await;
+    let tenant = Uuid::new_v4();
+    let mut client = h.client(&svc, tenant, Role::Service).await;
+    // X is dispatched; nobody handles it, so its lease will run out.
+    let x = enqueue(&mut client, "test.unowned", 20).await;
+    wait_until("X's dispatch", T, || async {
+        attempt_outcome(&h, &x, 1).await.as_deref() == Some("running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    nats.pause();
+    let paused = Instant::now();
+    // A whole batch falls due at once and is claimed; its publish cannot be answered.
+    backlog(&h, tenant, "test.many", 256).await;
+    wait_until("X's lease to be rescued while the bus hangs", T, || async {
+        attempt_outcome(&h, &x, 1).await.as_deref() == Some("lease_expired")
+    })
+    .await;
+    assert!(
+        paused.elapsed() < Duration::from_secs(10),
+        "X rescued only after {:?}",
+        paused.elapsed()
+    );
+    nats.resume();
+    let resumed = Instant::now();
+    let owner = h.owner("test.many", |_| Ok(()));
+    h.wait_status("resolved", 256, T).await;
+    assert!(
+        resumed.elapsed() < Duration::from_secs(30),
+        "recovery took {:?}",
+        resumed.elapsed()
+    );
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+/// Defect 4. An owner that was down receives, on restart, dispatches whose lease has
+/// passed (the queue has rescued them and dispatched a later attempt). It must skip them
+/// and run only the live attempt.
+#[tokio::test]
+async fn an_owner_back_from_downtime_skips_dispatches_whose_lease_passed() {
+    let h = Harness::new().await;
+    let mut config = h.config();
+    config.lease = Duration::from_secs(2);
+    let svc = h.start(config).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let x = enqueue(&mut client, "test.late", 20).await;
+    wait_until("a second attempt", T, || async { row(&h, &x).await.1 >= 2 }).await;
+
+    let owner = h.owner("test.late", |_| Ok(()));
+    let (status, attempts) = wait_terminal(&h, &x, T).await;
+    assert_eq!(status, "resolved");
+    assert_eq!(
+        owner.deliveries(&x),
+        vec![(attempts, 1)],
+        "ran attempts other than the live one"
+    );
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+/// Defect 4. A handler slower than the owner library's old ack wait (30 s, under the 60 s
+/// lease) was delivered again while it ran, and the attempt ran twice at once.
+#[tokio::test]
+async fn a_handler_slower_than_the_old_ack_wait_runs_once() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let stop = Switch::new();
+    let task = {
+        let bus = h.bus.clone();
+        let runs = runs.clone();
+        let shutdown = stop.wait();
+        tokio::spawn(async move {
+            haven_retry_client::consume(
+                &bus,
+                "test.slow",
+                4,
+                move |_d: RetryDispatch| {
+                    let runs = runs.clone();
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(35)).await;
+                        Ok::<(), HandlerError>(())
+                    }
+                },
+                shutdown,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let x = enqueue(&mut client, "test.slow", 5).await;
+    assert_eq!(
+        wait_terminal(&h, &x, Duration::from_secs(90)).await,
+        ("resolved".into(), 1)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    stop.fire();
+    task.await.unwrap();
+    svc.shutdown().await;
+}
+
+/// Defect 9. Cancelling an item while its owner runs it closes the running attempt: its
+/// history must not show it running forever.
+#[tokio::test]
+async fn cancelling_a_processing_item_closes_its_attempt() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let x = enqueue(&mut client, "test.unowned", 5).await;
+    wait_until("X's dispatch", T, || async {
+        row(&h, &x).await.0 == "processing"
+    })
+    .await;
+    let cancelled = client
+        .cancel_retry_item(pb::CancelRetryItemRequest { id: x.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, pb::RetryStatus::Cancelled as i32);
+    let got = client
+        .get_retry_item(pb::GetRetryItemRequest { id: x.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<i32> = got.attempt_history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![pb::AttemptOutcome::Cancelled as i32]);
+    assert!(got.attempt_history[0].finished_at.is_some());
+    svc.shutdown().await;
+}
+
+/// Defect 9. Two replicas under one in-flight cap: each used to compare the cap with its
+/// own stale count, and together they held up to twice as many leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_cap_holds_across_replicas() {
+    const CAP: i64 = 8;
+    const N: i64 = 600;
+    let h = Harness::new().await;
+    let config = |worker: &str| {
+        let mut c = h.config();
+        c.worker_id = Some(worker.into());
+        c.max_in_flight = CAP;
+        c.max_in_flight_per_tenant = 0;
+        c
+    };
+    let a = h.start(config("replica-a")).await;
+    let b = h.start(config("replica-b")).await;
+    let stop = Switch::new();
+    let owner = {
+        let bus = h.bus.clone();
+        let shutdown = stop.wait();
+        tokio::spawn(async move {
+            haven_retry_client::consume(
+                &bus,
+                "test.capped",
+                64,
+                |_d: RetryDispatch| async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok::<(), HandlerError>(())
+                },
+                shutdown,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    backlog(&h, Uuid::new_v4(), "test.capped", N as i32).await;
+    let mut most = 0;
+    let deadline = Instant::now() + T;
+    loop {
+        let counts = h.status_counts().await;
+        most = most.max(counts.get("processing").copied().unwrap_or(0));
+        if counts.get("resolved").copied().unwrap_or(0) == N {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not finished: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(most <= CAP, "{most} leases held under a cap of {CAP}");
+    assert!(most > 0);
+    stop.fire();
+    owner.await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}
