@@ -461,7 +461,7 @@ impl Bus {
     /// message's [`Fate`], in order.
     pub async fn publish_all(&self, messages: Vec<Outgoing>, within: Duration) -> Vec<Fate> {
         let deadline = tokio::time::Instant::now() + within;
-        let mut fates = vec![Fate::Unknown("not sent before the deadline".into()); messages.len()];
+        let mut fates = vec![Fate::Unknown("no ack before the deadline".into()); messages.len()];
         let mut acks = futures::stream::FuturesUnordered::new();
         for (i, m) in messages.into_iter().enumerate() {
             let start = self.send(&m.subject, m.payload, &m.msg_id);

@@ -216,6 +216,7 @@ impl Dispatcher {
         let mut stored = 0;
         let mut refused = Vec::new();
         let mut unclear = Vec::new();
+        let (mut refused_reason, mut unclear_reason) = (None, None);
         for (item, fate) in claimed.into_iter().zip(fates) {
             match fate {
                 Fate::Stored => {
@@ -230,14 +231,21 @@ impl Dispatcher {
                     }
                 }
                 Fate::Refused(reason) => {
-                    tracing::warn!(item = %item.id, %reason, "dispatch refused by the bus; claim given back");
+                    refused_reason.get_or_insert((item.id, reason));
                     refused.push((item.id, item.attempts));
                 }
                 Fate::Unknown(reason) => {
-                    tracing::warn!(item = %item.id, %reason, "dispatch not acknowledged; claim kept, will publish it again");
+                    unclear_reason.get_or_insert((item.id, reason));
                     unclear.push(item);
                 }
             }
+        }
+        // One line per round, naming the first item and its reason, not one per item.
+        if let Some((first, reason)) = unclear_reason {
+            tracing::warn!(count = unclear.len(), %first, %reason, "dispatches not acknowledged; claims kept, will publish them again");
+        }
+        if let Some((first, reason)) = refused_reason {
+            tracing::warn!(count = refused.len(), %first, %reason, "dispatches refused by the bus; claims given back");
         }
         metrics::counter!("haven_retry_dispatched_total").increment(stored as u64);
         if !refused.is_empty() {
