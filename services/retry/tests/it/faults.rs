@@ -44,18 +44,6 @@ async fn wait_terminal(h: &Harness, id: &str, timeout: Duration) -> (String, i32
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn outbox_rows(h: &Harness) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM retry.outbox")
         .fetch_one(&h.db.pool)
@@ -130,13 +118,13 @@ async fn a_dead_letter_decided_while_nats_is_down_is_sent_when_it_returns() {
     let mut client = h.client(&a, Uuid::new_v4(), Role::Service).await;
     // Nobody handles this type: its only attempt's lease runs out.
     let x = enqueue(&mut client, "test.unowned", 1).await;
-    wait_until("X to be claimed", T, || async {
-        row(&h, &x).await.0 == "processing"
+    haven_testkit::wait_for("X to be claimed", T, || async {
+        (row(&h, &x).await.0 == "processing").then_some(())
     })
     .await;
     nats.kill();
-    wait_until("X to be rescued as failed", T, || async {
-        row(&h, &x).await.0 == "failed"
+    haven_testkit::wait_for("X to be rescued as failed", T, || async {
+        (row(&h, &x).await.0 == "failed").then_some(())
     })
     .await;
     a.shutdown().await;
@@ -144,11 +132,14 @@ async fn a_dead_letter_decided_while_nats_is_down_is_sent_when_it_returns() {
 
     nats.restart().unwrap();
     let b = h.start(config()).await;
-    wait_until("X's dead letter", T, || async {
-        events_about(&h, "failed", &x).await == 1
+    haven_testkit::wait_for("X's dead letter", T, || async {
+        (events_about(&h, "failed", &x).await == 1).then_some(())
     })
     .await;
-    wait_until("the outbox to empty", T, || async { outbox_rows(&h).await == 0 }).await;
+    haven_testkit::wait_for("the outbox to empty", T, || async {
+        (outbox_rows(&h).await == 0).then_some(())
+    })
+    .await;
     assert_eq!(events_about(&h, "failed", &x).await, 1);
     b.shutdown().await;
 }
@@ -168,8 +159,8 @@ async fn a_hung_bus_holds_back_neither_rescue_nor_recovery() {
     let mut client = h.client(&svc, tenant, Role::Service).await;
     // X is dispatched; nobody handles it, so its lease will run out.
     let x = enqueue(&mut client, "test.unowned", 20).await;
-    wait_until("X's dispatch", T, || async {
-        attempt_outcome(&h, &x, 1).await.as_deref() == Some("running")
+    haven_testkit::wait_for("X's dispatch", T, || async {
+        (attempt_outcome(&h, &x, 1).await.as_deref() == Some("running")).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -178,8 +169,8 @@ async fn a_hung_bus_holds_back_neither_rescue_nor_recovery() {
     let paused = Instant::now();
     // A whole batch falls due at once and is claimed; its publish cannot be answered.
     backlog(&h, tenant, "test.many", 256).await;
-    wait_until("X's lease to be rescued while the bus hangs", T, || async {
-        attempt_outcome(&h, &x, 1).await.as_deref() == Some("lease_expired")
+    haven_testkit::wait_for("X's lease to be rescued while the bus hangs", T, || async {
+        (attempt_outcome(&h, &x, 1).await.as_deref() == Some("lease_expired")).then_some(())
     })
     .await;
     assert!(
@@ -211,7 +202,10 @@ async fn an_owner_back_from_downtime_skips_dispatches_whose_lease_passed() {
     let svc = h.start(config).await;
     let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let x = enqueue(&mut client, "test.late", 20).await;
-    wait_until("a second attempt", T, || async { row(&h, &x).await.1 >= 2 }).await;
+    haven_testkit::wait_for("a second attempt", T, || async {
+        (row(&h, &x).await.1 >= 2).then_some(())
+    })
+    .await;
 
     let owner = h.owner("test.late", |_| Ok(()));
     let (status, attempts) = wait_terminal(&h, &x, T).await;
@@ -276,8 +270,8 @@ async fn cancelling_a_processing_item_closes_its_attempt() {
     let svc = h.start(h.config()).await;
     let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let x = enqueue(&mut client, "test.unowned", 5).await;
-    wait_until("X's dispatch", T, || async {
-        row(&h, &x).await.0 == "processing"
+    haven_testkit::wait_for("X's dispatch", T, || async {
+        (row(&h, &x).await.0 == "processing").then_some(())
     })
     .await;
     let cancelled = client

@@ -8,3 +8,4 @@ mod failures;
 mod faults;
 mod queue;
 mod scale;
+mod soak;
