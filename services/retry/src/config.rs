@@ -58,6 +58,10 @@ pub struct Config {
     /// Backoff cap: no retry waits longer (unless the owner asks, e.g. Retry-After).
     #[arg(long, env = "HAVEN_RETRY_BACKOFF_CAP", default_value = "1h", value_parser = humantime::parse_duration)]
     pub backoff_cap: Duration,
+    /// Resolved and cancelled items (and their attempt history) are deleted this long after
+    /// their last change; failed items are kept until someone acts on them. `0s` keeps all.
+    #[arg(long, env = "HAVEN_RETRY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
     /// Per operation type backoff, e.g. `integrations.refresh_token=1s:5m,exports.statistics_variant=30s:2h`.
     #[arg(long, env = "HAVEN_RETRY_BACKOFF", default_value = "")]
     pub backoff_overrides: String,
@@ -81,6 +85,7 @@ impl Config {
             backoff_base: Duration::from_secs(10),
             backoff_cap: Duration::from_secs(3600),
             backoff_overrides: String::new(),
+            retention: Duration::from_secs(30 * 24 * 3600),
             common,
         }
     }

@@ -12,6 +12,7 @@ mod dispatcher;
 mod events;
 mod machine;
 mod model;
+mod retention;
 mod store;
 mod validate;
 
@@ -105,6 +106,13 @@ pub async fn serve(
         wake,
     };
     let dispatching = tokio::spawn(dispatcher.run(token.clone()));
+    if !config.retention.is_zero() {
+        let retention = retention::Retention {
+            store: store.clone(),
+            keep: config.retention,
+        };
+        tokio::spawn(retention.run(token.clone()));
+    }
 
     let api = api::Api {
         store,

@@ -734,6 +734,27 @@ impl Store {
         Ok(ms.map(millis))
     }
 
+    /// Deletes up to `limit` resolved or cancelled items last changed more than `older_than`
+    /// ago (by the database's clock), oldest first, with their attempt history. Rows another
+    /// replica is deleting are skipped. Returns how many were deleted.
+    pub async fn prune(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query!(
+            "WITH old AS (
+                 SELECT id FROM retry.retry_items
+                 WHERE status IN ('resolved', 'cancelled')
+                   AND updated_at < now() - $1::bigint * interval '1 millisecond'
+                 ORDER BY updated_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             )
+             DELETE FROM retry.retry_items r USING old WHERE r.id = old.id",
+            i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX),
+            limit,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Whether at least `cap` items are leased, across all replicas (counting at most `cap`).
     pub async fn at_capacity(&self, cap: i64) -> Result<bool, StoreError> {
         let n = sqlx::query_scalar!(

@@ -787,3 +787,79 @@ async fn an_owners_old_durable_name_is_replaced() {
     owner.shutdown().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn retention_deletes_old_resolved_and_cancelled_items_and_keeps_failed() {
+    let h = Harness::new().await;
+    // A first start makes the schema; retention looks when a service starts.
+    let mut config = h.config();
+    config.retention = Duration::ZERO;
+    h.start(config).await.shutdown().await;
+    let tenant = Uuid::new_v4();
+    // (status, last change): two past retention that go, the rest stay.
+    let rows = [
+        ("resolved", "2 hours", false),
+        ("cancelled", "2 hours", false),
+        ("failed", "2 hours", true),
+        ("resolved", "10 minutes", true),
+        ("pending", "2 hours", true),
+    ];
+    let mut ids = Vec::new();
+    for (status, age, _) in rows {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO retry.retry_items (id, tenant_id, operation_type, status, attempts,
+                 next_retry_at, updated_at)
+             VALUES (gen_random_uuid(), $1, 'test.old', $2, 1, now() + interval '1 day',
+                     now() - $3::interval)
+             RETURNING id",
+        )
+        .bind(tenant)
+        .bind(status)
+        .bind(age)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO retry.retry_attempts (item_id, attempt, started_at, outcome)
+             VALUES ($1, 1, now() - interval '3 hours', 'failed')",
+        )
+        .bind(id)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let mut config = h.config();
+    config.retention = Duration::from_secs(3600);
+    let svc = h.start(config).await;
+    let expected: Vec<Uuid> = ids
+        .iter()
+        .zip(rows)
+        .filter(|(_, (_, _, kept))| *kept)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut left: Vec<Uuid> =
+        haven_testkit::wait_for("old finished items to be deleted", T, || async {
+            let left: Vec<Uuid> =
+                sqlx::query_scalar("SELECT id FROM retry.retry_items WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_all(&h.db.pool)
+                    .await
+                    .unwrap();
+            (left.len() == expected.len()).then_some(left)
+        })
+        .await;
+    left.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(left, want);
+    // Their history went with them.
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM retry.retry_attempts WHERE item_id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, expected.len() as i64);
+    svc.shutdown().await;
+}

@@ -225,7 +225,10 @@ pub async fn stored_events(
         .unwrap();
     let consumer = stream
         .create_consumer(pull::Config {
-            filter_subject: h.bus.namespace().subject(&format!("haven.retry.events.{kind}")),
+            filter_subject: h
+                .bus
+                .namespace()
+                .subject(&format!("haven.retry.events.{kind}")),
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::None,
             ..Default::default()
