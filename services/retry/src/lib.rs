@@ -10,9 +10,9 @@ mod config;
 mod consumers;
 mod dispatcher;
 mod events;
+mod housekeeping;
 mod machine;
 mod model;
-mod retention;
 mod store;
 mod validate;
 
@@ -106,12 +106,13 @@ pub async fn serve(
         wake,
     };
     let dispatching = tokio::spawn(dispatcher.run(token.clone()));
+    tokio::spawn(housekeeping::fold_counts(store.clone(), token.clone()));
     if !config.retention.is_zero() {
-        let retention = retention::Retention {
-            store: store.clone(),
-            keep: config.retention,
-        };
-        tokio::spawn(retention.run(token.clone()));
+        tokio::spawn(housekeeping::retention(
+            store.clone(),
+            config.retention,
+            token.clone(),
+        ));
     }
 
     let api = api::Api {

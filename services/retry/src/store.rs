@@ -23,6 +23,8 @@ use crate::model::{
 
 /// The advisory lock claims take when the number of leases is capped.
 const CLAIM_LOCK: i64 = 0x6861_7665_6e5f_6366;
+/// Advisory lock held by the replica folding the counts' deltas.
+const FOLD_LOCK: i64 = 0x6861_7665_6e5f_6366 + 1;
 
 /// The channel a dispatcher LISTENs on to learn that something fell due.
 pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
@@ -813,9 +815,14 @@ impl Store {
         };
 
         // Dynamic for the same reason: the page's filters, without status and cursor.
-        let mut qb = QueryBuilder::new("SELECT r.status, count(*) AS n FROM retry.retry_items r");
+        // From the maintained counts, folded and not yet folded: a few rows, not every item.
+        let mut qb = QueryBuilder::new(
+            "SELECT status, sum(n)::bigint AS n FROM (SELECT r.status, r.n FROM retry.item_counts r",
+        );
         filters(&mut qb, scope, operation_type);
-        qb.push(" GROUP BY r.status");
+        qb.push(" UNION ALL SELECT r.status, r.n FROM retry.item_count_deltas r");
+        filters(&mut qb, scope, operation_type);
+        qb.push(") c GROUP BY status");
         let mut counts = Counts::default();
         for row in qb.build().fetch_all(&self.pool).await? {
             counts.add(row.try_get("status")?, row.try_get("n")?);
@@ -969,18 +976,34 @@ impl Store {
 
     /// Figures per operation type.
     pub async fn stats(&self, scope: Scope) -> Result<Vec<TypeStats>, StoreError> {
+        // Counts, attempts and last errors from the maintained counts (folded and not yet
+        // folded); the oldest pending item from the pending rows alone.
         let rows = sqlx::query!(
-            r#"SELECT r.operation_type, r.status AS "status: Status", count(*) AS "n!",
-                    sum(r.attempts)::bigint AS attempts,
-                    min(r.created_at) FILTER (WHERE r.status = 'pending') AS oldest_pending,
-                    (array_agg(r.last_error ORDER BY r.updated_at DESC) FILTER (WHERE r.last_error IS NOT NULL))[1] AS last_error,
-                    max(r.updated_at) FILTER (WHERE r.last_error IS NOT NULL) AS last_error_at
-             FROM retry.retry_items r WHERE ($1::uuid IS NULL OR r.tenant_id = $1)
-             GROUP BY r.operation_type, r.status ORDER BY r.operation_type"#,
+            r#"SELECT c.operation_type AS "operation_type!", c.status AS "status!: Status",
+                    sum(c.n)::bigint AS "n!", sum(c.attempts)::bigint AS "attempts!",
+                    (array_agg(c.last_error ORDER BY c.last_error_at DESC) FILTER (WHERE c.last_error IS NOT NULL))[1] AS last_error,
+                    max(c.last_error_at) AS last_error_at
+             FROM (SELECT operation_type, status, n, attempts, last_error, last_error_at
+                   FROM retry.item_counts WHERE ($1::uuid IS NULL OR tenant_id = $1)
+                   UNION ALL
+                   SELECT operation_type, status, n, attempts, last_error, last_error_at
+                   FROM retry.item_count_deltas WHERE ($1::uuid IS NULL OR tenant_id = $1)) c
+             GROUP BY c.operation_type, c.status ORDER BY c.operation_type"#,
             scope.tenant(),
         )
         .fetch_all(&self.pool)
         .await?;
+        let oldest: HashMap<String, DateTime<Utc>> = sqlx::query!(
+            r#"SELECT operation_type, min(created_at) AS "oldest!" FROM retry.retry_items
+             WHERE ($1::uuid IS NULL OR tenant_id = $1) AND status = 'pending'
+             GROUP BY operation_type"#,
+            scope.tenant(),
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.operation_type, r.oldest))
+        .collect();
         let mut out: Vec<(TypeStats, Option<DateTime<Utc>>)> = Vec::new();
         for row in rows {
             let op = row.operation_type;
@@ -1000,17 +1023,56 @@ impl Store {
                 continue;
             };
             stats.counts.add(row.status, row.n);
-            stats.total_attempts += row.attempts.unwrap_or(0);
-            if let Some(t) = row.oldest_pending {
-                stats.oldest_pending = Some(stats.oldest_pending.map_or(t, |o| o.min(t)));
-            }
+            stats.total_attempts += row.attempts;
             let error_at = row.last_error_at;
             if error_at.is_some() && error_at > *last_at {
                 *last_at = error_at;
                 stats.last_error = row.last_error;
             }
         }
-        Ok(out.into_iter().map(|(s, _)| s).collect())
+        // A type whose items were all deleted keeps its count rows (at zero): not listed.
+        Ok(out
+            .into_iter()
+            .map(|(mut s, _)| {
+                s.oldest_pending = oldest.get(&s.operation_type).copied();
+                s
+            })
+            .filter(|s| s.counts.total() > 0)
+            .collect())
+    }
+
+    /// Moves the counts' deltas into the counts, when no other replica is doing it. Returns
+    /// how many (tenant, type, status) rows changed.
+    pub async fn fold_counts(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ours = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_xact_lock($1) AS "ours!""#,
+            FOLD_LOCK
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !ours {
+            return Ok(0);
+        }
+        let changed = sqlx::query!(
+            "WITH d AS (DELETE FROM retry.item_count_deltas RETURNING *)
+             INSERT INTO retry.item_counts AS c
+             SELECT tenant_id, operation_type, status, sum(n), sum(attempts),
+                    (array_agg(last_error ORDER BY last_error_at DESC) FILTER (WHERE last_error IS NOT NULL))[1],
+                    max(last_error_at)
+             FROM d GROUP BY tenant_id, operation_type, status
+             ON CONFLICT (tenant_id, operation_type, status) DO UPDATE SET
+                 n = c.n + EXCLUDED.n,
+                 attempts = c.attempts + EXCLUDED.attempts,
+                 last_error = CASE WHEN c.last_error_at IS NULL OR EXCLUDED.last_error_at >= c.last_error_at
+                                   THEN coalesce(EXCLUDED.last_error, c.last_error)
+                                   ELSE c.last_error END,
+                 last_error_at = greatest(c.last_error_at, EXCLUDED.last_error_at)"
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(changed.rows_affected())
     }
 }
 

@@ -104,6 +104,19 @@ async fn retryable_failures_back_off_until_exhausted_then_dead_letter() {
     }
     assert_eq!(owner.deliveries(&item.id), vec![(1, 1), (2, 1), (3, 1)]);
 
+    // The type's figures: the failure, its three attempts and its last error.
+    let stats = client
+        .get_retry_stats(pb::GetRetryStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let flaky = &stats.operation_types[0];
+    assert_eq!(flaky.operation_type, "test.flaky");
+    assert_eq!(flaky.counts.unwrap().failed, 1);
+    assert_eq!(flaky.total_attempts, 3);
+    assert_eq!(flaky.last_error, "boom 3");
+    assert!(flaky.oldest_pending_created_at.is_none());
+
     let event = tokio::time::timeout(T, dead.next()).await.unwrap().unwrap();
     let event = RetryLifecycle::decode(event.payload).unwrap().item.unwrap();
     assert_eq!(
@@ -516,11 +529,16 @@ async fn lists_page_newest_first_with_counts_and_stats() {
         .map(|s| (s.operation_type.clone(), s.counts.unwrap().pending))
         .collect();
     assert_eq!(types, vec![("test.even".into(), 3), ("test.odd".into(), 3)]);
+    assert!(
+        stats
+            .operation_types
+            .iter()
+            .all(|s| s.oldest_pending_created_at.is_some())
+    );
     assert_eq!(stats.totals.unwrap().cancelled, 1);
     svc.shutdown().await;
 }
 
-/// Puts `n` due items of `tenant` straight into the table, oldest first.
 async fn claimed_at(h: &Harness, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     sqlx::query_scalar("SELECT claimed_at FROM retry.retry_items WHERE id = $1::uuid")
         .bind(id)
@@ -861,5 +879,6 @@ async fn retention_deletes_old_resolved_and_cancelled_items_and_keeps_failed() {
             .await
             .unwrap();
     assert_eq!(attempts, expected.len() as i64);
+    assert_counts_match(&h).await;
     svc.shutdown().await;
 }

@@ -171,6 +171,9 @@ async fn soak_through_replica_kill_and_nats_restarts() {
         .collect();
     assert!(wrong.is_empty(), "items that ended wrong: {wrong:?}");
 
+    // The error page's counts, kept by triggers through all of it, are exact.
+    assert_counts_match(&h).await;
+
     // No attempt executed twice.
     let twice: Vec<_> = runs
         .lock()

@@ -321,3 +321,31 @@ pub async fn backlog(h: &Harness, tenant: Uuid, op: &str, n: i32) {
         .await
         .unwrap();
 }
+
+/// The maintained counts (folded and not yet folded) agree with the items themselves, per
+/// tenant, operation type and status, in one snapshot.
+pub async fn assert_counts_match(h: &Harness) {
+    let mismatched: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "WITH kept AS (
+             SELECT tenant_id, operation_type, status, sum(n)::bigint AS n, sum(attempts)::bigint AS a
+             FROM (SELECT tenant_id, operation_type, status, n, attempts FROM retry.item_counts
+                   UNION ALL
+                   SELECT tenant_id, operation_type, status, n, attempts FROM retry.item_count_deltas) c
+             GROUP BY 1, 2, 3
+         ), truth AS (
+             SELECT tenant_id, operation_type, status, count(*) AS n, sum(attempts)::bigint AS a
+             FROM retry.retry_items GROUP BY 1, 2, 3
+         )
+         SELECT coalesce(k.tenant_id, t.tenant_id)::text, coalesce(k.operation_type, t.operation_type),
+                coalesce(k.status, t.status), coalesce(k.n, 0), coalesce(t.n, 0)
+         FROM kept k FULL JOIN truth t USING (tenant_id, operation_type, status)
+         WHERE coalesce(k.n, 0) <> coalesce(t.n, 0) OR coalesce(k.a, 0) <> coalesce(t.a, 0)",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        mismatched.is_empty(),
+        "maintained counts differ (tenant, type, status, kept, actual): {mismatched:?}"
+    );
+}
