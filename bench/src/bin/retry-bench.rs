@@ -171,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
     run_latency(&pool, &bus, args.latency_items, args.latency_spread).await?;
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(|a, b| a.total_cmp(b));
+    let our_hot = hot_updates(&pool, "retry", "retry_items").await?;
 
     let reference = if args.skip_reference {
         None
@@ -182,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
         Some(run_graphile(&args.graphile_dir, &db_url, &pool, args.items, args.runs).await?)
     };
 
+    let their_hot = match reference {
+        Some(_) => Some(hot_updates(&pool, "graphile_worker%", "%").await?),
+        None => None,
+    };
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
     let _ = owner.await;
@@ -233,6 +238,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
+        "{:<46} {:>14} {:>16}",
+        "HOT updates of the queue table",
+        our_hot.to_string(),
+        their_hot.map_or_else(|| "-".to_owned(), |h| h.to_string())
+    );
+    println!(
         "runs: backlog {:?} jobs/s; steady {:?} items/s",
         rounded(&backlog),
         rounded(&steady)
@@ -240,6 +251,39 @@ async fn main() -> anyhow::Result<()> {
     drop(nats);
     drop(pg);
     Ok(())
+}
+
+/// Updates of a table and how many were HOT (no index touched), from PostgreSQL's counters.
+struct Hot {
+    updates: i64,
+    hot: i64,
+}
+
+impl std::fmt::Display for Hot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = if self.updates > 0 {
+            100.0 * self.hot as f64 / self.updates as f64
+        } else {
+            0.0
+        };
+        write!(f, "{pct:.1}% of {}", self.updates)
+    }
+}
+
+/// The busiest table whose schema and name are `LIKE` the patterns.
+async fn hot_updates(pool: &PgPool, schema: &str, table: &str) -> anyhow::Result<Hot> {
+    // Statistics reach the shared counters within a second of a transaction's end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (updates, hot): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+         WHERE schemaname LIKE $1 AND relname LIKE $2 ORDER BY n_tup_upd DESC LIMIT 1",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or((0, 0));
+    Ok(Hot { updates, hot })
 }
 
 fn rounded(v: &[f64]) -> Vec<u64> {
