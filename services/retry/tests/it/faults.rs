@@ -3,16 +3,12 @@
 //! killed or restarted; a handler that outlives the ack wait; an owner back from downtime;
 //! two replicas under one in-flight cap.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
 use haven_auth::Role;
-use haven_proto::events::v1::RetryDispatch;
 use haven_proto::retry::v1 as pb;
-use haven_retry_client::HandlerError;
-use haven_testkit::{NatsServer, Switch};
+use haven_testkit::NatsServer;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -226,39 +222,17 @@ async fn a_handler_slower_than_the_old_ack_wait_runs_once() {
     let h = Harness::new().await;
     let svc = h.start(h.config()).await;
     let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
-    let runs = Arc::new(AtomicUsize::new(0));
-    let stop = Switch::new();
-    let task = {
-        let bus = h.bus.clone();
-        let runs = runs.clone();
-        let shutdown = stop.wait();
-        tokio::spawn(async move {
-            haven_retry_client::consume(
-                &bus,
-                "test.slow",
-                4,
-                move |_d: RetryDispatch| {
-                    let runs = runs.clone();
-                    async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_secs(35)).await;
-                        Ok::<(), HandlerError>(())
-                    }
-                },
-                shutdown,
-            )
-            .await
-            .unwrap()
-        })
-    };
+    let owner = h.owner_with("test.slow", 4, |_d| async {
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        Ok(())
+    });
     let x = enqueue(&mut client, "test.slow", 5).await;
     assert_eq!(
         wait_terminal(&h, &x, Duration::from_secs(90)).await,
         ("resolved".into(), 1)
     );
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    stop.fire();
-    task.await.unwrap();
+    assert_eq!(owner.deliveries(&x), vec![(1, 1)]);
+    owner.shutdown().await;
     svc.shutdown().await;
 }
 
@@ -307,25 +281,10 @@ async fn the_in_flight_cap_holds_across_replicas() {
     };
     let a = h.start(config("replica-a")).await;
     let b = h.start(config("replica-b")).await;
-    let stop = Switch::new();
-    let owner = {
-        let bus = h.bus.clone();
-        let shutdown = stop.wait();
-        tokio::spawn(async move {
-            haven_retry_client::consume(
-                &bus,
-                "test.capped",
-                64,
-                |_d: RetryDispatch| async {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    Ok::<(), HandlerError>(())
-                },
-                shutdown,
-            )
-            .await
-            .unwrap()
-        })
-    };
+    let owner = h.owner_with("test.capped", 64, |_d| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
+    });
     backlog(&h, Uuid::new_v4(), "test.capped", N as i32).await;
     let mut most = 0;
     let deadline = Instant::now() + T;
@@ -340,8 +299,7 @@ async fn the_in_flight_cap_holds_across_replicas() {
     }
     assert!(most <= CAP, "{most} leases held under a cap of {CAP}");
     assert!(most > 0);
-    stop.fire();
-    owner.await.unwrap();
+    owner.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -4,14 +4,13 @@
 //! and every failed item must have its own dead letter on the bus.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
 use haven_bus::{Fate, Outgoing};
-use haven_proto::events::v1::{RetryDispatch, RetryEnqueue};
+use haven_proto::events::v1::RetryEnqueue;
 use haven_retry_client::HandlerError;
-use haven_testkit::{NatsServer, Switch};
+use haven_testkit::NatsServer;
 use rand::Rng;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -32,45 +31,20 @@ async fn soak_through_replica_kill_and_nats_restarts() {
     let b = h.start(config).await;
 
     // The owner records every execution by (item, attempt).
-    let runs: Arc<Mutex<HashMap<(String, i32), u32>>> = Arc::default();
-    let stop = Switch::new();
-    let owner = {
-        let bus = h.bus.clone();
-        let runs = runs.clone();
-        let shutdown = stop.wait();
-        tokio::spawn(async move {
-            haven_retry_client::consume(
-                &bus,
-                "test.soak",
-                64,
-                move |d: RetryDispatch| {
-                    let runs = runs.clone();
-                    async move {
-                        *runs
-                            .lock()
-                            .unwrap()
-                            .entry((d.id.clone(), d.attempt))
-                            .or_default() += 1;
-                        let (latency, flaky) = {
-                            let mut rng = rand::rng();
-                            (rng.random_range(0..20u64), rng.random_bool(0.05))
-                        };
-                        tokio::time::sleep(Duration::from_millis(latency)).await;
-                        if d.payload_json.contains("doomed") {
-                            Err(HandlerError::retryable("doomed"))
-                        } else if flaky {
-                            Err(HandlerError::retryable("flaky"))
-                        } else {
-                            Ok(())
-                        }
-                    }
-                },
-                shutdown,
-            )
-            .await
-            .unwrap()
-        })
-    };
+    let owner = h.owner_with("test.soak", 64, |d| async move {
+        let (latency, flaky) = {
+            let mut rng = rand::rng();
+            (rng.random_range(0..20u64), rng.random_bool(0.05))
+        };
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+        if d.payload_json.contains("doomed") {
+            Err(HandlerError::retryable("doomed"))
+        } else if flaky {
+            Err(HandlerError::retryable("flaky"))
+        } else {
+            Ok(())
+        }
+    });
 
     // A producer that, like any caller, publishes again what the bus did not store.
     let tenant = Uuid::new_v4();
@@ -175,7 +149,8 @@ async fn soak_through_replica_kill_and_nats_restarts() {
     assert_counts_match(&h).await;
 
     // No attempt executed twice.
-    let twice: Vec<_> = runs
+    let twice: Vec<_> = owner
+        .seen
         .lock()
         .unwrap()
         .iter()
@@ -223,7 +198,6 @@ async fn soak_through_replica_kill_and_nats_restarts() {
         "dead letters shared by items: {shared:?}"
     );
 
-    stop.fire();
-    owner.await.unwrap();
+    owner.shutdown().await;
     b.shutdown().await;
 }

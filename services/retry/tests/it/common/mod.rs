@@ -102,29 +102,34 @@ impl Harness {
     where
         F: Fn(&RetryDispatch) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
+        self.owner_with(operation_type, 64, move |d| std::future::ready(decide(&d)))
+    }
+
+    /// Runs an owner for `operation_type` with `concurrency` handlers running `handler`.
+    /// Every execution of the handler is recorded by (item id, attempt).
+    pub fn owner_with<H, Fut>(&self, operation_type: &str, concurrency: usize, handler: H) -> Owner
+    where
+        H: Fn(RetryDispatch) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
         let seen: Arc<Mutex<HashMap<(String, i32), u32>>> = Arc::default();
         let stop = Switch::new();
         let bus = self.bus.clone();
         let op = operation_type.to_owned();
         let record = seen.clone();
         let shutdown = stop.wait();
-        let decide = Arc::new(decide);
         let task = tokio::spawn(async move {
             haven_retry_client::consume(
                 &bus,
                 &op,
-                64,
+                concurrency,
                 move |d: RetryDispatch| {
-                    let record = record.clone();
-                    let decide = decide.clone();
-                    async move {
-                        *record
-                            .lock()
-                            .unwrap()
-                            .entry((d.id.clone(), d.attempt))
-                            .or_default() += 1;
-                        decide(&d)
-                    }
+                    *record
+                        .lock()
+                        .unwrap()
+                        .entry((d.id.clone(), d.attempt))
+                        .or_default() += 1;
+                    handler(d)
                 },
                 shutdown,
             )
