@@ -1,6 +1,7 @@
 //! The durable pull-consumer loop every service uses to take work off the bus.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -122,18 +123,21 @@ impl Bus {
         let mut consumer = None;
         'pulling: loop {
             let Some(open) = consumer.as_ref() else {
-                match self.open_consumer(&spec).await {
+                let Some(opened) =
+                    alongside(&mut running, &mut shutdown, self.open_consumer(&spec)).await
+                else {
+                    break 'pulling;
+                };
+                match opened {
                     Ok(c) => {
                         consumer = Some(c);
                         backoff = Duration::from_millis(100);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot open consumer; retrying");
-                        tokio::select! {
-                            _ = &mut shutdown => break 'pulling,
-                            _ = tokio::time::sleep(backoff) => {}
+                        if !pause(&mut running, &mut shutdown, &mut backoff).await {
+                            break 'pulling;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
                 continue;
@@ -147,22 +151,22 @@ impl Bus {
                 continue;
             }
             let free = spec.concurrency - running.len();
-            let batch = open
+            let request = open
                 .batch()
                 .max_messages(free)
                 .expires(PULL_EXPIRES)
-                .messages()
-                .await;
+                .messages();
+            let Some(batch) = alongside(&mut running, &mut shutdown, request).await else {
+                break 'pulling;
+            };
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(consumer = %consumer_name, error = %e, "pull request failed; reopening");
                     consumer = None;
-                    tokio::select! {
-                        _ = &mut shutdown => break 'pulling,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !pause(&mut running, &mut shutdown, &mut backoff).await {
+                        break 'pulling;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
@@ -175,11 +179,9 @@ impl Bus {
                         Some(Err(e)) => {
                             tracing::warn!(consumer = %consumer_name, error = %e, "pull broke; reopening");
                             consumer = None;
-                            tokio::select! {
-                                _ = &mut shutdown => break 'pulling,
-                                _ = tokio::time::sleep(backoff) => {}
+                            if !pause(&mut running, &mut shutdown, &mut backoff).await {
+                                break 'pulling;
                             }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
                             break;
                         }
                         // Served in full, or expired: ask again for what is free.
@@ -348,4 +350,36 @@ impl Bus {
         .instrument(span)
         .await
     }
+}
+
+/// Awaits `fut` while the running handlers go on (they are polled only here, so a slow
+/// request or a backoff must not freeze them or their progress acks); `None` when
+/// `shutdown` came first.
+async fn alongside<T>(
+    running: &mut FuturesUnordered<impl Future<Output = ()>>,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            v = &mut fut => return Some(v),
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
+}
+
+/// Waits `backoff` (doubling it for next time, up to 5 s) while the handlers go on; false
+/// when `shutdown` came first.
+async fn pause(
+    running: &mut FuturesUnordered<impl Future<Output = ()>>,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    backoff: &mut Duration,
+) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    alongside(running, shutdown, tokio::time::sleep(wait))
+        .await
+        .is_some()
 }
