@@ -3,7 +3,7 @@
 --
 -- Writers never update a shared counter row (that would serialise every claim and result of
 -- a tenant on one row lock): each statement appends its net change to item_count_deltas,
--- and a background fold moves the deltas into item_counts every second. Readers add the
+-- and a background fold moves the deltas into item_counts every few seconds. Readers add the
 -- two, which in one snapshot is exact.
 
 CREATE TABLE item_counts (

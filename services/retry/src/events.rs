@@ -25,7 +25,7 @@ const BATCH: i64 = 256;
 const PUBLISH_WITHIN: Duration = Duration::from_secs(5);
 /// How often the outbox is looked at without being poked: rows another replica wrote and
 /// could not publish (it died) are taken over within this.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// An event, ready for the outbox.
 pub struct Event {

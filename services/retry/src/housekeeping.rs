@@ -19,7 +19,7 @@ const PRUNE_PAUSE: Duration = Duration::from_millis(50);
 /// How often retention looks again once nothing is left to delete.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// How often the counts' deltas are folded (readers add what is not folded yet).
-const FOLD_EVERY: Duration = Duration::from_secs(1);
+const FOLD_EVERY: Duration = Duration::from_secs(5);
 
 /// Folds the counts' deltas until `token` is cancelled.
 pub async fn fold_counts(store: Store, token: CancellationToken) {
