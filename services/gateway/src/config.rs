@@ -39,6 +39,10 @@ pub struct Config {
     /// `/dashboard/settings/integrations` page.
     #[arg(long, env = "HAVEN_APP_URL", default_value = "http://localhost:3000")]
     pub app_url: String,
+    /// Origins of web apps allowed to call the API from a browser, comma-separated
+    /// (`https://app.example.com,http://localhost:3000`); empty: same origin only.
+    #[arg(long, env = "HAVEN_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
     /// The Shopify app's client secret, which Shopify signs webhooks with. Without it
     /// `POST /api/webhooks/shopify` answers 503 (Shopify retries).
     #[arg(
@@ -82,6 +86,7 @@ impl Config {
             retry_url,
             export_url,
             app_url: "http://localhost:3000".into(),
+            cors_origins: String::new(),
             shopify_client_secret: None,
             webhook_read_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(1),
@@ -105,6 +110,12 @@ impl Config {
     /// The same settings with another webhook body read timeout.
     pub fn with_webhook_read_timeout(mut self, timeout: Duration) -> Self {
         self.webhook_read_timeout = timeout;
+        self
+    }
+
+    /// The same settings letting pages of `origins` (comma-separated) call the API.
+    pub fn with_cors_origins(mut self, origins: &str) -> Self {
+        self.cors_origins = origins.to_owned();
         self
     }
 

@@ -2,6 +2,7 @@
 //! exports as file downloads and ingests provider webhooks.
 
 mod config;
+mod cors;
 mod error;
 mod errors;
 mod export;
@@ -38,6 +39,8 @@ pub enum GatewayError {
     Upstream { url: String, reason: String },
     #[error("invalid HAVEN_APP_URL {url}: {reason}")]
     AppUrl { url: String, reason: String },
+    #[error("invalid origin {origin:?} in HAVEN_CORS_ORIGINS: {reason}")]
+    CorsOrigin { origin: String, reason: String },
     #[error(transparent)]
     Auth(#[from] haven_auth::AuthError),
     #[error(transparent)]
@@ -125,14 +128,19 @@ pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Rou
         .merge(webhooks::routes())
         .merge(integrations::public_routes())
         .merge(protected);
-    Ok(Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api", api)
         .with_state(state)
         .merge(haven_telemetry::metrics_router())
         .layer(MetricsLayer::new("http"))
-        .layer(TraceContextLayer::new("http")))
+        .layer(TraceContextLayer::new("http"));
+    // Outermost, so a preflight is answered before authentication asks for a token.
+    Ok(match cors::layer(&config.cors_origins)? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then lets in-flight requests

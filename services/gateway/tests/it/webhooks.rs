@@ -22,11 +22,11 @@ fn sign(body: &[u8]) -> String {
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
-struct Gateway {
-    base: String,
+pub(crate) struct Gateway {
+    pub(crate) base: String,
     ns: String,
-    stop: Switch,
-    http: reqwest::Client,
+    pub(crate) stop: Switch,
+    pub(crate) http: reqwest::Client,
 }
 
 async fn start(secret: Option<&str>) -> Gateway {
@@ -37,7 +37,7 @@ async fn start_on(nats: &str, secret: Option<&str>) -> Gateway {
     start_with(nats, secret, |c| c).await
 }
 
-async fn start_with(
+pub(crate) async fn start_with(
     nats: &str,
     secret: Option<&str>,
     edit: impl FnOnce(Config) -> Config,
