@@ -62,7 +62,7 @@ fn json_error(err: &AuthError) -> Response<axum::body::Body> {
     } else {
         (StatusCode::UNAUTHORIZED, "unauthenticated")
     };
-    let body = serde_json::json!({ "error": { "code": code, "message": err.to_string() } });
+    let body = serde_json::json!({ "error": err.to_string(), "code": code });
     let mut response = Response::new(axum::body::Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(

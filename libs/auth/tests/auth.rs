@@ -162,9 +162,9 @@ async fn layer_passes_principal_and_rejects_with_json() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(json["error"]["code"], "unauthenticated");
+    assert_eq!(json["code"], "unauthenticated");
     assert!(
-        json["error"]["message"]
+        json["error"]
             .as_str()
             .unwrap()
             .contains("missing authorization")

@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tonic_types::StatusExt;
 
-/// An error as the gateway's clients see it: `{ "error": { "code", "message", "field"? } }`
+/// An error as the gateway's clients see it: `{ "error": "<message>", "code", "field"? }`
 /// with the HTTP status each gRPC code maps to (README, "Gateway").
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -105,10 +105,11 @@ impl From<tonic::Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        // `error` is the text a page shows as it is (the seeds read `data.error`).
+        let mut body = serde_json::json!({ "error": self.message, "code": self.code });
         if let Some(field) = &self.field {
-            error["field"] = serde_json::Value::String(field.clone());
+            body["field"] = serde_json::Value::String(field.clone());
         }
-        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+        (self.status, Json(body)).into_response()
     }
 }

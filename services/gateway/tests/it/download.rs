@@ -168,10 +168,7 @@ async fn errors_before_the_first_byte_are_json() {
         assert_eq!(res.headers()["content-type"], "application/json");
         let body: Value = res.json().await.unwrap();
         assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(field),
+            body["error"].as_str().unwrap().starts_with(field),
             "{query}: {body}"
         );
     }

@@ -120,7 +120,7 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
             .unwrap();
         assert_eq!(res.status(), 404, "{action}");
         let body: Value = res.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(body["code"], "not_found");
     }
 
     // A retries one (due now) and cancels the other.
@@ -162,10 +162,7 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
         assert_eq!(res.status(), 400, "{query}");
         let body: Value = res.json().await.unwrap();
         assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(field),
+            body["error"].as_str().unwrap().starts_with(field),
             "{query}: {body}"
         );
     }

@@ -140,7 +140,12 @@ async fn stack_serves_health_reflection_and_readiness() {
         .unwrap();
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert_eq!(body["code"], "unauthenticated");
+    // A page shows `data.error` as it is: text, never an object.
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
     let token = haven_testkit::token(uuid::Uuid::new_v4(), Role::User);
     let res = http
         .get(format!("{base}/api/nothing-here"))
@@ -149,6 +154,9 @@ async fn stack_serves_health_reflection_and_readiness() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert!(body["error"].is_string(), "{body}");
 
     let metrics = http
         .get(format!("{base}/metrics"))

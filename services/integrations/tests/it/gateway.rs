@@ -256,12 +256,7 @@ async fn oauth_round_trips_through_the_gateway_redirects() {
         )
         .await;
     assert_eq!(status, 400, "{err}");
-    assert!(
-        err["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("wizardry")
-    );
+    assert!(err["error"].as_str().unwrap().contains("wizardry"));
 }
 
 #[tokio::test]
@@ -279,10 +274,7 @@ async fn bad_install_requests_and_api_keys_get_clear_errors() {
     assert_eq!(res.status().as_u16(), 400);
     let body: Value = res.json().await.unwrap();
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("shop:"),
+        body["error"].as_str().unwrap().starts_with("shop:"),
         "{body}"
     );
     // Without a token: 401, not a redirect.
