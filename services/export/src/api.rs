@@ -118,17 +118,7 @@ impl ExportService for Api {
         )
         .fetch_all(&self.engine.pool)
         .await
-        .map_err(|e| match e {
-            // A row this version cannot read (e.g. a status written by a newer one).
-            sqlx::Error::ColumnDecode { .. } => {
-                tracing::error!(error = %e, "export history holds a value this version cannot read");
-                Status::internal(format!("export history holds a value this version cannot read: {e}"))
-            }
-            e => {
-                tracing::error!(error = %e, "history query failed");
-                Status::unavailable("export history is unavailable; try again")
-            }
-        })?;
+        .map_err(history_error)?;
         let more = rows.len() > usize::try_from(page_size).unwrap_or(0);
         let rows = &rows[..rows.len().min(usize::try_from(page_size).unwrap_or(0))];
         let next_page_token = match (more, rows.last()) {
@@ -139,6 +129,32 @@ impl ExportService for Api {
             entries: rows.iter().map(HistoryRow::to_proto).collect(),
             next_page_token,
         }))
+    }
+
+    async fn get_export_history_entry(
+        &self,
+        request: Request<pb::GetExportHistoryEntryRequest>,
+    ) -> Result<Response<pb::ExportHistoryEntry>, Status> {
+        let principal = principal_of(&request)?;
+        let raw = request.into_inner().id;
+        let id = Uuid::parse_str(&raw)
+            .map_err(|_| haven_server::invalid_argument("id", format!("`{raw}` is not a UUID")))?;
+        let row = sqlx::query_as!(
+            HistoryRow,
+            r#"SELECT id, tenant_id, user_id, export_type, format AS "format: StoredFormat", fields,
+                    range_start, range_end, record_count, bytes, duration_ms,
+                    status AS "status: ExportStatus", error, truncated, created_at
+             FROM exports.export_history
+             WHERE tenant_id = $1 AND id = $2"#,
+            principal.tenant_id,
+            id,
+        )
+        .fetch_optional(&self.engine.pool)
+        .await
+        .map_err(history_error)?;
+        // Another tenant's export answers exactly as an unknown one.
+        let row = row.ok_or_else(|| Status::not_found(format!("no export `{id}`")))?;
+        Ok(Response::new(row.to_proto()))
     }
 
     async fn create_scheduled_export(
@@ -166,6 +182,22 @@ impl ExportService for Api {
         Err(Status::unimplemented(
             "scheduled exports are not available yet",
         ))
+    }
+}
+
+fn history_error(e: sqlx::Error) -> Status {
+    match e {
+        // A row this version cannot read (e.g. a status written by a newer one).
+        sqlx::Error::ColumnDecode { .. } => {
+            tracing::error!(error = %e, "export history holds a value this version cannot read");
+            Status::internal(format!(
+                "export history holds a value this version cannot read: {e}"
+            ))
+        }
+        e => {
+            tracing::error!(error = %e, "history query failed");
+            Status::unavailable("export history is unavailable; try again")
+        }
     }
 }
 

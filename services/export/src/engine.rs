@@ -144,8 +144,8 @@ impl Engine {
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            // Held until the failure, if any, is in place: the caller's stream must not see
-            // the channel close before it can read why.
+            // Held until the failure, if any, and the history row are in place: the caller's
+            // stream must not see the channel close before it can read why.
             let open = tx.clone();
             let ending = match run(engine.clone(), plan.clone(), tx).await {
                 Ok((rows, bytes, truncated)) => Ending::Completed {
@@ -170,8 +170,10 @@ impl Engine {
                     Ending::Failed { rows, bytes, error }
                 }
             };
-            drop(open);
+            // The stream ends only once the history row is written, so a caller that read
+            // to the end can look its export up at once.
             history::record(&engine.pool, &engine.bus, &plan, &ending, started.elapsed()).await;
+            drop(open);
         });
         Delivery { rx, failure }
     }
