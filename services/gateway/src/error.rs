@@ -103,13 +103,25 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person: the seeds' pages show `data.error` as it is.
+    pub error: String,
+    /// Machine-readable kind, e.g. `invalid_argument`, `not_found`, `unauthenticated`.
+    pub code: String,
+    /// The input at fault, in the request's own parameter names, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // `error` is the text a page shows as it is (the seeds read `data.error`).
-        let mut body = serde_json::json!({ "error": self.message, "code": self.code });
-        if let Some(field) = &self.field {
-            body["field"] = serde_json::Value::String(field.clone());
-        }
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_owned(),
+            field: self.field,
+        };
         (self.status, Json(body)).into_response()
     }
 }

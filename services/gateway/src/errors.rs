@@ -1,38 +1,76 @@
 //! The error-queue page's API (README, "Retry queue"), backed by the retry service:
-//! `GET /api/errors`, `POST /api/errors/{id}/retry`, `POST /api/errors/{id}/cancel`.
+//! `GET /api/errors`, `GET /api/errors/{id}` (with its attempts),
+//! `POST /api/errors/{id}/retry`, `POST /api/errors/{id}/cancel`.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use haven_proto::retry::v1 as pb;
 use haven_proto::retry::v1::retry_service_client::RetryServiceClient;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::json::{text, time};
+use crate::error::ErrorBody;
+use crate::json::{nonempty, time_str};
 use crate::{ApiError, AppState, upstream};
 
 /// The error page's default page size (README, "Retry queue"); the retry service allows up to 1000.
 const DEFAULT_LIMIT: i32 = 20;
 const MAX_LIMIT: i32 = 1000;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/errors", get(list))
-        .route("/errors/{id}/retry", post(retry))
-        .route("/errors/{id}/cancel", post(cancel))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_item))
+        .routes(routes!(retry))
+        .routes(routes!(cancel))
 }
 
 /// Query parameters arrive as text so that a bad one gets our JSON error naming it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// pending (default), processing, resolved, failed, cancelled, or all.
     status: Option<String>,
+    /// Only items of this operation type.
     operation_type: Option<String>,
+    /// Items per page, 1..=1000; default 20.
     limit: Option<String>,
+    /// `next_page_token` of the previous page.
     page_token: Option<String>,
+}
+
+/// Items per status, as the page's tabs show them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counts {
+    pending: i64,
+    processing: i64,
+    resolved: i64,
+    failed: i64,
+    cancelled: i64,
+}
+
+/// A page of the error queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemPage {
+    items: Vec<Item>,
+    /// Items matching the filters, over every page.
+    total: i64,
+    counts: Counts,
+    /// Pass as `page_token` for the next page; null on the last page.
+    next_page_token: Option<String>,
+}
+
+/// The answer to Retry now and Cancel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Acted {
+    success: bool,
+    item: Item,
 }
 
 /// As the web app's error page expects, no status means the pending tab; `all` (or empty)
@@ -73,11 +111,15 @@ fn parse_limit(limit: Option<&str>) -> Result<i32, ApiError> {
     Ok(n)
 }
 
+/// The tenant's retry items, newest first, with counts by status.
+#[utoipa::path(get, path = "/errors", tag = "retry", params(ListQuery),
+    responses((status = 200, body = ItemPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ItemPage>, ApiError> {
     let request = pb::ListRetryItemsRequest {
         status: parse_status(query.status.as_deref())? as i32,
         operation_type: query.operation_type.unwrap_or_default(),
@@ -91,38 +133,69 @@ async fn list(
         .await?
         .into_inner();
     let counts = page.counts.unwrap_or_default();
-    Ok(Json(json!({
-        "items": page.items.iter().map(item_json).collect::<Vec<_>>(),
-        "total": page.total,
-        "counts": {
-            "pending": counts.pending,
-            "processing": counts.processing,
-            "resolved": counts.resolved,
-            "failed": counts.failed,
-            "cancelled": counts.cancelled,
+    Ok(Json(ItemPage {
+        items: page.items.into_iter().map(Item::from).collect(),
+        total: page.total,
+        counts: Counts {
+            pending: counts.pending,
+            processing: counts.processing,
+            resolved: counts.resolved,
+            failed: counts.failed,
+            cancelled: counts.cancelled,
         },
-        "next_page_token": (!page.next_page_token.is_empty()).then_some(page.next_page_token),
-    })))
+        next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+    }))
 }
 
+/// One item with every attempt made so far; another tenant's id is 404.
+#[utoipa::path(get, path = "/errors/{id}", tag = "retry",
+    params(("id" = String, Path, description = "Retry item id")),
+    responses((status = 200, body = Item), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_item(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Item>, ApiError> {
+    let mut client = RetryServiceClient::new(state.upstreams.retry.clone());
+    let item = client
+        .get_retry_item(upstream::request(&headers, pb::GetRetryItemRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(item.into()))
+}
+
+/// Makes a pending or failed item due now; an exhausted item gets one more attempt.
+#[utoipa::path(post, path = "/errors/{id}/retry", tag = "retry",
+    params(("id" = String, Path, description = "Retry item id")),
+    responses((status = 200, body = Acted), (status = 404, body = ErrorBody),
+        (status = 409, description = "Resolved, cancelled or running", body = ErrorBody)))]
 async fn retry(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Acted>, ApiError> {
     let mut client = RetryServiceClient::new(state.upstreams.retry.clone());
     let item = client
         .retry_now(upstream::request(&headers, pb::RetryNowRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(json!({ "success": true, "item": item_json(&item) })))
+    Ok(Json(Acted {
+        success: true,
+        item: item.into(),
+    }))
 }
 
+/// Cancels an item so it is never dispatched again.
+#[utoipa::path(post, path = "/errors/{id}/cancel", tag = "retry",
+    params(("id" = String, Path, description = "Retry item id")),
+    responses((status = 200, body = Acted), (status = 404, body = ErrorBody),
+        (status = 409, description = "Already resolved", body = ErrorBody)))]
 async fn cancel(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Acted>, ApiError> {
     let mut client = RetryServiceClient::new(state.upstreams.retry.clone());
     let item = client
         .cancel_retry_item(upstream::request(
@@ -131,39 +204,103 @@ async fn cancel(
         ))
         .await?
         .into_inner();
-    Ok(Json(json!({ "success": true, "item": item_json(&item) })))
+    Ok(Json(Acted {
+        success: true,
+        item: item.into(),
+    }))
+}
+
+/// An enum's proto name without its prefix, in lower case (`RETRY_STATUS_FAILED` → `failed`).
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+/// One dispatch of an item and how it ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Attempt {
+    attempt: i32,
+    started_at: Option<String>,
+    /// Null while the attempt runs.
+    finished_at: Option<String>,
+    duration_ms: i64,
+    /// running, succeeded, failed or expired.
+    outcome: String,
+    error: Option<String>,
+    worker_id: Option<String>,
 }
 
 /// The web app's `RetryItem` shape (snake_case, payload as an object), plus our additions.
-fn item_json(item: &pb::RetryItem) -> Value {
-    let status = pb::RetryStatus::try_from(item.status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("RETRY_STATUS_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    json!({
-        "id": item.id,
-        "tenant_id": item.tenant_id,
-        "user_id": text(&item.user_id),
-        "operation_type": item.operation_type,
-        "payload": serde_json::from_str::<Value>(&item.payload_json).unwrap_or(Value::Null),
-        "status": status,
-        "attempts": item.attempts,
-        "max_attempts": item.max_attempts,
-        "last_error": text(&item.last_error),
-        "next_retry_at": time(item.next_retry_at),
-        "worker_id": text(&item.worker_id),
-        "claimed_at": time(item.claimed_at),
-        "lease_expires_at": time(item.lease_expires_at),
-        "reference_id": text(&item.reference_id),
-        "reference_table": text(&item.reference_table),
-        "idempotency_key": text(&item.idempotency_key),
-        "created_at": time(item.created_at),
-        "updated_at": time(item.updated_at),
-        "resolved_at": time(item.resolved_at),
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Item {
+    id: String,
+    tenant_id: String,
+    user_id: Option<String>,
+    operation_type: String,
+    /// The payload as it was enqueued.
+    #[schema(value_type = Object)]
+    payload: Value,
+    /// pending, processing, resolved, failed or cancelled.
+    status: String,
+    attempts: i32,
+    max_attempts: i32,
+    last_error: Option<String>,
+    next_retry_at: Option<String>,
+    worker_id: Option<String>,
+    claimed_at: Option<String>,
+    lease_expires_at: Option<String>,
+    reference_id: Option<String>,
+    reference_table: Option<String>,
+    idempotency_key: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    resolved_at: Option<String>,
+    /// Every attempt, oldest first; only `GET /api/errors/{id}` fills it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempt_history: Vec<Attempt>,
+}
+
+impl From<pb::RetryItem> for Item {
+    fn from(item: pb::RetryItem) -> Self {
+        let status = pb::RetryStatus::try_from(item.status)
+            .map(|s| enum_name(s.as_str_name(), "RETRY_STATUS_"))
+            .unwrap_or_default();
+        Item {
+            payload: serde_json::from_str::<Value>(&item.payload_json).unwrap_or(Value::Null),
+            status,
+            attempts: item.attempts,
+            max_attempts: item.max_attempts,
+            last_error: nonempty(item.last_error),
+            next_retry_at: time_str(item.next_retry_at),
+            worker_id: nonempty(item.worker_id),
+            claimed_at: time_str(item.claimed_at),
+            lease_expires_at: time_str(item.lease_expires_at),
+            reference_id: nonempty(item.reference_id),
+            reference_table: nonempty(item.reference_table),
+            idempotency_key: nonempty(item.idempotency_key),
+            created_at: time_str(item.created_at),
+            updated_at: time_str(item.updated_at),
+            resolved_at: time_str(item.resolved_at),
+            attempt_history: item
+                .attempt_history
+                .into_iter()
+                .map(|a| Attempt {
+                    attempt: a.attempt,
+                    started_at: time_str(a.started_at),
+                    finished_at: time_str(a.finished_at),
+                    duration_ms: a.duration_ms,
+                    outcome: pb::AttemptOutcome::try_from(a.outcome)
+                        .map(|o| enum_name(o.as_str_name(), "ATTEMPT_OUTCOME_"))
+                        .unwrap_or_default(),
+                    error: nonempty(a.error),
+                    worker_id: nonempty(a.worker_id),
+                })
+                .collect(),
+            id: item.id,
+            tenant_id: item.tenant_id,
+            user_id: nonempty(item.user_id),
+            operation_type: item.operation_type,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,47 +1,70 @@
 //! Downloads (README, "Exports"): `GET /api/export` streams the export service's
-//! rendered file into the HTTP body as it arrives, and `GET /api/export/configs` serves the
-//! catalogue. Errors before the first byte are JSON; a failure after it aborts the
+//! rendered file into the HTTP body as it arrives; `GET /api/export/configs` (and seed 000's
+//! `POST /api/export`) serve the catalogue; `GET /api/export/history[/{export_id}]` the
+//! tenant's past exports. Errors before the first byte are JSON; a failure after it aborts the
 //! connection, so no client can take a partial file for a complete one. No timeout cuts a
 //! long download.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
 use http_body::Frame;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::error::ErrorBody;
+use crate::json::{nonempty, time_str};
 use crate::{ApiError, AppState, upstream};
 
 pub const RECORD_COUNT: HeaderName = HeaderName::from_static("x-record-count");
 pub const TRUNCATED: HeaderName = HeaderName::from_static("x-export-truncated");
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/export", get(download))
-        .route("/export/configs", get(configs))
+/// How long the download waits, after the summary, for the export service to end its stream
+/// (it does so once the history row is written, so the page can read it at once).
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const DEFAULT_HISTORY_LIMIT: i32 = 20;
+const MAX_HISTORY_LIMIT: i32 = 1000;
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(download, catalogue))
+        .routes(routes!(configs))
+        .routes(routes!(history))
+        .routes(routes!(history_entry))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Query parameters arrive as text so that a bad one gets our JSON error naming it.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// Export type key from the catalogue, e.g. `orders`.
     r#type: Option<String>,
+    /// `csv` (default), `json` or `ndjson`.
     format: Option<String>,
+    /// Comma-separated field keys; empty means the type's default fields.
     fields: Option<String>,
+    /// First day (`YYYY-MM-DD`, UTC) or RFC 3339 instant; default: the type's default range.
     #[serde(rename = "startDate")]
+    #[param(rename = "startDate")]
     start_date: Option<String>,
+    /// Last day, included (`YYYY-MM-DD`, UTC) or RFC 3339 instant; default: now.
     #[serde(rename = "endDate")]
+    #[param(rename = "endDate")]
     end_date: Option<String>,
+    /// At most this many rows; 0 or unset means the type's maximum, which also caps it.
     limit: Option<String>,
+    /// `true` puts a UTF-8 byte order mark before a CSV file (for Excel).
     bom: Option<String>,
 }
 
@@ -135,6 +158,23 @@ fn to_request(q: &ExportQuery) -> Result<pb::ExportRequest, ApiError> {
     })
 }
 
+/// Downloads an export as a file, streamed as it is produced.
+///
+/// `X-Export-Id` names the export: once the body has ended, its record count and whether the
+/// limit cut it are at `GET /api/export/history/{export_id}` (and in the `x-record-count`
+/// and `x-export-truncated` trailers for clients that read trailers).
+#[utoipa::path(get, path = "/export", tag = "exports", params(ExportQuery),
+    responses(
+        (status = 200, description = "The file, streamed", content_type = "text/csv",
+            headers(
+                ("Content-Disposition" = String, description = "attachment; filename=\"…\""),
+                ("X-Export-Id" = String, description = "Export id for the history lookup"),
+                ("X-Export-Limit" = u64, description = "Row limit after defaults and the cap"),
+            )),
+        (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 429, description = "Too many exports running", body = ErrorBody),
+    ))]
 async fn download(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -174,6 +214,12 @@ async fn download(
             Ok(Some(pb::StreamExportResponse {
                 part: Some(Part::Summary(summary)),
             })) => {
+                // The service ends its stream once the history row is in: waiting for that
+                // before the body ends lets the page look the export up at once.
+                let ended = tokio::time::timeout(HISTORY_WAIT, stream.message()).await;
+                if !matches!(ended, Ok(Ok(None))) {
+                    tracing::debug!("the export stream did not end cleanly after its summary");
+                }
                 let mut trailers = HeaderMap::new();
                 trailers.insert(RECORD_COUNT, HeaderValue::from(summary.record_count));
                 trailers.insert(
@@ -243,32 +289,248 @@ fn rename(e: ApiError) -> ApiError {
     })
 }
 
-/// The catalogue in the JSON shape the web app's export form reads.
+/// One field of an export type, as seed 000's `ExportField`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportField {
+    key: String,
+    label: String,
+    /// Exported when the request names no fields.
+    default: bool,
+}
+
+/// One export type, as seed 000's `ExportConfig`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportConfig {
+    r#type: String,
+    label: String,
+    description: String,
+    fields: Vec<ExportField>,
+    /// Days covered when the request names no start date.
+    default_date_range: u32,
+    /// Rows at most, whatever the request's limit.
+    max_records: u64,
+}
+
+/// Seed 000's `POST /api/export` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalogue {
+    configs: Vec<ExportConfig>,
+}
+
+async fn export_configs(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Vec<ExportConfig>, ApiError> {
+    let mut client = ExportServiceClient::new(state.upstreams.export.clone());
+    let types = client
+        .list_export_types(upstream::request(headers, pb::ListExportTypesRequest {}))
+        .await?
+        .into_inner();
+    Ok(types
+        .export_types
+        .into_iter()
+        .map(|t| ExportConfig {
+            r#type: t.key,
+            label: t.label,
+            description: t.description,
+            fields: t
+                .fields
+                .into_iter()
+                .map(|f| ExportField {
+                    key: f.key,
+                    label: f.label,
+                    default: f.default,
+                })
+                .collect(),
+            default_date_range: t.default_date_range_days,
+            max_records: t.max_records,
+        })
+        .collect())
+}
+
+/// The catalogue of export types: fields, default range and maximum rows of each.
+#[utoipa::path(get, path = "/export/configs", tag = "exports",
+    responses((status = 200, body = Vec<ExportConfig>), (status = 401, body = ErrorBody)))]
 async fn configs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<ExportConfig>>, ApiError> {
+    Ok(Json(export_configs(&state, &headers).await?))
+}
+
+/// The catalogue as seed 000's export page loads it: `{"configs": [...]}`.
+#[utoipa::path(post, path = "/export", tag = "exports",
+    responses((status = 200, body = Catalogue), (status = 401, body = ErrorBody)))]
+async fn catalogue(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Catalogue>, ApiError> {
+    Ok(Json(Catalogue {
+        configs: export_configs(&state, &headers).await?,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Entries per page, 1..=1000; default 20.
+    limit: Option<String>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+    /// Only exports of this type.
+    r#type: Option<String>,
+}
+
+/// How an export ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// One past export, in the snake_case of seed 000's `export_history` table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    id: String,
+    user_id: String,
+    export_type: String,
+    /// `csv`, `json` or `ndjson`; null for a typed (gRPC StreamRows) export.
+    format: Option<String>,
+    fields: Vec<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    /// Data rows sent (a CSV header is not counted).
+    record_count: u64,
+    bytes: u64,
+    duration_ms: u64,
+    status: Option<HistoryStatus>,
+    /// Why a failed or cancelled export ended.
+    error: Option<String>,
+    /// True when the limit cut the result.
+    truncated: bool,
+    created_at: Option<String>,
+}
+
+impl From<pb::ExportHistoryEntry> for HistoryEntry {
+    fn from(e: pb::ExportHistoryEntry) -> Self {
+        let format = match pb::ExportFormat::try_from(e.format) {
+            Ok(pb::ExportFormat::Csv) => Some("csv"),
+            Ok(pb::ExportFormat::Json) => Some("json"),
+            Ok(pb::ExportFormat::Ndjson) => Some("ndjson"),
+            Ok(pb::ExportFormat::Pdf) => Some("pdf"),
+            Ok(pb::ExportFormat::Unspecified) | Err(_) => None,
+        };
+        let status = match pb::ExportStatus::try_from(e.status) {
+            Ok(pb::ExportStatus::Completed) => Some(HistoryStatus::Completed),
+            Ok(pb::ExportStatus::Failed) => Some(HistoryStatus::Failed),
+            Ok(pb::ExportStatus::Cancelled) => Some(HistoryStatus::Cancelled),
+            Ok(pb::ExportStatus::Unspecified) | Err(_) => None,
+        };
+        let range = e.date_range.unwrap_or_default();
+        HistoryEntry {
+            id: e.id,
+            user_id: e.user_id,
+            export_type: e.export_type,
+            format: format.map(str::to_owned),
+            fields: e.fields,
+            start_date: time_str(range.start),
+            end_date: time_str(range.end),
+            record_count: e.record_count,
+            bytes: e.bytes,
+            duration_ms: e.duration_ms,
+            status,
+            error: nonempty(e.error),
+            truncated: e.truncated,
+            created_at: time_str(e.created_at),
+        }
+    }
+}
+
+/// A page of the tenant's export history, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPage {
+    entries: Vec<HistoryEntry>,
+    /// Pass as `page_token` for the next page; null on the last page.
+    next_page_token: Option<String>,
+}
+
+fn parse_history_limit(limit: Option<&str>) -> Result<i32, ApiError> {
+    let Some(limit) = limit.filter(|l| !l.is_empty()) else {
+        return Ok(DEFAULT_HISTORY_LIMIT);
+    };
+    let n: i32 = limit
+        .parse()
+        .map_err(|_| ApiError::invalid("limit", format!("`{limit}` is not a whole number")))?;
+    if !(1..=MAX_HISTORY_LIMIT).contains(&n) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_HISTORY_LIMIT}, got {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// The tenant's past exports, newest first, however they ended.
+#[utoipa::path(get, path = "/export/history", tag = "exports", params(HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let request = pb::ListExportHistoryRequest {
+        export_type: query.r#type.unwrap_or_default(),
+        page_size: Some(parse_history_limit(query.limit.as_deref())?),
+        page_token: query.page_token.unwrap_or_default(),
+    };
     let mut client = ExportServiceClient::new(state.upstreams.export.clone());
-    let types = client
-        .list_export_types(upstream::request(&headers, pb::ListExportTypesRequest {}))
-        .await?
-        .into_inner();
-    Ok(Json(Value::Array(
-        types
-            .export_types
-            .iter()
-            .map(|t| {
-                json!({
-                    "type": t.key,
-                    "label": t.label,
-                    "description": t.description,
-                    "fields": t.fields.iter().map(|f| json!({ "key": f.key, "label": f.label, "default": f.default })).collect::<Vec<_>>(),
-                    "defaultDateRange": t.default_date_range_days,
-                    "maxRecords": t.max_records,
-                })
+    let page = client
+        .list_export_history(upstream::request(&headers, request))
+        .await
+        .map_err(|s| {
+            ApiError::from(s).rename_field(|f| match f {
+                "export_type" => Some("type"),
+                "page_size" => Some("limit"),
+                _ => None,
             })
-            .collect(),
-    )))
+        })?
+        .into_inner();
+    Ok(Json(HistoryPage {
+        entries: page.entries.into_iter().map(HistoryEntry::from).collect(),
+        next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+    }))
+}
+
+/// One past export: what a page reads after a download, by its `X-Export-Id`. Another
+/// tenant's export is 404, as an unknown one.
+#[utoipa::path(get, path = "/export/history/{export_id}", tag = "exports",
+    params(("export_id" = String, Path, description = "The download's X-Export-Id")),
+    responses((status = 200, body = HistoryEntry), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn history_entry(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(export_id): Path<String>,
+) -> Result<Json<HistoryEntry>, ApiError> {
+    let mut client = ExportServiceClient::new(state.upstreams.export.clone());
+    let entry = client
+        .get_export_history_entry(upstream::request(
+            &headers,
+            pb::GetExportHistoryEntryRequest { id: export_id },
+        ))
+        .await
+        .map_err(|s| {
+            ApiError::from(s).rename_field(|f| match f {
+                "id" => Some("export_id"),
+                _ => None,
+            })
+        })?
+        .into_inner();
+    Ok(Json(entry.into()))
 }
 
 #[cfg(test)]

@@ -16,42 +16,42 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use haven_proto::integrations::v1 as pb;
 use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
 use haven_providers::Provider;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tonic::transport::Channel;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::json::{text, time};
+use crate::error::ErrorBody;
+use crate::json::{nonempty, time_str};
 use crate::{ApiError, AppState, upstream};
 
 /// Routes that need the caller's bearer token.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/integrations", get(list))
-        .route("/integrations/{provider}", delete(disconnect))
-        .route("/integrations/{provider}/install", get(install))
-        .route("/integrations/{provider}/connect", post(connect))
-        .route("/settings/setup-progress", get(setup_progress))
-        .route(
-            "/settings/setup-progress/{step}",
-            axum::routing::patch(update_setup_step),
-        )
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(disconnect))
+        .routes(routes!(install))
+        .routes(routes!(connect))
+        .routes(routes!(setup_progress))
+        .routes(routes!(update_setup_step))
 }
 
 /// Routes a browser reaches without our token.
-pub fn public_routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/integrations/{provider}/start", get(start))
-        .route("/integrations/{provider}/callback", get(callback))
+pub fn public_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(start))
+        .routes(routes!(callback))
 }
 
 fn client(state: &AppState) -> IntegrationsServiceClient<Channel> {
@@ -76,12 +76,12 @@ pub fn status_str(status: i32) -> &'static str {
     }
 }
 
-/// The web app's `authType` words, or `null` when the service did not say.
-pub fn auth_type_json(auth_type: i32) -> Value {
+/// The web app's `authType` words, or `None` when the service did not say.
+pub fn auth_type_str(auth_type: i32) -> Option<&'static str> {
     match pb::AuthType::try_from(auth_type) {
-        Ok(pb::AuthType::Oauth) => json!("oauth"),
-        Ok(pb::AuthType::ApiKey) => json!("api_key"),
-        Ok(pb::AuthType::Unspecified) | Err(_) => Value::Null,
+        Ok(pb::AuthType::Oauth) => Some("oauth"),
+        Ok(pb::AuthType::ApiKey) => Some("api_key"),
+        Ok(pb::AuthType::Unspecified) | Err(_) => None,
     }
 }
 
@@ -149,84 +149,127 @@ pub fn metadata_json(provider: &str, integration: Option<&pb::Integration>) -> V
 }
 
 /// One entry of `GET /api/integrations`: the provider's registry entry and the tenant's
-/// connection to it (a never-connected provider is "disconnected" with null fields).
-pub fn integration_json(
+/// connection to it (a never-connected provider is "disconnected" with null fields), in the
+/// web app's `Integration` shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntegrationView {
+    /// Null until the tenant first connects.
+    id: Option<String>,
+    provider: String,
+    name: Option<String>,
+    description: Option<String>,
+    icon: Option<String>,
+    /// `oauth` or `api_key`.
+    auth_type: Option<String>,
+    required: Option<bool>,
+    setup_order: Option<i32>,
+    docs_url: Option<String>,
+    /// connected, connecting, disconnected, error or expired.
+    status: String,
+    /// Account details, per provider (e.g. Shopify's shop_domain, shop_name, access_scopes).
+    #[schema(value_type = Object)]
+    metadata: Value,
+    scopes: Vec<String>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    token_expires_at: Option<String>,
+    last_refreshed_at: Option<String>,
+    connected_at: Option<String>,
+    disconnected_at: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+pub fn integration_view(
     provider: Option<&pb::Provider>,
     integration: Option<&pb::Integration>,
-) -> Value {
+) -> IntegrationView {
     let key = provider
         .map(|p| p.key.as_str())
         .or(integration.map(|i| i.provider.as_str()))
         .unwrap_or_default();
     let auth_type = match provider {
-        Some(p) => auth_type_json(p.auth_type),
-        None => auth_type_json(integration.map(|i| i.auth_type).unwrap_or_default()),
+        Some(p) => auth_type_str(p.auth_type),
+        None => auth_type_str(integration.map(|i| i.auth_type).unwrap_or_default()),
     };
     let i = integration;
-    json!({
-        "id": i.map_or(Value::Null, |i| text(&i.id)),
-        "provider": key,
-        "name": provider.map(|p| p.name.clone()),
-        "description": provider.map(|p| p.description.clone()),
-        "icon": provider.map(|p| p.icon.clone()),
-        "auth_type": auth_type,
-        "required": provider.map(|p| p.required),
-        "setup_order": provider.map(|p| p.setup_order),
-        "docs_url": provider.map(|p| p.docs_url.clone()),
-        "status": i.map_or("disconnected", |i| status_str(i.status)),
-        "metadata": metadata_json(key, i),
-        "scopes": i.map(|i| i.scopes.clone()).unwrap_or_default(),
-        "last_error": i.map_or(Value::Null, |i| text(&i.last_error)),
-        "last_error_at": time(i.and_then(|i| i.last_error_at)),
-        "token_expires_at": time(i.and_then(|i| i.token_expires_at)),
-        "last_refreshed_at": time(i.and_then(|i| i.last_refreshed_at)),
-        "connected_at": time(i.and_then(|i| i.connected_at)),
-        "disconnected_at": time(i.and_then(|i| i.disconnected_at)),
-        "created_at": time(i.and_then(|i| i.created_at)),
-        "updated_at": time(i.and_then(|i| i.updated_at)),
-    })
+    let at = |f: fn(&pb::Integration) -> Option<prost_types::Timestamp>| time_str(i.and_then(f));
+    IntegrationView {
+        id: i.and_then(|i| nonempty(i.id.clone())),
+        provider: key.to_owned(),
+        name: provider.map(|p| p.name.clone()),
+        description: provider.map(|p| p.description.clone()),
+        icon: provider.map(|p| p.icon.clone()),
+        auth_type: auth_type.map(str::to_owned),
+        required: provider.map(|p| p.required),
+        setup_order: provider.map(|p| p.setup_order),
+        docs_url: provider.map(|p| p.docs_url.clone()),
+        status: i
+            .map_or("disconnected", |i| status_str(i.status))
+            .to_owned(),
+        metadata: metadata_json(key, i),
+        scopes: i.map(|i| i.scopes.clone()).unwrap_or_default(),
+        last_error: i.and_then(|i| nonempty(i.last_error.clone())),
+        last_error_at: at(|i| i.last_error_at),
+        token_expires_at: at(|i| i.token_expires_at),
+        last_refreshed_at: at(|i| i.last_refreshed_at),
+        connected_at: at(|i| i.connected_at),
+        disconnected_at: at(|i| i.disconnected_at),
+        created_at: at(|i| i.created_at),
+        updated_at: at(|i| i.updated_at),
+    }
 }
 
 /// Every provider by setup order, each with the tenant's integration if there is one;
 /// integrations of providers the registry no longer lists come last.
-pub fn merge(mut providers: Vec<pb::Provider>, integrations: &[pb::Integration]) -> Vec<Value> {
+pub fn merge(
+    mut providers: Vec<pb::Provider>,
+    integrations: &[pb::Integration],
+) -> Vec<IntegrationView> {
     providers.sort_by_key(|p| p.setup_order);
     let by_provider: HashMap<&str, &pb::Integration> = integrations
         .iter()
         .map(|i| (i.provider.as_str(), i))
         .collect();
-    let mut out: Vec<Value> = providers
+    let mut out: Vec<IntegrationView> = providers
         .iter()
-        .map(|p| integration_json(Some(p), by_provider.get(p.key.as_str()).copied()))
+        .map(|p| integration_view(Some(p), by_provider.get(p.key.as_str()).copied()))
         .collect();
     out.extend(
         integrations
             .iter()
             .filter(|i| !providers.iter().any(|p| p.key == i.provider))
-            .map(|i| integration_json(None, Some(i))),
+            .map(|i| integration_view(None, Some(i))),
     );
     out
 }
 
+/// Every provider by setup order, each with the tenant's connection to it.
+#[utoipa::path(get, path = "/integrations", tag = "integrations",
+    responses((status = 200, body = Vec<IntegrationView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<IntegrationView>>, ApiError> {
     let mut a = client(&state);
     let mut b = a.clone();
     let (providers, integrations) = tokio::try_join!(
         a.list_providers(upstream::request(&headers, pb::ListProvidersRequest {})),
         b.list_integrations(upstream::request(&headers, pb::ListIntegrationsRequest {})),
     )?;
-    Ok(Json(Value::Array(merge(
+    Ok(Json(merge(
         providers.into_inner().providers,
         &integrations.into_inner().integrations,
-    ))))
+    )))
 }
 
 /// One integration in the list's shape. The registry entry is looked up alongside; if only
 /// that lookup fails, the action still succeeded, so the answer is the integration alone.
-async fn one(state: &AppState, headers: &HeaderMap, integration: pb::Integration) -> Json<Value> {
+async fn one(
+    state: &AppState,
+    headers: &HeaderMap,
+    integration: pb::Integration,
+) -> Json<IntegrationView> {
     let providers = client(state)
         .list_providers(upstream::request(headers, pb::ListProvidersRequest {}))
         .await;
@@ -238,7 +281,7 @@ async fn one(state: &AppState, headers: &HeaderMap, integration: pb::Integration
         }
     };
     let provider = providers.iter().find(|p| p.key == integration.provider);
-    Json(integration_json(provider, Some(&integration)))
+    Json(integration_view(provider, Some(&integration)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,8 +289,21 @@ pub struct InstallQuery {
     shop: Option<String>,
 }
 
-/// Sends the browser to the provider's consent page. Errors come before the redirect and
-/// are JSON (a bad shop domain or provider is a 400 naming it).
+/// The authorize URL a page navigates to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallLink {
+    /// A one-time start link on this gateway; it sends the browser on to the provider.
+    authorize_url: String,
+}
+
+/// Starts an OAuth connection (Shopify needs `shop`). With `Accept: application/json` the
+/// answer is `{"authorize_url"}` for a page to navigate to; otherwise a 302 there. Errors come
+/// before the redirect and are JSON (a bad shop domain or provider is a 400 naming it).
+#[utoipa::path(get, path = "/integrations/{provider}/install", tag = "integrations",
+    params(("provider" = String, Path, description = "shopify or pinterest"),
+        ("shop" = Option<String>, Query, description = "Shopify shop domain, e.g. haven.myshopify.com")),
+    responses((status = 200, body = InstallLink), (status = 302, description = "To the start link"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn install(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -267,7 +323,10 @@ async fn install(
         .await?
         .into_inner();
     if wants_json(&headers) {
-        return Ok(Json(json!({ "authorize_url": begun.authorize_url })).into_response());
+        return Ok(Json(InstallLink {
+            authorize_url: begun.authorize_url,
+        })
+        .into_response());
     }
     let location = HeaderValue::from_str(&begun.authorize_url).map_err(|_| {
         ApiError::new(
@@ -335,6 +394,9 @@ fn binding_from(headers: &HeaderMap, provider: Provider) -> Option<String> {
 
 /// The start link: uses up its ticket, sets the binding cookie in this browser and sends it on
 /// to the provider. Any failure goes back to the app with our own words.
+#[utoipa::path(get, path = "/integrations/{provider}/start", tag = "integrations", security(()),
+    params(("provider" = String, Path), ("ticket" = String, Query, description = "One-time ticket from install")),
+    responses((status = 302, description = "To the provider's consent page, or back to the app on failure")))]
 async fn start(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -532,6 +594,9 @@ pub fn callback_query(raw: Option<&str>) -> Result<HashMap<String, String>, Stri
 
 /// Completes OAuth and sends the browser back to the web app either way. The query holds
 /// the authorization code, so neither it nor the URI is logged here.
+#[utoipa::path(get, path = "/integrations/{provider}/callback", tag = "integrations", security(()),
+    params(("provider" = String, Path)),
+    responses((status = 302, description = "Back to the app's integrations page with success= or error=")))]
 async fn callback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -575,8 +640,10 @@ async fn callback(
 }
 
 /// `{ "apiKey": "..." }`. No `Debug`: it holds the key.
-#[derive(Deserialize)]
-struct ConnectBody {
+#[derive(Deserialize, ToSchema)]
+pub struct ConnectBody {
+    /// The provider's API key; checked with the provider before it is stored.
+    #[schema(value_type = String)]
     #[serde(rename = "apiKey", alias = "api_key")]
     api_key: Option<String>,
 }
@@ -594,12 +661,19 @@ pub fn parse_api_key(body: &[u8]) -> Result<SecretString, ApiError> {
     Ok(key)
 }
 
+/// Connects an API-key provider (Klaviyo, Dynamic Mockups, Resend): the key is checked with
+/// the provider and stored encrypted; a refused key is 400 with the provider's reason.
+#[utoipa::path(post, path = "/integrations/{provider}/connect", tag = "integrations",
+    params(("provider" = String, Path, description = "e.g. klaviyo")),
+    request_body(content = ConnectBody, content_type = "application/json"),
+    responses((status = 200, body = IntegrationView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 502, body = ErrorBody)))]
 async fn connect(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(provider): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationView>, ApiError> {
     let provider = parse_provider(&provider)?;
     let key = parse_api_key(&body)?;
     let integration = client(&state)
@@ -615,11 +689,16 @@ async fn connect(
     Ok(one(&state, &headers, integration).await)
 }
 
+/// Disconnects a provider and forgets its credentials.
+#[utoipa::path(delete, path = "/integrations/{provider}", tag = "integrations",
+    params(("provider" = String, Path, description = "e.g. shopify")),
+    responses((status = 200, body = IntegrationView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn disconnect(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(provider): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntegrationView>, ApiError> {
     let provider = parse_provider(&provider)?.as_str().to_owned();
     let integration = client(&state)
         .disconnect(upstream::request(
@@ -652,41 +731,72 @@ fn step_status_str(status: i32) -> &'static str {
     }
 }
 
-/// The wizard's state: the web app's `setup_progress` map (step → status) plus the ordered
-/// steps and counts the service computes.
-pub fn progress_json(progress: &pb::SetupProgress) -> Value {
-    let map: Map<String, Value> = progress
-        .steps
-        .iter()
-        .map(|s| (s.key.clone(), json!(step_status_str(s.status))))
-        .collect();
-    json!({
-        "setup_progress": map,
-        "steps": progress.steps.iter().map(|s| json!({
-            "key": s.key,
-            "label": s.label,
-            "provider": text(&s.provider),
-            "status": step_status_str(s.status),
-            "updated_at": time(s.updated_at),
-        })).collect::<Vec<_>>(),
-        "completed_count": progress.completed_count,
-        "complete": progress.complete,
-    })
+/// One step of the setup wizard.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetupStep {
+    key: String,
+    label: String,
+    /// The provider whose connection completes the step, if one does.
+    provider: Option<String>,
+    /// pending, completed or skipped.
+    status: String,
+    updated_at: Option<String>,
 }
 
+/// The wizard's state: the web app's `setup_progress` map (step → status) plus the ordered
+/// steps and counts the service computes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetupProgressView {
+    #[schema(value_type = Object)]
+    setup_progress: Map<String, Value>,
+    steps: Vec<SetupStep>,
+    /// Steps completed or skipped.
+    completed_count: i32,
+    complete: bool,
+}
+
+pub fn progress_view(progress: &pb::SetupProgress) -> SetupProgressView {
+    SetupProgressView {
+        setup_progress: progress
+            .steps
+            .iter()
+            .map(|s| (s.key.clone(), json!(step_status_str(s.status))))
+            .collect(),
+        steps: progress
+            .steps
+            .iter()
+            .map(|s| SetupStep {
+                key: s.key.clone(),
+                label: s.label.clone(),
+                provider: nonempty(s.provider.clone()),
+                status: step_status_str(s.status).to_owned(),
+                updated_at: time_str(s.updated_at),
+            })
+            .collect(),
+        completed_count: progress.completed_count,
+        complete: progress.complete,
+    }
+}
+
+/// The setup wizard's six steps and how far the tenant got.
+#[utoipa::path(get, path = "/settings/setup-progress", tag = "integrations",
+    responses((status = 200, body = SetupProgressView), (status = 401, body = ErrorBody)))]
 async fn setup_progress(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SetupProgressView>, ApiError> {
     let progress = client(&state)
         .get_setup_progress(upstream::request(&headers, pb::GetSetupProgressRequest {}))
         .await?
         .into_inner();
-    Ok(Json(progress_json(&progress)))
+    Ok(Json(progress_view(&progress)))
 }
 
-#[derive(Debug, Deserialize)]
-struct StepBody {
+/// The body of a step change, read by hand so that a bad one is named.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StepBody {
+    /// pending, completed or skipped.
+    #[schema(value_type = String)]
     status: Option<Value>,
 }
 
@@ -704,12 +814,18 @@ pub fn parse_step_body(body: &[u8]) -> Result<pb::SetupStepStatus, ApiError> {
     }
 }
 
+/// Marks one wizard step completed, skipped or pending again.
+#[utoipa::path(patch, path = "/settings/setup-progress/{step}", tag = "integrations",
+    params(("step" = String, Path, description = "Step key, e.g. design_rules")),
+    request_body(content = StepBody, content_type = "application/json"),
+    responses((status = 200, body = SetupProgressView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_setup_step(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(step): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SetupProgressView>, ApiError> {
     let status = parse_step_body(&body)?;
     let progress = client(&state)
         .update_setup_step(upstream::request(
@@ -721,7 +837,7 @@ async fn update_setup_step(
         ))
         .await?
         .into_inner();
-    Ok(Json(progress_json(&progress)))
+    Ok(Json(progress_view(&progress)))
 }
 
 #[cfg(test)]
@@ -773,9 +889,9 @@ mod tests {
         assert_eq!(status_str(S::Disconnected as i32), "disconnected");
         assert_eq!(status_str(S::Unspecified as i32), "disconnected");
         assert_eq!(status_str(99), "disconnected");
-        assert_eq!(auth_type_json(pb::AuthType::Oauth as i32), "oauth");
-        assert_eq!(auth_type_json(pb::AuthType::ApiKey as i32), "api_key");
-        assert_eq!(auth_type_json(0), Value::Null);
+        assert_eq!(auth_type_str(pb::AuthType::Oauth as i32), Some("oauth"));
+        assert_eq!(auth_type_str(pb::AuthType::ApiKey as i32), Some("api_key"));
+        assert_eq!(auth_type_str(0), None);
     }
 
     #[test]
@@ -804,7 +920,10 @@ mod tests {
             status: pb::IntegrationStatus::Pending as i32,
             ..Default::default()
         };
-        let list = merge(providers, &[klaviyo, shopify_integration(), orphan]);
+        let list: Vec<Value> = merge(providers, &[klaviyo, shopify_integration(), orphan])
+            .iter()
+            .map(|v| serde_json::to_value(v).unwrap())
+            .collect();
         let keys: Vec<_> = list.iter().map(|v| v["provider"].clone()).collect();
         assert_eq!(keys, ["shopify", "klaviyo", "sky_pilot", "retired"]);
 
@@ -953,7 +1072,7 @@ mod tests {
             complete: false,
         };
         assert_eq!(
-            progress_json(&progress),
+            serde_json::to_value(progress_view(&progress)).unwrap(),
             json!({
                 "setup_progress": {
                     "shopify": "completed",

@@ -8,6 +8,8 @@ mod errors;
 mod export;
 mod integrations;
 mod json;
+pub mod openapi;
+mod pages;
 mod upstream;
 mod webhooks;
 
@@ -20,7 +22,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use haven_auth::{AuthLayer, JsonRejection};
 use haven_telemetry::{MetricsLayer, TraceContextLayer};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
@@ -99,9 +100,11 @@ pub struct AppState {
     pub webhooks: webhooks::Webhooks,
 }
 
-/// The gateway's routes. `/healthz`, `/readyz` and `/metrics` are public; everything
-/// under `/api` needs a bearer token, except what a third party calls without one: the
-/// Shopify webhook (authenticated by its HMAC) and the OAuth callback (by its single-use state).
+/// The gateway's routes. `/healthz`, `/readyz`, `/metrics`, the console's files
+/// (`/console/`) and the API's documentation (`/api/openapi.json`, `/api/docs`) are public;
+/// everything else under `/api` needs a bearer token, except what a third party calls without
+/// one: the Shopify webhook (authenticated by its HMAC) and the OAuth start and callback (by
+/// their single-use ticket and state).
 pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Router, GatewayError> {
     let verifier = config.auth.verifier()?;
     url::Url::parse(&config.app_url).map_err(|e| GatewayError::AppUrl {
@@ -118,21 +121,18 @@ pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Rou
             bus,
         },
     });
-    let protected = Router::new()
-        .merge(errors::routes())
-        .merge(export::routes())
-        .merge(integrations::routes())
-        .fallback(|| async { ApiError::not_found("no such API endpoint") })
-        .layer(AuthLayer::new(verifier, JsonRejection));
-    let api = Router::new()
-        .merge(webhooks::routes())
-        .merge(integrations::public_routes())
-        .merge(protected);
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .nest("/api", api)
+    let (router, api) = openapi::api_router(verifier).split_for_parts();
+    let api = Arc::new(api);
+    let router = router
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { Json(api) }
+            }),
+        )
         .with_state(state)
+        .merge(pages::routes())
         .merge(haven_telemetry::metrics_router())
         .layer(MetricsLayer::new("http"))
         .layer(TraceContextLayer::new("http"));
@@ -177,12 +177,17 @@ pub async fn serve(
 }
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process answers", body = Object)))]
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Readiness: every upstream reports SERVING within the timeout. NATS is reported but does
 /// not count: only webhook ingestion needs it, and Shopify retries those.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "Every upstream serves", body = Object),
+        (status = 503, description = "An upstream does not serve yet; each one's state is listed", body = Object)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let checks = state.upstreams.named().map(|(name, channel)| {
         let timeout = state.ready_timeout;

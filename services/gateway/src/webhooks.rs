@@ -11,22 +11,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use haven_bus::{Bus, BusError, NatsArgs};
 use haven_proto::events::v1::ShopifyWebhook;
 use haven_shopify::{ShopDomain, SignatureError};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
 /// The largest body accepted: what one NATS message carries (`max_payload`, 1 MiB by default)
@@ -43,8 +45,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// Topics are at most this long (Shopify's longest is about 40 characters).
 const MAX_TOPIC_LEN: usize = 128;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/webhooks/shopify", post(shopify))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(shopify))
 }
 
 /// The bus, connected in the background so that the gateway serves its REST API even while
@@ -251,11 +253,25 @@ fn message_id(event_id: Option<&str>, topic: &str, body: &[u8]) -> Result<String
     }
 }
 
+/// The answer to a webhook delivery.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Received {
+    received: bool,
+    /// True when this delivery (by `X-Shopify-Webhook-Id`) was already accepted.
+    duplicate: bool,
+}
+
+/// Shopify's webhooks: authenticated by `X-Shopify-Hmac-Sha256` over the raw body, then
+/// published to NATS before the 200.
+#[utoipa::path(post, path = "/webhooks/shopify", tag = "webhooks", security(()),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, body = Received), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn shopify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Received>, ApiError> {
     let received_at = chrono::Utc::now();
     let secret = state
         .webhooks
@@ -342,7 +358,10 @@ async fn shopify(
         .publish(&subject, &message, &msg_id)
         .await?;
     tracing::info!(%shop, %topic, %msg_id, duplicate, "Shopify webhook accepted");
-    Ok(Json(json!({ "received": true, "duplicate": duplicate })))
+    Ok(Json(Received {
+        received: true,
+        duplicate,
+    }))
 }
 
 #[cfg(test)]
