@@ -112,7 +112,7 @@ fn parse_limit(limit: Option<&str>) -> Result<i32, ApiError> {
 }
 
 /// The tenant's retry items, newest first, with counts by status.
-#[utoipa::path(get, path = "/errors", tag = "retry", params(ListQuery),
+#[utoipa::path(get, operation_id = "listRetryItems", path = "/errors", tag = "retry", params(ListQuery),
     responses((status = 200, body = ItemPage), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 async fn list(
@@ -148,7 +148,7 @@ async fn list(
 }
 
 /// One item with every attempt made so far; another tenant's id is 404.
-#[utoipa::path(get, path = "/errors/{id}", tag = "retry",
+#[utoipa::path(get, operation_id = "getRetryItem", path = "/errors/{id}", tag = "retry",
     params(("id" = String, Path, description = "Retry item id")),
     responses((status = 200, body = Item), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -166,7 +166,7 @@ async fn get_item(
 }
 
 /// Makes a pending or failed item due now; an exhausted item gets one more attempt.
-#[utoipa::path(post, path = "/errors/{id}/retry", tag = "retry",
+#[utoipa::path(post, operation_id = "retryNow", path = "/errors/{id}/retry", tag = "retry",
     params(("id" = String, Path, description = "Retry item id")),
     responses((status = 200, body = Acted), (status = 404, body = ErrorBody),
         (status = 409, description = "Resolved, cancelled or running", body = ErrorBody)))]
@@ -187,7 +187,7 @@ async fn retry(
 }
 
 /// Cancels an item so it is never dispatched again.
-#[utoipa::path(post, path = "/errors/{id}/cancel", tag = "retry",
+#[utoipa::path(post, operation_id = "cancelRetryItem", path = "/errors/{id}/cancel", tag = "retry",
     params(("id" = String, Path, description = "Retry item id")),
     responses((status = 200, body = Acted), (status = 404, body = ErrorBody),
         (status = 409, description = "Already resolved", body = ErrorBody)))]

@@ -163,7 +163,7 @@ fn to_request(q: &ExportQuery) -> Result<pb::ExportRequest, ApiError> {
 /// `X-Export-Id` names the export: once the body has ended, its record count and whether the
 /// limit cut it are at `GET /api/export/history/{export_id}` (and in the `x-record-count`
 /// and `x-export-truncated` trailers for clients that read trailers).
-#[utoipa::path(get, path = "/export", tag = "exports", params(ExportQuery),
+#[utoipa::path(get, operation_id = "downloadExport", path = "/export", tag = "exports", params(ExportQuery),
     responses(
         (status = 200, description = "The file, streamed", content_type = "text/csv",
             headers(
@@ -350,7 +350,7 @@ async fn export_configs(
 }
 
 /// The catalogue of export types: fields, default range and maximum rows of each.
-#[utoipa::path(get, path = "/export/configs", tag = "exports",
+#[utoipa::path(get, operation_id = "listExportConfigs", path = "/export/configs", tag = "exports",
     responses((status = 200, body = Vec<ExportConfig>), (status = 401, body = ErrorBody)))]
 async fn configs(
     State(state): State<Arc<AppState>>,
@@ -360,7 +360,7 @@ async fn configs(
 }
 
 /// The catalogue as seed 000's export page loads it: `{"configs": [...]}`.
-#[utoipa::path(post, path = "/export", tag = "exports",
+#[utoipa::path(post, operation_id = "getExportCatalogue", path = "/export", tag = "exports",
     responses((status = 200, body = Catalogue), (status = 401, body = ErrorBody)))]
 async fn catalogue(
     State(state): State<Arc<AppState>>,
@@ -474,7 +474,7 @@ fn parse_history_limit(limit: Option<&str>) -> Result<i32, ApiError> {
 }
 
 /// The tenant's past exports, newest first, however they ended.
-#[utoipa::path(get, path = "/export/history", tag = "exports", params(HistoryQuery),
+#[utoipa::path(get, operation_id = "listExportHistory", path = "/export/history", tag = "exports", params(HistoryQuery),
     responses((status = 200, body = HistoryPage), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 async fn history(
@@ -507,7 +507,7 @@ async fn history(
 
 /// One past export: what a page reads after a download, by its `X-Export-Id`. Another
 /// tenant's export is 404, as an unknown one.
-#[utoipa::path(get, path = "/export/history/{export_id}", tag = "exports",
+#[utoipa::path(get, operation_id = "getExportHistoryEntry", path = "/export/history/{export_id}", tag = "exports",
     params(("export_id" = String, Path, description = "The download's X-Export-Id")),
     responses((status = 200, body = HistoryEntry), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -245,7 +245,7 @@ pub fn merge(
 }
 
 /// Every provider by setup order, each with the tenant's connection to it.
-#[utoipa::path(get, path = "/integrations", tag = "integrations",
+#[utoipa::path(get, operation_id = "listIntegrations", path = "/integrations", tag = "integrations",
     responses((status = 200, body = Vec<IntegrationView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<Arc<AppState>>,
@@ -299,7 +299,7 @@ pub struct InstallLink {
 /// Starts an OAuth connection (Shopify needs `shop`). With `Accept: application/json` the
 /// answer is `{"authorize_url"}` for a page to navigate to; otherwise a 302 there. Errors come
 /// before the redirect and are JSON (a bad shop domain or provider is a 400 naming it).
-#[utoipa::path(get, path = "/integrations/{provider}/install", tag = "integrations",
+#[utoipa::path(get, operation_id = "installIntegration", path = "/integrations/{provider}/install", tag = "integrations",
     params(("provider" = String, Path, description = "shopify or pinterest"),
         ("shop" = Option<String>, Query, description = "Shopify shop domain, e.g. haven.myshopify.com")),
     responses((status = 200, body = InstallLink), (status = 302, description = "To the start link"),
@@ -394,7 +394,7 @@ fn binding_from(headers: &HeaderMap, provider: Provider) -> Option<String> {
 
 /// The start link: uses up its ticket, sets the binding cookie in this browser and sends it on
 /// to the provider. Any failure goes back to the app with our own words.
-#[utoipa::path(get, path = "/integrations/{provider}/start", tag = "integrations", security(()),
+#[utoipa::path(get, operation_id = "startOAuth", path = "/integrations/{provider}/start", tag = "integrations", security(()),
     params(("provider" = String, Path), ("ticket" = String, Query, description = "One-time ticket from install")),
     responses((status = 302, description = "To the provider's consent page, or back to the app on failure")))]
 async fn start(
@@ -594,7 +594,7 @@ pub fn callback_query(raw: Option<&str>) -> Result<HashMap<String, String>, Stri
 
 /// Completes OAuth and sends the browser back to the web app either way. The query holds
 /// the authorization code, so neither it nor the URI is logged here.
-#[utoipa::path(get, path = "/integrations/{provider}/callback", tag = "integrations", security(()),
+#[utoipa::path(get, operation_id = "oauthCallback", path = "/integrations/{provider}/callback", tag = "integrations", security(()),
     params(("provider" = String, Path)),
     responses((status = 302, description = "Back to the app's integrations page with success= or error=")))]
 async fn callback(
@@ -663,7 +663,7 @@ pub fn parse_api_key(body: &[u8]) -> Result<SecretString, ApiError> {
 
 /// Connects an API-key provider (Klaviyo, Dynamic Mockups, Resend): the key is checked with
 /// the provider and stored encrypted; a refused key is 400 with the provider's reason.
-#[utoipa::path(post, path = "/integrations/{provider}/connect", tag = "integrations",
+#[utoipa::path(post, operation_id = "connectIntegration", path = "/integrations/{provider}/connect", tag = "integrations",
     params(("provider" = String, Path, description = "e.g. klaviyo")),
     request_body(content = ConnectBody, content_type = "application/json"),
     responses((status = 200, body = IntegrationView), (status = 400, body = ErrorBody),
@@ -690,7 +690,7 @@ async fn connect(
 }
 
 /// Disconnects a provider and forgets its credentials.
-#[utoipa::path(delete, path = "/integrations/{provider}", tag = "integrations",
+#[utoipa::path(delete, operation_id = "disconnectIntegration", path = "/integrations/{provider}", tag = "integrations",
     params(("provider" = String, Path, description = "e.g. shopify")),
     responses((status = 200, body = IntegrationView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -779,7 +779,7 @@ pub fn progress_view(progress: &pb::SetupProgress) -> SetupProgressView {
 }
 
 /// The setup wizard's six steps and how far the tenant got.
-#[utoipa::path(get, path = "/settings/setup-progress", tag = "integrations",
+#[utoipa::path(get, operation_id = "getSetupProgress", path = "/settings/setup-progress", tag = "integrations",
     responses((status = 200, body = SetupProgressView), (status = 401, body = ErrorBody)))]
 async fn setup_progress(
     State(state): State<Arc<AppState>>,
@@ -815,7 +815,7 @@ pub fn parse_step_body(body: &[u8]) -> Result<pb::SetupStepStatus, ApiError> {
 }
 
 /// Marks one wizard step completed, skipped or pending again.
-#[utoipa::path(patch, path = "/settings/setup-progress/{step}", tag = "integrations",
+#[utoipa::path(patch, operation_id = "updateSetupStep", path = "/settings/setup-progress/{step}", tag = "integrations",
     params(("step" = String, Path, description = "Step key, e.g. design_rules")),
     request_body(content = StepBody, content_type = "application/json"),
     responses((status = 200, body = SetupProgressView), (status = 400, body = ErrorBody),

@@ -177,7 +177,7 @@ pub async fn serve(
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "The process answers", body = Object)))]
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
@@ -185,7 +185,7 @@ async fn healthz() -> impl IntoResponse {
 
 /// Readiness: every upstream reports SERVING within the timeout. NATS is reported but does
 /// not count: only webhook ingestion needs it, and Shopify retries those.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "Every upstream serves", body = Object),
         (status = 503, description = "An upstream does not serve yet; each one's state is listed", body = Object)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -263,7 +263,7 @@ pub struct Received {
 
 /// Shopify's webhooks: authenticated by `X-Shopify-Hmac-Sha256` over the raw body, then
 /// published to NATS before the 200.
-#[utoipa::path(post, path = "/webhooks/shopify", tag = "webhooks", security(()),
+#[utoipa::path(post, operation_id = "receiveShopifyWebhook", path = "/webhooks/shopify", tag = "webhooks", security(()),
     request_body(content = Object, content_type = "application/json"),
     responses((status = 200, body = Received), (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]

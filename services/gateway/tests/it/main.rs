@@ -4,5 +4,6 @@
 mod cors;
 mod download;
 mod errors;
+mod openapi;
 mod stack;
 mod webhooks;

@@ -12,7 +12,7 @@ use prost::Message;
 use serde_json::Value;
 use sha2::Sha256;
 
-const JWT: &str = "gateway-webhooks-secret-at-least-32-bytes";
+const JWT: &str = haven_testkit::JWT_SECRET;
 const SHOPIFY_SECRET: &str = "shpss_webhook_test_secret";
 const SHOP: &str = "haven-test.myshopify.com";
 
