@@ -69,6 +69,22 @@ ensure_nats() {
   export HAVEN_NATS_SERVER=$NATS_SERVER
 }
 
+# Browser tests: Debian's chromium driven by playwright-core from npm (in .haven/tools; no
+# browser download, which the closed network would refuse). Pinned so every run is the same.
+PLAYWRIGHT_CORE_VERSION=1.64.1
+ensure_browser() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  local pw=$HAVEN_TOOLS/node/node_modules/playwright-core
+  if [ "$(node -p "require('$pw/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_CORE_VERSION" ]; then
+    log "installing playwright-core $PLAYWRIGHT_CORE_VERSION (npm)"
+    mkdir -p "$HAVEN_TOOLS/node"
+    npm install --prefix "$HAVEN_TOOLS/node" --no-save --no-audit --no-fund --silent \
+      "playwright-core@$PLAYWRIGHT_CORE_VERSION" >/dev/null
+  fi
+  export HAVEN_PLAYWRIGHT_CORE=$pw HAVEN_CHROMIUM=$(command -v chromium)
+}
+
 ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"; }
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) first"

@@ -142,7 +142,7 @@ export function mount(root, { flash } = {}) {
           await api(`/api/integrations/${encodeURIComponent(provider)}`, { method: 'DELETE' });
           if (!alive) return;
           say(`${name} disconnected`);
-          await loadIntegrations(provider);
+          await Promise.all([loadIntegrations(provider), loadSetup()]);
         });
       });
       controls = h('div', { class: 'actions' }, button);
@@ -165,7 +165,7 @@ export function mount(root, { flash } = {}) {
           if (!alive) return;
           input.value = '';
           say(`${name} connected`);
-          await loadIntegrations(provider);
+          await Promise.all([loadIntegrations(provider), loadSetup()]);
         });
       });
     } else if (integration.auth_type === 'oauth') {

@@ -1,6 +1,7 @@
 //! The gateway against real services, PostgreSQL and NATS, one test binary.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod console;
 mod cors;
 mod download;
 mod errors;
