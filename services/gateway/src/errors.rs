@@ -134,7 +134,14 @@ async fn list(
         .into_inner();
     let counts = page.counts.unwrap_or_default();
     Ok(Json(ItemPage {
-        items: page.items.into_iter().map(Item::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|i| Item {
+                attempt_history: None,
+                ..Item::from(i)
+            })
+            .collect(),
         total: page.total,
         counts: Counts {
             pending: counts.pending,
@@ -254,9 +261,9 @@ pub struct Item {
     created_at: Option<String>,
     updated_at: Option<String>,
     resolved_at: Option<String>,
-    /// Every attempt, oldest first; only `GET /api/errors/{id}` fills it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    attempt_history: Vec<Attempt>,
+    /// Every attempt, oldest first; only in `GET /api/errors/{id}`'s answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt_history: Option<Vec<Attempt>>,
 }
 
 impl From<pb::RetryItem> for Item {
@@ -280,21 +287,22 @@ impl From<pb::RetryItem> for Item {
             created_at: time_str(item.created_at),
             updated_at: time_str(item.updated_at),
             resolved_at: time_str(item.resolved_at),
-            attempt_history: item
-                .attempt_history
-                .into_iter()
-                .map(|a| Attempt {
-                    attempt: a.attempt,
-                    started_at: time_str(a.started_at),
-                    finished_at: time_str(a.finished_at),
-                    duration_ms: a.duration_ms,
-                    outcome: pb::AttemptOutcome::try_from(a.outcome)
-                        .map(|o| enum_name(o.as_str_name(), "ATTEMPT_OUTCOME_"))
-                        .unwrap_or_default(),
-                    error: nonempty(a.error),
-                    worker_id: nonempty(a.worker_id),
-                })
-                .collect(),
+            attempt_history: Some(
+                item.attempt_history
+                    .into_iter()
+                    .map(|a| Attempt {
+                        attempt: a.attempt,
+                        started_at: time_str(a.started_at),
+                        finished_at: time_str(a.finished_at),
+                        duration_ms: a.duration_ms,
+                        outcome: pb::AttemptOutcome::try_from(a.outcome)
+                            .map(|o| enum_name(o.as_str_name(), "ATTEMPT_OUTCOME_"))
+                            .unwrap_or_default(),
+                        error: nonempty(a.error),
+                        worker_id: nonempty(a.worker_id),
+                    })
+                    .collect(),
+            ),
             id: item.id,
             tenant_id: item.tenant_id,
             user_id: nonempty(item.user_id),

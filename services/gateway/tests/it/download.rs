@@ -140,6 +140,140 @@ async fn csv_download_streams_with_headers_and_record_count() {
     s.stop.fire();
 }
 
+/// What seed 000's export page calls: `POST /api/export` for the catalogue, then a download,
+/// then the count by the download's `X-Export-Id`, at once (the page cannot read trailers).
+#[tokio::test]
+async fn the_seed_pages_calls_answer_as_they_expect() {
+    let s = stack().await;
+    let tenant = Uuid::new_v4();
+    seed_orders(&s.db, tenant, 1_200).await;
+    let http = reqwest::Client::new();
+    let catalogue: Value = http
+        .post(format!("{}/api/export", s.base))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let orders = catalogue["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "orders")
+        .unwrap();
+    for key in [
+        "type",
+        "label",
+        "description",
+        "fields",
+        "defaultDateRange",
+        "maxRecords",
+    ] {
+        assert!(!orders[key].is_null(), "{key} missing: {orders}");
+    }
+
+    for (limit, rows, truncated) in [("", 1_200, false), ("&limit=1000", 1_000, true)] {
+        let res = http
+            .get(format!("{}/api/export?type=orders{limit}", s.base))
+            .bearer_auth(token(tenant))
+            .send()
+            .await
+            .unwrap();
+        let id = res.headers()["x-export-id"].to_str().unwrap().to_owned();
+        res.bytes().await.unwrap();
+        // No wait: the body ends only once the history row is in.
+        let entry: Value = http
+            .get(format!("{}/api/export/history/{id}", s.base))
+            .bearer_auth(token(tenant))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(entry["id"], id.as_str());
+        assert_eq!(entry["record_count"], rows, "{entry}");
+        assert_eq!(entry["truncated"], truncated);
+        assert_eq!(entry["status"], "completed");
+        assert_eq!(entry["format"], "csv");
+        assert!(entry["bytes"].as_u64().unwrap() > 0);
+        assert!(entry["start_date"].as_str().unwrap().ends_with('Z'));
+
+        // Another tenant's token cannot read it: the same 404 as an unknown id.
+        for (who, path) in [
+            (Uuid::new_v4(), id.clone()),
+            (tenant, Uuid::new_v4().to_string()),
+        ] {
+            let res = http
+                .get(format!("{}/api/export/history/{path}", s.base))
+                .bearer_auth(token(who))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 404);
+            let body: Value = res.json().await.unwrap();
+            assert!(body["error"].is_string(), "{body}");
+            assert_eq!(body["code"], "not_found");
+        }
+    }
+
+    let page: Value = http
+        .get(format!("{}/api/export/history?limit=1", s.base))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["entries"][0]["record_count"], 1_000, "newest first");
+    let next = page["next_page_token"].as_str().unwrap();
+    let rest: Value = http
+        .get(format!(
+            "{}/api/export/history?limit=5&page_token={next}",
+            s.base
+        ))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_page_token"], Value::Null);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("type=nope", "type"),
+    ] {
+        let res = http
+            .get(format!("{}/api/export/history?{query}", s.base))
+            .bearer_auth(token(tenant))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["field"], field, "{body}");
+        assert!(body["error"].as_str().unwrap().starts_with(field), "{body}");
+    }
+    let bad_id = http
+        .get(format!("{}/api/export/history/not-a-uuid", s.base))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_id.status(), 400);
+    let body: Value = bad_id.json().await.unwrap();
+    assert_eq!(body["field"], "export_id", "{body}");
+    s.stop.fire();
+}
+
 #[tokio::test]
 async fn errors_before_the_first_byte_are_json() {
     let s = stack().await;

@@ -151,6 +151,26 @@ async fn error_queue_lists_retries_and_cancels_within_the_tenant() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
+    // The item with its attempts: the retried one is dispatched at once (nobody owns it, so
+    // its attempt stays running). Lists leave the history out.
+    let detail = |tenant: Uuid| {
+        let req = http
+            .get(format!("{base}/api/errors/{}", ids[1]))
+            .bearer_auth(token(tenant));
+        async move { req.send().await.unwrap() }
+    };
+    let item = haven_testkit::wait_for("the attempt", Duration::from_secs(10), || async {
+        let body: Value = detail(a).await.json().await.unwrap();
+        (body["attempt_history"].as_array().map(Vec::len) == Some(1)).then_some(body)
+    })
+    .await;
+    assert_eq!(item["attempt_history"][0]["attempt"], 1);
+    assert_eq!(item["attempt_history"][0]["outcome"], "running");
+    assert_eq!(item["operation_type"], "exports.statistics_variant");
+    assert_eq!(detail(b).await.status(), 404, "another tenant's item");
+    let list: Value = get(a, "?status=all").await.json().await.unwrap();
+    assert!(list["items"][0].get("attempt_history").is_none(), "{list}");
+
     // Bad input: JSON errors naming the parameter.
     for (query, field) in [
         ("?status=exploded", "status"),
