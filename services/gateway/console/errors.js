@@ -10,7 +10,8 @@ const STATUSES = ['pending', 'processing', 'resolved', 'failed', 'cancelled'];
 const REFRESH_MS = 5000;
 const COLUMNS = ['Operation', 'Status', 'Attempts', 'Last error', 'Next retry', 'Created', 'Actions'];
 
-const shortId = (id) => String(id ?? '').slice(0, 8);
+// The last 8 characters: ids are UUIDv7, whose first ones are the creation time and repeat.
+const shortId = (id) => String(id ?? '').slice(-8);
 const canRetry = (s) => s === 'pending' || s === 'failed';
 const canCancel = (s) => s === 'pending' || s === 'failed' || s === 'processing';
 

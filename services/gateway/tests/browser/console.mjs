@@ -140,7 +140,7 @@ try {
   await page.getByRole('heading', { name: 'Error queue', exact: true }).waitFor();
   const table = page.getByRole('table', { name: 'Retry items' });
   await table.getByText('shopify.sync_product').waitFor();
-  const short = retryId.slice(0, 8);
+  const short = retryId.slice(-8);
   await page.getByRole('button', { name: `Details shopify.sync_product ${short}` }).click();
   await page.getByRole('table', { name: 'Attempts of shopify.sync_product' }).waitFor();
   await shot(page, 'error-queue');
