@@ -22,14 +22,24 @@ struct Asset {
     tag: OnceLock<HeaderValue>,
 }
 
-macro_rules! asset {
-    ($dir:literal, $name:literal, $type:expr) => {
+impl Asset {
+    const fn new(name: &'static str, content_type: &'static str, body: &'static [u8]) -> Self {
         Asset {
-            name: $name,
-            content_type: $type,
-            body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $name)),
+            name,
+            content_type,
+            body,
             tag: OnceLock::new(),
         }
+    }
+}
+
+macro_rules! asset {
+    ($dir:literal, $name:literal, $type:expr) => {
+        Asset::new(
+            $name,
+            $type,
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $name)),
+        )
     };
 }
 
@@ -109,22 +119,12 @@ async fn console_file(headers: HeaderMap, Path(path): Path<String>) -> Response 
 }
 
 async fn docs_page(headers: HeaderMap) -> Response {
-    static PAGE: Asset = Asset {
-        name: "docs.html",
-        content_type: HTML,
-        body: DOCS_PAGE.as_bytes(),
-        tag: OnceLock::new(),
-    };
+    static PAGE: Asset = Asset::new("docs.html", HTML, DOCS_PAGE.as_bytes());
     serve(&headers, &PAGE, DOCS_CSP)
 }
 
 async fn docs_init(headers: HeaderMap) -> Response {
-    static INIT: Asset = Asset {
-        name: "init.js",
-        content_type: JS,
-        body: DOCS_INIT.as_bytes(),
-        tag: OnceLock::new(),
-    };
+    static INIT: Asset = Asset::new("init.js", JS, DOCS_INIT.as_bytes());
     serve(&headers, &INIT, DOCS_CSP)
 }
 

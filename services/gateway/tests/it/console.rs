@@ -260,3 +260,69 @@ fn expired_token(tenant: Uuid) -> String {
         .mint(&claims)
         .unwrap()
 }
+
+/// The console's files without a browser: any page path gets `index.html` (the OAuth return
+/// lands on one), a missing script is 404, every file carries the CSP and an ETag that
+/// answers a revalidation with 304.
+#[tokio::test]
+async fn console_files_are_served_with_their_policy_and_validators() {
+    let gw = crate::webhooks::start_with(&nats_url(), None, |c| c).await;
+    let page = gw
+        .http
+        .get(format!(
+            "{}/console/dashboard/settings/integrations?success=shopify_connected",
+            gw.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(page.text().await.unwrap().contains("/console/app.js"));
+
+    let script = gw
+        .http
+        .get(format!("{}/console/app.js", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let etag = script.headers()["etag"].clone();
+    let again = gw
+        .http
+        .get(format!("{}/console/app.js", gw.base))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    for missing in ["/console/nope.js", "/api/docs/nope.css"] {
+        let res = gw
+            .http
+            .get(format!("{}{missing}", gw.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{missing}");
+    }
+    let redirect = gw
+        .http
+        .get(format!("{}/console", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(redirect.headers()["location"], "/console/");
+    gw.stop.fire();
+}

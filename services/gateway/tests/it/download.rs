@@ -55,6 +55,24 @@ async fn stack() -> Stack {
     }
 }
 
+impl Stack {
+    /// `method path` as `tenant`'s user: the status and the JSON body.
+    async fn call(&self, method: reqwest::Method, path: &str, tenant: Uuid) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token(tenant))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str, tenant: Uuid) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, tenant).await
+    }
+}
+
 async fn seed_orders(db: &TestDb, tenant: Uuid, n: u64) {
     let mut o = SeedOptions::new(tenant, "T", n);
     o.kinds = vec![DataKind::Orders];
@@ -148,15 +166,7 @@ async fn the_seed_pages_calls_answer_as_they_expect() {
     let tenant = Uuid::new_v4();
     seed_orders(&s.db, tenant, 1_200).await;
     let http = reqwest::Client::new();
-    let catalogue: Value = http
-        .post(format!("{}/api/export", s.base))
-        .bearer_auth(token(tenant))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, catalogue) = s.call(reqwest::Method::POST, "/api/export", tenant).await;
     let orders = catalogue["configs"]
         .as_array()
         .unwrap()
@@ -184,15 +194,7 @@ async fn the_seed_pages_calls_answer_as_they_expect() {
         let id = res.headers()["x-export-id"].to_str().unwrap().to_owned();
         res.bytes().await.unwrap();
         // No wait: the body ends only once the history row is in.
-        let entry: Value = http
-            .get(format!("{}/api/export/history/{id}", s.base))
-            .bearer_auth(token(tenant))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, entry) = s.get(&format!("/api/export/history/{id}"), tenant).await;
         assert_eq!(entry["id"], id.as_str());
         assert_eq!(entry["record_count"], rows, "{entry}");
         assert_eq!(entry["truncated"], truncated);
@@ -206,28 +208,14 @@ async fn the_seed_pages_calls_answer_as_they_expect() {
             (Uuid::new_v4(), id.clone()),
             (tenant, Uuid::new_v4().to_string()),
         ] {
-            let res = http
-                .get(format!("{}/api/export/history/{path}", s.base))
-                .bearer_auth(token(who))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 404);
-            let body: Value = res.json().await.unwrap();
+            let (status, body) = s.get(&format!("/api/export/history/{path}"), who).await;
+            assert_eq!(status, 404);
             assert!(body["error"].is_string(), "{body}");
             assert_eq!(body["code"], "not_found");
         }
     }
 
-    let page: Value = http
-        .get(format!("{}/api/export/history?limit=1", s.base))
-        .bearer_auth(token(tenant))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, page) = s.get("/api/export/history?limit=1", tenant).await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 1);
     assert_eq!(page["entries"][0]["record_count"], 1_000, "newest first");
     let next = page["next_page_token"].as_str().unwrap();
@@ -251,25 +239,13 @@ async fn the_seed_pages_calls_answer_as_they_expect() {
         ("limit=x", "limit"),
         ("type=nope", "type"),
     ] {
-        let res = http
-            .get(format!("{}/api/export/history?{query}", s.base))
-            .bearer_auth(token(tenant))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 400, "{query}");
-        let body: Value = res.json().await.unwrap();
+        let (status, body) = s.get(&format!("/api/export/history?{query}"), tenant).await;
+        assert_eq!(status, 400, "{query}");
         assert_eq!(body["field"], field, "{body}");
         assert!(body["error"].as_str().unwrap().starts_with(field), "{body}");
     }
-    let bad_id = http
-        .get(format!("{}/api/export/history/not-a-uuid", s.base))
-        .bearer_auth(token(tenant))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_id.status(), 400);
-    let body: Value = bad_id.json().await.unwrap();
+    let (status, body) = s.get("/api/export/history/not-a-uuid", tenant).await;
+    assert_eq!(status, 400);
     assert_eq!(body["field"], "export_id", "{body}");
     s.stop.fire();
 }
