@@ -22,10 +22,14 @@ pub enum DataKind {
     Quotes,
     Assets,
     Analytics,
+    /// AI usage events, for the billing export.
+    Usage,
+    /// Brands, their personas and agents, and the agents' calls, for brand reports.
+    Calls,
 }
 
 impl DataKind {
-    pub const ALL: [DataKind; 7] = [
+    pub const ALL: [DataKind; 9] = [
         DataKind::Leads,
         DataKind::Customers,
         DataKind::Orders,
@@ -33,9 +37,12 @@ impl DataKind {
         DataKind::Quotes,
         DataKind::Assets,
         DataKind::Analytics,
+        DataKind::Usage,
+        DataKind::Calls,
     ];
 
-    /// The export type key (README, "Exports").
+    /// The export type key (README, "Exports"); `usage` and `calls` feed the billing export
+    /// and brand reports.
     pub fn key(self) -> &'static str {
         match self {
             DataKind::Leads => "leads",
@@ -45,6 +52,8 @@ impl DataKind {
             DataKind::Quotes => "quotes",
             DataKind::Assets => "assets",
             DataKind::Analytics => "analytics",
+            DataKind::Usage => "usage",
+            DataKind::Calls => "calls",
         }
     }
 }
@@ -56,7 +65,7 @@ impl std::str::FromStr for DataKind {
         DataKind::ALL
             .into_iter()
             .find(|k| k.key() == s)
-            .ok_or_else(|| format!("unknown type `{s}`: expected one of leads, customers, orders, pins, quotes, assets, analytics"))
+            .ok_or_else(|| format!("unknown type `{s}`: expected one of leads, customers, orders, pins, quotes, assets, analytics, usage, calls"))
     }
 }
 
@@ -65,8 +74,12 @@ impl std::str::FromStr for DataKind {
 pub struct SeedOptions {
     pub tenant_id: Uuid,
     pub tenant_name: String,
-    /// Rows per kind (analytics: one row per day, at most `days`).
+    /// Rows per kind (analytics: one row per day, at most `days`; calls: call logs).
     pub rows: u64,
+    /// Brands made by the `calls` kind, each with two personas.
+    pub brands: u64,
+    /// Agents per brand, spread over its personas; the calls go to random agents.
+    pub agents_per_brand: u64,
     pub kinds: Vec<DataKind>,
     /// Rows are spread over this many days back from now.
     pub days: u32,
@@ -86,6 +99,8 @@ impl SeedOptions {
             tenant_id,
             tenant_name: tenant_name.into(),
             rows,
+            brands: 3,
+            agents_per_brand: 8,
             kinds: DataKind::ALL.to_vec(),
             days: 90,
             hostile_ratio: 0.03,
@@ -502,18 +517,174 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         }
         Ok::<_, SeedError>(loads)
     };
+    let usage = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Usage) {
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "usage_events",
+                "id, tenant_id, model, input_tokens, output_tokens, cost_cents, created_at",
+                n,
+                &ctx,
+                10,
+                move |rng, i, out| {
+                    let input = rng.random_range(100..20_000i64);
+                    let output = rng.random_range(50..4_000i64);
+                    out.row(7);
+                    out.uuid(c.id(10, i));
+                    out.uuid(c.tenant);
+                    c.text(out, rng, MODELS);
+                    out.int8(input);
+                    out.int8(output);
+                    // About $3 per million input tokens and $15 per million output tokens.
+                    out.int8((input * 3 + output * 15) / 10_000);
+                    out.timestamptz(c.time_of(10, i));
+                },
+            )
+            .await?;
+            loads.push(load("usage_events", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
+    let calls = async {
+        let mut loads = Vec::new();
+        if has(DataKind::Calls) {
+            let brands = options.brands;
+            let personas = brands * 2;
+            let agents = brands * options.agents_per_brand;
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "brands",
+                "id, tenant_id, company_name, created_at",
+                brands,
+                &ctx,
+                11,
+                move |rng, i, out| {
+                    out.row(4);
+                    out.uuid(c.id(11, i));
+                    out.uuid(c.tenant);
+                    c.text(
+                        out,
+                        rng,
+                        &[
+                            "Acme Corp",
+                            "Bloom & Co.",
+                            "Northwind Voice",
+                            "Café Lumière",
+                        ],
+                    );
+                    out.timestamptz(c.time_of(11, i));
+                },
+            )
+            .await?;
+            loads.push(load("brands", w, t));
+            let c = ctx.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "personas",
+                "id, tenant_id, brand_id, name, created_at",
+                personas,
+                &ctx,
+                12,
+                move |rng, i, out| {
+                    out.row(5);
+                    out.uuid(c.id(12, i));
+                    out.uuid(c.tenant);
+                    out.uuid(c.id(11, i / 2));
+                    c.text(out, rng, &["Friendly concierge", "Sales closer", "Support"]);
+                    out.timestamptz(c.time_of(12, i));
+                },
+            )
+            .await?;
+            loads.push(load("personas", w, t));
+            let c = ctx.clone();
+            let per_brand = options.agents_per_brand.max(1);
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "agents",
+                "id, tenant_id, persona_id, name, created_at",
+                agents,
+                &ctx,
+                13,
+                move |rng, i, out| {
+                    out.row(5);
+                    out.uuid(c.id(13, i));
+                    out.uuid(c.tenant);
+                    // Agents of brand b belong to its two personas in turn.
+                    out.uuid(c.id(12, (i / per_brand) * 2 + i % 2));
+                    if c.hostile > 0.0 && rng.random_bool(c.hostile) {
+                        out.text(pick(rng, HOSTILE_TEXT));
+                    } else {
+                        let first = pick(rng, &["Ava", "Sam", "Noor", "Léa", "Kenji", "Zoë"]);
+                        out.text_with(|b| {
+                            b.extend_from_slice(first.as_bytes());
+                            b.extend_from_slice(b" #");
+                            push_u64(b, i + 1);
+                        });
+                    }
+                    out.timestamptz(c.time_of(13, i));
+                },
+            )
+            .await?;
+            loads.push(load("agents", w, t));
+            if agents > 0 {
+                let c = ctx.clone();
+                let t = Instant::now();
+                let w = copy(
+                    pool,
+                    "call_logs",
+                    "id, tenant_id, agent_id, outcome, duration_s, cost, phone_number, started_at",
+                    n,
+                    &ctx,
+                    14,
+                    move |rng, i, out| {
+                        let duration = rng.random_range(0..900i32);
+                        out.row(8);
+                        out.uuid(c.id(14, i));
+                        out.uuid(c.tenant);
+                        out.uuid(c.id(13, rng.random_range(0..agents)));
+                        out.text(pick(rng, OUTCOMES));
+                        out.int4(duration);
+                        // Ten cents a minute, to the cent.
+                        out.cents(i64::from(duration) * 10 / 60);
+                        out.text_with(|b| {
+                            b.extend_from_slice(b"+1-555-01");
+                            push_u64(b, 10 + i % 90);
+                            b.push(b'-');
+                            push_u64(b, 1000 + i % 9000);
+                        });
+                        out.timestamptz(c.time_of(14, i));
+                    },
+                )
+                .await?;
+                loads.push(load("call_logs", w, t));
+            }
+        }
+        Ok::<_, SeedError>(loads)
+    };
     // Independent tables load side by side, so one table's index builds and key checks
     // (partly single-threaded) overlap another's COPY.
     let gate = tokio::sync::Semaphore::new(CONCURRENT_CHAINS);
-    let (leads, customers, orders, pins, quotes, analytics) = futures::try_join!(
+    let (leads, customers, orders, pins, quotes, analytics, usage, calls) = futures::try_join!(
         gated(&gate, leads),
         gated(&gate, customers),
         gated(&gate, orders),
         gated(&gate, pins),
         gated(&gate, quotes),
         gated(&gate, analytics),
+        gated(&gate, usage),
+        gated(&gate, calls),
     )?;
-    report.tables = [leads, customers, orders, pins, quotes, analytics].concat();
+    report.tables = [
+        leads, customers, orders, pins, quotes, analytics, usage, calls,
+    ]
+    .concat();
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -577,6 +748,26 @@ impl Ctx {
         }
     }
 }
+
+/// Models the usage events name, as the AI providers spell them.
+const MODELS: &[&str] = &[
+    "claude-sonnet-4-20250514",
+    "claude-opus-4-20250514",
+    "claude-3-5-haiku-20241022",
+    "gpt-4o-2024-08-06",
+];
+
+/// Call outcomes, completed the most common.
+const OUTCOMES: &[&str] = &[
+    "completed",
+    "completed",
+    "completed",
+    "completed",
+    "failed",
+    "no_answer",
+    "voicemail",
+    "busy",
+];
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -161,6 +161,105 @@ const INDEXES: &[(&str, &str, Def)] = &[
         },
     ),
     (
+        "usage_events",
+        "usage_events_created",
+        Def::Secondary(
+            "CREATE INDEX IF NOT EXISTS usage_events_created ON app.usage_events (created_at)",
+        ),
+    ),
+    (
+        "usage_events",
+        "usage_events_tenant_created",
+        Def::Secondary(
+            "CREATE INDEX IF NOT EXISTS usage_events_tenant_created ON app.usage_events (tenant_id, created_at DESC)",
+        ),
+    ),
+    ("usage_events", "usage_events_pkey", Def::Primary("id")),
+    (
+        "usage_events",
+        "usage_events_tenant_id_fkey",
+        Def::Foreign {
+            parent: "tenants",
+            sql: "ALTER TABLE app.usage_events ADD CONSTRAINT usage_events_tenant_id_fkey
+                  FOREIGN KEY (tenant_id) REFERENCES app.tenants (id)",
+        },
+    ),
+    (
+        "brands",
+        "brands_tenant_created",
+        Def::Secondary("CREATE INDEX IF NOT EXISTS brands_tenant_created ON app.brands (tenant_id, created_at DESC)"),
+    ),
+    ("brands", "brands_pkey", Def::Primary("id")),
+    (
+        "brands",
+        "brands_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
+    (
+        "personas",
+        "personas_brand",
+        Def::Secondary("CREATE INDEX IF NOT EXISTS personas_brand ON app.personas (brand_id)"),
+    ),
+    ("personas", "personas_pkey", Def::Primary("id")),
+    (
+        "personas",
+        "personas_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
+    (
+        "personas",
+        "personas_tenant_id_brand_id_fkey",
+        Def::Foreign {
+            parent: "brands",
+            sql: "ALTER TABLE app.personas ADD CONSTRAINT personas_tenant_id_brand_id_fkey
+                  FOREIGN KEY (tenant_id, brand_id) REFERENCES app.brands (tenant_id, id) ON DELETE CASCADE",
+        },
+    ),
+    (
+        "agents",
+        "agents_persona",
+        Def::Secondary("CREATE INDEX IF NOT EXISTS agents_persona ON app.agents (persona_id)"),
+    ),
+    ("agents", "agents_pkey", Def::Primary("id")),
+    (
+        "agents",
+        "agents_tenant_id_id_key",
+        Def::Unique("tenant_id, id"),
+    ),
+    (
+        "agents",
+        "agents_tenant_id_persona_id_fkey",
+        Def::Foreign {
+            parent: "personas",
+            sql: "ALTER TABLE app.agents ADD CONSTRAINT agents_tenant_id_persona_id_fkey
+                  FOREIGN KEY (tenant_id, persona_id) REFERENCES app.personas (tenant_id, id) ON DELETE CASCADE",
+        },
+    ),
+    (
+        "call_logs",
+        "call_logs_agent_started",
+        Def::Secondary(
+            "CREATE INDEX IF NOT EXISTS call_logs_agent_started ON app.call_logs (agent_id, started_at)",
+        ),
+    ),
+    (
+        "call_logs",
+        "call_logs_tenant_started",
+        Def::Secondary(
+            "CREATE INDEX IF NOT EXISTS call_logs_tenant_started ON app.call_logs (tenant_id, started_at DESC)",
+        ),
+    ),
+    ("call_logs", "call_logs_pkey", Def::Primary("id")),
+    (
+        "call_logs",
+        "call_logs_tenant_id_agent_id_fkey",
+        Def::Foreign {
+            parent: "agents",
+            sql: "ALTER TABLE app.call_logs ADD CONSTRAINT call_logs_tenant_id_agent_id_fkey
+                  FOREIGN KEY (tenant_id, agent_id) REFERENCES app.agents (tenant_id, id) ON DELETE CASCADE",
+        },
+    ),
+    (
         "daily_metrics",
         "daily_metrics_tenant_date",
         Def::Secondary(

@@ -150,14 +150,14 @@ async fn large_loads_keep_the_schema() {
     };
     let before = schema().await;
     let foreign_keys = before.iter().filter(|d| d.contains("FOREIGN KEY")).count();
-    assert_eq!(foreign_keys, 4, "{before:?}");
+    assert_eq!(foreign_keys, 8, "{before:?}");
     assert_eq!(
         before
             .iter()
             .filter(|d| d.contains("(tenant_id, id)"))
             .count(),
-        12,
-        "four tenant keys (constraint and index) and four foreign keys onto them: {before:?}"
+        21,
+        "seven tenant keys (constraint and index) and seven foreign keys onto them: {before:?}"
     );
     // Objects get new oids when they are dropped and built again.
     let oids = || async {
@@ -190,6 +190,10 @@ async fn large_loads_keep_the_schema() {
         "pins_board_id_fkey ",
         "pin_analytics_pin_id_fkey ",
         "assets_quote_id_fkey ",
+        "usage_events_created ",
+        "usage_events_tenant_id_fkey ",
+        "call_logs_pkey ",
+        "call_logs_tenant_id_agent_id_fkey ",
     ] {
         let of = |all: &[String]| all.iter().find(|o| o.starts_with(name)).cloned();
         assert!(of(&oids_before).is_some(), "{name}");
@@ -221,7 +225,7 @@ async fn large_loads_keep_the_schema() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(secondary.len(), 9, "{secondary:?}");
+    assert_eq!(secondary.len(), 16, "{secondary:?}");
     for index in secondary {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}")))
             .execute(&db.pool)
@@ -238,6 +242,8 @@ async fn large_loads_keep_the_schema() {
         "pin_analytics",
         "quotes",
         "assets",
+        "usage_events",
+        "call_logs",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER TABLE app.{table} DROP CONSTRAINT {table}_pkey"

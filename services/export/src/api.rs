@@ -1,7 +1,7 @@
-//! The gRPC API of the export service. Every call is scoped to the caller's tenant.
+//! The gRPC API of the export service. Every call is scoped to the caller's tenant, except
+//! the billing export, which is for platform admins across tenants.
 
-use crate::engine::Delivery;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use haven_auth::principal_of;
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_server::ExportService;
@@ -9,11 +9,12 @@ use haven_server::pagination;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::catalog;
-use crate::engine::Engine;
-use crate::history::{Status as ExportStatus, StoredFormat};
+use crate::brand::{self, BrandReport};
+use crate::engine::{Body, Delivery, Engine, FileJob};
+use crate::error::ExportError;
 use crate::limiter::Permit;
 use crate::plan::{self, Limits};
+use crate::{billing, catalog, history};
 
 pub struct Api {
     pub engine: Engine,
@@ -26,7 +27,6 @@ const DEFAULT_PAGE_SIZE: i32 = 50;
 impl Api {
     /// What both streams do first: check the request for the caller's tenant, then take one
     /// of the tenant's export slots (in that order, so a bad request never holds a slot).
-    #[allow(clippy::result_large_err)]
     fn start(
         &self,
         request: &Request<pb::ExportRequest>,
@@ -40,19 +40,13 @@ impl Api {
             &self.limits,
             Utc::now(),
             rows,
-        )
-        .map_err(invalid)?;
+        )?;
         let permit = self.tenants.acquire(principal.tenant_id)?;
         Ok((plan, permit))
     }
 }
 
-fn invalid(e: plan::Rejected) -> Status {
-    match e {
-        plan::Rejected::Invalid(e) => haven_server::invalid_argument(e.field, e.message),
-        plan::Rejected::Unimplemented(message) => Status::unimplemented(message),
-    }
-}
+type FileStream = Delivery<pb::StreamExportResponse>;
 
 #[tonic::async_trait]
 impl ExportService for Api {
@@ -77,14 +71,85 @@ impl ExportService for Api {
         Ok(Response::new(self.engine.rows(plan, permit)))
     }
 
-    type StreamExportStream = Delivery<pb::StreamExportResponse>;
+    type StreamExportStream = FileStream;
 
     async fn stream_export(
         &self,
         request: Request<pb::ExportRequest>,
-    ) -> Result<Response<Self::StreamExportStream>, Status> {
+    ) -> Result<Response<FileStream>, Status> {
         let (plan, permit) = self.start(&request, false)?;
-        Ok(Response::new(self.engine.export(plan, permit)))
+        Ok(Response::new(
+            self.engine.export(FileJob::export(&plan), permit),
+        ))
+    }
+
+    type StreamBillingExportStream = FileStream;
+
+    async fn stream_billing_export(
+        &self,
+        request: Request<pb::BillingExportRequest>,
+    ) -> Result<Response<FileStream>, Status> {
+        let principal = principal_of(&request)?;
+        if !principal.is_admin() {
+            return Err(ExportError::PermissionDenied(
+                "the billing export is for platform admins (role admin)",
+            )
+            .into());
+        }
+        let now = Utc::now();
+        let billing = billing::resolve(
+            request.get_ref(),
+            principal.tenant_id,
+            &principal.user_id,
+            self.limits.billing(),
+            now,
+        )?;
+        let permit = self.tenants.acquire(principal.tenant_id)?;
+        let job = FileJob {
+            record: billing.record.clone(),
+            content_type: billing.content_type(),
+            filename: billing.filename(now),
+            body: Body::Billing(billing),
+        };
+        Ok(Response::new(self.engine.export(job, permit)))
+    }
+
+    type StreamBrandReportStream = FileStream;
+
+    async fn stream_brand_report(
+        &self,
+        request: Request<pb::BrandReportRequest>,
+    ) -> Result<Response<FileStream>, Status> {
+        let principal = principal_of(&request)?;
+        let (brand_id, format, days) = brand::parse(request.get_ref())?;
+        // The brand is looked up before the stream starts, so an unknown or foreign brand is
+        // a plain NotFound, not a failed download.
+        let mut conn = self
+            .engine
+            .pool
+            .acquire()
+            .await
+            .map_err(ExportError::from)?;
+        let name = brand::find_brand(&mut conn, principal.tenant_id, brand_id).await?;
+        drop(conn);
+        let permit = self.tenants.acquire(principal.tenant_id)?;
+        let now = Utc::now();
+        let report = BrandReport::new(
+            principal.tenant_id,
+            &principal.user_id,
+            brand_id,
+            name,
+            format,
+            days,
+            now,
+        );
+        let job = FileJob {
+            record: report.record.clone(),
+            content_type: report.content_type(),
+            filename: report.filename(now),
+            body: Body::BrandReport(report),
+        };
+        Ok(Response::new(self.engine.export(job, permit)))
     }
 
     async fn list_export_history(
@@ -94,39 +159,34 @@ impl ExportService for Api {
         let principal = principal_of(&request)?;
         let req = request.into_inner();
         let page_size = pagination::page_size(req.page_size, DEFAULT_PAGE_SIZE)?;
-        if !req.export_type.is_empty() && catalog::find(&req.export_type).is_none() {
-            return Err(haven_server::invalid_argument(
+        let known = catalog::find(&req.export_type).is_some()
+            || [billing::TYPE_KEY, brand::TYPE_KEY].contains(&req.export_type.as_str());
+        if !req.export_type.is_empty() && !known {
+            return Err(ExportError::invalid(
                 "export_type",
                 format!("unknown type `{}`", req.export_type),
-            ));
+            )
+            .into());
         }
         let cursor = pagination::decode(&req.page_token)?;
-        let rows = sqlx::query_as!(
-            HistoryRow,
-            r#"SELECT id, tenant_id, user_id, export_type, format AS "format: StoredFormat", fields,
-                    range_start, range_end, record_count, bytes, duration_ms,
-                    status AS "status: ExportStatus", error, truncated, created_at
-             FROM exports.export_history
-             WHERE tenant_id = $1 AND ($2 = '' OR export_type = $2)
-               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-             ORDER BY created_at DESC, id DESC LIMIT $5"#,
+        let rows = history::query(
+            &self.engine.pool,
             principal.tenant_id,
-            req.export_type,
-            cursor.map(|c| c.0),
-            cursor.map(|c| c.1),
+            None,
+            &req.export_type,
+            cursor,
             page_size + 1,
         )
-        .fetch_all(&self.engine.pool)
-        .await
-        .map_err(history_error)?;
-        let more = rows.len() > usize::try_from(page_size).unwrap_or(0);
-        let rows = &rows[..rows.len().min(usize::try_from(page_size).unwrap_or(0))];
+        .await?;
+        let page = usize::try_from(page_size).unwrap_or(0);
+        let more = rows.len() > page;
+        let rows = &rows[..rows.len().min(page)];
         let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => pagination::encode(last.created_at, last.id),
+            (true, Some(last)) => pagination::encode(last.created_at, last.id()),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListExportHistoryResponse {
-            entries: rows.iter().map(HistoryRow::to_proto).collect(),
+            entries: rows.iter().map(history::Entry::to_proto).collect(),
             next_page_token,
         }))
     }
@@ -138,22 +198,20 @@ impl ExportService for Api {
         let principal = principal_of(&request)?;
         let raw = request.into_inner().id;
         let id = Uuid::parse_str(&raw)
-            .map_err(|_| haven_server::invalid_argument("id", format!("`{raw}` is not a UUID")))?;
-        let row = sqlx::query_as!(
-            HistoryRow,
-            r#"SELECT id, tenant_id, user_id, export_type, format AS "format: StoredFormat", fields,
-                    range_start, range_end, record_count, bytes, duration_ms,
-                    status AS "status: ExportStatus", error, truncated, created_at
-             FROM exports.export_history
-             WHERE tenant_id = $1 AND id = $2"#,
+            .map_err(|_| ExportError::invalid("id", format!("`{raw}` is not a UUID")))?;
+        let rows = history::query(
+            &self.engine.pool,
             principal.tenant_id,
-            id,
+            Some(id),
+            "",
+            None,
+            1,
         )
-        .fetch_optional(&self.engine.pool)
-        .await
-        .map_err(history_error)?;
+        .await?;
         // Another tenant's export answers exactly as an unknown one.
-        let row = row.ok_or_else(|| Status::not_found(format!("no export `{id}`")))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| ExportError::NotFound(format!("no export `{id}`")))?;
         Ok(Response::new(row.to_proto()))
     }
 
@@ -182,61 +240,5 @@ impl ExportService for Api {
         Err(Status::unimplemented(
             "scheduled exports are not available yet",
         ))
-    }
-}
-
-fn history_error(e: sqlx::Error) -> Status {
-    match e {
-        // A row this version cannot read (e.g. a status written by a newer one).
-        sqlx::Error::ColumnDecode { .. } => {
-            tracing::error!(error = %e, "export history holds a value this version cannot read");
-            Status::internal(format!(
-                "export history holds a value this version cannot read: {e}"
-            ))
-        }
-        e => {
-            tracing::error!(error = %e, "history query failed");
-            Status::unavailable("export history is unavailable; try again")
-        }
-    }
-}
-
-struct HistoryRow {
-    id: Uuid,
-    tenant_id: Uuid,
-    user_id: String,
-    export_type: String,
-    format: StoredFormat,
-    fields: Vec<String>,
-    range_start: DateTime<Utc>,
-    range_end: DateTime<Utc>,
-    record_count: i64,
-    bytes: i64,
-    duration_ms: i64,
-    status: ExportStatus,
-    error: Option<String>,
-    truncated: bool,
-    created_at: DateTime<Utc>,
-}
-
-impl HistoryRow {
-    fn to_proto(&self) -> pb::ExportHistoryEntry {
-        crate::history::entry(
-            self.id,
-            self.tenant_id,
-            &self.user_id,
-            &self.export_type,
-            self.format.to_proto(),
-            self.fields.clone(),
-            self.range_start,
-            self.range_end,
-            u64::try_from(self.record_count).unwrap_or(0),
-            u64::try_from(self.bytes).unwrap_or(0),
-            self.duration_ms,
-            self.status,
-            self.error.clone().unwrap_or_default(),
-            self.truncated,
-            self.created_at,
-        )
     }
 }

@@ -1,4 +1,5 @@
-//! The record of every export, written when it ends however it ends, and its event.
+//! The record of every export, written when it ends however it ends, its event, and the
+//! queries that read it back.
 
 use std::time::Duration;
 
@@ -10,10 +11,26 @@ use haven_proto::export::v1 as pb;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::plan::Plan;
+use crate::error::ExportError;
 
 pub const COMPLETED_SUBJECT: &str = "haven.exports.events.completed";
 pub const FAILED_SUBJECT: &str = "haven.exports.events.failed";
+
+/// What the history keeps of an export besides how it ended.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: String,
+    /// A catalogue key, or a report's key (`billing_usage`, `brand_analytics`).
+    pub export_type: &'static str,
+    pub format: StoredFormat,
+    pub fields: Vec<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Rows at most; 0 for a report, which has no limit to cut it.
+    pub limit: u64,
+}
 
 pub enum Ending {
     Completed {
@@ -60,6 +77,7 @@ haven_db::text_enum! {
         Json = "json",
         Ndjson = "ndjson",
         Rows = "rows",
+        Pdf = "pdf",
     }
 }
 
@@ -70,13 +88,14 @@ impl StoredFormat {
             StoredFormat::Json => pb::ExportFormat::Json,
             StoredFormat::Ndjson => pb::ExportFormat::Ndjson,
             StoredFormat::Rows => pb::ExportFormat::Unspecified,
+            StoredFormat::Pdf => pb::ExportFormat::Pdf,
         }
     }
 }
 
 /// Writes the history row and publishes the event. Failures here are logged, not returned:
 /// the caller's stream has already ended.
-pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took: Duration) {
+pub async fn record(pool: &PgPool, bus: &Bus, record: &Record, ending: &Ending, took: Duration) {
     let (status, rows, bytes, truncated, error) = match ending {
         Ending::Completed {
             rows,
@@ -94,108 +113,142 @@ pub async fn record(pool: &PgPool, bus: &Bus, plan: &Plan, ending: &Ending, took
             (Status::Failed, *rows, *bytes, false, Some(error.clone()))
         }
     };
-    let duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
-    let fields: Vec<String> = plan.fields.iter().map(|f| f.key.to_owned()).collect();
+    let mut entry = Entry {
+        id: record.id,
+        tenant_id: record.tenant_id,
+        user_id: record.user_id.clone(),
+        export_type: record.export_type.to_owned(),
+        format: record.format,
+        fields: record.fields.clone(),
+        range_start: record.start,
+        range_end: record.end,
+        record_count: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+        duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+        status,
+        error,
+        truncated,
+        created_at: Utc::now(),
+    };
     let created_at = sqlx::query_scalar!(
         r#"INSERT INTO exports.export_history
              (id, tenant_id, user_id, export_type, format, fields, range_start, range_end, row_limit,
               record_count, bytes, duration_ms, status, error, truncated, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::int8, $13, $14, $15, now() - $12::int8 * interval '1 millisecond')
          RETURNING created_at"#,
-        plan.id,
-        plan.tenant_id,
-        plan.user_id,
-        plan.ty.key,
-        plan.format.as_str(),
-        &fields,
-        plan.start,
-        plan.end,
-        i64::try_from(plan.limit).unwrap_or(i64::MAX),
-        i64::try_from(rows).unwrap_or(i64::MAX),
-        i64::try_from(bytes).unwrap_or(i64::MAX),
-        duration_ms,
+        entry.id,
+        entry.tenant_id,
+        entry.user_id,
+        entry.export_type,
+        entry.format.as_str(),
+        &entry.fields,
+        entry.range_start,
+        entry.range_end,
+        i64::try_from(record.limit).unwrap_or(i64::MAX),
+        entry.record_count,
+        entry.bytes,
+        entry.duration_ms,
         status.as_str(),
-        error.as_deref(),
+        entry.error.as_deref(),
         truncated,
     )
     .fetch_one(pool)
     .await;
-    let created_at = match created_at {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, export = %plan.id, "cannot record export history");
-            Utc::now()
-        }
-    };
-    metrics::counter!("haven_export_rows_total", "type" => plan.ty.key).increment(rows);
-    metrics::counter!("haven_export_bytes_total", "type" => plan.ty.key).increment(bytes);
+    match created_at {
+        Ok(t) => entry.created_at = t,
+        Err(e) => tracing::error!(error = %e, export = %record.id, "cannot record export history"),
+    }
+    metrics::counter!("haven_export_rows_total", "type" => record.export_type).increment(rows);
+    metrics::counter!("haven_export_bytes_total", "type" => record.export_type).increment(bytes);
     metrics::counter!("haven_exports_total", "status" => status.as_str()).increment(1);
-    tracing::info!(export = %plan.id, r#type = plan.ty.key, format = plan.format.as_str(), status = status.as_str(), rows, bytes, duration_ms, "export ended");
-    let entry = entry(
-        plan.id,
-        plan.tenant_id,
-        &plan.user_id,
-        plan.ty.key,
-        plan.format.to_proto(),
-        fields,
-        plan.start,
-        plan.end,
-        rows,
-        bytes,
-        duration_ms,
-        status,
-        error.unwrap_or_default(),
-        truncated,
-        created_at,
-    );
+    tracing::info!(export = %record.id, r#type = record.export_type, format = record.format.as_str(), status = status.as_str(), rows, bytes, duration_ms = entry.duration_ms, "export ended");
     let subject = match status {
         Status::Completed => COMPLETED_SUBJECT,
         Status::Failed | Status::Cancelled => FAILED_SUBJECT,
     };
     let event = ExportEvent {
-        entry: Some(entry),
+        entry: Some(entry.to_proto()),
         occurred_at: Some(ts(Utc::now())),
     };
-    if let Err(e) = bus.publish(subject, &event, &plan.id.to_string()).await {
-        tracing::warn!(error = %e, export = %plan.id, "cannot publish export event");
+    if let Err(e) = bus.publish(subject, &event, &record.id.to_string()).await {
+        tracing::warn!(error = %e, export = %record.id, "cannot publish export event");
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn entry(
+/// One history row as stored.
+pub struct Entry {
     id: Uuid,
     tenant_id: Uuid,
-    user_id: &str,
-    export_type: &str,
-    format: pb::ExportFormat,
+    user_id: String,
+    export_type: String,
+    format: StoredFormat,
     fields: Vec<String>,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    rows: u64,
-    bytes: u64,
+    range_start: DateTime<Utc>,
+    range_end: DateTime<Utc>,
+    record_count: i64,
+    bytes: i64,
     duration_ms: i64,
     status: Status,
-    error: String,
+    error: Option<String>,
     truncated: bool,
-    created_at: DateTime<Utc>,
-) -> pb::ExportHistoryEntry {
-    pb::ExportHistoryEntry {
-        id: id.to_string(),
-        tenant_id: tenant_id.to_string(),
-        user_id: user_id.to_owned(),
-        export_type: export_type.to_owned(),
-        format: format as i32,
-        fields,
-        date_range: Some(DateRange {
-            start: Some(ts(start)),
-            end: Some(ts(end)),
-        }),
-        record_count: rows,
-        bytes,
-        duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-        status: status.to_proto() as i32,
-        error,
-        truncated,
-        created_at: Some(ts(created_at)),
+    pub created_at: DateTime<Utc>,
+}
+
+impl Entry {
+    pub fn id(&self) -> Uuid {
+        self.id
     }
+
+    pub fn to_proto(&self) -> pb::ExportHistoryEntry {
+        pb::ExportHistoryEntry {
+            id: self.id.to_string(),
+            tenant_id: self.tenant_id.to_string(),
+            user_id: self.user_id.clone(),
+            export_type: self.export_type.clone(),
+            format: self.format.to_proto() as i32,
+            fields: self.fields.clone(),
+            date_range: Some(DateRange {
+                start: Some(ts(self.range_start)),
+                end: Some(ts(self.range_end)),
+            }),
+            record_count: u64::try_from(self.record_count).unwrap_or(0),
+            bytes: u64::try_from(self.bytes).unwrap_or(0),
+            duration_ms: u64::try_from(self.duration_ms).unwrap_or(0),
+            status: self.status.to_proto() as i32,
+            error: self.error.clone().unwrap_or_default(),
+            truncated: self.truncated,
+            created_at: Some(ts(self.created_at)),
+        }
+    }
+}
+
+/// A page of the tenant's history, newest first, or the one entry `id` when given. `after`
+/// is the last entry of the previous page; `export_type` empty means every type.
+pub async fn query(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Option<Uuid>,
+    export_type: &str,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Entry>, ExportError> {
+    Ok(sqlx::query_as!(
+        Entry,
+        r#"SELECT id, tenant_id, user_id, export_type, format AS "format: StoredFormat", fields,
+                range_start, range_end, record_count, bytes, duration_ms,
+                status AS "status: Status", error, truncated, created_at
+         FROM exports.export_history
+         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id = $2)
+           AND ($3 = '' OR export_type = $3)
+           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+         ORDER BY created_at DESC, id DESC LIMIT $6"#,
+        tenant_id,
+        id,
+        export_type,
+        after.map(|c| c.0),
+        after.map(|c| c.1),
+        limit,
+    )
+    .fetch_all(pool)
+    .await?)
 }

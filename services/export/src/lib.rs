@@ -1,12 +1,18 @@
-//! Data exports: the catalogue of export types, typed and rendered row streams, export history and scheduled exports.
+//! Data exports: the catalogue of export types, typed and rendered row streams, the billing
+//! usage export and brand reports, export history and scheduled exports.
 
 mod api;
+mod billing;
+mod brand;
 mod catalog;
 mod config;
 mod engine;
+mod error;
 mod history;
 mod limiter;
 mod plan;
+mod render;
+mod sql;
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,7 +26,7 @@ pub use config::Config;
 pub use plan::Limits;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub enum ServeError {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("configuration: {0}")]
@@ -46,18 +52,18 @@ pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ExportError> {
+) -> Result<(), ServeError> {
     let limits = Limits::parse(&config.max_records)
-        .map_err(|e| ExportError::Config(format!("HAVEN_EXPORT_MAX_RECORDS: {e}")))?;
+        .map_err(|e| ServeError::Config(format!("HAVEN_EXPORT_MAX_RECORDS: {e}")))?;
     let pool_size = config.common.db.max_connections as usize;
     if config.max_concurrent == 0 || config.max_concurrent >= pool_size {
-        return Err(ExportError::Config(format!(
+        return Err(ServeError::Config(format!(
             "HAVEN_EXPORT_MAX_CONCURRENT ({}) must be at least 1 and below the database pool size ({pool_size}): history and every other call need connections too",
             config.max_concurrent
         )));
     }
     if config.stall_timeout.is_zero() {
-        return Err(ExportError::Config(
+        return Err(ServeError::Config(
             "HAVEN_EXPORT_STALL_TIMEOUT must be above zero".into(),
         ));
     }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+use crate::error::ExportError;
+
 #[derive(Clone)]
 pub struct TenantLimiter {
     per_tenant: usize,
@@ -33,14 +35,13 @@ impl TenantLimiter {
         }
     }
 
-    #[allow(clippy::result_large_err)]
-    pub fn acquire(&self, tenant: Uuid) -> Result<Permit, tonic::Status> {
+    pub fn acquire(&self, tenant: Uuid) -> Result<Permit, ExportError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = running.values().sum();
         if total >= self.global {
             metrics::counter!("haven_export_rejected_total", "reason" => "global_limit")
                 .increment(1);
-            return Err(tonic::Status::resource_exhausted(format!(
+            return Err(ExportError::Busy(format!(
                 "the export service already runs {} exports, the most it runs at once; retry in a moment",
                 self.global
             )));
@@ -49,7 +50,7 @@ impl TenantLimiter {
         if *count >= self.per_tenant {
             metrics::counter!("haven_export_rejected_total", "reason" => "tenant_limit")
                 .increment(1);
-            return Err(tonic::Status::resource_exhausted(format!(
+            return Err(ExportError::Busy(format!(
                 "this tenant already runs {} exports, the most allowed at once; retry when one finishes",
                 self.per_tenant
             )));
@@ -85,13 +86,19 @@ mod tests {
         let first = limiter.acquire(a).unwrap();
         let _second = limiter.acquire(a).unwrap();
         assert_eq!(
-            limiter.acquire(a).err().map(|s| s.code()),
+            limiter
+                .acquire(a)
+                .err()
+                .map(|e| tonic::Status::from(e).code()),
             Some(tonic::Code::ResourceExhausted)
         );
         let _other = limiter.acquire(b).expect("another tenant is not affected");
         // Three run: the service is full for everyone.
         assert_eq!(
-            limiter.acquire(Uuid::new_v4()).err().map(|s| s.code()),
+            limiter
+                .acquire(Uuid::new_v4())
+                .err()
+                .map(|e| tonic::Status::from(e).code()),
             Some(tonic::Code::ResourceExhausted)
         );
         drop(first);

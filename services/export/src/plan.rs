@@ -1,5 +1,5 @@
 //! Turns an export request into a plan: type, fields, date range and limit, each checked and
-//! defaulted, and the SQL that reads it.
+//! defaulted. The SQL that reads it is `sql.rs`'s.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,9 @@ use chrono::{DateTime, Duration, Utc};
 use haven_proto::export::v1 as pb;
 use uuid::Uuid;
 
-use crate::catalog::{self, ExportType, Field, Kind};
+use crate::catalog::{self, ExportType, Field};
+use crate::error::ExportError;
+use crate::history::{Record, StoredFormat};
 
 /// The longest range one export may span: a decade (anything longer is a mistake).
 const MAX_RANGE_DAYS: i64 = 3660;
@@ -49,30 +51,10 @@ impl Format {
             Format::Rows => "application/grpc",
         }
     }
-
-    pub fn to_proto(self) -> pb::ExportFormat {
-        match self {
-            Format::Csv { .. } => pb::ExportFormat::Csv,
-            Format::Json => pb::ExportFormat::Json,
-            Format::Ndjson => pb::ExportFormat::Ndjson,
-            Format::Rows => pb::ExportFormat::Unspecified,
-        }
-    }
 }
 
-/// A field and what is wrong with it, for `InvalidArgument`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{field}: {message}")]
-pub struct Invalid {
-    pub field: &'static str,
-    pub message: String,
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        message: message.into(),
-    }
+fn invalid(field: &'static str, message: impl Into<String>) -> ExportError {
+    ExportError::invalid(field, message)
 }
 
 /// Row limits per type: the catalogue's `maxRecords` (`catalog.rs`), unless the deployment
@@ -90,14 +72,22 @@ impl Limits {
             .unwrap_or(ty.max_records)
     }
 
-    /// Parses `orders=2000000,leads=100000`.
+    /// Rows one billing export may hold; a range with more is refused, not cut.
+    pub fn billing(&self) -> u64 {
+        self.overrides
+            .get(crate::billing::TYPE_KEY)
+            .copied()
+            .unwrap_or(crate::billing::DEFAULT_MAX_RECORDS)
+    }
+
+    /// Parses `orders=2000000,leads=100000,billing_usage=20000000`.
     pub fn parse(spec: &str) -> Result<Limits, String> {
         let mut overrides = HashMap::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, n) = part
                 .split_once('=')
                 .ok_or_else(|| format!("`{part}`: expected type=limit"))?;
-            if catalog::find(key.trim()).is_none() {
+            if catalog::find(key.trim()).is_none() && key.trim() != crate::billing::TYPE_KEY {
                 return Err(format!("`{part}`: unknown export type"));
             }
             let n: u64 = n
@@ -127,7 +117,10 @@ pub struct Plan {
     pub format: Format,
 }
 
-fn timestamp(field: &'static str, ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, Invalid> {
+fn timestamp(
+    field: &'static str,
+    ts: &prost_types::Timestamp,
+) -> Result<DateTime<Utc>, ExportError> {
     let at = haven_proto::time::from_timestamp(ts)
         .ok_or_else(|| invalid(field, "is not a valid timestamp"))?;
     let lo = DateTime::from_timestamp(0, 0).unwrap_or_default();
@@ -138,16 +131,6 @@ fn timestamp(field: &'static str, ts: &prost_types::Timestamp) -> Result<DateTim
     Ok(at)
 }
 
-/// Why a request cannot be planned: bad input, or a format this version does not serve yet.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Rejected {
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// A documented value that is not implemented yet (`Unimplemented`, as the proto says).
-    #[error("{0}")]
-    Unimplemented(&'static str),
-}
-
 /// Checks `request` and fills in the defaults. `rows` is true for `StreamRows`.
 pub fn resolve(
     request: &pb::ExportRequest,
@@ -156,9 +139,9 @@ pub fn resolve(
     limits: &Limits,
     now: DateTime<Utc>,
     rows: bool,
-) -> Result<Plan, Rejected> {
+) -> Result<Plan, ExportError> {
     if request.export_type.is_empty() {
-        return Err(invalid("export_type", "is required").into());
+        return Err(invalid("export_type", "is required"));
     }
     let ty = catalog::find(&request.export_type).ok_or_else(|| {
         let known: Vec<&str> = catalog::TYPES.iter().map(|t| t.key).collect();
@@ -179,20 +162,24 @@ pub fn resolve(
             Ok(pb::ExportFormat::Json) => Format::Json,
             Ok(pb::ExportFormat::Ndjson) => Format::Ndjson,
             Ok(pb::ExportFormat::Unspecified) => {
-                return Err(invalid("format", "is required: csv, json or ndjson").into());
+                return Err(invalid("format", "is required: csv, json or ndjson"));
             }
             Ok(pb::ExportFormat::Pdf) => {
-                return Err(Rejected::Unimplemented(
-                    "format: pdf is not served yet; use csv, json or ndjson",
+                return Err(invalid(
+                    "format",
+                    "pdf is served for reports only (StreamBrandReport); use csv, json or ndjson",
                 ));
             }
             Err(_) => {
-                return Err(invalid("format", format!("unknown value {}", request.format)).into());
+                return Err(invalid(
+                    "format",
+                    format!("unknown value {}", request.format),
+                ));
             }
         }
     };
     if request.bom && !matches!(format, Format::Csv { .. }) {
-        return Err(invalid("bom", "applies to csv only").into());
+        return Err(invalid("bom", "applies to csv only"));
     }
     let fields: Vec<&'static Field> = if request.fields.is_empty() {
         ty.fields.iter().filter(|f| f.default).collect()
@@ -211,7 +198,7 @@ pub fn resolve(
                 )
             })?;
             if out.iter().any(|f| f.key == field.key) {
-                return Err(invalid("fields", format!("`{key}` is listed twice")).into());
+                return Err(invalid("fields", format!("`{key}` is listed twice")));
             }
             out.push(field);
         }
@@ -226,14 +213,16 @@ pub fn resolve(
         None => end - Duration::days(i64::from(ty.default_date_range_days)),
     };
     if start > end {
-        return Err(invalid("start_time", format!("{start} is after end_time {end}")).into());
+        return Err(invalid(
+            "start_time",
+            format!("{start} is after end_time {end}"),
+        ));
     }
     if end - start > Duration::days(MAX_RANGE_DAYS) {
         return Err(invalid(
             "start_time",
             format!("the range is longer than {MAX_RANGE_DAYS} days"),
-        )
-        .into());
+        ));
     }
     let max = limits.max_records(ty);
     let limit = if request.limit == 0 {
@@ -254,123 +243,25 @@ pub fn resolve(
     })
 }
 
-/// `'...'` for a timestamp we formatted ourselves (COPY takes no bind parameters).
-fn literal(t: DateTime<Utc>) -> String {
-    format!("'{}'::timestamptz", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))
-}
-
-/// How the CSV writer treats a column's cells, decided once per export so that PostgreSQL
-/// runs no per-row CASE: text is neutralised against spreadsheet formulas (OWASP), booleans
-/// arrive as `t`/`f` and are written `true`/`false`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CsvCell {
-    /// Written as it comes.
-    Plain,
-    /// Free text: a leading `= + - @`, tab or CR gets a `'` unless the cell is a plain number.
-    Text,
-    /// `t`/`f` from the text format.
-    Bool,
-}
-
-impl CsvCell {
-    pub fn of(field: &Field) -> CsvCell {
-        match field.kind {
-            // A UUID renders as hex digits and dashes after a hex digit: nothing to neutralise.
-            Kind::Text if field.sql.ends_with(".id::text") => CsvCell::Plain,
-            Kind::Text => CsvCell::Text,
-            Kind::Bool => CsvCell::Bool,
-            Kind::Int | Kind::Decimal | Kind::Timestamp | Kind::Date => CsvCell::Plain,
-        }
-    }
-}
-
 impl Plan {
-    fn filter(&self) -> String {
-        let time = self.ty.time_column;
-        if self
-            .ty
-            .fields
-            .iter()
-            .any(|f| f.kind == Kind::Date && f.sql == time)
-        {
-            // Calendar dates: the range covers whole days.
-            format!(
-                "t.tenant_id = '{}' AND {time} >= ({})::date AND {time} <= ({})::date",
-                self.tenant_id,
-                literal(self.start),
-                literal(self.end)
-            )
-        } else {
-            format!(
-                "t.tenant_id = '{}' AND {time} >= {} AND {time} <= {}",
-                self.tenant_id,
-                literal(self.start),
-                literal(self.end)
-            )
+    /// What the history records of this export.
+    pub fn record(&self) -> Record {
+        Record {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            user_id: self.user_id.clone(),
+            export_type: self.ty.key,
+            format: match self.format {
+                Format::Csv { .. } => StoredFormat::Csv,
+                Format::Json => StoredFormat::Json,
+                Format::Ndjson => StoredFormat::Ndjson,
+                Format::Rows => StoredFormat::Rows,
+            },
+            fields: self.fields.iter().map(|f| f.key.to_owned()).collect(),
+            start: self.start,
+            end: self.end,
+            limit: self.limit,
         }
-    }
-
-    /// One more row than the limit is asked for: its arrival means the limit cut the result.
-    fn tail(&self) -> String {
-        format!(
-            "ORDER BY {} DESC LIMIT {}",
-            self.ty.time_column,
-            self.limit.saturating_add(1)
-        )
-    }
-
-    /// The COPY statement that renders this export's rows in PostgreSQL itself.
-    pub fn copy_sql(&self) -> String {
-        match self.format {
-            Format::Csv { .. } => {
-                let cols: Vec<&str> = self.fields.iter().map(|f| f.sql).collect();
-                // Text format: PostgreSQL's cheapest output; the engine re-encodes each row as
-                // RFC 4180 CSV through the csv crate.
-                format!(
-                    "COPY (SELECT {} FROM {} WHERE {} {}) TO STDOUT",
-                    cols.join(", "),
-                    self.ty.from,
-                    self.filter(),
-                    self.tail()
-                )
-            }
-            Format::Json | Format::Ndjson | Format::Rows => {
-                let pairs: Vec<String> = self
-                    .fields
-                    .iter()
-                    .map(|f| format!("'{}', {}", f.key, f.sql))
-                    .collect();
-                // JSON text never holds a raw newline, \x01 or \x02: with those as quote and
-                // delimiter, COPY writes each object verbatim, one per line.
-                format!(
-                    "COPY (SELECT json_build_object({})::text FROM {} WHERE {} {}) TO STDOUT \
-                     WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')",
-                    pairs.join(", "),
-                    self.ty.from,
-                    self.filter(),
-                    self.tail()
-                )
-            }
-        }
-    }
-
-    /// The SELECT of typed rows: decimals and dates as text, the rest native.
-    pub fn rows_sql(&self) -> String {
-        let cols: Vec<String> = self
-            .fields
-            .iter()
-            .map(|f| match f.kind {
-                Kind::Decimal | Kind::Date => format!("({})::text", f.sql),
-                Kind::Text | Kind::Int | Kind::Bool | Kind::Timestamp => f.sql.to_owned(),
-            })
-            .collect();
-        format!(
-            "SELECT {} FROM {} WHERE {} {}",
-            cols.join(", "),
-            self.ty.from,
-            self.filter(),
-            self.tail()
-        )
     }
 
     /// `{type}-export-{YYYY-MM-DD}.{ext}`.
@@ -397,20 +288,25 @@ mod tests {
         }
     }
 
-    fn resolve_(r: &pb::ExportRequest) -> Result<Plan, Invalid> {
+    #[derive(Debug)]
+    struct Bad {
+        field: &'static str,
+        message: String,
+    }
+
+    fn resolve_(r: &pb::ExportRequest) -> Result<Plan, Bad> {
         match resolve(r, Uuid::nil(), "u", &Limits::default(), Utc::now(), false) {
             Ok(plan) => Ok(plan),
-            Err(Rejected::Invalid(e)) => Err(e),
-            Err(Rejected::Unimplemented(m)) => panic!("unexpected Unimplemented: {m}"),
+            Err(ExportError::Invalid { field, message }) => Err(Bad { field, message }),
+            Err(other) => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
-    fn pdf_is_unimplemented_as_the_proto_documents() {
+    fn pdf_is_for_reports_only() {
         let mut r = req("orders", &[]);
         r.format = pb::ExportFormat::Pdf as i32;
-        let e = resolve(&r, Uuid::nil(), "u", &Limits::default(), Utc::now(), false);
-        assert!(matches!(e, Err(Rejected::Unimplemented(m)) if m.starts_with("format: ")));
+        assert_eq!(resolve_(&r).err().map(|e| e.field), Some("format"));
     }
 
     #[test]

@@ -63,9 +63,17 @@ enum Command {
         /// Rows per type.
         #[arg(long, default_value_t = 1000)]
         rows: u64,
-        /// Only these types (leads, customers, orders, pins, quotes, assets, analytics); repeatable.
+        /// Only these types (leads, customers, orders, pins, quotes, assets, analytics, usage,
+        /// calls); repeatable. `usage` is AI usage for the billing export; `calls` is brands,
+        /// personas, agents and `--rows` call logs for brand reports.
         #[arg(long = "type")]
         types: Vec<DataKind>,
+        /// Brands per tenant (type calls).
+        #[arg(long, default_value_t = 3)]
+        brands: u64,
+        /// Agents per brand (type calls).
+        #[arg(long, default_value_t = 8)]
+        agents_per_brand: u64,
         /// Spread rows over this many days back from now.
         #[arg(long, default_value_t = 90)]
         days: u32,
@@ -144,6 +152,8 @@ async fn main() -> anyhow::Result<()> {
             name,
             rows,
             types,
+            brands,
+            agents_per_brand,
             days,
             seed,
             list_demo,
@@ -171,6 +181,8 @@ async fn main() -> anyhow::Result<()> {
                 }
                 options.days = days;
                 options.seed = seed;
+                options.brands = brands;
+                options.agents_per_brand = agents_per_brand;
                 let report = haven_appdata::seed(&pool, &options)
                     .await
                     .with_context(|| format!("seeding tenant {tenant_id}"))?;

@@ -637,14 +637,14 @@ async fn one_tenant_cannot_take_every_export_slot() {
 }
 
 #[tokio::test]
-async fn pdf_is_unimplemented_and_unknown_history_values_are_errors() {
+async fn pdf_is_for_reports_only_and_unknown_history_values_are_errors() {
     let s = start("").await;
     let tenant = Uuid::new_v4();
     let mut c = s.client(tenant).await;
     let err = export(&mut c, request("orders", pb::ExportFormat::Pdf))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().starts_with("format"), "{}", err.message());
 
     // A status this version does not know (as a newer version might write) is an error

@@ -1,0 +1,283 @@
+//! CSV (RFC 4180) through the csv crate, from rows in PostgreSQL's COPY text format: cells
+//! neutralised against spreadsheet formulas (OWASP), booleans as `true`/`false`, `\n` line
+//! ends, an optional UTF-8 byte order mark.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{BufMut, BytesMut};
+
+use super::RenderError;
+
+/// How the CSV writer treats a column's cells, decided once per export so that PostgreSQL
+/// runs no per-row CASE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsvCell {
+    /// Written as it comes.
+    Plain,
+    /// Free text: a leading `= + - @`, tab or CR gets a `'` unless the cell is a plain number.
+    Text,
+    /// `t`/`f` from the text format.
+    Bool,
+}
+
+/// The CSV renderer of a row export.
+pub struct CsvRows {
+    writer: ::csv::Writer<Sink>,
+    sink: Sink,
+    header: Vec<String>,
+    cells: Vec<CsvCell>,
+    bom: bool,
+    scratch: Vec<u8>,
+}
+
+impl CsvRows {
+    pub fn new(header: Vec<String>, cells: Vec<CsvCell>, bom: bool) -> Self {
+        let (writer, sink) = writer();
+        CsvRows {
+            writer,
+            sink,
+            header,
+            cells,
+            bom,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn open(&mut self, out: &mut BytesMut) -> Result<(), RenderError> {
+        if self.bom {
+            out.put_slice("\u{feff}".as_bytes());
+        }
+        self.writer
+            .write_record(&self.header)
+            .map_err(|e| RenderError::new("CSV", e))?;
+        self.flush(out)
+    }
+
+    pub fn row(&mut self, line: &[u8]) -> Result<(), RenderError> {
+        text_row_to_csv(&mut self.writer, line, &self.cells, &mut self.scratch)
+            .map_err(|e| RenderError::new("CSV", e))
+    }
+
+    pub fn flush(&mut self, out: &mut BytesMut) -> Result<(), RenderError> {
+        self.writer
+            .flush()
+            .map_err(|e| RenderError::new("CSV", e))?;
+        self.sink.take_into(out);
+        Ok(())
+    }
+}
+
+/// A csv writer with this project's settings, and where its output lands.
+pub fn writer() -> (::csv::Writer<Sink>, Sink) {
+    let sink = Sink::default();
+    let writer = ::csv::WriterBuilder::new()
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .flexible(true)
+        .buffer_capacity(64 * 1024)
+        .from_writer(sink.clone());
+    (writer, sink)
+}
+
+/// Where the csv crate's writer puts its output, shared so the engine can take each batch's
+/// bytes while the writer lives on for the whole export.
+#[derive(Clone, Default)]
+pub struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Sink {
+    /// Moves what was written so far to the end of `out`.
+    pub fn take_into(&self, out: &mut BytesMut) {
+        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        out.put_slice(&buf);
+        buf.clear();
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes one row of `COPY ... TO STDOUT` text format (tab-separated, `\N` for null,
+/// backslash escapes) as one CSV record, treating each cell as `cells` says. Tabs and
+/// newlines inside values always arrive escaped, so splitting on raw tabs is exact.
+fn text_row_to_csv(
+    writer: &mut ::csv::Writer<Sink>,
+    line: &[u8],
+    cells: &[CsvCell],
+    scratch: &mut Vec<u8>,
+) -> ::csv::Result<()> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    for (i, field) in line.split(|&b| b == b'\t').enumerate() {
+        let cell = cells.get(i).copied().unwrap_or(CsvCell::Plain);
+        if field == b"\\N" {
+            writer.write_field(b"")?;
+            continue;
+        }
+        let value: &[u8] = if field.contains(&b'\\') {
+            unescape(field, scratch);
+            scratch
+        } else {
+            field
+        };
+        match cell {
+            CsvCell::Bool => writer.write_field(match value {
+                b"t" => &b"true"[..],
+                b"f" => &b"false"[..],
+                other => other,
+            })?,
+            CsvCell::Text => write_text(writer, value)?,
+            CsvCell::Plain => writer.write_field(value)?,
+        }
+    }
+    writer.write_record(std::iter::empty::<&[u8]>())
+}
+
+/// Writes a free-text cell, neutralised when a spreadsheet would take it for a formula.
+pub fn write_text<W: std::io::Write>(
+    writer: &mut ::csv::Writer<W>,
+    value: &[u8],
+) -> ::csv::Result<()> {
+    if needs_neutralising(value) {
+        let mut prefixed = Vec::with_capacity(value.len() + 1);
+        prefixed.push(b'\'');
+        prefixed.extend_from_slice(value);
+        writer.write_field(&prefixed)
+    } else {
+        writer.write_field(value)
+    }
+}
+
+/// Decodes COPY's text-format escapes into `out` (COPY TO emits only these, never octal or
+/// hex ones).
+fn unescape(field: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut bytes = field.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b'b') => out.push(0x08),
+            Some(b'f') => out.push(0x0c),
+            Some(b'v') => out.push(0x0b),
+            Some(&other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+}
+
+/// OWASP's rule for CSV injection: a cell starting with `= + - @`, tab or CR is a formula to
+/// a spreadsheet, except a plain number such as `-42` or `+1.5`, which must stay a number.
+fn needs_neutralising(value: &[u8]) -> bool {
+    let Some(&first) = value.first() else {
+        return false;
+    };
+    if !matches!(first, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') {
+        return false;
+    }
+    !is_plain_number(value)
+}
+
+/// `^-?[0-9]+(\.[0-9]+)?$`
+fn is_plain_number(value: &[u8]) -> bool {
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+        None => (digits, None),
+    };
+    let all_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    all_digits(int) && frac.is_none_or(all_digits)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn render(cells: &[CsvCell], bom: bool, lines: &[&[u8]]) -> String {
+        let header = (0..cells.len()).map(|i| format!("c{i}")).collect();
+        let mut csv = CsvRows::new(header, cells.to_vec(), bom);
+        let mut out = BytesMut::new();
+        csv.open(&mut out).unwrap();
+        for line in lines {
+            csv.row(line).unwrap();
+        }
+        csv.flush(&mut out).unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn text_format_rows_become_rfc4180_records() {
+        // null, escaped tab/newline/CR/backslash, quotes and commas, emoji.
+        let got = render(
+            &[CsvCell::Plain, CsvCell::Plain, CsvCell::Text],
+            false,
+            &[
+                b"1\t\\N\tplain\n",
+                b"2\ta\\tb\\nc\\rd\\\\e\tsay \"hi\", ok \xf0\x9f\x98\x80\n",
+            ],
+        );
+        assert_eq!(
+            got,
+            "c0,c1,c2\n1,,plain\n2,\"a\tb\nc\rd\\e\",\"say \"\"hi\"\", ok \u{1F600}\"\n"
+        );
+        let mut reader = ::csv::ReaderBuilder::new().from_reader(got.as_bytes());
+        let rows: Vec<::csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(&rows[1][1], "a\tb\nc\rd\\e");
+        assert_eq!(&rows[1][2], "say \"hi\", ok \u{1F600}");
+        assert_eq!(&rows[0][1], "");
+    }
+
+    #[test]
+    fn a_bom_comes_first_when_asked() {
+        assert_eq!(render(&[CsvCell::Plain], true, &[]), "\u{feff}c0\n");
+        assert_eq!(render(&[CsvCell::Plain], false, &[]), "c0\n");
+    }
+
+    #[test]
+    fn formulas_are_neutralised_and_numbers_and_booleans_kept() {
+        let cells = [
+            CsvCell::Text,
+            CsvCell::Text,
+            CsvCell::Text,
+            CsvCell::Plain,
+            CsvCell::Bool,
+            CsvCell::Bool,
+        ];
+        let got = render(
+            &cells,
+            false,
+            &[
+                b"=SUM(A1)\t-42.5\t\\tcmd\t-7\tt\tf\n",
+                b"@x\t+1\t-\t=1\t\\N\tt\n",
+            ],
+        );
+        assert_eq!(
+            got.split_once('\n').unwrap().1,
+            "'=SUM(A1),-42.5,'\tcmd,-7,true,false\n'@x,'+1,'-,=1,,true\n"
+        );
+        for (v, plain) in [
+            ("12", true),
+            ("-12.50", true),
+            ("1.", false),
+            ("-", false),
+            ("1e5", false),
+            (".5", false),
+        ] {
+            assert_eq!(is_plain_number(v.as_bytes()), plain, "{v}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! JSON: one array of the objects PostgreSQL renders, one per line, optionally inside an
+//! envelope that comes before the array (`{"metadata":{...},"data":[ ... ]}`).
+
+use bytes::{BufMut, BytesMut};
+
+pub struct JsonArray {
+    /// Everything up to and including the array's `[`.
+    head: Vec<u8>,
+    /// Everything after the array's `]`, before the final newline.
+    tail: &'static [u8],
+    rows: u64,
+}
+
+impl JsonArray {
+    /// A bare array: `[`, the objects, `]`.
+    pub fn bare() -> Self {
+        JsonArray {
+            head: b"[".to_vec(),
+            tail: b"",
+            rows: 0,
+        }
+    }
+
+    /// The array as the value of `data` in an object whose other members come first:
+    /// `{"<key>":<value>,...,"data":[ ... ]}`. `members` is a serialised JSON object.
+    pub fn enveloped(members: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let mut head = Vec::with_capacity(256);
+        head.push(b'{');
+        for (key, value) in members {
+            // Serialising a string or a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut head, key);
+            head.push(b':');
+            let _ = serde_json::to_writer(&mut head, value);
+            head.push(b',');
+        }
+        head.extend_from_slice(b"\"data\":[");
+        JsonArray {
+            head,
+            tail: b"}",
+            rows: 0,
+        }
+    }
+
+    pub fn open(&mut self, out: &mut BytesMut) {
+        out.put_slice(&self.head);
+    }
+
+    /// Each object arrives as one line; they are joined with commas.
+    pub fn row(&mut self, line: &[u8], out: &mut BytesMut) {
+        self.rows += 1;
+        out.put_slice(if self.rows == 1 { b"\n" } else { b",\n" });
+        out.put_slice(line.strip_suffix(b"\n").unwrap_or(line));
+    }
+
+    pub fn close(&mut self, out: &mut BytesMut) {
+        out.put_slice(if self.rows == 0 { b"]" } else { b"\n]" });
+        out.put_slice(self.tail);
+        out.put_slice(b"\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn render(mut array: JsonArray, lines: &[&[u8]]) -> serde_json::Value {
+        let mut out = BytesMut::new();
+        array.open(&mut out);
+        for line in lines {
+            array.row(line, &mut out);
+        }
+        array.close(&mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_bare_array_is_valid_with_and_without_rows() {
+        assert_eq!(render(JsonArray::bare(), &[]), serde_json::json!([]));
+        assert_eq!(
+            render(JsonArray::bare(), &[b"{\"a\":1}\n", b"{\"a\":\"x,y\"}\n"]),
+            serde_json::json!([{"a": 1}, {"a": "x,y"}])
+        );
+    }
+
+    #[test]
+    fn an_envelope_puts_its_members_before_the_data() {
+        let members = serde_json::json!({"metadata": {"totalRecords": 2, "scope": "all"}});
+        let serde_json::Value::Object(members) = members else {
+            unreachable!()
+        };
+        let mut out = BytesMut::new();
+        let mut array = JsonArray::enveloped(&members);
+        array.open(&mut out);
+        assert!(out.starts_with(b"{\"metadata\":{"));
+        array.row(b"{\"n\":1}\n", &mut out);
+        array.row(b"{\"n\":2}\n", &mut out);
+        array.close(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"metadata": {"totalRecords": 2, "scope": "all"}, "data": [{"n": 1}, {"n": 2}]})
+        );
+        let empty = render(JsonArray::enveloped(&members), &[]);
+        assert_eq!(empty["data"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,114 @@
+//! The SQL of a catalogue export, built from the plan. Built with `format!` because the
+//! statement really is dynamic (the field list) and COPY takes no bind parameters; every
+//! identifier comes from the catalogue, every literal is a UUID or a time we formatted.
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{Field, Kind};
+use crate::plan::{Format, Plan};
+use crate::render::CsvCell;
+
+/// `'...'` for a timestamp we formatted ourselves.
+fn literal(t: DateTime<Utc>) -> String {
+    format!("'{}'::timestamptz", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))
+}
+
+fn filter(plan: &Plan) -> String {
+    let time = plan.ty.time_column;
+    if plan
+        .ty
+        .fields
+        .iter()
+        .any(|f| f.kind == Kind::Date && f.sql == time)
+    {
+        // Calendar dates: the range covers whole days.
+        format!(
+            "t.tenant_id = '{}' AND {time} >= ({})::date AND {time} <= ({})::date",
+            plan.tenant_id,
+            literal(plan.start),
+            literal(plan.end)
+        )
+    } else {
+        format!(
+            "t.tenant_id = '{}' AND {time} >= {} AND {time} <= {}",
+            plan.tenant_id,
+            literal(plan.start),
+            literal(plan.end)
+        )
+    }
+}
+
+/// One more row than the limit is asked for: its arrival means the limit cut the result.
+fn tail(plan: &Plan) -> String {
+    format!(
+        "ORDER BY {} DESC LIMIT {}",
+        plan.ty.time_column,
+        plan.limit.saturating_add(1)
+    )
+}
+
+/// The COPY statement that renders this export's rows in PostgreSQL itself.
+pub fn copy_sql(plan: &Plan) -> String {
+    match plan.format {
+        Format::Csv { .. } => {
+            let cols: Vec<&str> = plan.fields.iter().map(|f| f.sql).collect();
+            // Text format: PostgreSQL's cheapest output; the CSV renderer re-encodes each row
+            // as RFC 4180 CSV.
+            format!(
+                "COPY (SELECT {} FROM {} WHERE {} {}) TO STDOUT",
+                cols.join(", "),
+                plan.ty.from,
+                filter(plan),
+                tail(plan)
+            )
+        }
+        Format::Json | Format::Ndjson | Format::Rows => {
+            let pairs: Vec<String> = plan
+                .fields
+                .iter()
+                .map(|f| format!("'{}', {}", f.key, f.sql))
+                .collect();
+            // JSON text never holds a raw newline, \x01 or \x02: with those as quote and
+            // delimiter, COPY writes each object verbatim, one per line.
+            format!(
+                "COPY (SELECT json_build_object({})::text FROM {} WHERE {} {}) TO STDOUT \
+                 WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')",
+                pairs.join(", "),
+                plan.ty.from,
+                filter(plan),
+                tail(plan)
+            )
+        }
+    }
+}
+
+/// The SELECT of typed rows: decimals and dates as text, the rest native.
+pub fn rows_sql(plan: &Plan) -> String {
+    let cols: Vec<String> = plan
+        .fields
+        .iter()
+        .map(|f| match f.kind {
+            Kind::Decimal | Kind::Date => format!("({})::text", f.sql),
+            Kind::Text | Kind::Int | Kind::Bool | Kind::Timestamp => f.sql.to_owned(),
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM {} WHERE {} {}",
+        cols.join(", "),
+        plan.ty.from,
+        filter(plan),
+        tail(plan)
+    )
+}
+
+/// How the CSV renderer treats a field's cells: text is neutralised against formulas,
+/// booleans arrive as `t`/`f`.
+pub fn csv_cell(field: &Field) -> CsvCell {
+    match field.kind {
+        // A UUID renders as hex digits and dashes after a hex digit: nothing to neutralise.
+        Kind::Text if field.sql.ends_with(".id::text") => CsvCell::Plain,
+        Kind::Text => CsvCell::Text,
+        Kind::Bool => CsvCell::Bool,
+        Kind::Int | Kind::Decimal | Kind::Timestamp | Kind::Date => CsvCell::Plain,
+    }
+}
