@@ -5,12 +5,11 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use haven_proto::export::v1 as pb;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::ExportError;
 use crate::history::{Record, StoredFormat};
-use crate::render::{CsvCell, CsvRows, JsonArray, RowRenderer};
+use crate::render::{CsvCell, CsvRows, JsonArray, RenderError, RowRenderer};
 
 /// The history and limits key of this export.
 pub const TYPE_KEY: &str = "billing_usage";
@@ -55,6 +54,22 @@ impl Scope {
 pub enum Format {
     Csv,
     Json,
+}
+
+/// The JSON file's `metadata`, in seed 002's key order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    exported_at: String,
+    date_range: DateRange,
+    total_records: u64,
+    scope: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct DateRange {
+    start: String,
+    end: String,
 }
 
 /// A checked billing export.
@@ -205,8 +220,8 @@ impl Billing {
     }
 
     /// The renderer, once the snapshot's row count is known.
-    pub fn renderer(&self, total: u64, now: DateTime<Utc>) -> RowRenderer {
-        match self.format {
+    pub fn renderer(&self, total: u64, now: DateTime<Utc>) -> Result<RowRenderer, RenderError> {
+        Ok(match self.format {
             Format::Csv => RowRenderer::Csv(Box::new(CsvRows::new(
                 CSV_COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
                 vec![
@@ -220,19 +235,18 @@ impl Billing {
                 false,
             ))),
             Format::Json => {
-                let mut members = serde_json::Map::new();
-                members.insert(
-                    "metadata".into(),
-                    json!({
-                        "exportedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        "dateRange": {"start": self.first.to_string(), "end": self.last.to_string()},
-                        "totalRecords": total,
-                        "scope": self.scope.as_str(),
-                    }),
-                );
-                RowRenderer::Json(JsonArray::enveloped(&members))
+                let metadata = Metadata {
+                    exported_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    date_range: DateRange {
+                        start: self.first.to_string(),
+                        end: self.last.to_string(),
+                    },
+                    total_records: total,
+                    scope: self.scope.as_str(),
+                };
+                RowRenderer::Json(JsonArray::enveloped("metadata", &metadata)?)
             }
-        }
+        })
     }
 
     pub fn content_type(&self) -> &'static str {

@@ -163,9 +163,9 @@ impl BrandReport {
         );
         let summary = sqlx::query!(
             r#"SELECT count(*) AS "calls!",
-                    coalesce(round(100.0 * count(*) FILTER (WHERE c.outcome = 'completed')
-                                   / nullif(count(*), 0), 1), 0)::text AS "success!",
-                    coalesce(round(avg(c.duration_s), 1), 0)::text AS "duration!",
+                    round(coalesce(100.0 * count(*) FILTER (WHERE c.outcome = 'completed')
+                                   / nullif(count(*), 0), 0), 1)::text AS "success!",
+                    round(coalesce(avg(c.duration_s), 0), 1)::text AS "duration!",
                     round(coalesce(sum(c.cost), 0), 2)::text AS "cost!"
              FROM app.call_logs c
              JOIN app.agents a ON a.tenant_id = c.tenant_id AND a.id = c.agent_id
@@ -196,8 +196,8 @@ impl BrandReport {
         let agents = sqlx::query!(
             r#"SELECT a.name, count(c.id) AS "calls!",
                     count(c.id) FILTER (WHERE c.outcome = 'completed') AS "completed!",
-                    coalesce(round(100.0 * count(c.id) FILTER (WHERE c.outcome = 'completed')
-                                   / nullif(count(c.id), 0), 1), 0)::text AS "success!"
+                    round(coalesce(100.0 * count(c.id) FILTER (WHERE c.outcome = 'completed')
+                                   / nullif(count(c.id), 0), 0), 1)::text AS "success!"
              FROM app.agents a
              JOIN app.personas p ON p.tenant_id = a.tenant_id AND p.id = a.persona_id
              LEFT JOIN app.call_logs c ON c.tenant_id = a.tenant_id AND c.agent_id = a.id

@@ -166,9 +166,10 @@ struct Running {
 impl Running {
     async fn start(pool: &PgPool) -> Result<Running, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        // One round trip: who to cancel, and timestamps rendered in UTC.
+        // One round trip: who to cancel, and times and dates rendered in UTC and ISO 8601.
         let pid = sqlx::query_scalar!(
-            r#"SELECT pg_backend_pid() AS "pid!" FROM (SELECT set_config('TimeZone', 'UTC', false)) s"#,
+            r#"SELECT pg_backend_pid() AS "pid!"
+             FROM (SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, YMD', false)) s"#,
         )
         .fetch_one(&mut *conn)
         .await?;
@@ -358,7 +359,13 @@ impl Engine {
                     running.abort(&self.pool).await;
                     return Err(stop);
                 }
-                let renderer = billing.renderer(total, Utc::now());
+                let renderer = match billing.renderer(total, Utc::now()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        running.abort(&self.pool).await;
+                        return Err(e.into());
+                    }
+                };
                 self.copy(
                     running,
                     true,

@@ -3,6 +3,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::RenderError;
+
 pub struct JsonArray {
     /// Everything up to and including the array's `[`.
     head: Vec<u8>,
@@ -21,24 +23,20 @@ impl JsonArray {
         }
     }
 
-    /// The array as the value of `data` in an object whose other members come first:
-    /// `{"<key>":<value>,...,"data":[ ... ]}`. `members` is a serialised JSON object.
-    pub fn enveloped(members: &serde_json::Map<String, serde_json::Value>) -> Self {
+    /// The array as the value of `data` after one other member:
+    /// `{"<key>":<value>,"data":[ ... ]}`. The value keeps its fields' order.
+    pub fn enveloped(key: &str, value: &impl serde::Serialize) -> Result<Self, RenderError> {
         let mut head = Vec::with_capacity(256);
         head.push(b'{');
-        for (key, value) in members {
-            // Serialising a string or a `Value` into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut head, key);
-            head.push(b':');
-            let _ = serde_json::to_writer(&mut head, value);
-            head.push(b',');
-        }
-        head.extend_from_slice(b"\"data\":[");
-        JsonArray {
+        serde_json::to_writer(&mut head, key).map_err(|e| RenderError::new("JSON", e))?;
+        head.push(b':');
+        serde_json::to_writer(&mut head, value).map_err(|e| RenderError::new("JSON", e))?;
+        head.extend_from_slice(b",\"data\":[");
+        Ok(JsonArray {
             head,
             tail: b"}",
             rows: 0,
-        }
+        })
     }
 
     pub fn open(&mut self, out: &mut BytesMut) {
@@ -84,15 +82,24 @@ mod tests {
     }
 
     #[test]
-    fn an_envelope_puts_its_members_before_the_data() {
-        let members = serde_json::json!({"metadata": {"totalRecords": 2, "scope": "all"}});
-        let serde_json::Value::Object(members) = members else {
-            unreachable!()
+    fn an_envelope_puts_its_member_before_the_data() {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            total_records: u64,
+            scope: &'static str,
+        }
+        let meta = Meta {
+            total_records: 2,
+            scope: "all",
         };
         let mut out = BytesMut::new();
-        let mut array = JsonArray::enveloped(&members);
+        let mut array = JsonArray::enveloped("metadata", &meta).unwrap();
         array.open(&mut out);
-        assert!(out.starts_with(b"{\"metadata\":{"));
+        assert_eq!(
+            &out[..],
+            b"{\"metadata\":{\"totalRecords\":2,\"scope\":\"all\"},\"data\":["
+        );
         array.row(b"{\"n\":1}\n", &mut out);
         array.row(b"{\"n\":2}\n", &mut out);
         array.close(&mut out);
@@ -101,7 +108,7 @@ mod tests {
             v,
             serde_json::json!({"metadata": {"totalRecords": 2, "scope": "all"}, "data": [{"n": 1}, {"n": 2}]})
         );
-        let empty = render(JsonArray::enveloped(&members), &[]);
+        let empty = render(JsonArray::enveloped("metadata", &meta).unwrap(), &[]);
         assert_eq!(empty["data"], serde_json::json!([]));
     }
 }

@@ -1,3 +1,6 @@
 //! The export service against real PostgreSQL and NATS, one test binary.
 
+mod billing;
+mod brand;
 mod export;
+mod harness;
