@@ -180,14 +180,25 @@ async fn download(
     headers: HeaderMap,
     Query(query): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    use pb::stream_export_response::Part;
     let request = to_request(&query)?;
     let mut client = ExportServiceClient::new(state.upstreams.export.clone());
-    let mut stream = client
+    let stream = client
         .stream_export(upstream::request(&headers, request))
         .await
         .map_err(|s| rename(ApiError::from(s)))?
         .into_inner();
+    file_response(stream, rename).await
+}
+
+/// Streams a file from the export service into the HTTP body as it arrives: headers from its
+/// start message, then its chunks, then the record count as a trailer. An error before the
+/// first message is our JSON error (fields renamed by `rename`); a failure after it aborts
+/// the body, so no client can take a partial file for a complete one.
+pub async fn file_response(
+    mut stream: tonic::Streaming<pb::StreamExportResponse>,
+    rename: fn(ApiError) -> ApiError,
+) -> Result<Response, ApiError> {
+    use pb::stream_export_response::Part;
     let start = match stream
         .message()
         .await

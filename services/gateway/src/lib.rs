@@ -10,6 +10,7 @@ mod integrations;
 mod json;
 pub mod openapi;
 mod pages;
+mod reports;
 mod upstream;
 mod webhooks;
 

@@ -11,13 +11,13 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiError, AppState, errors, export, integrations, webhooks};
+use crate::{ApiError, AppState, errors, export, integrations, reports, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Haven gateway",
-        description = "REST API of Haven's backbone: exports, the retry queue's error page, \
+        description = "REST API of Haven's backbone: exports and reports, the retry queue's error page, \
             integrations and the setup wizard. Every error answers \
             `{\"error\": text, \"code\", \"field\"?}`."
     ),
@@ -25,6 +25,7 @@ use crate::{ApiError, AppState, errors, export, integrations, webhooks};
     security(("bearer" = [])),
     tags(
         (name = "exports", description = "Downloads, the catalogue and export history"),
+        (name = "reports", description = "The billing usage export and brand analytics reports"),
         (name = "retry", description = "The error queue"),
         (name = "integrations", description = "Provider connections and the setup wizard"),
         (name = "webhooks", description = "Deliveries from providers"),
@@ -57,6 +58,7 @@ pub(crate) fn api_router(verifier: Verifier) -> OpenApiRouter<Arc<AppState>> {
     let protected = OpenApiRouter::new()
         .merge(errors::routes())
         .merge(export::routes())
+        .merge(reports::routes())
         .merge(integrations::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));

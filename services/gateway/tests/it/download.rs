@@ -331,3 +331,135 @@ async fn a_failure_mid_stream_is_a_failure_to_the_http_client() {
     );
     s.stop.fire();
 }
+
+/// Seeds 002 and 003 through the gateway: the billing export for admins only with its file
+/// name, the brand report's `days` named on every bad value, another tenant's brand 404 as an
+/// unknown one, and both report formats downloadable with their names.
+#[tokio::test]
+async fn reports_answer_as_seeds_002_and_003_expect() {
+    let s = stack().await;
+    let (tenant, stranger) = (Uuid::new_v4(), Uuid::new_v4());
+    let http = reqwest::Client::new();
+    let get = |path: &str, tenant: Uuid, role: Role| {
+        http.get(format!("{}{path}", s.base))
+            .bearer_auth(haven_testkit::token(tenant, role))
+            .send()
+    };
+    let today = chrono::Utc::now();
+
+    // Billing: 403 for a user, a file for an admin, parameters named.
+    let res = get("/api/admin/billing/export", tenant, Role::User)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("admin"), "{body}");
+    let res = get(
+        "/api/admin/billing/export?format=json&scope=by_model&startDate=2026-01-01&endDate=2026-01-31",
+        tenant,
+        Role::Admin,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(
+        res.headers()["content-disposition"],
+        format!(
+            "attachment; filename=\"billing-export-{}.json\"",
+            today.format("%Y-%m-%d")
+        )
+        .as_str()
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["metadata"]["totalRecords"], 0);
+    assert_eq!(body["metadata"]["scope"], "by_model");
+    for (query, field) in [
+        ("format=xml", "format"),
+        ("scope=weekly", "scope"),
+        ("startDate=01/02/2026", "startDate"),
+        ("startDate=2026-02-02&endDate=2026-02-01", "startDate"),
+        ("endDate=soon", "endDate"),
+    ] {
+        let res = get(
+            &format!("/api/admin/billing/export?{query}"),
+            tenant,
+            Role::Admin,
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["field"], field, "{query}: {body}");
+        assert!(body["error"].is_string());
+    }
+
+    // Brand report: the owner's brand, another tenant's, an unknown one.
+    let brand = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO app.brands (id, tenant_id, company_name) VALUES ($1, $2, 'Acme \"Corp\"/..')",
+    )
+    .bind(brand)
+    .bind(tenant)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    for (format, content_type) in [
+        ("csv", "text/csv; charset=utf-8"),
+        ("pdf", "application/pdf"),
+    ] {
+        let res = get(
+            &format!("/api/brands/{brand}/analytics/export/{format}?days=7"),
+            tenant,
+            Role::User,
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200, "{format}");
+        assert_eq!(res.headers()["content-type"], content_type);
+        assert_eq!(
+            res.headers()["content-disposition"],
+            format!(
+                "attachment; filename=\"analytics_Acme_Corp_{}.{format}\"",
+                today.format("%Y%m%d")
+            )
+            .as_str()
+        );
+        assert!(!res.bytes().await.unwrap().is_empty());
+    }
+    let foreign = get(
+        &format!("/api/brands/{brand}/analytics/export/csv"),
+        stranger,
+        Role::User,
+    )
+    .await
+    .unwrap();
+    let unknown = get(
+        &format!("/api/brands/{}/analytics/export/pdf", Uuid::new_v4()),
+        stranger,
+        Role::User,
+    )
+    .await
+    .unwrap();
+    assert_eq!((foreign.status().as_u16(), unknown.status().as_u16()), (404, 404));
+    let (foreign, unknown): (Value, Value) =
+        (foreign.json().await.unwrap(), unknown.json().await.unwrap());
+    assert_eq!(foreign["code"], unknown["code"]);
+    for days in ["0", "366", "-1", "abc", ""] {
+        let res = get(
+            &format!("/api/brands/{brand}/analytics/export/csv?days={days}"),
+            tenant,
+            Role::User,
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 400, "days={days}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["field"], "days", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with("days"),
+            "{body}"
+        );
+    }
+    s.stop.fire();
+}
