@@ -1,6 +1,9 @@
 //! export-bench: `orders` CSV at 1M rows through StreamExport (gRPC) and the gateway (HTTP),
 //! beside `psql \copy` of the same columns on the same database, in one run; plus time to
-//! first byte and the export service's peak RSS at 1M and 5M rows.
+//! first byte and the export service's peak RSS at 1M and 5M rows. Then the billing usage
+//! export (CSV and JSON, 1M events) beside `psql \copy` of the same query, with peak RSS at 1M
+//! and 5M, and the brand analytics PDF for 200 agents × 100,000 calls: time and peak RSS.
+//! Every run is printed, then the medians and the worst run.
 //!
 //! Run it with `./bench/export/run` (it builds the release binaries first).
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly
@@ -32,6 +35,18 @@ struct Args {
     /// Repeat each measurement and report the median.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Usage events in the billing comparison (about: whole days are exported).
+    #[arg(long, default_value_t = 1_000_000)]
+    billing_rows: u64,
+    /// Usage events seeded in all, exported once for the memory comparison.
+    #[arg(long, default_value_t = 5_000_000)]
+    billing_big_rows: u64,
+    /// Agents of the brand in the PDF report.
+    #[arg(long, default_value_t = 200)]
+    agents: u64,
+    /// Calls of the brand in the PDF report.
+    #[arg(long, default_value_t = 100_000)]
+    calls: u64,
 }
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
@@ -210,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             bail!("an export returned {} rows, expected {}", m.rows, args.rows);
         }
     }
+    let psql_runs: Vec<f64> = psql.iter().map(|s| args.rows as f64 / s).collect();
     let rss_1m = peak_rss_mib(export.id());
     println!(
         "export of {} rows (gRPC) for peak memory ...",
@@ -265,13 +281,283 @@ async fn main() -> anyhow::Result<()> {
         big.rows,
         big.rows as f64 / big.secs
     );
+    println!("every run (rows/s, and the ratio to psql in the same run):");
+    for (i, psql_rate) in psql_runs.iter().enumerate() {
+        let g = grpc[i].rows as f64 / grpc[i].secs;
+        let h = gw[i].rows as f64 / gw[i].secs;
+        println!(
+            "  run {}: psql {psql_rate:.0}; StreamExport {g:.0} ({:.2}x, TTFB {:.1} ms); gateway {h:.0} ({:.2}x, TTFB {:.1} ms)",
+            i + 1,
+            g / psql_rate,
+            grpc[i].ttfb_ms,
+            h / psql_rate,
+            gw[i].ttfb_ms
+        );
+    }
+    let worst = |m: &[Measure]| {
+        m.iter()
+            .zip(&psql_runs)
+            .map(|(m, p)| m.rows as f64 / m.secs / p)
+            .fold(f64::INFINITY, f64::min)
+    };
+    println!(
+        "  worst run: StreamExport {:.2}x, gateway {:.2}x",
+        worst(&grpc),
+        worst(&gw)
+    );
     println!("seed (havenctl seed's generator, COPY): {seed_rate:.0} rows/s");
+
+    billing_case(&args, &pool, &db_url, &export_addr, export.id(), tenant).await?;
+    brand_case(&args, &pool, &db_url, nats.url().as_str()).await?;
+
     let _ = gateway.kill();
     let _ = export.kill();
     let _ = gateway.wait();
     let _ = export.wait();
     drop(nats);
     drop(pg);
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+type Client = ExportServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+>;
+
+/// A client of the export service at `addr` as `role` of `tenant`, once it answers.
+async fn connect(addr: &str, tenant: Uuid, role: Role) -> anyhow::Result<Client> {
+    let token = Minter::hs256(SECRET.as_bytes())?.mint(&Claims::new(
+        tenant,
+        "bench",
+        vec![role],
+        Duration::from_secs(3600),
+    ))?;
+    let channel = loop {
+        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+        {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut client =
+        ExportServiceClient::with_interceptor(channel, Auth(format!("Bearer {token}").parse()?))
+            .max_decoding_message_size(64 << 20);
+    for _ in 0..300 {
+        if client
+            .list_export_types(pb::ListExportTypesRequest {})
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(client)
+}
+
+/// The billing usage export, `all` scope, CSV and JSON, beside `psql \copy` of the same
+/// query; then one export of every seeded event for the memory comparison.
+async fn billing_case(
+    args: &Args,
+    pool: &PgPool,
+    db_url: &str,
+    export_addr: &str,
+    export_pid: u32,
+    tenant: Uuid,
+) -> anyhow::Result<()> {
+    const DAYS: u32 = 50;
+    println!();
+    println!("seeding {} usage events (COPY) ...", args.billing_big_rows);
+    let mut options = SeedOptions::new(tenant, "Bench", args.billing_big_rows);
+    options.kinds = vec![DataKind::Usage];
+    options.days = DAYS;
+    haven_appdata::seed(pool, &options).await?;
+    sqlx::query("VACUUM ANALYZE app.usage_events")
+        .execute(pool)
+        .await?;
+    // Whole UTC days ending today, about `billing_rows` of the events spread over DAYS days.
+    let days = ((u64::from(DAYS) * args.billing_rows) / args.billing_big_rows.max(1)).max(1);
+    let today = chrono::Utc::now().date_naive();
+    let first = today - chrono::Duration::days(i64::try_from(days)? - 1);
+    let everything = today - chrono::Duration::days(i64::from(DAYS) + 1);
+    let select = |from: chrono::NaiveDate| {
+        format!(
+            "SELECT (u.created_at AT TIME ZONE 'UTC')::date AS date, t.name AS tenant_name, u.model AS model_used, \
+             u.input_tokens, u.output_tokens, u.cost_cents FROM app.usage_events u JOIN app.tenants t ON t.id = u.tenant_id \
+             WHERE u.created_at >= '{from} 00:00:00+00' AND u.created_at < '{} 00:00:00+00' ORDER BY u.created_at, u.id",
+            today + chrono::Duration::days(1)
+        )
+    };
+    let psql_csv = format!("\\copy ({}) TO STDOUT WITH CSV HEADER", select(first));
+    let psql_json = format!(
+        "\\copy (SELECT json_build_object('date', s.date, 'tenantName', s.tenant_name, 'modelUsed', s.model_used, \
+         'inputTokens', s.input_tokens, 'outputTokens', s.output_tokens, 'costCents', s.cost_cents)::text FROM ({}) s) \
+         TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')",
+        select(first)
+    );
+    let mut admin = connect(export_addr, tenant, Role::Admin).await?;
+    let request = |format: pb::ExportFormat, from: chrono::NaiveDate| pb::BillingExportRequest {
+        format: format as i32,
+        start_date: from.to_string(),
+        end_date: today.to_string(),
+        scope: pb::BillingScope::All as i32,
+    };
+    let mut table = Vec::new();
+    for (label, format, psql_sql) in [
+        ("CSV", pb::ExportFormat::Csv, &psql_csv),
+        ("JSON", pb::ExportFormat::Json, &psql_json),
+    ] {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for run in 0..args.runs {
+            let secs = run_psql(db_url, psql_sql)?;
+            let started = Instant::now();
+            let stream = admin
+                .stream_billing_export(request(format, first))
+                .await?
+                .into_inner();
+            let m = measure_from(started, stream).await?;
+            let p = m.rows as f64 / secs;
+            let o = m.rows as f64 / m.secs;
+            println!(
+                "  billing {label} run {}: {} rows; psql {p:.0} rows/s; StreamBillingExport {o:.0} rows/s ({:.2}x, {:.1} MB/s)",
+                run + 1,
+                m.rows,
+                o / p,
+                m.bytes as f64 / m.secs / 1e6
+            );
+            ours.push(o);
+            theirs.push(p);
+        }
+        table.push((label, ours, theirs));
+    }
+    let rss_small = peak_rss_mib(export_pid);
+    let started = Instant::now();
+    let stream = admin
+        .stream_billing_export(request(pb::ExportFormat::Csv, everything))
+        .await?
+        .into_inner();
+    let big = measure_from(started, stream).await?;
+    let rss_big = peak_rss_mib(export_pid);
+    println!();
+    println!(
+        "Billing usage export — scope all, about {} events ({days} days), medians of {} runs, worst run in brackets",
+        args.billing_rows, args.runs
+    );
+    println!(
+        "{:<34} {:>14} {:>14} {:>16}",
+        "", "psql rows/s", "ours rows/s", "vs psql (worst)"
+    );
+    for (label, ours, theirs) in &table {
+        let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(o, p)| o / p).collect();
+        println!(
+            "{:<34} {:>14.0} {:>14.0} {:>9.2}x ({:.2}x)",
+            format!("billing {label}"),
+            median(theirs.clone()),
+            median(ours.clone()),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min)
+        );
+    }
+    println!(
+        "export service peak RSS: {rss_small:.1} MiB after the billing runs; {rss_big:.1} MiB after one of {} events ({:.0} rows/s)",
+        big.rows,
+        big.rows as f64 / big.secs
+    );
+    Ok(())
+}
+
+/// The brand analytics PDF for `agents` agents and `calls` calls, on an export service of
+/// its own, so its peak RSS is the report's.
+async fn brand_case(
+    args: &Args,
+    pool: &PgPool,
+    db_url: &str,
+    nats_url: &str,
+) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "seeding a brand with {} agents and {} calls ...",
+        args.agents, args.calls
+    );
+    let tenant = Uuid::new_v4();
+    let mut options = SeedOptions::new(tenant, "Brand bench", args.calls);
+    options.kinds = vec![DataKind::Calls];
+    options.brands = 1;
+    options.agents_per_brand = args.agents;
+    options.days = 30;
+    options.hostile_ratio = 0.0;
+    haven_appdata::seed(pool, &options).await?;
+    sqlx::query("VACUUM ANALYZE app.call_logs")
+        .execute(pool)
+        .await?;
+    let brand: Uuid = sqlx::query_scalar("SELECT id FROM app.brands WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?;
+    let addr = free_addr();
+    let mut export = Command::new(bin_dir().join("haven-export"))
+        .env("HAVEN_DATABASE_URL", db_url)
+        .env("HAVEN_NATS_URL", nats_url)
+        .env("HAVEN_JWT_SECRET", SECRET)
+        .env("HAVEN_LOG", "warn")
+        .env("HAVEN_EXPORT_ADDR", &addr)
+        .env("HAVEN_EXPORT_METRICS_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start a second haven-export")?;
+    let mut client = connect(&addr, tenant, Role::User).await?;
+    let rss_idle = peak_rss_mib(export.id());
+    let mut secs = Vec::new();
+    let mut size = 0;
+    for run in 0..args.runs {
+        let started = Instant::now();
+        let stream = client
+            .stream_brand_report(pb::BrandReportRequest {
+                brand_id: brand.to_string(),
+                format: pb::ExportFormat::Pdf as i32,
+                days: 30,
+            })
+            .await?
+            .into_inner();
+        let m = measure_from(started, stream).await?;
+        println!(
+            "  brand PDF run {}: {} calls summed, {} bytes in {:.0} ms",
+            run + 1,
+            m.rows,
+            m.bytes,
+            m.secs * 1000.0
+        );
+        if m.rows != args.calls {
+            bail!(
+                "the report summed {} calls, expected {}",
+                m.rows,
+                args.calls
+            );
+        }
+        secs.push(m.secs);
+        size = m.bytes;
+    }
+    let rss = peak_rss_mib(export.id());
+    let _ = export.kill();
+    let _ = export.wait();
+    println!();
+    println!(
+        "Brand analytics PDF — {} agents, {} calls, 30 days: median {:.0} ms, worst {:.0} ms, {size} bytes; \
+         that export service's peak RSS {rss:.1} MiB ({rss_idle:.1} MiB before the first report)",
+        args.agents,
+        args.calls,
+        median(secs.clone()) * 1000.0,
+        secs.iter().copied().fold(0.0, f64::max) * 1000.0
+    );
     Ok(())
 }
 
@@ -312,9 +598,18 @@ where
     T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
-    use pb::stream_export_response::Part;
     let started = Instant::now();
-    let mut stream = client.stream_export(request).await?.into_inner();
+    let stream = client.stream_export(request).await?.into_inner();
+    measure_from(started, stream).await
+}
+
+/// Reads a file stream to its end: rows from its summary, bytes, and the time and time to
+/// first byte since `started` (taken before the call).
+async fn measure_from(
+    started: Instant,
+    mut stream: tonic::Streaming<pb::StreamExportResponse>,
+) -> anyhow::Result<Measure> {
+    use pb::stream_export_response::Part;
     let (mut bytes, mut rows, mut ttfb) = (0u64, 0u64, None);
     while let Some(msg) = stream.message().await? {
         match msg.part {

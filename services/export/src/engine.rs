@@ -378,7 +378,8 @@ impl Engine {
                 .await?;
             }
             Body::BrandReport(report) => {
-                self.send_part(tx, start).await?;
+                // The document is made whole before its first byte goes, so a failure is a
+                // plain error status, never a cut file.
                 let mut running = Running::start(&self.pool).await?;
                 let gathered = async {
                     running.snapshot().await?;
@@ -393,7 +394,6 @@ impl Engine {
                     }
                 };
                 running.release(true).await?;
-                sent.rows = calls;
                 // Rendering a PDF is CPU work: off the async threads.
                 let format = report.format;
                 let mut out = tokio::task::spawn_blocking(move || match format {
@@ -402,6 +402,8 @@ impl Engine {
                 })
                 .await
                 .map_err(|e| render::RenderError::new("report", e))??;
+                self.send_part(tx, start).await?;
+                sent.rows = calls;
                 while !out.is_empty() {
                     let mut chunk = out.split_to(out.len().min(DOCUMENT_CHUNK));
                     self.send_chunk(tx, &mut chunk, sent).await?;
