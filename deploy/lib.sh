@@ -85,6 +85,11 @@ ensure_browser() {
   export HAVEN_PLAYWRIGHT_CORE=$pw HAVEN_CHROMIUM=$(command -v chromium)
 }
 
+# poppler-utils' pdftotext and pdffonts: the tests read the PDF reports back with them.
+ensure_poppler() {
+  command -v pdftotext >/dev/null 2>&1 && command -v pdffonts >/dev/null 2>&1 || apt_install poppler-utils
+}
+
 ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"; }
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) first"

@@ -441,7 +441,10 @@ async fn reports_answer_as_seeds_002_and_003_expect() {
     )
     .await
     .unwrap();
-    assert_eq!((foreign.status().as_u16(), unknown.status().as_u16()), (404, 404));
+    assert_eq!(
+        (foreign.status().as_u16(), unknown.status().as_u16()),
+        (404, 404)
+    );
     let (foreign, unknown): (Value, Value) =
         (foreign.json().await.unwrap(), unknown.json().await.unwrap());
     assert_eq!(foreign["code"], unknown["code"]);
