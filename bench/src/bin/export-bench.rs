@@ -139,32 +139,12 @@ async fn main() -> anyhow::Result<()> {
         .env("HAVEN_EXPORT_URL", format!("http://{export_addr}"));
     let mut gateway: Child = gateway.spawn().context("start haven-gateway")?;
 
-    let token = Minter::hs256(SECRET.as_bytes())?.mint(&Claims::new(
-        tenant,
-        "bench",
-        vec![Role::User],
-        Duration::from_secs(3600),
-    ))?;
+    let token = mint(tenant, Role::User)?;
     let (start, end) = (
         chrono::Utc::now() - chrono::Duration::days(31),
         chrono::Utc::now() + chrono::Duration::minutes(10),
     );
-    let channel = loop {
-        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{export_addr}"))?
-            .connect()
-            .await
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let mut client =
-        ExportServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", auth.clone());
-            Ok(r)
-        })
-        .max_decoding_message_size(64 << 20);
+    let mut client = connect(&export_addr, tenant, Role::User).await?;
     let ts = haven_proto::time::timestamp;
     let grpc_request = |limit: u64| pb::ExportRequest {
         export_type: "orders".into(),
@@ -174,17 +154,6 @@ async fn main() -> anyhow::Result<()> {
         limit,
         ..Default::default()
     };
-    // Wait until the export service has migrated and answers.
-    for _ in 0..300 {
-        if client
-            .list_export_types(pb::ListExportTypesRequest {})
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let psql_sql = format!(
         "\\copy (SELECT {COLUMNS} FROM app.customer_orders WHERE tenant_id = '{tenant}' AND created_at >= '{}' AND created_at < '{}' ORDER BY created_at DESC LIMIT {}) TO STDOUT WITH CSV HEADER",
@@ -331,14 +300,20 @@ type Client = ExportServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
 >;
 
-/// A client of the export service at `addr` as `role` of `tenant`, once it answers.
-async fn connect(addr: &str, tenant: Uuid, role: Role) -> anyhow::Result<Client> {
-    let token = Minter::hs256(SECRET.as_bytes())?.mint(&Claims::new(
+/// A bearer token of `role` for `tenant`, as the services accept it.
+fn mint(tenant: Uuid, role: Role) -> anyhow::Result<String> {
+    Ok(Minter::hs256(SECRET.as_bytes())?.mint(&Claims::new(
         tenant,
         "bench",
         vec![role],
         Duration::from_secs(3600),
-    ))?;
+    ))?)
+}
+
+/// A client of the export service at `addr` as `role` of `tenant`, once it has migrated
+/// and answers.
+async fn connect(addr: &str, tenant: Uuid, role: Role) -> anyhow::Result<Client> {
+    let token = mint(tenant, role)?;
     let channel = loop {
         if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
             .connect()
@@ -493,7 +468,8 @@ async fn brand_case(
     options.kinds = vec![DataKind::Calls];
     options.brands = 1;
     options.agents_per_brand = args.agents;
-    options.days = 30;
+    // Every call inside the report's 30 whole days (the seed spreads them back from now).
+    options.days = 29;
     options.hostile_ratio = 0.0;
     haven_appdata::seed(pool, &options).await?;
     sqlx::query("VACUUM ANALYZE app.call_logs")

@@ -60,3 +60,10 @@ CREATE TABLE call_logs (
 );
 CREATE INDEX call_logs_agent_started ON call_logs (agent_id, started_at);
 CREATE INDEX call_logs_tenant_started ON call_logs (tenant_id, started_at DESC);
+
+-- A brand's calls as reports read them: with the brand, without the caller's phone number.
+CREATE VIEW brand_calls AS
+SELECT c.id, c.tenant_id, p.brand_id, c.agent_id, c.outcome, c.duration_s, c.cost, c.started_at
+FROM call_logs c
+JOIN agents a ON a.tenant_id = c.tenant_id AND a.id = c.agent_id
+JOIN personas p ON p.tenant_id = a.tenant_id AND p.id = a.persona_id;

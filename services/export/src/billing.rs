@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::ExportError;
 use crate::history::{Record, StoredFormat};
+use crate::plan::midnight;
 use crate::render::{CsvCell, CsvRows, JsonArray, RenderError, RowRenderer};
 
 /// The history and limits key of this export.
@@ -19,6 +20,8 @@ pub const DEFAULT_MAX_RECORDS: u64 = 10_000_000;
 const DEFAULT_DAYS: i64 = 30;
 /// The longest range one export may span, as for every export.
 const MAX_DAYS: i64 = 3660;
+/// An event's UTC day.
+const DAY: &str = "(u.created_at AT TIME ZONE 'UTC')::date";
 
 /// The CSV header, exactly as the billing dashboard's accounting import expects it.
 pub const CSV_COLUMNS: [&str; 6] = [
@@ -86,10 +89,6 @@ pub struct Billing {
 fn date(field: &'static str, value: &str) -> Result<NaiveDate, ExportError> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .map_err(|_| ExportError::invalid(field, format!("`{value}` is not a date (YYYY-MM-DD)")))
-}
-
-fn midnight(day: NaiveDate) -> DateTime<Utc> {
-    day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// Checks `request` and fills in the defaults: csv, `all`, the last 30 days up to today.
@@ -169,29 +168,36 @@ pub fn resolve(
 }
 
 impl Billing {
-    /// The rows, oldest day first. Dates are formatted by us (COPY takes no parameters).
-    fn select(&self) -> String {
-        let from = format!(
-            "FROM app.usage_events u JOIN app.tenants t ON t.id = u.tenant_id \
-             WHERE u.created_at >= '{}'::timestamptz AND u.created_at < '{}'::timestamptz",
+    /// `WHERE` over `app.usage_events u` for the range. Dates are formatted by us (COPY
+    /// takes no parameters).
+    fn range(&self) -> String {
+        format!(
+            "u.created_at >= '{}'::timestamptz AND u.created_at < '{}'::timestamptz",
             midnight(self.first).format("%Y-%m-%d %H:%M:%S+00"),
             midnight(self.last + Duration::days(1)).format("%Y-%m-%d %H:%M:%S+00"),
+        )
+    }
+
+    /// The rows, oldest day first.
+    fn select(&self) -> String {
+        let from = format!(
+            "FROM app.usage_events u JOIN app.tenants t ON t.id = u.tenant_id WHERE {}",
+            self.range()
         );
-        let day = "(u.created_at AT TIME ZONE 'UTC')::date";
         match self.scope {
             Scope::All => format!(
-                "SELECT {day} AS date, t.name AS tenant_name, u.model AS model_used, \
+                "SELECT {DAY} AS date, t.name AS tenant_name, u.model AS model_used, \
                  u.input_tokens, u.output_tokens, u.cost_cents {from} \
                  ORDER BY u.created_at, u.id"
             ),
             Scope::ByTenant => format!(
-                "SELECT {day} AS date, t.name AS tenant_name, '' AS model_used, \
+                "SELECT {DAY} AS date, t.name AS tenant_name, '' AS model_used, \
                  sum(u.input_tokens)::int8 AS input_tokens, sum(u.output_tokens)::int8 AS output_tokens, \
                  sum(u.cost_cents)::int8 AS cost_cents {from} \
                  GROUP BY 1, u.tenant_id, t.name ORDER BY 1, t.name, u.tenant_id"
             ),
             Scope::ByModel => format!(
-                "SELECT {day} AS date, '' AS tenant_name, u.model AS model_used, \
+                "SELECT {DAY} AS date, '' AS tenant_name, u.model AS model_used, \
                  sum(u.input_tokens)::int8 AS input_tokens, sum(u.output_tokens)::int8 AS output_tokens, \
                  sum(u.cost_cents)::int8 AS cost_cents {from} \
                  GROUP BY 1, u.model ORDER BY 1, u.model"
@@ -199,9 +205,21 @@ impl Billing {
         }
     }
 
-    /// Counts the rows `copy_sql` will send; run first, in the same snapshot.
+    /// Counts the rows `copy_sql` will send; run first, in the same snapshot. Cheaper than
+    /// the rows: no join (every event's tenant exists, by its foreign key), no order, no sums.
     pub fn count_sql(&self) -> String {
-        format!("SELECT count(*) FROM ({}) s", self.select())
+        let range = self.range();
+        match self.scope {
+            Scope::All => format!("SELECT count(*) FROM app.usage_events u WHERE {range}"),
+            Scope::ByTenant => format!(
+                "SELECT count(*) FROM (SELECT 1 FROM app.usage_events u WHERE {range} \
+                 GROUP BY {DAY}, u.tenant_id) s"
+            ),
+            Scope::ByModel => format!(
+                "SELECT count(*) FROM (SELECT 1 FROM app.usage_events u WHERE {range} \
+                 GROUP BY {DAY}, u.model) s"
+            ),
+        }
     }
 
     pub fn copy_sql(&self) -> String {

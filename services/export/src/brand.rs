@@ -1,7 +1,7 @@
 //! The brand analytics report (README, "Brand analytics report"): a brand's calls over the
 //! last `days` days as a sectioned CSV or a PDF. Everything is summed by PostgreSQL in one
 //! REPEATABLE READ snapshot; the report holds only the sums, one row per outcome, agent and
-//! day. Phone numbers are never read.
+//! day. Calls are read through the `app.brand_calls` view, which has no phone number column.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use haven_proto::export::v1 as pb;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::ExportError;
 use crate::history::{Record, StoredFormat};
+use crate::plan::midnight;
 use crate::render::{Report, Section};
 
 /// The history key of this export.
@@ -167,10 +168,8 @@ impl BrandReport {
                                    / nullif(count(*), 0), 0), 1)::text AS "success!",
                     round(coalesce(avg(c.duration_s), 0), 1)::text AS "duration!",
                     round(coalesce(sum(c.cost), 0), 2)::text AS "cost!"
-             FROM app.call_logs c
-             JOIN app.agents a ON a.tenant_id = c.tenant_id AND a.id = c.agent_id
-             JOIN app.personas p ON p.tenant_id = a.tenant_id AND p.id = a.persona_id
-             WHERE p.brand_id = $1 AND p.tenant_id = $2 AND c.started_at >= $3 AND c.started_at < $4"#,
+             FROM app.brand_calls c
+             WHERE c.brand_id = $1 AND c.tenant_id = $2 AND c.started_at >= $3 AND c.started_at < $4"#,
             brand,
             tenant,
             from,
@@ -179,11 +178,9 @@ impl BrandReport {
         .fetch_one(&mut *conn)
         .await?;
         let outcomes = sqlx::query!(
-            r#"SELECT c.outcome, count(*) AS "calls!"
-             FROM app.call_logs c
-             JOIN app.agents a ON a.tenant_id = c.tenant_id AND a.id = c.agent_id
-             JOIN app.personas p ON p.tenant_id = a.tenant_id AND p.id = a.persona_id
-             WHERE p.brand_id = $1 AND p.tenant_id = $2 AND c.started_at >= $3 AND c.started_at < $4
+            r#"SELECT c.outcome AS "outcome!", count(*) AS "calls!"
+             FROM app.brand_calls c
+             WHERE c.brand_id = $1 AND c.tenant_id = $2 AND c.started_at >= $3 AND c.started_at < $4
              GROUP BY c.outcome ORDER BY 2 DESC, 1"#,
             brand,
             tenant,
@@ -200,7 +197,7 @@ impl BrandReport {
                                    / nullif(count(c.id), 0), 0), 1)::text AS "success!"
              FROM app.agents a
              JOIN app.personas p ON p.tenant_id = a.tenant_id AND p.id = a.persona_id
-             LEFT JOIN app.call_logs c ON c.tenant_id = a.tenant_id AND c.agent_id = a.id
+             LEFT JOIN app.brand_calls c ON c.tenant_id = a.tenant_id AND c.agent_id = a.id
                   AND c.started_at >= $3 AND c.started_at < $4
              WHERE p.brand_id = $1 AND p.tenant_id = $2
              GROUP BY a.id, a.name ORDER BY 2 DESC, a.name, a.id"#,
@@ -213,10 +210,8 @@ impl BrandReport {
         .await?;
         let daily = sqlx::query!(
             r#"SELECT (c.started_at AT TIME ZONE 'UTC')::date::text AS "day!", count(*) AS "calls!"
-             FROM app.call_logs c
-             JOIN app.agents a ON a.tenant_id = c.tenant_id AND a.id = c.agent_id
-             JOIN app.personas p ON p.tenant_id = a.tenant_id AND p.id = a.persona_id
-             WHERE p.brand_id = $1 AND p.tenant_id = $2 AND c.started_at >= $3 AND c.started_at < $4
+             FROM app.brand_calls c
+             WHERE c.brand_id = $1 AND c.tenant_id = $2 AND c.started_at >= $3 AND c.started_at < $4
              GROUP BY 1 ORDER BY 1"#,
             brand,
             tenant,
@@ -287,10 +282,6 @@ impl BrandReport {
         };
         Ok((report, u64::try_from(summary.calls).unwrap_or(0)))
     }
-}
-
-fn midnight(day: NaiveDate) -> DateTime<Utc> {
-    day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// `no_answer` → `No Answer`: outcomes are stored as keys and shown as words.

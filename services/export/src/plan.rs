@@ -53,6 +53,11 @@ impl Format {
     }
 }
 
+/// The first instant of a UTC day: reports take whole days.
+pub fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
 fn invalid(field: &'static str, message: impl Into<String>) -> ExportError {
     ExportError::invalid(field, message)
 }
