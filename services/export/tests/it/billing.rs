@@ -254,6 +254,7 @@ async fn every_scope_in_csv_and_json_matches_the_events() {
     let s = start("").await;
     let (a, _) = usage(&s.db.pool, true).await;
     let mut admin = s.client_as(a, Role::Admin).await;
+    let mut events = events(&s).await;
     for (scope, key) in [
         (pb::BillingScope::All, "all"),
         (pb::BillingScope::ByTenant, "by_tenant"),

@@ -152,9 +152,35 @@ async fn the_csv_holds_seed_003s_sections_and_every_number_adds_up() {
     calls(pool, tenant, oa, 50, 1).await;
 
     let mut c = s.client(tenant).await;
+    let mut events = events(&s).await;
     let (start, body, summary) = fetch(&mut c, report(b, pb::ExportFormat::Csv, 7))
         .await
         .unwrap();
+    // Recorded and announced as every export is.
+    let (subject, event) = next_event(&mut events).await;
+    assert!(
+        subject.ends_with("haven.exports.events.completed"),
+        "{subject}"
+    );
+    let entry = event.entry.unwrap();
+    assert_eq!(
+        (
+            entry.id.as_str(),
+            entry.export_type.as_str(),
+            entry.record_count
+        ),
+        (start.export_id.as_str(), "brand_analytics", 76)
+    );
+    assert_eq!(entry.format, pb::ExportFormat::Csv as i32);
+    let stored = c
+        .get_export_history_entry(pb::GetExportHistoryEntryRequest {
+            id: start.export_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.record_count, 76);
+    assert_eq!(stored.bytes, body.len() as u64);
     let today = chrono::Utc::now();
     assert_eq!(
         start.filename,

@@ -30,6 +30,8 @@ pub struct Stack {
     pub db: TestDb,
     pub addr: std::net::SocketAddr,
     pub stop: Switch,
+    /// The NATS namespace the service publishes its events under.
+    pub ns: String,
 }
 
 pub async fn start(max_records: &str) -> Stack {
@@ -48,10 +50,11 @@ pub async fn start_config(
     edit: impl FnOnce(&mut haven_export::Config),
 ) -> Stack {
     let db = TestDb::new().await;
+    let ns = haven_testkit::namespace();
     let mut config = haven_export::Config::for_test(CommonArgs::new(
         &db.url,
         &haven_testkit::nats_url(),
-        &haven_testkit::namespace(),
+        &ns,
         SECRET,
     ));
     config.max_records = max_records.into();
@@ -64,6 +67,7 @@ pub async fn start_config(
         db,
         addr: running.addr,
         stop: running.stop,
+        ns,
     }
 }
 
@@ -133,4 +137,29 @@ pub async fn read_file(
         body,
         summary.expect("a complete stream ends with a summary"),
     ))
+}
+
+/// The export events published in the stack's namespace from now on.
+pub async fn events(stack: &Stack) -> async_nats::Subscriber {
+    let client = async_nats::connect(haven_testkit::nats_url())
+        .await
+        .unwrap();
+    client
+        .subscribe(format!("{}.haven.exports.events.>", stack.ns))
+        .await
+        .unwrap()
+}
+
+/// The next export event, decoded, with its subject.
+pub async fn next_event(
+    sub: &mut async_nats::Subscriber,
+) -> (String, haven_proto::events::v1::ExportEvent) {
+    use futures::StreamExt;
+    use prost::Message;
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an export event within 10 s")
+        .unwrap();
+    let event = haven_proto::events::v1::ExportEvent::decode(msg.payload).unwrap();
+    (msg.subject.to_string(), event)
 }
