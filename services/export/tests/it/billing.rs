@@ -313,6 +313,17 @@ async fn every_scope_in_csv_and_json_matches_the_events() {
     assert!(history.iter().all(
         |e| e.export_type == "billing_usage" && e.status == pb::ExportStatus::Completed as i32
     ));
+    // And an event for each, as for every export.
+    for _ in 0..7 {
+        let (subject, event) = next_event(&mut events).await;
+        assert!(
+            subject.ends_with("haven.exports.events.completed"),
+            "{subject}"
+        );
+        let entry = event.entry.unwrap();
+        assert_eq!(entry.export_type, "billing_usage");
+        assert!(history.iter().any(|h| h.id == entry.id));
+    }
     s.stop.fire();
 }
 
