@@ -182,23 +182,22 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let request = to_request(&query)?;
     let mut client = ExportServiceClient::new(state.upstreams.export.clone());
-    let stream = client
+    let call = client
         .stream_export(upstream::request(&headers, request))
-        .await
-        .map_err(|s| rename(ApiError::from(s)))?
-        .into_inner();
-    file_response(stream, rename).await
+        .await;
+    file_response(call, rename).await
 }
 
 /// Streams a file from the export service into the HTTP body as it arrives: headers from its
-/// start message, then its chunks, then the record count as a trailer. An error before the
-/// first message is our JSON error (fields renamed by `rename`); a failure after it aborts
-/// the body, so no client can take a partial file for a complete one.
+/// start message, then its chunks, then the record count as a trailer. An error of the call
+/// or before the first message is our JSON error (fields renamed by `rename`); a failure
+/// after it aborts the body, so no client can take a partial file for a complete one.
 pub async fn file_response(
-    mut stream: tonic::Streaming<pb::StreamExportResponse>,
+    call: Result<tonic::Response<tonic::Streaming<pb::StreamExportResponse>>, tonic::Status>,
     rename: fn(ApiError) -> ApiError,
 ) -> Result<Response, ApiError> {
     use pb::stream_export_response::Part;
+    let mut stream = call.map_err(|s| rename(ApiError::from(s)))?.into_inner();
     let start = match stream
         .message()
         .await

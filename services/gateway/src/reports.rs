@@ -107,12 +107,10 @@ async fn billing_export(
 ) -> Result<Response, ApiError> {
     let request = billing_request(&query)?;
     let mut client = ExportServiceClient::new(state.upstreams.export.clone());
-    let stream = client
+    let call = client
         .stream_billing_export(upstream::request(&headers, request))
-        .await
-        .map_err(|s| rename_billing(ApiError::from(s)))?
-        .into_inner();
-    file_response(stream, rename_billing).await
+        .await;
+    file_response(call, rename_billing).await
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -153,11 +151,10 @@ async fn brand_report(
         days: parse_days(query.days.as_deref())?,
     };
     let mut client = ExportServiceClient::new(state.upstreams.export.clone());
-    let stream = client
+    let call = client
         .stream_brand_report(upstream::request(headers, request))
-        .await?
-        .into_inner();
-    file_response(stream, std::convert::identity).await
+        .await;
+    file_response(call, std::convert::identity).await
 }
 
 /// Downloads a brand's analytics report as CSV: the report header, Summary Metrics, Calls by
