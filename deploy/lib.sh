@@ -69,6 +69,23 @@ ensure_nats() {
   export HAVEN_NATS_SERVER=$NATS_SERVER
 }
 
+# A real S3 protocol server for the object-storage tests: moto's moto_server from PyPI, in
+# the same private virtualenv as nats-server. Pinned so every run is the same.
+MOTO_VERSION=5.2.6
+ensure_moto() {
+  local venv=$HAVEN_TOOLS/venv
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    if [ ! -x "$venv/bin/pip" ]; then
+      python3 -m venv "$venv" >/dev/null 2>&1 || { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; } || true
+    fi
+    log "installing moto_server (PyPI: moto[server]==$MOTO_VERSION)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+      || die "pip could not install moto[server]"
+  fi
+  export HAVEN_MOTO_SERVER=$venv/bin/moto_server
+}
+
 # Browser tests: Debian's chromium driven by playwright-core from npm (in .haven/tools; no
 # browser download, which the closed network would refuse). Pinned so every run is the same.
 PLAYWRIGHT_CORE_VERSION=1.64.1

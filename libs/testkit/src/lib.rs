@@ -18,7 +18,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-pub use process::{NatsServer, PostgresServer, SERVER_PORTS};
+pub use process::{NatsServer, PostgresServer, S3Server, SERVER_PORTS};
 pub use service::{
     JWT_SECRET, Running, all_tenants_token, channel, health, request, spawn, spawn_serving, token,
     token_for, wait_for, wait_health, wait_serving,
@@ -117,6 +117,43 @@ pub fn with_database(url: &str, database: &str) -> String {
         Some(q) => format!("{base}/{database}?{q}"),
         None => format!("{base}/{database}"),
     }
+}
+
+/// The shared S3 protocol server's endpoint: `HAVEN_TEST_S3_ENDPOINT`, or a `moto_server`
+/// started on first use.
+pub fn s3_endpoint() -> String {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            std::env::var("HAVEN_TEST_S3_ENDPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| {
+                    process::keep_forever(
+                        S3Server::start().unwrap_or_else(|e| panic!("testkit: {e:#}")),
+                    )
+                })
+        })
+        .clone()
+}
+
+/// A fresh, empty bucket on the shared S3 server, and the settings to reach it: the test's
+/// own credentials are set in the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`), which any S3 client reads; moto accepts any.
+pub async fn s3_bucket() -> (String, String) {
+    let endpoint = s3_endpoint();
+    let bucket = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
+    let client = reqwest::Client::new();
+    let mut last = None;
+    for _ in 0..50 {
+        match client.put(format!("{endpoint}/{bucket}")).send().await {
+            Ok(r) if r.status().is_success() => return (endpoint, bucket),
+            Ok(r) => last = Some(format!("HTTP {}", r.status())),
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("testkit: cannot create bucket {bucket} at {endpoint}: {last:?}");
 }
 
 /// A fresh NATS namespace (subject and stream prefix) for one test.

@@ -577,3 +577,76 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+fn find_moto_server() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("HAVEN_MOTO_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.haven/tools/venv/bin/moto_server");
+    if workspace.is_file() {
+        return Ok(workspace);
+    }
+    if let Some(path) = which("moto_server") {
+        return Ok(path);
+    }
+    bail!("moto_server not found: run ./deploy/test (it installs moto), or set HAVEN_MOTO_SERVER")
+}
+
+/// A real S3 protocol server (moto's `moto_server`, from PyPI) on a free loopback port:
+/// buckets, multipart uploads and presigned URLs as S3 serves them. Any credentials work.
+pub struct S3Server {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl HasUrl for S3Server {
+    fn url(&self) -> String {
+        self.endpoint()
+    }
+}
+
+impl S3Server {
+    pub fn start() -> anyhow::Result<S3Server> {
+        let binary = find_moto_server()?;
+        let mut server = S3Server {
+            child: None,
+            port: 0,
+        };
+        on_a_free_port(|port| {
+            let mut cmd = Command::new(&binary);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = spawn_on_keeper(cmd)?;
+            register_cleanup(child.id(), None);
+            if let Err(e) = wait_for_port(port, &mut child, "moto_server", Duration::from_secs(60))
+            {
+                unregister_cleanup(child.id());
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+            server.port = port;
+            server.child = Some(child);
+            Ok(())
+        })?;
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:PORT`, for `HAVEN_OBJECT_STORE_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            unregister_cleanup(child.id());
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! Starts one PostgreSQL and one NATS for a whole test run, writes their URLs as a
-//! shell-sourceable file, and stops them when stdin closes or on SIGTERM/SIGINT.
+//! Starts one PostgreSQL, one NATS and one S3 protocol server (moto) for a whole test run,
+//! writes their URLs as a shell-sourceable file, and stops them when stdin closes or on SIGTERM/SIGINT.
 //!
 //! `./deploy/test` uses it so that every test process of a nextest run shares the servers.
 
@@ -11,13 +11,15 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: testkit-infra <env-file>"))?;
     let pg = haven_testkit::PostgresServer::start()?;
     let nats = haven_testkit::NatsServer::start()?;
+    let s3 = haven_testkit::S3Server::start()?;
     let tmp = format!("{out}.tmp");
     std::fs::write(
         &tmp,
         format!(
-            "export HAVEN_TEST_DATABASE_URL='{}'\nexport HAVEN_TEST_NATS_URL='{}'\n",
+            "export HAVEN_TEST_DATABASE_URL='{}'\nexport HAVEN_TEST_NATS_URL='{}'\nexport HAVEN_TEST_S3_ENDPOINT='{}'\n",
             pg.url(),
-            nats.url()
+            nats.url(),
+            s3.endpoint()
         ),
     )?;
     std::fs::rename(&tmp, &out)?;
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    drop(s3);
     drop(nats);
     drop(pg);
     Ok(())
