@@ -26,10 +26,12 @@ pub enum DataKind {
     Usage,
     /// Brands, their personas and agents, and the agents' calls, for brand reports.
     Calls,
+    /// Storefront A/B test events of one Shopify shop, for the daily product statistics.
+    AbTests,
 }
 
 impl DataKind {
-    pub const ALL: [DataKind; 9] = [
+    pub const ALL: [DataKind; 10] = [
         DataKind::Leads,
         DataKind::Customers,
         DataKind::Orders,
@@ -39,10 +41,11 @@ impl DataKind {
         DataKind::Analytics,
         DataKind::Usage,
         DataKind::Calls,
+        DataKind::AbTests,
     ];
 
     /// The export type key (README, "Exports"); `usage` and `calls` feed the billing export
-    /// and brand reports.
+    /// and brand reports, `ab_tests` the daily product statistics.
     pub fn key(self) -> &'static str {
         match self {
             DataKind::Leads => "leads",
@@ -54,6 +57,7 @@ impl DataKind {
             DataKind::Analytics => "analytics",
             DataKind::Usage => "usage",
             DataKind::Calls => "calls",
+            DataKind::AbTests => "ab_tests",
         }
     }
 }
@@ -65,7 +69,7 @@ impl std::str::FromStr for DataKind {
         DataKind::ALL
             .into_iter()
             .find(|k| k.key() == s)
-            .ok_or_else(|| format!("unknown type `{s}`: expected one of leads, customers, orders, pins, quotes, assets, analytics, usage, calls"))
+            .ok_or_else(|| format!("unknown type `{s}`: expected one of leads, customers, orders, pins, quotes, assets, analytics, usage, calls, ab_tests"))
     }
 }
 
@@ -80,6 +84,8 @@ pub struct SeedOptions {
     pub brands: u64,
     /// Agents per brand, spread over its personas; the calls go to random agents.
     pub agents_per_brand: u64,
+    /// The shop and catalogue the `ab_tests` kind's events are about.
+    pub catalog: CatalogShape,
     pub kinds: Vec<DataKind>,
     /// Rows are spread over this many days back from now.
     pub days: u32,
@@ -101,12 +107,49 @@ impl SeedOptions {
             rows,
             brands: 3,
             agents_per_brand: 8,
+            catalog: CatalogShape::demo(tenant_id),
             kinds: DataKind::ALL.to_vec(),
             days: 90,
             hostile_ratio: 0.03,
             seed: None,
             rebuild_from: 100_000,
         }
+    }
+}
+
+/// A generated Shopify catalogue's shape and ids, shared by the seeded A/B test events and
+/// the fake shop that serves the same catalogue (`fake-providers --shopify-catalog`), so the
+/// events are about products that exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogShape {
+    pub shop_domain: String,
+    pub products: u64,
+    pub variants_per_product: u64,
+    /// First product id; Shopify's ids are 13-digit numbers.
+    pub base: u64,
+}
+
+impl CatalogShape {
+    /// The dev stack's shop for `tenant`: `demo-{first 8 hex digits}.myshopify.com`, 20
+    /// products of 3 variants.
+    pub fn demo(tenant: Uuid) -> Self {
+        let hex = tenant.simple().to_string();
+        CatalogShape {
+            shop_domain: format!("demo-{}.myshopify.com", &hex[..8]),
+            products: 20,
+            variants_per_product: 3,
+            base: 8_000_000_000_000,
+        }
+    }
+
+    pub fn product_id(&self, product: u64) -> u64 {
+        self.base + product
+    }
+
+    /// Variant ids follow the products' block, variant `v` of product `p` at
+    /// `base + 1_000_000 + p * variants_per_product + v`.
+    pub fn variant_id(&self, product: u64, variant: u64) -> u64 {
+        self.base + 1_000_000 + product * self.variants_per_product + variant
     }
 }
 
@@ -668,10 +711,57 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         }
         Ok::<_, SeedError>(loads)
     };
+    let ab_tests = async {
+        let mut loads = Vec::new();
+        if has(DataKind::AbTests) {
+            let c = ctx.clone();
+            let shape = options.catalog.clone();
+            let t = Instant::now();
+            let w = copy(
+                pool,
+                "ab_test_events",
+                "id, tenant_id, shop_domain, product_id, variant_id, event_type, revenue, created_at",
+                n,
+                &ctx,
+                15,
+                move |rng, i, out| {
+                    let products = shape.products.max(1);
+                    let variants = shape.variants_per_product.max(1);
+                    let hostile = c.hostile > 0.0 && rng.random_bool(c.hostile);
+                    out.row(8);
+                    out.uuid(c.id(15, i));
+                    out.uuid(c.tenant);
+                    out.text(&shape.shop_domain);
+                    let p = rng.random_range(0..products);
+                    if hostile && rng.random_bool(0.5) {
+                        // Events about a product the shop no longer has.
+                        out.text_with(|b| push_u64(b, shape.base + 900_000 + i));
+                    } else {
+                        out.text_with(|b| push_u64(b, shape.product_id(p)));
+                    }
+                    out.text_with(|b| push_u64(b, shape.variant_id(p, rng.random_range(0..variants))));
+                    let roll = rng.random_range(0..100u32);
+                    let (kind, cents) = match roll {
+                        0..80 => ("impression", 0),
+                        80..95 => ("add_to_cart", 0),
+                        _ => ("order", rng.random_range(500..25_000i64)),
+                    };
+                    out.text(kind);
+                    out.cents(cents);
+                    let at = c.time_of(15, i);
+                    // Now and then exactly on a UTC midnight, which belongs to the new day.
+                    out.timestamptz(if hostile { at - at.rem_euclid(86_400_000_000) } else { at });
+                },
+            )
+            .await?;
+            loads.push(load("ab_test_events", w, t));
+        }
+        Ok::<_, SeedError>(loads)
+    };
     // Independent tables load side by side, so one table's index builds and key checks
     // (partly single-threaded) overlap another's COPY.
     let gate = tokio::sync::Semaphore::new(CONCURRENT_CHAINS);
-    let (leads, customers, orders, pins, quotes, analytics, usage, calls) = futures::try_join!(
+    let (leads, customers, orders, pins, quotes, analytics, usage, calls, ab_tests) = futures::try_join!(
         gated(&gate, leads),
         gated(&gate, customers),
         gated(&gate, orders),
@@ -680,9 +770,10 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeedReport, Se
         gated(&gate, analytics),
         gated(&gate, usage),
         gated(&gate, calls),
+        gated(&gate, ab_tests),
     )?;
     report.tables = [
-        leads, customers, orders, pins, quotes, analytics, usage, calls,
+        leads, customers, orders, pins, quotes, analytics, usage, calls, ab_tests,
     ]
     .concat();
     report.elapsed = started.elapsed();

@@ -185,6 +185,23 @@ const INDEXES: &[(&str, &str, Def)] = &[
         },
     ),
     (
+        "ab_test_events",
+        "ab_test_events_shop_product_created",
+        Def::Secondary(
+            "CREATE INDEX IF NOT EXISTS ab_test_events_shop_product_created ON app.ab_test_events (tenant_id, shop_domain, product_id, created_at) INCLUDE (variant_id, event_type, revenue)",
+        ),
+    ),
+    ("ab_test_events", "ab_test_events_pkey", Def::Primary("id")),
+    (
+        "ab_test_events",
+        "ab_test_events_tenant_id_fkey",
+        Def::Foreign {
+            parent: "tenants",
+            sql: "ALTER TABLE app.ab_test_events ADD CONSTRAINT ab_test_events_tenant_id_fkey
+                  FOREIGN KEY (tenant_id) REFERENCES app.tenants (id)",
+        },
+    ),
+    (
         "brands",
         "brands_tenant_created",
         Def::Secondary("CREATE INDEX IF NOT EXISTS brands_tenant_created ON app.brands (tenant_id, created_at DESC)"),

@@ -13,7 +13,7 @@ mod indexes;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-pub use generate::{DataKind, SeedOptions, SeedReport, TableLoad, seed};
+pub use generate::{CatalogShape, DataKind, SeedOptions, SeedReport, TableLoad, seed};
 
 /// The `app` schema's embedded migrations.
 pub fn migrator() -> Migrator {

@@ -83,10 +83,38 @@ async fn values_are_what_they_claim() {
     migrate(&db.pool).await.unwrap();
     let tenant = Uuid::new_v4();
     let mut options = SeedOptions::new(tenant, "Values", 2_000);
-    options.kinds = vec![DataKind::Orders, DataKind::Customers, DataKind::Assets];
+    options.kinds = vec![
+        DataKind::Orders,
+        DataKind::Customers,
+        DataKind::Assets,
+        DataKind::AbTests,
+    ];
     options.days = 30;
     options.seed = Some(7);
     seed(&db.pool, &options).await.unwrap();
+    // A/B test events: about the configured shop's catalogue (a few about products it no
+    // longer has), revenue on orders only, a few exactly on a UTC midnight.
+    let shape = &options.catalog;
+    let (events, bad, unknown, midnight): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE shop_domain <> $2 OR (revenue > 0) <> (event_type = 'order')
+                                 OR variant_id::int8 NOT BETWEEN $3 + 1000000 AND $3 + 1000000 + $4 * $5 - 1),
+                count(*) FILTER (WHERE product_id::int8 NOT BETWEEN $3 AND $3 + $4 - 1),
+                count(*) FILTER (WHERE created_at = date_trunc('day', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+         FROM app.ab_test_events WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(&shape.shop_domain)
+    .bind(shape.base as i64)
+    .bind(shape.products as i64)
+    .bind(shape.variants_per_product as i64)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 2_000);
+    assert_eq!(bad, 0);
+    assert!(unknown > 0 && unknown < 100, "{unknown}");
+    assert!(midnight > 0, "{midnight}");
     let bad: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM app.customer_orders WHERE tenant_id = $1 AND NOT (
              total = subtotal - discount_total AND subtotal BETWEEN 10 AND 500
@@ -150,7 +178,7 @@ async fn large_loads_keep_the_schema() {
     };
     let before = schema().await;
     let foreign_keys = before.iter().filter(|d| d.contains("FOREIGN KEY")).count();
-    assert_eq!(foreign_keys, 8, "{before:?}");
+    assert_eq!(foreign_keys, 9, "{before:?}");
     assert_eq!(
         before
             .iter()
@@ -225,7 +253,7 @@ async fn large_loads_keep_the_schema() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(secondary.len(), 16, "{secondary:?}");
+    assert_eq!(secondary.len(), 17, "{secondary:?}");
     for index in secondary {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}")))
             .execute(&db.pool)

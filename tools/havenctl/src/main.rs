@@ -64,8 +64,9 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         rows: u64,
         /// Only these types (leads, customers, orders, pins, quotes, assets, analytics, usage,
-        /// calls); repeatable. `usage` is AI usage for the billing export; `calls` is brands,
-        /// personas, agents and `--rows` call logs for brand reports.
+        /// calls, ab_tests); repeatable. `usage` is AI usage for the billing export; `calls` is
+        /// brands, personas, agents and `--rows` call logs for brand reports; `ab_tests` is
+        /// `--rows` storefront events of the tenant's shop for the daily product statistics.
         #[arg(long = "type")]
         types: Vec<DataKind>,
         /// Brands per tenant (type calls).
@@ -74,6 +75,16 @@ enum Command {
         /// Agents per brand (type calls).
         #[arg(long, default_value_t = 8)]
         agents_per_brand: u64,
+        /// Shop of the A/B test events (type ab_tests); default `demo-{tenant's first 8 hex
+        /// digits}.myshopify.com`, the dev stack's fake shop.
+        #[arg(long)]
+        shop_domain: Option<String>,
+        /// Products of the shop's catalogue the events are about (type ab_tests).
+        #[arg(long, default_value_t = 20)]
+        products: u64,
+        /// Variants per product (type ab_tests).
+        #[arg(long, default_value_t = 3)]
+        variants_per_product: u64,
         /// Spread rows over this many days back from now.
         #[arg(long, default_value_t = 90)]
         days: u32,
@@ -154,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
             types,
             brands,
             agents_per_brand,
+            shop_domain,
+            products,
+            variants_per_product,
             days,
             seed,
             list_demo,
@@ -183,6 +197,11 @@ async fn main() -> anyhow::Result<()> {
                 options.seed = seed;
                 options.brands = brands;
                 options.agents_per_brand = agents_per_brand;
+                if let Some(shop) = &shop_domain {
+                    options.catalog.shop_domain = shop.clone();
+                }
+                options.catalog.products = products;
+                options.catalog.variants_per_product = variants_per_product;
                 let report = haven_appdata::seed(&pool, &options)
                     .await
                     .with_context(|| format!("seeding tenant {tenant_id}"))?;
