@@ -215,6 +215,54 @@ impl IntegrationsService for Api {
         }))
     }
 
+    async fn list_shopify_shops(
+        &self,
+        request: Request<pb::ListShopifyShopsRequest>,
+    ) -> Result<Response<pb::ListShopifyShopsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        if !principal.is_service() {
+            return Err(Status::permission_denied(
+                "ListShopifyShops is for role service only",
+            ));
+        }
+        let r = request.get_ref();
+        let limit = match r.page_size {
+            0 => 500,
+            n @ 1..=1000 => i64::from(n),
+            _ => {
+                return Err(haven_server::invalid_argument("page_size", "at most 1000"));
+            }
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<Uuid>().map_err(|_| {
+                haven_server::invalid_argument("page_token", "not a token from a previous page")
+            })?),
+        };
+        let tenant = match principal.scope {
+            haven_auth::TenantScope::AllTenants => None,
+            haven_auth::TenantScope::Tenant => Some(principal.tenant_id),
+        };
+        let rows = self.core.connected_shops(tenant, after, limit).await?;
+        let next_page_token = if rows.len() as i64 == limit {
+            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListShopifyShopsResponse {
+            shops: rows
+                .into_iter()
+                .map(|r| pb::ShopifyShop {
+                    tenant_id: r.tenant_id.to_string(),
+                    integration_id: r.id.to_string(),
+                    shop_domain: r.shop_domain,
+                    connected_at: r.connected_at.map(timestamp),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
     async fn get_setup_progress(
         &self,
         request: Request<pb::GetSetupProgressRequest>,

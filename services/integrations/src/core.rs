@@ -154,6 +154,16 @@ impl Core {
         Ok(rows)
     }
 
+    /// A page of connected Shopify shops (see `store::connected_shops`).
+    pub async fn connected_shops(
+        &self,
+        tenant: Option<Uuid>,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<store::ShopRow>> {
+        store::connected_shops(&self.pool, tenant, after, limit).await
+    }
+
     pub async fn get(&self, tenant: Uuid, provider: Provider) -> Result<IntegrationRow> {
         let info = registry::info(provider);
         let mut conn = self.pool.acquire().await?;

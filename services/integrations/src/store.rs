@@ -244,6 +244,41 @@ pub async fn lock(
     row.map(decoded).transpose()
 }
 
+/// A connected Shopify shop, as the services that work on every shop list them.
+#[derive(Debug, Clone)]
+pub struct ShopRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub shop_domain: String,
+    pub connected_at: Option<DateTime<Utc>>,
+}
+
+/// Connected Shopify integrations after `after` (by id), of `tenant` or of every tenant.
+pub async fn connected_shops(
+    pool: &PgPool,
+    tenant: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ShopRow>> {
+    Ok(sqlx::query_as!(
+        ShopRow,
+        r#"SELECT id, tenant_id, shop_domain AS "shop_domain!", connected_at
+           FROM integrations.integrations
+           WHERE provider = $1 AND status = $2 AND shop_domain IS NOT NULL
+             AND ($3::uuid IS NULL OR tenant_id = $3)
+             AND ($4::uuid IS NULL OR id > $4)
+           ORDER BY id
+           LIMIT $5"#,
+        Provider::Shopify.as_str(),
+        Status::Connected as Status,
+        tenant,
+        after,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Integrations connected to a shop, whichever tenant owns them.
 pub async fn by_shop(pool: &PgPool, shop: &str) -> Result<Vec<IntegrationRow>> {
     decoded_all(

@@ -676,3 +676,115 @@ async fn an_unknown_stored_status_is_an_error_naming_it() {
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     assert!(err.message().contains("paused"), "{err:?}");
 }
+
+/// The export service's daily statistics run finds every shop with ListShopifyShops: role
+/// service only, its own tenant for a tenant-scoped token, every tenant for an all-tenants
+/// one, paged; a disconnected shop drops out.
+#[tokio::test]
+async fn connected_shopify_shops_are_listed_for_services_only() {
+    use haven_proto::integrations::v1::ListShopifyShopsRequest;
+    let stack = Stack::start().await;
+    let tenants: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let shops = [
+        "one-shop.myshopify.com",
+        "two-shop.myshopify.com",
+        "three-shop.myshopify.com",
+    ];
+    for (tenant, shop) in tenants.iter().zip(shops) {
+        connect_oauth(&stack, *tenant, "shopify", shop).await;
+    }
+    // A Klaviyo connection is not a shop.
+    stack.fake.add_api_key("klaviyo", "pk_live_x");
+    connect_key(&stack, tenants[0], "klaviyo", "pk_live_x")
+        .await
+        .unwrap();
+    let mut c = stack.client().await;
+    let list = |page_size: u32, page_token: String, token: &str| {
+        request(
+            ListShopifyShopsRequest {
+                page_size,
+                page_token,
+            },
+            token,
+        )
+    };
+
+    // Every tenant's shops, two per page, each once.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_shopify_shops(list(2, token, &service()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.shops.len() <= 2);
+        seen.extend(page.shops);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut domains: Vec<(String, String)> = seen
+        .iter()
+        .map(|s| (s.tenant_id.clone(), s.shop_domain.clone()))
+        .collect();
+    domains.sort();
+    let mut want: Vec<(String, String)> = tenants
+        .iter()
+        .zip(shops)
+        .map(|(t, s)| (t.to_string(), s.to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(domains, want);
+    assert!(
+        seen.iter()
+            .all(|s| s.connected_at.is_some() && !s.integration_id.is_empty())
+    );
+
+    // A tenant-scoped service token sees its own tenant only; users see nothing.
+    let own = c
+        .list_shopify_shops(list(
+            0,
+            String::new(),
+            &token_for(tenants[1], "svc", &[Role::Service]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.shops.len(), 1);
+    assert_eq!(own.shops[0].shop_domain, shops[1]);
+    for roles in [vec![Role::User], vec![Role::Admin]] {
+        let err = c
+            .list_shopify_shops(list(0, String::new(), &token_for(tenants[0], "u", &roles)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    // Bad paging names its field.
+    for (size, token, field) in [(1001, "", "page_size"), (0, "nope", "page_token")] {
+        let err = c
+            .list_shopify_shops(list(size, token.into(), &service()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+
+    // Disconnected shops drop out.
+    c.disconnect(request(
+        DisconnectRequest {
+            provider: "shopify".into(),
+        },
+        &user(tenants[2]),
+    ))
+    .await
+    .unwrap();
+    let after = c
+        .list_shopify_shops(list(0, String::new(), &service()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.shops.len(), 2);
+    assert!(after.shops.iter().all(|s| s.shop_domain != shops[2]));
+}
