@@ -66,6 +66,9 @@ pub struct Config {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The store behind `/api/objects/` links (the export service's, with the same secret).
+    #[command(flatten)]
+    pub objects: haven_objects::ObjectsArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -93,6 +96,11 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             nats,
             auth: AuthArgs::new(jwt_secret),
+            objects: haven_objects::ObjectsArgs::memory(
+                "gateway-default",
+                "gateway-test-object-link-secret-0123456789",
+                "http://localhost:8080",
+            ),
             telemetry: TelemetryArgs {
                 log_filter: "info".into(),
                 log_format: "text".into(),
@@ -116,6 +124,12 @@ impl Config {
     /// The same settings letting pages of `origins` (comma-separated) call the API.
     pub fn with_cors_origins(mut self, origins: &str) -> Self {
         self.cors_origins = origins.to_owned();
+        self
+    }
+
+    /// The same settings serving links to `objects`.
+    pub fn with_objects(mut self, objects: haven_objects::ObjectsArgs) -> Self {
+        self.objects = objects;
         self
     }
 

@@ -261,14 +261,10 @@ pub async fn file_response(
         )
     });
 
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        start.filename.replace('"', "")
-    );
     let mut response = Response::new(Body::new(http_body_util::StreamBody::new(body)));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(&start.content_type));
-    h.insert(header::CONTENT_DISPOSITION, header_value(&disposition));
+    h.insert(header::CONTENT_DISPOSITION, attachment(&start.filename));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::TRAILER,
@@ -566,4 +562,12 @@ mod tests {
         assert_eq!(plain.field, None);
         assert_eq!(plain.message, "export_type: no details");
     }
+}
+
+/// `attachment; filename="…"` for a file name of ours (quotes dropped).
+pub(crate) fn attachment(filename: &str) -> HeaderValue {
+    header_value(&format!(
+        "attachment; filename=\"{}\"",
+        filename.replace('"', "")
+    ))
 }

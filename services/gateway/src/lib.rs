@@ -8,6 +8,7 @@ mod errors;
 mod export;
 mod integrations;
 mod json;
+mod objects;
 pub mod openapi;
 mod pages;
 mod reports;
@@ -47,6 +48,8 @@ pub enum GatewayError {
     Auth(#[from] haven_auth::AuthError),
     #[error(transparent)]
     Bus(#[from] haven_bus::BusError),
+    #[error(transparent)]
+    Objects(#[from] haven_objects::ObjectsError),
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -99,6 +102,8 @@ pub struct AppState {
     /// Where OAuth callbacks send the browser back to.
     pub app_url: String,
     pub webhooks: webhooks::Webhooks,
+    /// Serves signed links to the file store's objects.
+    pub objects: haven_objects::ObjectStorage,
 }
 
 /// The gateway's routes. `/healthz`, `/readyz`, `/metrics`, the console's files
@@ -121,9 +126,10 @@ pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Rou
             read_timeout: config.webhook_read_timeout,
             bus,
         },
+        objects: haven_objects::ObjectStorage::open(&config.objects)?,
     });
     let (router, api) = openapi::api_router(verifier).split_for_parts();
-    let api = Arc::new(api);
+    let api = Arc::new(openapi::finish(api));
     let router = router
         .route(
             "/api/openapi.json",

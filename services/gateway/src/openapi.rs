@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiError, AppState, errors, export, integrations, reports, webhooks};
+use crate::{ApiError, AppState, errors, export, integrations, objects, reports, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use crate::{ApiError, AppState, errors, export, integrations, reports, webhooks}
         (name = "reports", description = "The billing usage export and brand analytics reports"),
         (name = "retry", description = "The error queue"),
         (name = "integrations", description = "Provider connections and the setup wizard"),
+        (name = "objects", description = "Stored files behind signed, time-limited links"),
         (name = "webhooks", description = "Deliveries from providers"),
         (name = "operations", description = "Health for load balancers and orchestrators"),
     )
@@ -65,6 +66,7 @@ pub(crate) fn api_router(verifier: Verifier) -> OpenApiRouter<Arc<AppState>> {
     let api = OpenApiRouter::new()
         .merge(webhooks::routes())
         .merge(integrations::public_routes())
+        .merge(objects::routes())
         .merge(protected);
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(crate::healthz))
@@ -72,10 +74,21 @@ pub(crate) fn api_router(verifier: Verifier) -> OpenApiRouter<Arc<AppState>> {
         .nest("/api", api)
 }
 
+/// Rewrites axum's catch-all segments (`{*key}`) as OpenAPI path templates (`{key}`): the
+/// router needs the former, clients generated from the document the latter. A key's `/`
+/// may be sent as is or as `%2F`; both reach the same object.
+pub(crate) fn finish(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let paths = std::mem::take(&mut api.paths.paths);
+    api.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+    api
+}
+
 /// The document as served, pretty-printed with a final newline (the snapshot's form).
 pub fn document(verifier: Verifier) -> String {
-    let mut json = api_router(verifier)
-        .into_openapi()
+    let mut json = finish(api_router(verifier).into_openapi())
         .to_pretty_json()
         .unwrap_or_default();
     json.push('\n');

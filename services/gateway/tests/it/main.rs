@@ -5,6 +5,7 @@ mod console;
 mod cors;
 mod download;
 mod errors;
+mod objects;
 mod openapi;
 mod stack;
 mod webhooks;

@@ -111,7 +111,8 @@ async fn every_documented_operation_is_served() {
             .replace("{provider}", "klaviyo")
             .replace("{step}", "design_rules")
             .replace("{export_id}", &Uuid::new_v4().to_string())
-            .replace("{id}", &Uuid::new_v4().to_string());
+            .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{key}", "statistic-exports/a/b.csv");
         for method in item.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let res = gw
