@@ -7,6 +7,8 @@
 //! | provider        | client base                         |
 //! |-----------------|-------------------------------------|
 //! | Shopify         | `{base}/shopify/{shop}` (template)  |
+//! | Shopify GraphQL | `POST {base}/shopify/{shop}/admin/api/{version}/graphql.json`: the products catalogue query, cost-throttled |
+//! | Shopify CDN     | `GET {base}/shopify-cdn/{shop}/files/{media_id}.{ext}`: the catalogue's images |
 //! | Pinterest       | `{base}/pinterest/v5`, consent page `{base}/pinterest/oauth/` |
 //! | Klaviyo         | `{base}/klaviyo`                    |
 //! | Dynamic Mockups | `{base}/dynamic-mockups/api/v1`     |
@@ -16,11 +18,14 @@
 //! The fakes are stateful: codes are single-use, refresh tokens rotate, webhooks persist per
 //! shop. The consent pages approve at once (a 302 back to the app), so OAuth can be clicked
 //! through offline. Tests steer them with [`FakeProviders::fail_next`],
-//! [`FakeProviders::set_token_delay`] and [`FakeProviders::revoke_refresh_tokens`].
+//! [`FakeProviders::set_token_delay`] and [`FakeProviders::revoke_refresh_tokens`]; the
+//! Shopify catalogue with [`FakeProviders::set_shopify_catalog`],
+//! [`FakeProviders::set_shopify_graphql_limits`] and [`FakeProviders::fail_image_next`].
 
 mod keys;
 mod pinterest;
 mod shopify;
+mod shopify_graphql;
 mod state;
 
 use std::net::SocketAddr;
@@ -32,6 +37,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::state::Shared;
+
+pub use crate::shopify_graphql::{
+    FakeCatalog, FakeMedia, FakeMediaKind, FakeProduct, FakeVariant, GraphqlStats,
+};
 
 /// App credentials the fakes accept, and token lifetime.
 #[derive(Debug, Clone)]
@@ -67,6 +76,10 @@ pub enum FakeRoute {
     ShopifyCreateWebhook,
     ShopifyListWebhooks,
     ShopifyDeleteWebhook,
+    /// The GraphQL Admin endpoint (catalogue query).
+    ShopifyGraphql,
+    /// Every CDN image; [`FakeProviders::fail_image_next`] targets one.
+    ShopifyImage,
     PinterestAuthorize,
     /// Code exchange and refresh.
     PinterestToken,
@@ -113,6 +126,7 @@ impl FakeProviders {
         let shared = Shared::new(config, format!("http://{addr}"));
         let app = axum::Router::new()
             .merge(shopify::routes())
+            .merge(shopify_graphql::routes())
             .merge(pinterest::routes())
             .merge(keys::routes())
             .with_state(shared.clone());
@@ -260,6 +274,53 @@ impl FakeProviders {
             .flatten()
             .map(|w| (w.id.to_string(), w.topic.clone(), w.address.clone()))
             .collect()
+    }
+
+    /// Replaces the products the GraphQL endpoint lists for `shop` (a shop with none set gets
+    /// a small generated catalogue on first use). Bucket and counters are kept.
+    pub fn set_shopify_catalog(&self, shop: &str, catalog: FakeCatalog) {
+        self.shared
+            .lock()
+            .shopify_graphql
+            .set_catalog(shop, catalog);
+    }
+
+    /// Bucket size and restore rate (points per second) of every shop's query-cost bucket;
+    /// Shopify's standard plan, 2000 and 100, by default. New buckets start full.
+    pub fn set_shopify_graphql_limits(&self, maximum: f64, restore_rate: f64) {
+        self.shared
+            .lock()
+            .shopify_graphql
+            .set_limits(maximum, restore_rate);
+    }
+
+    /// Empties the shop's bucket now, so the next query is THROTTLED.
+    pub fn drain_shopify_graphql_bucket(&self, shop: &str) {
+        self.shared.lock().shopify_graphql.drain(shop);
+    }
+
+    /// What the GraphQL endpoint did for `shop`.
+    pub fn shopify_graphql_stats(&self, shop: &str) -> GraphqlStats {
+        self.shared.lock().shopify_graphql.stats(shop)
+    }
+
+    /// How many times the CDN served the image (successfully; injected failures not counted).
+    pub fn shopify_image_fetches(&self, media_id: u64) -> u32 {
+        self.shared.lock().shopify_graphql.image_fetches(media_id)
+    }
+
+    /// Images served by the CDN in all.
+    pub fn shopify_image_fetches_total(&self) -> u64 {
+        self.shared.lock().shopify_graphql.image_fetches_total()
+    }
+
+    /// Makes the next `times` fetches of one image fail with `status` (429s carry
+    /// `Retry-After: 1`); other images are unaffected.
+    pub fn fail_image_next(&self, media_id: u64, status: u16, times: u32) {
+        self.shared
+            .lock()
+            .shopify_graphql
+            .fail_image(media_id, status, times);
     }
 
     /// Every access token ever issued, so tests can grep dumps and logs for secret bytes.

@@ -1,4 +1,5 @@
-//! The fakes' shared, mutable world: codes, tokens, webhooks, keys and injected failures.
+//! The fakes' shared, mutable world: codes, tokens, webhooks, keys, Shopify catalogues and
+//! injected failures.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 use serde_json::json;
 
+use crate::shopify_graphql::GraphqlWorld;
 use crate::{FakeConfig, FakeRoute};
 
 /// A pending Shopify authorization code.
@@ -68,6 +70,8 @@ pub(crate) struct World {
     pub next_webhook_id: u64,
     pub api_keys: HashMap<String, HashSet<String>>,
     pub resend_send_only: HashSet<String>,
+    /// Shopify catalogues, query-cost buckets and CDN counters.
+    pub shopify_graphql: GraphqlWorld,
 }
 
 /// Cheaply cloneable handle on the world, shared by the server and [`crate::FakeProviders`].
@@ -93,6 +97,7 @@ impl Shared {
             next_webhook_id: 1_000_000_001,
             api_keys: HashMap::new(),
             resend_send_only: HashSet::new(),
+            shopify_graphql: GraphqlWorld::default(),
         })))
     }
 

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! The fakes driven by the real `haven-providers` clients.
 
+mod shopify_catalog;
+
 use std::time::Duration;
 
 use haven_fake_providers::{FakeConfig, FakeProviders, FakeRoute};

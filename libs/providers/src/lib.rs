@@ -1,5 +1,6 @@
 //! HTTP clients for the providers tenants connect: Shopify and Pinterest (OAuth), Klaviyo,
-//! Dynamic Mockups, Resend and Sky Pilot (API keys).
+//! Dynamic Mockups, Resend and Sky Pilot (API keys), and Shopify's product catalogue (GraphQL,
+//! paced by query cost).
 //!
 //! Every client takes its base URL from configuration, so the same code talks to the real
 //! provider in production and to `haven-fake-providers` in tests and the dev stack. Every
@@ -33,6 +34,8 @@ pub mod pkce;
 pub mod resend;
 #[cfg(feature = "clients")]
 pub mod shopify;
+#[cfg(feature = "clients")]
+pub mod shopify_catalog;
 #[cfg(feature = "clients")]
 pub mod sky_pilot;
 
