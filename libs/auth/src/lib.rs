@@ -6,6 +6,7 @@
 
 mod claims;
 mod layer;
+mod service;
 mod verify;
 
 pub use claims::{
@@ -13,6 +14,7 @@ pub use claims::{
     TenantScope,
 };
 pub use layer::{AuthLayer, AuthService, GrpcRejection, JsonRejection, Rejection, principal_of};
+pub use service::{ServiceCredentials, ServiceTokenArgs};
 pub use verify::{
     AuthError, DEFAULT_MAX_TTL, MAX_AUTHORIZATION_LEN, MIN_SECRET_LEN, Minter, Verifier,
 };

@@ -20,6 +20,7 @@ pub struct Api {
     pub engine: Engine,
     pub limits: Limits,
     pub tenants: crate::limiter::TenantLimiter,
+    pub statistics: crate::statistics::Statistics,
 }
 
 const DEFAULT_PAGE_SIZE: i32 = 50;
@@ -213,6 +214,58 @@ impl ExportService for Api {
             .first()
             .ok_or_else(|| ExportError::NotFound(format!("no export `{id}`")))?;
         Ok(Response::new(row.to_proto()))
+    }
+
+    async fn trigger_statistics_export(
+        &self,
+        request: Request<pb::TriggerStatisticsExportRequest>,
+    ) -> Result<Response<pb::TriggerStatisticsExportResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let r =
+            crate::statistics_api::trigger(&self.statistics, &principal, request.get_ref()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_statistics_runs(
+        &self,
+        request: Request<pb::ListStatisticsRunsRequest>,
+    ) -> Result<Response<pb::ListStatisticsRunsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let r = crate::statistics_api::list_runs(&self.statistics, &principal, request.get_ref())
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_statistics_run(
+        &self,
+        request: Request<pb::GetStatisticsRunRequest>,
+    ) -> Result<Response<pb::StatisticsRun>, Status> {
+        let principal = principal_of(&request)?;
+        let r =
+            crate::statistics_api::get_run(&self.statistics, &principal, request.get_ref()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn export_variant_statistics(
+        &self,
+        request: Request<pb::ExportVariantStatisticsRequest>,
+    ) -> Result<Response<pb::VariantStatisticsExport>, Status> {
+        let principal = principal_of(&request)?;
+        let r =
+            crate::statistics_api::export_variant(&self.statistics, &principal, request.get_ref())
+                .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_variant_statistics(
+        &self,
+        request: Request<pb::ListVariantStatisticsRequest>,
+    ) -> Result<Response<pb::ListVariantStatisticsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let r =
+            crate::statistics_api::list_variant(&self.statistics, &principal, request.get_ref())
+                .await?;
+        Ok(Response::new(r))
     }
 
     async fn create_scheduled_export(

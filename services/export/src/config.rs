@@ -34,12 +34,49 @@ pub struct Config {
     /// cancelled, its slot and connection freed).
     #[arg(long, env = "HAVEN_EXPORT_STALL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub stall_timeout: std::time::Duration,
+    /// The integrations service, which lists the connected Shopify shops and hands out
+    /// their tokens for the daily product statistics.
+    #[arg(
+        long,
+        env = "HAVEN_INTEGRATIONS_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub integrations_url: String,
+    /// Shopify Admin API base, `{shop}` replaced by the shop's domain (tests and the dev
+    /// stack point it at the fake providers).
+    #[arg(
+        long,
+        env = "HAVEN_SHOPIFY_URL_TEMPLATE",
+        default_value = "https://{shop}"
+    )]
+    pub shopify_url_template: String,
+    /// Shopify Admin API version of the catalogue query.
+    #[arg(long, env = "HAVEN_SHOPIFY_API_VERSION", default_value = "2025-10")]
+    pub shopify_api_version: String,
+    /// Images or variants a statistics run handles at once.
+    #[arg(long, env = "HAVEN_STATISTICS_CONCURRENCY", default_value_t = 8)]
+    pub statistics_concurrency: usize,
+    /// Start the day's statistics run at 00:00 UTC (once per day across replicas).
+    #[arg(long, env = "HAVEN_STATISTICS_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub statistics_scheduler: bool,
+    /// A statistics run whose replica has shown no sign of life for this long is taken
+    /// over and resumed by another.
+    #[arg(long, env = "HAVEN_STATISTICS_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub statistics_lease: std::time::Duration,
+    /// Lifetime of links to stored statistics files.
+    #[arg(long, env = "HAVEN_STATISTICS_LINK_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub statistics_link_ttl: std::time::Duration,
+    #[command(flatten)]
+    pub objects: haven_objects::ObjectsArgs,
+    #[command(flatten)]
+    pub service_token: haven_auth::ServiceTokenArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
 impl Config {
-    /// Settings for tests: the given servers, ephemeral ports.
+    /// Settings for tests: the given servers, ephemeral ports, a memory object store of its
+    /// own, no statistics scheduler.
     pub fn for_test(common: CommonArgs) -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -48,6 +85,21 @@ impl Config {
             max_concurrent_per_tenant: 4,
             max_concurrent: 12,
             stall_timeout: std::time::Duration::from_secs(60),
+            integrations_url: "http://127.0.0.1:9".into(),
+            shopify_url_template: "https://{shop}".into(),
+            shopify_api_version: "2025-10".into(),
+            statistics_concurrency: 8,
+            statistics_scheduler: false,
+            statistics_lease: std::time::Duration::from_secs(60),
+            statistics_link_ttl: std::time::Duration::from_secs(3600),
+            objects: haven_objects::ObjectsArgs::memory(
+                &uuid::Uuid::new_v4().simple().to_string(),
+                "export-test-object-link-secret-0123456789",
+                "http://localhost:8080",
+            ),
+            service_token: haven_auth::ServiceTokenArgs {
+                service_token: None,
+            },
             common,
         }
     }

@@ -72,3 +72,36 @@ impl From<ExportError> for Status {
         }
     }
 }
+
+impl From<crate::statistics::StatError> for Status {
+    fn from(e: crate::statistics::StatError) -> Status {
+        use crate::statistics::StatError;
+        use haven_providers::shopify_catalog::CatalogError;
+        match e {
+            StatError::NotFound(m) => Status::not_found(m),
+            StatError::NoShop(m) => Status::failed_precondition(format!(
+                "the tenant has no connected Shopify shop ({m}); connect one first"
+            )),
+            StatError::Catalog(CatalogError::TokenRefused) => {
+                Status::failed_precondition("Shopify refused the shop's token; reconnect the shop")
+            }
+            StatError::Catalog(e) if e.is_retryable() => {
+                Status::unavailable(format!("{e}; try again"))
+            }
+            StatError::Catalog(e) => Status::failed_precondition(e.to_string()),
+            StatError::Integrations(m) => {
+                tracing::error!(error = %m, "integrations service call failed");
+                Status::unavailable("the integrations service is unavailable; try again")
+            }
+            StatError::Objects(e) => {
+                tracing::error!(error = %e, "object store failed");
+                Status::unavailable("the object store is unavailable; try again")
+            }
+            StatError::Database(e) => ExportError::Database(e).into(),
+            e @ (StatError::Render(_) | StatError::Lost) => {
+                tracing::error!(error = %e, "statistics export failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -169,6 +169,7 @@ pub async fn record(pool: &PgPool, bus: &Bus, record: &Record, ending: &Ending, 
     let event = ExportEvent {
         entry: Some(entry.to_proto()),
         occurred_at: Some(ts(Utc::now())),
+        statistics_run: None,
     };
     if let Err(e) = bus.publish(subject, &event, &record.id.to_string()).await {
         tracing::warn!(error = %e, export = %record.id, "cannot publish export event");

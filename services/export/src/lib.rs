@@ -13,6 +13,8 @@ mod limiter;
 mod plan;
 mod render;
 mod sql;
+mod statistics;
+mod statistics_api;
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,6 +26,9 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use plan::Limits;
+pub use statistics::{
+    CSV_HEADER as STATISTICS_CSV_HEADER, RETRY_OPERATION as STATISTICS_RETRY_OPERATION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -79,6 +84,61 @@ pub async fn serve(
     haven_appdata::migrate(&base.pool)
         .await
         .map_err(StartError::from)?;
+    let objects = haven_objects::ObjectStorage::open(&config.objects)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    tracing::info!(store = objects.describe(), "object storage");
+    let catalog = haven_providers::shopify_catalog::ShopifyCatalogClient::new(
+        &config.shopify_url_template,
+        &config.shopify_api_version,
+        &haven_providers::HttpSettings::default(),
+    )
+    .map_err(|e| ServeError::Config(format!("Shopify catalogue client: {e}")))?;
+    let credentials = haven_auth::ServiceCredentials::new(
+        &config.service_token,
+        &config.common.auth,
+        "haven-export",
+    )
+    .map_err(|e| ServeError::Config(e.to_string()))?;
+    let integrations = tonic::transport::Endpoint::from_shared(config.integrations_url.clone())
+        .map_err(|e| ServeError::Config(format!("HAVEN_INTEGRATIONS_URL: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    let statistics = statistics::Statistics::new(
+        base.pool.clone(),
+        base.bus.clone(),
+        objects,
+        catalog,
+        statistics::Shops::new(integrations, credentials),
+        statistics::Settings {
+            concurrency: config.statistics_concurrency.max(1),
+            lease: config.statistics_lease,
+            scheduler: config.statistics_scheduler,
+            tick: (config.statistics_lease / 4)
+                .clamp(Duration::from_millis(250), Duration::from_secs(15)),
+            link_ttl: config.statistics_link_ttl,
+        },
+        token.clone(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(statistics.clone().background());
+    {
+        let (statistics, bus, token) = (statistics.clone(), base.bus.clone(), token.clone());
+        tasks.spawn(async move {
+            let run = haven_retry_client::consume(
+                &bus,
+                statistics::RETRY_OPERATION,
+                4,
+                |dispatch| {
+                    let statistics = statistics.clone();
+                    async move { statistics.retry(dispatch).await }
+                },
+                token.cancelled(),
+            );
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "statistics retry consumer stopped");
+            }
+        });
+    }
     let engine = engine::Engine {
         pool: base.pool.clone(),
         bus: base.bus.clone(),
@@ -91,11 +151,15 @@ pub async fn serve(
             config.max_concurrent_per_tenant,
             config.max_concurrent,
         ),
+        statistics,
     };
-    base.grpc()
+    let result = base
+        .grpc()
         .add_service(ExportServiceServer::new(api))
-        .serve(listener, token)
-        .await
-        .map_err(StartError::from)?;
+        .serve(listener, token.clone())
+        .await;
+    token.cancel();
+    while tasks.join_next().await.is_some() {}
+    result.map_err(StartError::from)?;
     Ok(())
 }
