@@ -99,7 +99,8 @@ impl FakeMediaKind {
         }
     }
 
-    fn is_image(self) -> bool {
+    /// Whether the catalogue serves it as a `MediaImage`.
+    pub fn is_image(self) -> bool {
         match self {
             FakeMediaKind::Png | FakeMediaKind::Jpeg => true,
             FakeMediaKind::Video => false,

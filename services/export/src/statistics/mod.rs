@@ -407,19 +407,25 @@ impl Statistics {
         let ids: Vec<String> = products.iter().map(|p| p.legacy_id.to_string()).collect();
         let done = store::stored_by_run(pool, run.id, domain, &ids).await?;
         let metrics = store::day_metrics(pool, shop.tenant, domain, run.day, &ids).await?;
-        let work: Vec<(&CatalogProduct, &CatalogVariant)> = products
+        let wanted: Vec<(&CatalogProduct, &CatalogVariant)> = products
             .iter()
             .flat_map(|p| p.variants.iter().map(move |v| (*p, v)))
-            .filter(|(p, v)| {
+            .filter(|(_, v)| {
                 run.variant_id
                     .as_deref()
                     .is_none_or(|id| id == v.legacy_id.to_string())
-                    && !done.contains(&(p.legacy_id.to_string(), v.legacy_id.to_string()))
             })
             .collect();
+        // Stored by an attempt at this page that died before committing its counts: skipped,
+        // and counted now.
+        // Every wanted variant's images, so those backed up by the dead attempt are counted
+        // too (they are found, not fetched again).
         let (images, backed_up) = self
-            .back_up_images(Some(run.id), shop.tenant, &shop.domain, &work)
+            .back_up_images(Some(run.id), shop.tenant, &shop.domain, &wanted)
             .await?;
+        let (stored, work): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|(p, v)| done.contains(&(p.legacy_id.to_string(), v.legacy_id.to_string())));
         let concurrency = self.inner.settings.concurrency.max(1);
         // Futures made in a loop (not a closure) and then run at most `concurrency` at once.
         let mut jobs = Vec::with_capacity(work.len());
@@ -450,6 +456,7 @@ impl Statistics {
             .await;
         let mut counts = PageCounts {
             products: i32::try_from(products.len()).unwrap_or(i32::MAX),
+            variants: i32::try_from(stored.len()).unwrap_or(i32::MAX),
             images: backed_up,
             ..PageCounts::default()
         };
@@ -486,9 +493,15 @@ impl Statistics {
         }
         let ids: Vec<String> = wanted.iter().map(|(_, _, i)| i.id.clone()).collect();
         let existing = store::backups(&self.inner.pool, shop.as_str(), &ids).await?;
+        // Backed up by this very run: an attempt at this page that died before its counts
+        // were committed (a product's images belong to its page only), so they count here.
+        let mut backed_up = existing
+            .values()
+            .filter(|(_, by)| run.is_some() && *by == run)
+            .count() as i32;
         let mut images: HashMap<String, Result<ImageRef, String>> = existing
             .into_iter()
-            .map(|(id, image)| (id, Ok(image)))
+            .map(|(id, (image, _))| (id, Ok(image)))
             .collect();
         let missing: Vec<_> = wanted
             .into_iter()
@@ -507,7 +520,6 @@ impl Statistics {
             .buffer_unordered(self.inner.settings.concurrency.max(1))
             .collect()
             .await;
-        let mut backed_up = 0;
         for (id, result) in results {
             match result {
                 Ok((image, kept)) => {

@@ -388,14 +388,14 @@ pub async fn day_metrics(
     .collect())
 }
 
-/// Backups of `media` (ids) already made in `shop`.
+/// Backups of `media` (ids) already made in `shop`, with the run that made each.
 pub async fn backups(
     pool: &PgPool,
     shop: &str,
     media: &[String],
-) -> Result<HashMap<String, ImageRef>> {
+) -> Result<HashMap<String, (ImageRef, Option<Uuid>)>> {
     Ok(sqlx::query!(
-        "SELECT media_id, shopify_url, object_key, object_url, backed_up_at
+        "SELECT media_id, shopify_url, object_key, object_url, backed_up_at, run_id
          FROM exports.product_image_backups WHERE shop_domain = $1 AND media_id = ANY($2)",
         shop,
         media
@@ -406,13 +406,16 @@ pub async fn backups(
     .map(|r| {
         (
             r.media_id.clone(),
-            ImageRef {
-                media_id: r.media_id,
-                shopify_url: r.shopify_url,
-                r2_url: r.object_url,
-                r2_key: r.object_key,
-                backed_up_at: r.backed_up_at,
-            },
+            (
+                ImageRef {
+                    media_id: r.media_id,
+                    shopify_url: r.shopify_url,
+                    r2_url: r.object_url,
+                    r2_key: r.object_key,
+                    backed_up_at: r.backed_up_at,
+                },
+                r.run_id,
+            ),
         )
     })
     .collect())
@@ -471,7 +474,7 @@ pub async fn insert_backup(pool: &PgPool, b: &NewBackup<'_>) -> Result<(ImageRef
         ));
     }
     let existing = backups(pool, b.shop, &[b.media_id.to_owned()]).await?;
-    let image = existing
+    let (image, _) = existing
         .into_values()
         .next()
         .ok_or(sqlx::Error::RowNotFound)?;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 const SECRET: &str = haven_testkit::JWT_SECRET;
 
 #[derive(Clone)]
-pub struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Auth(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         r.metadata_mut().insert("authorization", self.0.clone());

@@ -4,3 +4,4 @@ mod billing;
 mod brand;
 mod export;
 mod harness;
+mod statistics;
