@@ -4,6 +4,8 @@
 //! store in a temporary directory and moto's S3 server). Expected metrics are computed here
 //! from the events the test itself inserts.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod world;
 
 mod daily;
