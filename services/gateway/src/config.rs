@@ -66,6 +66,17 @@ pub struct Config {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// Secret an external scheduler sends as `Authorization: Bearer …` to
+    /// `GET /api/statistics-export/daily`; unset, that route does not exist.
+    #[arg(
+        long = "cron-secret",
+        env = "HAVEN_CRON_SECRET",
+        hide_env_values = true
+    )]
+    pub cron_secret: Option<SecretString>,
+    /// The gateway's own credential for the calls it makes for the cron route.
+    #[command(flatten)]
+    pub service_token: haven_auth::ServiceTokenArgs,
     /// The store behind `/api/objects/` links (the export service's, with the same secret).
     #[command(flatten)]
     pub objects: haven_objects::ObjectsArgs,
@@ -96,6 +107,10 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             nats,
             auth: AuthArgs::new(jwt_secret),
+            cron_secret: None,
+            service_token: haven_auth::ServiceTokenArgs {
+                service_token: None,
+            },
             objects: haven_objects::ObjectsArgs::memory(
                 "gateway-default",
                 "gateway-test-object-link-secret-0123456789",
@@ -124,6 +139,12 @@ impl Config {
     /// The same settings letting pages of `origins` (comma-separated) call the API.
     pub fn with_cors_origins(mut self, origins: &str) -> Self {
         self.cors_origins = origins.to_owned();
+        self
+    }
+
+    /// The same settings with the cron route enabled by `secret`.
+    pub fn with_cron_secret(mut self, secret: &str) -> Self {
+        self.cron_secret = Some(SecretString::from(secret));
         self
     }
 

@@ -539,6 +539,14 @@ async fn history_entry(
     Ok(Json(entry.into()))
 }
 
+/// `attachment; filename="…"` for a file name of ours (quotes dropped).
+pub(crate) fn attachment(filename: &str) -> HeaderValue {
+    header_value(&format!(
+        "attachment; filename=\"{}\"",
+        filename.replace('"', "")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,12 +570,4 @@ mod tests {
         assert_eq!(plain.field, None);
         assert_eq!(plain.message, "export_type: no details");
     }
-}
-
-/// `attachment; filename="…"` for a file name of ours (quotes dropped).
-pub(crate) fn attachment(filename: &str) -> HeaderValue {
-    header_value(&format!(
-        "attachment; filename=\"{}\"",
-        filename.replace('"', "")
-    ))
 }

@@ -12,6 +12,7 @@ mod objects;
 pub mod openapi;
 mod pages;
 mod reports;
+mod statistics;
 mod upstream;
 mod webhooks;
 
@@ -104,6 +105,8 @@ pub struct AppState {
     pub webhooks: webhooks::Webhooks,
     /// Serves signed links to the file store's objects.
     pub objects: haven_objects::ObjectStorage,
+    /// The statistics cron route's secret and credential; `None` disables the route.
+    pub cron: Option<statistics::Cron>,
 }
 
 /// The gateway's routes. `/healthz`, `/readyz`, `/metrics`, the console's files
@@ -127,6 +130,17 @@ pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Rou
             bus,
         },
         objects: haven_objects::ObjectStorage::open(&config.objects)?,
+        cron: match &config.cron_secret {
+            Some(secret) => Some(statistics::Cron {
+                secret: secret.clone(),
+                credentials: haven_auth::ServiceCredentials::new(
+                    &config.service_token,
+                    &config.auth,
+                    "haven-gateway",
+                )?,
+            }),
+            None => None,
+        },
     });
     let (router, api) = openapi::api_router(verifier).split_for_parts();
     let api = Arc::new(openapi::finish(api));

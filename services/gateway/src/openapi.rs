@@ -11,7 +11,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiError, AppState, errors, export, integrations, objects, reports, webhooks};
+use crate::{
+    ApiError, AppState, errors, export, integrations, objects, reports, statistics, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +30,7 @@ use crate::{ApiError, AppState, errors, export, integrations, objects, reports, 
         (name = "reports", description = "The billing usage export and brand analytics reports"),
         (name = "retry", description = "The error queue"),
         (name = "integrations", description = "Provider connections and the setup wizard"),
+        (name = "statistics", description = "Daily product statistics: the cron and manual triggers, runs and stored exports"),
         (name = "objects", description = "Stored files behind signed, time-limited links"),
         (name = "webhooks", description = "Deliveries from providers"),
         (name = "operations", description = "Health for load balancers and orchestrators"),
@@ -51,6 +54,17 @@ impl Modify for Bearer {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "cron_secret",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "HAVEN_CRON_SECRET, for the statistics cron route only",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -60,6 +74,7 @@ pub(crate) fn api_router(verifier: Verifier) -> OpenApiRouter<Arc<AppState>> {
         .merge(errors::routes())
         .merge(export::routes())
         .merge(reports::routes())
+        .merge(statistics::routes())
         .merge(integrations::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));
@@ -67,6 +82,7 @@ pub(crate) fn api_router(verifier: Verifier) -> OpenApiRouter<Arc<AppState>> {
         .merge(webhooks::routes())
         .merge(integrations::public_routes())
         .merge(objects::routes())
+        .merge(statistics::public_routes())
         .merge(protected);
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(crate::healthz))

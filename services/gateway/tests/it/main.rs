@@ -8,4 +8,5 @@ mod errors;
 mod objects;
 mod openapi;
 mod stack;
+mod statistics;
 mod webhooks;
