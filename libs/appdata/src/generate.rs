@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt;
 use uuid::Uuid;
 
+pub use haven_shopify::CatalogShape;
+
 use crate::binary::{self, Rows, push_u64};
 use crate::{HOSTILE_TEXT, SeedError, indexes};
 
@@ -114,42 +116,6 @@ impl SeedOptions {
             seed: None,
             rebuild_from: 100_000,
         }
-    }
-}
-
-/// A generated Shopify catalogue's shape and ids, shared by the seeded A/B test events and
-/// the fake shop that serves the same catalogue (`fake-providers --shopify-catalog`), so the
-/// events are about products that exist.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CatalogShape {
-    pub shop_domain: String,
-    pub products: u64,
-    pub variants_per_product: u64,
-    /// First product id; Shopify's ids are 13-digit numbers.
-    pub base: u64,
-}
-
-impl CatalogShape {
-    /// The dev stack's shop for `tenant`: `demo-{first 8 hex digits}.myshopify.com`, 20
-    /// products of 3 variants.
-    pub fn demo(tenant: Uuid) -> Self {
-        let hex = tenant.simple().to_string();
-        CatalogShape {
-            shop_domain: format!("demo-{}.myshopify.com", &hex[..8]),
-            products: 20,
-            variants_per_product: 3,
-            base: 8_000_000_000_000,
-        }
-    }
-
-    pub fn product_id(&self, product: u64) -> u64 {
-        self.base + product
-    }
-
-    /// Variant ids follow the products' block, variant `v` of product `p` at
-    /// `base + 1_000_000 + p * variants_per_product + v`.
-    pub fn variant_id(&self, product: u64, variant: u64) -> u64 {
-        self.base + 1_000_000 + product * self.variants_per_product + variant
     }
 }
 

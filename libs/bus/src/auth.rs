@@ -54,7 +54,13 @@ impl BusUser {
             ],
             // Due work and lifecycle events.
             BusUser::Retry => &["haven.retry.dispatch.>", "haven.retry.events.>"],
-            BusUser::Export => &["haven.exports.events.>"],
+            // Its events, and failed statistics variants handed to (and results reported
+            // to) the queue.
+            BusUser::Export => &[
+                "haven.exports.events.>",
+                "haven.retry.enqueue",
+                "haven.retry.result",
+            ],
             BusUser::Operator => &[">"],
         }
     }
@@ -70,7 +76,7 @@ impl BusUser {
                 "RETRY_EVENTS",
             ],
             BusUser::Retry => &["RETRY_COMMANDS", "RETRY_EVENTS"],
-            BusUser::Export => &["EXPORTS_EVENTS"],
+            BusUser::Export => &["EXPORTS_EVENTS", "RETRY_COMMANDS", "RETRY_EVENTS"],
             BusUser::Operator => &[],
         }
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use haven_fake_providers::{FakeConfig, FakeProviders};
+use haven_fake_providers::{FakeCatalog, FakeConfig, FakeProviders};
 use secrecy::SecretString;
 
 #[derive(Parser, Debug)]
@@ -52,6 +52,10 @@ struct Args {
     /// A Resend key with sending access only; repeatable.
     #[arg(long = "resend-send-only-key")]
     resend_send_only_keys: Vec<String>,
+    /// A demo tenant's shop (`demo-{first 8 hex digits}.myshopify.com`) with the catalogue
+    /// `havenctl seed --type ab_tests` seeds events for; repeatable.
+    #[arg(long = "demo-shop")]
+    demo_shops: Vec<uuid::Uuid>,
     /// Access token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     access_token_ttl_secs: u64,
@@ -85,6 +89,14 @@ async fn main() -> std::io::Result<()> {
     }
     for key in &args.resend_send_only_keys {
         fake.add_resend_send_only_key(key);
+    }
+    for tenant in &args.demo_shops {
+        let shape = haven_shopify::CatalogShape::demo(*tenant);
+        fake.set_shopify_catalog(&shape.shop_domain, FakeCatalog::shaped(&shape, 2));
+        println!(
+            "  demo shop              {} ({} products)",
+            shape.shop_domain, shape.products
+        );
     }
     println!("haven-fake-providers listening on {}", fake.base_url());
     println!("  shopify url template   {}", fake.shopify_url_template());

@@ -207,6 +207,28 @@ impl FakeCatalog {
         FakeCatalog { products }
     }
 
+    /// The catalogue of a demo shape: its product and variant ids (so seeded events are about
+    /// these products), `images_per_product` images each, attached as [`FakeCatalog::generate`]
+    /// attaches them.
+    pub fn shaped(shape: &haven_shopify::CatalogShape, images_per_product: usize) -> FakeCatalog {
+        let products = usize::try_from(shape.products).unwrap_or(0);
+        let variants = usize::try_from(shape.variants_per_product).unwrap_or(0);
+        // Media ids from the shop's name, so two demo shops never share one.
+        let seed = shape
+            .shop_domain
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)))
+            % 100_000;
+        let mut catalog = FakeCatalog::generate(products, variants, images_per_product, seed);
+        for (p, product) in catalog.products.iter_mut().enumerate() {
+            product.id = shape.product_id(p as u64);
+            for (v, variant) in product.variants.iter_mut().enumerate() {
+                variant.id = shape.variant_id(p as u64, v as u64);
+            }
+        }
+        catalog
+    }
+
     pub fn variant_count(&self) -> usize {
         self.products.iter().map(|p| p.variants.len()).sum()
     }

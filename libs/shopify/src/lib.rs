@@ -3,6 +3,7 @@
 //! callbacks and webhooks ([`sign_callback`], [`verify_callback`], [`sign_webhook`],
 //! [`verify_webhook`]). Signatures are compared in constant time.
 
+mod demo;
 mod webhook;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+pub use demo::CatalogShape;
 pub use webhook::{ShopField, WebhookBodyError, signed_shop};
 
 type HmacSha256 = Hmac<Sha256>;
