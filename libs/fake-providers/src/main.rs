@@ -52,7 +52,7 @@ struct Args {
     /// A Resend key with sending access only; repeatable.
     #[arg(long = "resend-send-only-key")]
     resend_send_only_keys: Vec<String>,
-    /// A demo tenant's shop (`demo-{first 8 hex digits}.myshopify.com`) with the catalogue
+    /// A demo tenant's shop (`demo-{last 8 hex digits}.myshopify.com`) with the catalogue
     /// `havenctl seed --type ab_tests` seeds events for; repeatable.
     #[arg(long = "demo-shop")]
     demo_shops: Vec<uuid::Uuid>,

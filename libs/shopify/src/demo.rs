@@ -16,12 +16,12 @@ pub struct CatalogShape {
 }
 
 impl CatalogShape {
-    /// The dev stack's shop for `tenant`: `demo-{first 8 hex digits}.myshopify.com`, 20
+    /// The dev stack's shop for `tenant`: `demo-{last 8 hex digits}.myshopify.com`, 20
     /// products of 3 variants.
     pub fn demo(tenant: Uuid) -> Self {
         let hex = tenant.simple().to_string();
         CatalogShape {
-            shop_domain: format!("demo-{}.myshopify.com", &hex[..8]),
+            shop_domain: format!("demo-{}.myshopify.com", &hex[hex.len() - 8..]),
             products: 20,
             variants_per_product: 3,
             base: 8_000_000_000_000,

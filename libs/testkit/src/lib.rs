@@ -10,6 +10,7 @@
 
 mod process;
 mod service;
+mod shopify;
 
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -23,6 +24,7 @@ pub use service::{
     JWT_SECRET, Running, all_tenants_token, channel, health, request, spawn, spawn_serving, token,
     token_for, wait_for, wait_health, wait_serving,
 };
+pub use shopify::connect_shopify;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Where the shared servers are.

@@ -75,7 +75,7 @@ enum Command {
         /// Agents per brand (type calls).
         #[arg(long, default_value_t = 8)]
         agents_per_brand: u64,
-        /// Shop of the A/B test events (type ab_tests); default `demo-{tenant's first 8 hex
+        /// Shop of the A/B test events (type ab_tests); default `demo-{tenant's last 8 hex
         /// digits}.myshopify.com`, the dev stack's fake shop.
         #[arg(long)]
         shop_domain: Option<String>,

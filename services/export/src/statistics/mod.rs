@@ -246,6 +246,14 @@ impl Statistics {
                 self.forget(run);
                 return;
             }
+            // The database, the bus or the integrations service is away: the run stays
+            // running, its heartbeat stops, and after the lease a replica (this one too)
+            // resumes it after its last committed page.
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(%run, error = %e, lease = ?self.inner.settings.lease, "statistics run paused; it resumes after the lease");
+                self.forget(run);
+                return;
+            }
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
         };
         match store::finish_run(

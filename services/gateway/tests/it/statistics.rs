@@ -7,8 +7,6 @@ use std::time::Duration;
 use haven_auth::Role;
 use haven_fake_providers::{FakeCatalog, FakeConfig, FakeProviders};
 use haven_objects::ObjectsArgs;
-use haven_proto::integrations::v1 as ipb;
-use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
 use haven_server::CommonArgs;
 use haven_testkit::{Switch, TestDb, listener, namespace, nats_url};
 use secrecy::{ExposeSecret, SecretString};
@@ -29,14 +27,6 @@ struct Stack {
     _db: TestDb,
     _fake: FakeProviders,
     _dir: tempfile::TempDir,
-}
-
-fn pairs(url: &str) -> Vec<(String, String)> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
 
 /// Integrations, export and the gateway on one database, a file store, one connected shop.
@@ -89,52 +79,11 @@ async fn stack(cron: Option<&str>) -> Stack {
     let tenant = Uuid::new_v4();
     let catalog = FakeCatalog::generate(6, 2, 2, 71);
     fake.set_shopify_catalog(SHOP, catalog.clone());
-    let mut c = IntegrationsServiceClient::new(haven_testkit::channel(integrations.addr));
-    let begin = c
-        .begin_o_auth(haven_testkit::request(
-            ipb::BeginOAuthRequest {
-                provider: "shopify".into(),
-                shop: SHOP.into(),
-                redirect_uri: String::new(),
-            },
-            &haven_testkit::token(tenant, Role::User),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let ticket = pairs(&begin.authorize_url)
-        .into_iter()
-        .find(|(k, _)| k == "ticket")
-        .unwrap()
-        .1;
-    let started = c
-        .start_o_auth(ipb::StartOAuthRequest {
-            provider: "shopify".into(),
-            ticket,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    haven_testkit::connect_shopify(integrations.addr, tenant, SHOP).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let callback = http
-        .get(&started.authorize_url)
-        .send()
-        .await
-        .unwrap()
-        .headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    c.complete_o_auth(ipb::CompleteOAuthRequest {
-        provider: "shopify".into(),
-        query: pairs(&callback).into_iter().collect(),
-        browser_binding: started.browser_binding,
-    })
-    .await
-    .unwrap();
     Stack {
         base,
         http,

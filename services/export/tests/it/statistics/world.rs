@@ -12,8 +12,6 @@ use haven_auth::Role;
 use haven_fake_providers::{FakeCatalog, FakeConfig, FakeProviders};
 use haven_objects::{ObjectKey, ObjectStorage, ObjectsArgs};
 use haven_proto::export::v1 as pb;
-use haven_proto::integrations::v1 as ipb;
-use haven_proto::integrations::v1::integrations_service_client::IntegrationsServiceClient;
 use haven_server::CommonArgs;
 use haven_testkit::{Switch, TestDb};
 use rand::{Rng, SeedableRng};
@@ -125,46 +123,7 @@ impl World {
     pub async fn add_shop(&mut self, domain: &str, catalog: FakeCatalog) -> Uuid {
         let tenant = Uuid::new_v4();
         self.fake.set_shopify_catalog(domain, catalog.clone());
-        let mut c = IntegrationsServiceClient::new(haven_testkit::channel(self.integrations));
-        let begin = c
-            .begin_o_auth(haven_testkit::request(
-                ipb::BeginOAuthRequest {
-                    provider: "shopify".into(),
-                    shop: domain.into(),
-                    redirect_uri: String::new(),
-                },
-                &haven_testkit::token(tenant, Role::User),
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        let ticket = pairs(&begin.authorize_url)
-            .into_iter()
-            .find(|(k, _)| k == "ticket")
-            .unwrap()
-            .1;
-        let started = c
-            .start_o_auth(ipb::StartOAuthRequest {
-                provider: "shopify".into(),
-                ticket,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let res = http.get(&started.authorize_url).send().await.unwrap();
-        assert_eq!(res.status(), 302);
-        let callback = res.headers()["location"].to_str().unwrap().to_owned();
-        c.complete_o_auth(ipb::CompleteOAuthRequest {
-            provider: "shopify".into(),
-            query: pairs(&callback).into_iter().collect(),
-            browser_binding: started.browser_binding,
-        })
-        .await
-        .unwrap();
+        haven_testkit::connect_shopify(self.integrations, tenant, domain).await;
         self.shops.push(ShopFixture {
             tenant,
             domain: domain.to_owned(),
@@ -529,12 +488,4 @@ pub async fn read(storage: &ObjectStorage, key: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{key}: {e}"));
     let chunks: Vec<bytes::Bytes> = download.body.try_collect().await.unwrap();
     chunks.concat()
-}
-
-fn pairs(url: &str) -> Vec<(String, String)> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
