@@ -40,7 +40,8 @@ struct Args {
     concurrency: usize,
 }
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
+/// The test kit's secret: `connect_shopify` signs its user token with it.
+const SECRET: &str = haven_testkit::JWT_SECRET;
 const LINK_SECRET: &str = "bench-object-link-secret-0123456789abcdef";
 const VARIANTS_PER_PRODUCT: u64 = 4;
 /// Seed 004's "large shop": 750 variants in about 90 seconds.
