@@ -1,6 +1,8 @@
 //! The object stores against real backends: a temporary directory, the in-process memory
 //! store and a real S3 protocol server (moto), each through the same calls.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::time::Duration;
 
 use bytes::Bytes;
