@@ -8,3 +8,56 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// The servers a benchmark runs on: a durable PostgreSQL (settings as in production) with a
+/// `bench` database, and a `nats-server -js`.
+pub struct Servers {
+    pub pg: haven_testkit::PostgresServer,
+    pub nats: haven_testkit::NatsServer,
+    pub db_url: String,
+    pub pool: sqlx::PgPool,
+}
+
+impl Servers {
+    pub async fn start() -> anyhow::Result<Servers> {
+        println!("starting PostgreSQL (durable settings) and nats-server -js ...");
+        let pg = haven_testkit::PostgresServer::start_durable()?;
+        let nats = haven_testkit::NatsServer::start()?;
+        let admin = sqlx::PgPool::connect(&pg.url()).await?;
+        sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
+        let db_url = haven_testkit::with_database(&pg.url(), "bench");
+        let pool = sqlx::PgPool::connect(&db_url).await?;
+        Ok(Servers {
+            pg,
+            nats,
+            db_url,
+            pool,
+        })
+    }
+}
+
+/// The directory of the running benchmark binary, where the release services are too.
+pub fn bin_dir() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+/// A free loopback address for a service the benchmark starts.
+pub fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// Peak resident set of a process (VmHWM), in MiB; NaN when it cannot be read.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}

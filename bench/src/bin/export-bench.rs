@@ -8,7 +8,6 @@
 //! Run it with `./bench/export/run` (it builds the release binaries first).
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,10 +16,9 @@ use clap::Parser;
 use futures::StreamExt;
 use haven_appdata::{DataKind, SeedOptions};
 use haven_auth::{Claims, Minter, Role};
-use haven_bench::median;
+use haven_bench::{bin_dir, free_addr, median, peak_rss_mib};
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
-use haven_testkit::{NatsServer, PostgresServer};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -52,31 +50,6 @@ struct Args {
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 const COLUMNS: &str = "id, shopify_order_id, customer_email, total, subtotal, discount_total, item_count, status, created_at";
 
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// Peak resident set of a process (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 struct Measure {
     rows: u64,
     bytes: u64,
@@ -87,13 +60,12 @@ struct Measure {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("starting PostgreSQL (durable settings) and nats-server -js ...");
-    let pg = PostgresServer::start_durable()?;
-    let nats = NatsServer::start()?;
-    let admin = PgPool::connect(&pg.url()).await?;
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
-    let db_url = haven_testkit::with_database(&pg.url(), "bench");
-    let pool = PgPool::connect(&db_url).await?;
+    let haven_bench::Servers {
+        pg,
+        nats,
+        db_url,
+        pool,
+    } = haven_bench::Servers::start().await?;
     haven_appdata::migrate(&pool).await?;
 
     let tenant = Uuid::new_v4();
@@ -114,8 +86,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // The services as real processes, so their memory is their own.
-    let export_addr = free_addr();
-    let gateway_addr = free_addr();
+    let export_addr = free_addr()?;
+    let gateway_addr = free_addr()?;
     let common = |cmd: &mut Command| {
         cmd.env("HAVEN_DATABASE_URL", &db_url)
             .env("HAVEN_NATS_URL", nats.url())
@@ -479,7 +451,7 @@ async fn brand_case(
         .bind(tenant)
         .fetch_one(pool)
         .await?;
-    let addr = free_addr();
+    let addr = free_addr()?;
     let mut export = Command::new(bin_dir().join("haven-export"))
         .env("HAVEN_DATABASE_URL", db_url)
         .env("HAVEN_NATS_URL", nats_url)

@@ -23,7 +23,6 @@ use haven_proto::retry::v1::EnqueueRequest;
 use haven_proto::retry::v1::enqueue_request::FirstRun;
 use haven_retry_client::HandlerError;
 use haven_server::CommonArgs;
-use haven_testkit::{NatsServer, PostgresServer};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -73,13 +72,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
-    println!("starting PostgreSQL (durable settings) and nats-server -js ...");
-    let pg = PostgresServer::start_durable()?;
-    let nats = NatsServer::start()?;
-    let admin = PgPool::connect(&pg.url()).await?;
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
-    let db_url = haven_testkit::with_database(&pg.url(), "bench");
-    let pool = PgPool::connect(&db_url).await?;
+    let haven_bench::Servers {
+        pg,
+        nats,
+        db_url,
+        pool,
+    } = haven_bench::Servers::start().await?;
     let pg_version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&pool)
         .await?;

@@ -7,7 +7,6 @@
 //! Run it with `./bench/statistics/run` (it builds the release binaries first).
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,11 +14,10 @@ use anyhow::Context;
 use clap::Parser;
 use haven_appdata::{CatalogShape, DataKind, SeedOptions};
 use haven_auth::{Claims, Minter, Role};
-use haven_bench::median;
+use haven_bench::{bin_dir, free_addr, median, peak_rss_mib};
 use haven_fake_providers::{FakeCatalog, FakeConfig, FakeProviders};
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
-use haven_testkit::{NatsServer, PostgresServer};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -47,30 +45,6 @@ const VARIANTS_PER_PRODUCT: u64 = 4;
 /// Seed 004's "large shop": 750 variants in about 90 seconds.
 const SEED_RATE: f64 = 750.0 / 90.0;
 
-fn bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 struct Shop {
     tenant: Uuid,
     shape: CatalogShape,
@@ -85,13 +59,12 @@ struct Measure {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("starting PostgreSQL (durable settings) and nats-server -js ...");
-    let pg = PostgresServer::start_durable()?;
-    let nats = NatsServer::start()?;
-    let admin = PgPool::connect(&pg.url()).await?;
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
-    let db_url = haven_testkit::with_database(&pg.url(), "bench");
-    let pool = PgPool::connect(&db_url).await?;
+    let haven_bench::Servers {
+        pg: _pg,
+        nats,
+        db_url,
+        pool,
+    } = haven_bench::Servers::start().await?;
     haven_appdata::migrate(&pool).await?;
 
     // The fake Shopify with the bucket out of the way: the run's speed, not Shopify's.
@@ -208,7 +181,7 @@ async fn measure(
         .await
         .ok();
     let dir = tempfile::tempdir()?;
-    let addr = free_addr();
+    let addr = free_addr()?;
     let mut child: Child = Command::new(bin_dir().join("haven-export"))
         .env("HAVEN_DATABASE_URL", db_url)
         .env("HAVEN_NATS_URL", nats_url)

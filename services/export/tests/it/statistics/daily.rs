@@ -148,19 +148,7 @@ async fn runs_write_to_an_s3_store_with_presigned_links() {
     let stop = Switch::new();
     let addr = world.start_export(&stop, |_| {}).await;
     let mut admin = world.admin(addr).await;
-    let date = world.day.format("%Y-%m-%d").to_string();
-    let started = admin
-        .trigger_statistics_export(trigger(true, &date))
-        .await
-        .unwrap()
-        .into_inner();
-    let run = world
-        .finished(
-            &mut admin,
-            &started.run.unwrap().id,
-            Duration::from_secs(60),
-        )
-        .await;
+    let run = world.daily_run(&mut admin, Duration::from_secs(60)).await;
     assert_eq!((run.variants, run.failures), (30, 0), "{run:?}");
     assert_eq!(world.export_keys().await, world.wanted_keys());
     assert_eq!(world.check_files().await, 30);
@@ -227,18 +215,7 @@ async fn a_failing_variant_is_retried_and_the_others_are_stored() {
     haven_testkit::wait_serving(retry.addr).await;
     let addr = world.start_export(&stop, |_| {}).await;
     let mut admin = world.admin(addr).await;
-    let started = admin
-        .trigger_statistics_export(trigger(true, &world.day.format("%Y-%m-%d").to_string()))
-        .await
-        .unwrap()
-        .into_inner();
-    let run = world
-        .finished(
-            &mut admin,
-            &started.run.unwrap().id,
-            Duration::from_secs(60),
-        )
-        .await;
+    let run = world.daily_run(&mut admin, Duration::from_secs(60)).await;
     assert_eq!(run.status, pb::StatisticsRunStatus::Completed as i32);
     assert_eq!((run.variants, run.failures), (59, 1), "{run:?}");
 

@@ -229,21 +229,7 @@ async fn the_run_paces_itself_to_shopifys_bucket() {
     let stop = Switch::new();
     let addr = world.start_export(&stop, |_| {}).await;
     let mut admin = world.admin(addr).await;
-    let started = admin
-        .trigger_statistics_export(pb::TriggerStatisticsExportRequest {
-            daily: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let run = world
-        .finished(
-            &mut admin,
-            &started.run.unwrap().id,
-            Duration::from_secs(120),
-        )
-        .await;
+    let run = world.daily_run(&mut admin, Duration::from_secs(120)).await;
     assert_eq!((run.variants, run.failures), (90, 0), "{run:?}");
     let stats = world.fake.shopify_graphql_stats("small-plan.myshopify.com");
     assert!(stats.queries >= 8, "{stats:?}");

@@ -423,6 +423,21 @@ impl World {
         client(addr, &haven_testkit::token(Uuid::new_v4(), Role::Admin)).await
     }
 
+    /// Starts the day's daily run (or finds it) and waits for it to end.
+    pub async fn daily_run(&self, client: &mut Client, within: Duration) -> pb::StatisticsRun {
+        let started = client
+            .trigger_statistics_export(pb::TriggerStatisticsExportRequest {
+                date: self.day.format("%Y-%m-%d").to_string(),
+                daily: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.finished(client, &started.run.unwrap().id, within)
+            .await
+    }
+
     /// Polls the run until it is no longer running.
     pub async fn finished(
         &self,
