@@ -270,28 +270,49 @@ impl ExportService for Api {
 
     async fn create_scheduled_export(
         &self,
-        _request: Request<pb::CreateScheduledExportRequest>,
+        request: Request<pb::CreateScheduledExportRequest>,
     ) -> Result<Response<pb::ScheduledExport>, Status> {
-        Err(Status::unimplemented(
-            "scheduled exports are not available yet",
-        ))
+        let principal = principal_of(&request)?;
+        let r =
+            crate::schedule::api::create(&self.engine.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_scheduled_export(
+        &self,
+        request: Request<pb::GetScheduledExportRequest>,
+    ) -> Result<Response<pb::ScheduledExport>, Status> {
+        let principal = principal_of(&request)?;
+        let r = crate::schedule::api::get(&self.engine.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(r))
     }
 
     async fn list_scheduled_exports(
         &self,
-        _request: Request<pb::ListScheduledExportsRequest>,
+        request: Request<pb::ListScheduledExportsRequest>,
     ) -> Result<Response<pb::ListScheduledExportsResponse>, Status> {
-        Err(Status::unimplemented(
-            "scheduled exports are not available yet",
-        ))
+        let principal = principal_of(&request)?;
+        let r =
+            crate::schedule::api::list(&self.engine.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn update_scheduled_export(
+        &self,
+        request: Request<pb::UpdateScheduledExportRequest>,
+    ) -> Result<Response<pb::ScheduledExport>, Status> {
+        let principal = principal_of(&request)?;
+        let r =
+            crate::schedule::api::update(&self.engine.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(r))
     }
 
     async fn delete_scheduled_export(
         &self,
-        _request: Request<pb::DeleteScheduledExportRequest>,
+        request: Request<pb::DeleteScheduledExportRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented(
-            "scheduled exports are not available yet",
-        ))
+        let principal = principal_of(&request)?;
+        crate::schedule::api::delete(&self.engine.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(()))
     }
 }

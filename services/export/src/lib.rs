@@ -12,6 +12,7 @@ mod history;
 mod limiter;
 mod plan;
 mod render;
+pub mod schedule;
 mod sql;
 mod statistics;
 mod statistics_api;

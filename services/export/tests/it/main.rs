@@ -4,4 +4,5 @@ mod billing;
 mod brand;
 mod export;
 mod harness;
+mod schedules;
 mod statistics;

@@ -1,0 +1,9 @@
+//! Scheduled exports (README, "Scheduled exports"): weekly and monthly exports in the
+//! schedule's own time zone. This part: the schedules themselves (checked settings, their
+//! rows, the RPCs) and the slot arithmetic.
+
+pub(crate) mod api;
+pub(crate) mod model;
+/// Public: the slot arithmetic is a pure library others (the console's preview, tools) can use.
+pub mod slots;
+mod store;

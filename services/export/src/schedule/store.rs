@@ -1,0 +1,195 @@
+//! Schedules in and out of `exports.scheduled_exports`, always by the caller's tenant.
+
+use chrono::{DateTime, NaiveTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::model::{Delivery, Frequency, RangeType, Schedule, ScheduleFormat, Settings};
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+struct Row {
+    id: Uuid,
+    tenant_id: Uuid,
+    user_id: String,
+    export_type: String,
+    format: ScheduleFormat,
+    field_selection: Vec<String>,
+    date_range_type: RangeType,
+    frequency: Frequency,
+    weekday: Option<i16>,
+    day_of_month: Option<i16>,
+    time_of_day: NaiveTime,
+    time_zone: String,
+    enabled: bool,
+    delivery_method: Delivery,
+    delivery_email: Option<String>,
+    last_run_at: Option<DateTime<Utc>>,
+    next_run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Row> for Schedule {
+    fn from(r: Row) -> Schedule {
+        Schedule {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            user_id: r.user_id,
+            settings: Settings {
+                export_type: r.export_type,
+                format: r.format,
+                fields: r.field_selection,
+                range: r.date_range_type,
+                frequency: r.frequency,
+                weekday: r.weekday,
+                day_of_month: r.day_of_month,
+                time_of_day: r.time_of_day,
+                time_zone: r.time_zone,
+                enabled: r.enabled,
+                delivery: r.delivery_method,
+                delivery_email: r.delivery_email,
+            },
+            last_run_at: r.last_run_at,
+            next_run_at: r.next_run_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Every column, typed, for each query below (sqlx checks each one).
+macro_rules! select_schedules {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            r#"SELECT id, tenant_id, user_id, export_type, format AS "format: ScheduleFormat",
+                      field_selection, date_range_type AS "date_range_type: RangeType",
+                      frequency AS "frequency: Frequency", weekday, day_of_month, time_of_day,
+                      time_zone, enabled, delivery_method AS "delivery_method: Delivery",
+                      delivery_email, last_run_at, next_run_at, created_at, updated_at
+               FROM exports.scheduled_exports "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
+pub async fn insert(
+    pool: &PgPool,
+    tenant: Uuid,
+    user: &str,
+    s: &Settings,
+    next_run_at: DateTime<Utc>,
+) -> Result<Schedule> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO exports.scheduled_exports
+             (id, tenant_id, user_id, export_type, format, field_selection, date_range_type,
+              frequency, weekday, day_of_month, time_of_day, time_zone, enabled,
+              delivery_method, delivery_email, next_run_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        id,
+        tenant,
+        user,
+        s.export_type,
+        s.format as ScheduleFormat,
+        &s.fields,
+        s.range as RangeType,
+        s.frequency as Frequency,
+        s.weekday,
+        s.day_of_month,
+        s.time_of_day,
+        s.time_zone,
+        s.enabled,
+        s.delivery as Delivery,
+        s.delivery_email,
+        next_run_at,
+    )
+    .execute(pool)
+    .await?;
+    get(pool, tenant, id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The tenant's schedule `id`; another tenant's is `None`, as an unknown one.
+pub async fn get(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Option<Schedule>> {
+    Ok(
+        select_schedules!("WHERE tenant_id = $1 AND id = $2", tenant, id)
+            .fetch_optional(pool)
+            .await?
+            .map(Schedule::from),
+    )
+}
+
+/// A page of the tenant's schedules, oldest first, after the schedule `after`.
+pub async fn list(
+    pool: &PgPool,
+    tenant: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Schedule>> {
+    Ok(select_schedules!(
+        "WHERE tenant_id = $1 AND ($2::uuid IS NULL OR (created_at, id) >
+             (SELECT created_at, id FROM exports.scheduled_exports WHERE tenant_id = $1 AND id = $2))
+         ORDER BY created_at, id LIMIT $3",
+        tenant,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(Schedule::from)
+    .collect())
+}
+
+pub async fn update(
+    pool: &PgPool,
+    tenant: Uuid,
+    id: Uuid,
+    s: &Settings,
+    next_run_at: DateTime<Utc>,
+) -> Result<Option<Schedule>> {
+    let updated = sqlx::query!(
+        "UPDATE exports.scheduled_exports SET
+             export_type = $3, format = $4, field_selection = $5, date_range_type = $6,
+             frequency = $7, weekday = $8, day_of_month = $9, time_of_day = $10, time_zone = $11,
+             enabled = $12, delivery_method = $13, delivery_email = $14, next_run_at = $15,
+             updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        id,
+        s.export_type,
+        s.format as ScheduleFormat,
+        &s.fields,
+        s.range as RangeType,
+        s.frequency as Frequency,
+        s.weekday,
+        s.day_of_month,
+        s.time_of_day,
+        s.time_zone,
+        s.enabled,
+        s.delivery as Delivery,
+        s.delivery_email,
+        next_run_at,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Ok(None);
+    }
+    get(pool, tenant, id).await
+}
+
+/// Deletes the tenant's schedule (and its runs); `false` when there was none.
+pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<bool> {
+    Ok(sqlx::query!(
+        "DELETE FROM exports.scheduled_exports WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        id
+    )
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
