@@ -12,6 +12,7 @@ mod objects;
 pub mod openapi;
 mod pages;
 mod reports;
+mod schedules;
 mod statistics;
 mod upstream;
 mod webhooks;

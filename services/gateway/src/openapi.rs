@@ -12,7 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::{
-    ApiError, AppState, errors, export, integrations, objects, reports, statistics, webhooks,
+    ApiError, AppState, errors, export, integrations, objects, reports, schedules, statistics,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -30,6 +31,7 @@ use crate::{
         (name = "reports", description = "The billing usage export and brand analytics reports"),
         (name = "retry", description = "The error queue"),
         (name = "integrations", description = "Provider connections and the setup wizard"),
+        (name = "schedules", description = "Scheduled exports: weekly and monthly, in the schedule's time zone"),
         (name = "statistics", description = "Daily product statistics: the cron and manual triggers, runs and stored exports"),
         (name = "objects", description = "Stored files behind signed, time-limited links"),
         (name = "webhooks", description = "Deliveries from providers"),
@@ -75,6 +77,7 @@ pub(crate) fn api_router(verifier: Verifier) -> OpenApiRouter<Arc<AppState>> {
         .merge(export::routes())
         .merge(reports::routes())
         .merge(statistics::routes())
+        .merge(schedules::routes())
         .merge(integrations::routes())
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(AuthLayer::new(verifier, JsonRejection));

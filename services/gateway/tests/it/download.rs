@@ -18,14 +18,14 @@ fn token(tenant: Uuid) -> String {
     haven_testkit::token(tenant, Role::User)
 }
 
-struct Stack {
+pub(crate) struct Stack {
     db: TestDb,
-    base: String,
+    pub(crate) base: String,
     gateway: std::net::SocketAddr,
-    stop: Switch,
+    pub(crate) stop: Switch,
 }
 
-async fn stack() -> Stack {
+pub(crate) async fn stack() -> Stack {
     let db = TestDb::new().await;
     let stop = Switch::new();
     let mut config =

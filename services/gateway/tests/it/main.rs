@@ -7,6 +7,7 @@ mod download;
 mod errors;
 mod objects;
 mod openapi;
+mod schedules;
 mod stack;
 mod statistics;
 mod webhooks;
