@@ -3,7 +3,8 @@
 //! rows, the RPCs) and the slot arithmetic.
 
 pub(crate) mod api;
-pub(crate) mod model;
+pub use store::{Claimed, claim_due};
+pub mod model;
 /// Public: the slot arithmetic is a pure library others (the console's preview, tools) can use.
 pub mod slots;
 mod store;

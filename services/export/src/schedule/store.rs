@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::model::{Delivery, Frequency, RangeType, Schedule, ScheduleFormat, Settings};
+use super::slots::catch_up;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -192,4 +193,90 @@ pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<bool> {
     .await?
     .rows_affected()
         == 1)
+}
+
+/// Older missed slots recorded per schedule at most (a schedule paused for years should not
+/// write thousands of rows).
+const MAX_SKIPPED: usize = 100;
+
+/// One slot claimed for running.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub run_id: Uuid,
+    pub schedule: Schedule,
+    pub slot: DateTime<Utc>,
+    /// Not the slot that just came: the scheduler was away across it.
+    pub late: bool,
+}
+
+/// Claims every enabled schedule due at `now` (at most `limit`), in one transaction: the
+/// latest due slot becomes a pending run, older missed ones are recorded as skipped, and
+/// next_run_at moves past `now`. Rows locked by another replica are skipped, and the run's
+/// unique `(schedule_id, scheduled_for)` makes a slot run once however claims interleave.
+pub async fn claim_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Vec<Claimed>> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<Schedule> = select_schedules!(
+        "WHERE enabled AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(Schedule::from)
+    .collect();
+    let mut claimed = Vec::with_capacity(due.len());
+    for schedule in due {
+        let Ok(rule) = schedule.settings.rule() else {
+            tracing::error!(schedule = %schedule.id, zone = %schedule.settings.time_zone, "a stored schedule has a time zone this build does not know; leaving it");
+            continue;
+        };
+        let Some(plan) = catch_up(&rule, schedule.next_run_at, now, MAX_SKIPPED) else {
+            continue;
+        };
+        for slot in &plan.skipped {
+            sqlx::query!(
+                "INSERT INTO exports.scheduled_export_runs (id, schedule_id, tenant_id, scheduled_for, status, late)
+                 VALUES ($1, $2, $3, $4, 'skipped', true)
+                 ON CONFLICT (schedule_id, scheduled_for) DO NOTHING",
+                Uuid::now_v7(),
+                schedule.id,
+                schedule.tenant_id,
+                slot
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let run_id = sqlx::query_scalar!(
+            "INSERT INTO exports.scheduled_export_runs (id, schedule_id, tenant_id, scheduled_for, status, late)
+             VALUES ($1, $2, $3, $4, 'pending', $5)
+             ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
+             RETURNING id",
+            Uuid::now_v7(),
+            schedule.id,
+            schedule.tenant_id,
+            plan.run,
+            plan.late
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE exports.scheduled_exports SET next_run_at = $2, last_run_at = $3 WHERE id = $1",
+            schedule.id,
+            plan.next,
+            plan.run
+        )
+        .execute(&mut *tx)
+        .await?;
+        if let Some(run_id) = run_id {
+            claimed.push(Claimed {
+                run_id,
+                schedule,
+                slot: plan.run,
+                late: plan.late,
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(claimed)
 }

@@ -303,3 +303,140 @@ async fn bad_input_is_refused_naming_the_field() {
     assert!(err.message().starts_with("page_size"), "{}", err.message());
     stack.stop.fire();
 }
+
+/// Three replicas claiming due slots at the same simulated instants, over six weeks of
+/// slots for a handful of schedules: every slot is claimed exactly once, in order.
+#[tokio::test]
+async fn three_replicas_claim_each_slot_exactly_once() {
+    use std::collections::BTreeMap;
+    let stack = start("").await;
+    let tenant = Uuid::new_v4();
+    let mut c = stack.client(tenant).await;
+    let mut schedules = Vec::new();
+    for (zone, weekday, time) in [
+        ("UTC", 1, "08:00"),
+        ("Europe/Paris", 7, "02:30"),
+        ("America/New_York", 3, "23:45"),
+        ("Asia/Kolkata", 5, "00:00"),
+    ] {
+        let mut s = weekly_paris();
+        s.time_zone = zone.into();
+        s.weekday = weekday;
+        s.time_of_day = time.into();
+        schedules.push(create(&mut c, s).await.unwrap());
+    }
+    let mut monthly = weekly_paris();
+    monthly.frequency = pb::ScheduleFrequency::Monthly as i32;
+    monthly.weekday = 0;
+    monthly.day_of_month = 31;
+    schedules.push(create(&mut c, monthly).await.unwrap());
+
+    // The slots each schedule must run, from its own rule.
+    let start_at = chrono::Utc::now();
+    let end_at = start_at + chrono::Duration::weeks(6);
+    let mut want: BTreeMap<String, Vec<chrono::DateTime<chrono::Utc>>> = BTreeMap::new();
+    for s in &schedules {
+        let settings = haven_export::schedule::model::Settings::from_proto(s).unwrap();
+        let rule = settings.rule().unwrap();
+        let mut slot = haven_proto::time::from_timestamp(s.next_run_at.as_ref().unwrap()).unwrap();
+        let mut slots = Vec::new();
+        while slot <= end_at {
+            slots.push(slot);
+            slot = rule.next_after(slot);
+        }
+        want.insert(s.id.clone(), slots);
+    }
+
+    // Every 30 simulated minutes, three replicas claim at once.
+    let mut got: BTreeMap<String, Vec<chrono::DateTime<chrono::Utc>>> = BTreeMap::new();
+    let mut now = start_at;
+    while now <= end_at {
+        let pool = &stack.db.pool;
+        let (a, b, c3) = tokio::join!(
+            haven_export::schedule::claim_due(pool, now, 10),
+            haven_export::schedule::claim_due(pool, now, 10),
+            haven_export::schedule::claim_due(pool, now, 10),
+        );
+        for claimed in [a.unwrap(), b.unwrap(), c3.unwrap()].into_iter().flatten() {
+            // Late only when claimed more than the scheduler's tick after its slot.
+            assert_eq!(
+                claimed.late,
+                now - claimed.slot > haven_export::schedule::slots::ON_TIME,
+                "{claimed:?}"
+            );
+            got.entry(claimed.schedule.id.to_string())
+                .or_default()
+                .push(claimed.slot);
+        }
+        now += chrono::Duration::minutes(30);
+    }
+    for slots in got.values_mut() {
+        slots.sort();
+    }
+    assert_eq!(got, want);
+    let (runs, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (schedule_id, scheduled_for)) FROM exports.scheduled_export_runs",
+    )
+    .fetch_one(&stack.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(runs, distinct);
+    assert_eq!(runs as usize, want.values().map(Vec::len).sum::<usize>());
+    stack.stop.fire();
+}
+
+/// A scheduler away across two slots makes one late run for the latest and records the
+/// older one as skipped; paused schedules are not claimed.
+#[tokio::test]
+async fn missed_slots_make_one_late_run_and_a_skipped_record() {
+    let stack = start("").await;
+    let mut c = stack.client(Uuid::new_v4()).await;
+    let mut s = weekly_paris();
+    s.time_zone = "UTC".into();
+    let made = create(&mut c, s).await.unwrap();
+    let mut paused = weekly_paris();
+    paused.enabled = false;
+    create(&mut c, paused).await.unwrap();
+    let first = haven_proto::time::from_timestamp(made.next_run_at.as_ref().unwrap()).unwrap();
+
+    // Away from just before the first slot until after the second.
+    let back = first + chrono::Duration::days(8);
+    let claimed = haven_export::schedule::claim_due(&stack.db.pool, back, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].slot, first + chrono::Duration::weeks(1));
+    assert!(claimed[0].late);
+    let rows: Vec<(String, bool, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT status, late, scheduled_for FROM exports.scheduled_export_runs ORDER BY scheduled_for",
+    )
+    .fetch_all(&stack.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("skipped".to_owned(), true, first),
+            (
+                "pending".to_owned(),
+                true,
+                first + chrono::Duration::weeks(1)
+            ),
+        ]
+    );
+    let next: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT next_run_at FROM exports.scheduled_exports WHERE id = $1::uuid")
+            .bind(&made.id)
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(next, first + chrono::Duration::weeks(2));
+    // Nothing more is due until then.
+    assert!(
+        haven_export::schedule::claim_due(&stack.db.pool, back, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    stack.stop.fire();
+}
