@@ -66,6 +66,13 @@ pub struct Config {
     /// Lifetime of links to stored statistics files.
     #[arg(long, env = "HAVEN_STATISTICS_LINK_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub statistics_link_ttl: std::time::Duration,
+    /// Run scheduled exports (claim due slots and run them); off for a replica that should
+    /// only serve calls.
+    #[arg(long, env = "HAVEN_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scheduler: bool,
+    /// How often the scheduler looks for due slots.
+    #[arg(long, env = "HAVEN_SCHEDULER_TICK", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub scheduler_tick: std::time::Duration,
     #[command(flatten)]
     pub objects: haven_objects::ObjectsArgs,
     #[command(flatten)]
@@ -92,6 +99,8 @@ impl Config {
             statistics_scheduler: false,
             statistics_lease: std::time::Duration::from_secs(60),
             statistics_link_ttl: std::time::Duration::from_secs(3600),
+            scheduler: true,
+            scheduler_tick: std::time::Duration::from_millis(200),
             objects: haven_objects::ObjectsArgs::memory(
                 &uuid::Uuid::new_v4().simple().to_string(),
                 "export-test-object-link-secret-0123456789",

@@ -33,6 +33,9 @@ pub enum ExportError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The object store refused or failed.
+    #[error("object store: {0}")]
+    Storage(String),
 }
 
 impl ExportError {
@@ -68,6 +71,10 @@ impl From<ExportError> for Status {
             ExportError::Render(e) => {
                 tracing::error!(error = %e, "export rendering failed");
                 Status::internal(e.to_string())
+            }
+            ExportError::Storage(e) => {
+                tracing::error!(error = %e, "object store failed");
+                Status::unavailable("the object store is unavailable; try again")
             }
         }
     }

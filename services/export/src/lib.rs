@@ -140,18 +140,28 @@ pub async fn serve(
             }
         });
     }
+    let tenants =
+        limiter::TenantLimiter::new(config.max_concurrent_per_tenant, config.max_concurrent);
     let engine = engine::Engine {
         pool: base.pool.clone(),
         bus: base.bus.clone(),
         stall_timeout: config.stall_timeout,
     };
+    if config.scheduler {
+        let runner = schedule::runner::Runner {
+            engine: engine.clone(),
+            limits: limits.clone(),
+            tenants: tenants.clone(),
+            objects: statistics.objects().clone(),
+            tick: config.scheduler_tick.max(Duration::from_millis(100)),
+            token: token.clone(),
+        };
+        tasks.spawn(runner.background());
+    }
     let api = api::Api {
         engine,
         limits,
-        tenants: limiter::TenantLimiter::new(
-            config.max_concurrent_per_tenant,
-            config.max_concurrent,
-        ),
+        tenants,
         statistics,
     };
     let result = base

@@ -14,6 +14,11 @@ use crate::history::{Record, StoredFormat};
 /// The longest range one export may span: a decade (anything longer is a mistake).
 const MAX_RANGE_DAYS: i64 = 3660;
 
+/// The longest range one export covers (about ten years).
+pub fn max_range() -> Duration {
+    Duration::days(MAX_RANGE_DAYS)
+}
+
 /// What a request asks to render.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -9,6 +9,16 @@ use super::slots::catch_up;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
+haven_db::text_enum! {
+    /// `scheduled_export_runs.status`.
+    pub enum RunStatus in "scheduled_export_runs.status" {
+        Pending = "pending",
+        Delivered = "delivered",
+        Failed = "failed",
+        Skipped = "skipped",
+    }
+}
+
 struct Row {
     id: Uuid,
     tenant_id: Uuid,
@@ -279,4 +289,29 @@ pub async fn claim_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<
     }
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// Records how a run ended (one more attempt).
+pub async fn finish_run(
+    pool: &PgPool,
+    run: Uuid,
+    status: RunStatus,
+    object_key: Option<&str>,
+    export_id: Option<Uuid>,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE exports.scheduled_export_runs
+         SET status = $2, object_key = COALESCE($3, object_key), export_id = COALESCE($4, export_id),
+             last_error = $5, attempts = attempts + 1, updated_at = now()
+         WHERE id = $1",
+        run,
+        status as RunStatus,
+        object_key,
+        export_id,
+        error
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -440,3 +440,76 @@ async fn missed_slots_make_one_late_run_and_a_skipped_record() {
     );
     stack.stop.fire();
 }
+
+/// A due slot of a download schedule runs through the export engine into the object store:
+/// the run is delivered, the file is the slot's range of orders, and history has it.
+#[tokio::test]
+async fn a_due_download_schedule_stores_its_file() {
+    let store_name = Uuid::new_v4().simple().to_string();
+    let objects = haven_objects::ObjectsArgs::memory(
+        &store_name,
+        "schedule-test-link-secret-0123456789abc",
+        "http://g",
+    );
+    let stack = crate::harness::start_config("", |c| c.objects = objects.clone()).await;
+    let tenant = Uuid::new_v4();
+    stack.seed(tenant, 500, 0.0).await;
+    let mut c = stack.client(tenant).await;
+    let mut s = weekly_paris();
+    s.delivery_method = pb::DeliveryMethod::Download as i32;
+    s.delivery_email.clear();
+    s.date_range = pb::DateRangePreset::AllTime as i32;
+    s.fields = vec!["shopify_order_id".into(), "total".into()];
+    let made = create(&mut c, s).await.unwrap();
+    // Make its slot due now (as if the clock had reached it).
+    sqlx::query("UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&made.id)
+        .execute(&stack.db.pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (status, key, export_id): (String, Option<String>, Option<Uuid>) = loop {
+        let row: Option<(String, Option<String>, Option<Uuid>)> = sqlx::query_as(
+            "SELECT status, object_key, export_id FROM exports.scheduled_export_runs WHERE schedule_id = $1::uuid",
+        )
+        .bind(&made.id)
+        .fetch_optional(&stack.db.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row.filter(|r| r.0 != "pending") {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, "delivered");
+    let key = key.unwrap();
+    assert!(
+        key.starts_with(&format!("scheduled-exports/{tenant}/{}/", made.id)),
+        "{key}"
+    );
+    assert!(key.ends_with(".csv"), "{key}");
+    let storage = haven_objects::ObjectStorage::open(&objects).unwrap();
+    let download = storage
+        .get(&haven_objects::ObjectKey::parse(&key).unwrap())
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(download.body)
+        .await
+        .unwrap();
+    let file = chunks.concat();
+    let mut reader = csv::Reader::from_reader(file.as_slice());
+    assert_eq!(reader.headers().unwrap().len(), 2);
+    assert_eq!(reader.records().count(), 500);
+    // The export went through the engine: it has its history row.
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM exports.export_history WHERE id = $1 AND status = 'completed' AND record_count = 500")
+        .bind(export_id.unwrap())
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(history, 1);
+    stack.stop.fire();
+}

@@ -1,0 +1,213 @@
+//! The scheduler loop of each replica: claim the due slots ([`super::claim_due`]) and run each
+//! through the export engine (history row and events as any export), streaming the file into
+//! the object store at `scheduled-exports/{tenant}/{schedule}/{slot}.{ext}`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use haven_objects::{ObjectKey, ObjectStorage};
+use haven_proto::export::v1 as pb;
+use haven_proto::export::v1::stream_export_response::Part;
+use tokio_util::sync::CancellationToken;
+
+use super::model::{Delivery, RangeType, ScheduleFormat};
+use super::slots::{Preset, range};
+use super::store::{self, Claimed, RunStatus};
+use crate::engine::{Engine, FileJob};
+use crate::error::ExportError;
+use crate::limiter::TenantLimiter;
+use crate::plan::{self, Limits};
+
+/// Slots claimed per round.
+const CLAIM_BATCH: i64 = 20;
+/// A run that cannot get an export slot tries again this often, this many times.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+const BUSY_TRIES: u32 = 60;
+
+#[derive(Clone)]
+pub struct Runner {
+    pub engine: Engine,
+    pub limits: Limits,
+    pub tenants: TenantLimiter,
+    pub objects: ObjectStorage,
+    pub tick: Duration,
+    pub token: CancellationToken,
+}
+
+/// The object a slot's file is stored at.
+pub fn object_key(c: &Claimed) -> Result<ObjectKey, ExportError> {
+    let ext = match c.schedule.settings.format {
+        ScheduleFormat::Csv => "csv",
+        ScheduleFormat::Json => "json",
+        ScheduleFormat::Ndjson => "ndjson",
+    };
+    ObjectKey::join(&[
+        "scheduled-exports",
+        &c.schedule.tenant_id.to_string(),
+        &c.schedule.id.to_string(),
+        &format!("{}.{ext}", c.slot.format("%Y%m%dT%H%M%SZ")),
+    ])
+    .map_err(|e| ExportError::invalid("key", e.to_string()))
+}
+
+impl Runner {
+    /// Claims and runs due slots until shutdown.
+    pub async fn background(self) {
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match super::claim_due(&self.engine.pool, Utc::now(), CLAIM_BATCH).await {
+                Ok(claimed) => {
+                    for c in claimed {
+                        let this = self.clone();
+                        tokio::spawn(async move { this.run(c).await });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim due scheduled exports; trying again")
+                }
+            }
+        }
+    }
+
+    /// Runs one claimed slot and records how it ended on its run row.
+    async fn run(&self, c: Claimed) {
+        let outcome = self.export(&c).await;
+        let pool = &self.engine.pool;
+        let result = match &outcome {
+            Ok((key, export_id)) => match c.schedule.settings.delivery {
+                Delivery::Download => {
+                    tracing::info!(schedule = %c.schedule.id, slot = %c.slot, late = c.late, %key, "scheduled export stored");
+                    store::finish_run(
+                        pool,
+                        c.run_id,
+                        RunStatus::Delivered,
+                        Some(key.as_str()),
+                        Some(*export_id),
+                        None,
+                    )
+                    .await
+                }
+                Delivery::Email => {
+                    // The file is stored; sending it is not built yet, and the run says so.
+                    tracing::warn!(schedule = %c.schedule.id, slot = %c.slot, "scheduled export stored; email delivery is not available yet");
+                    store::finish_run(
+                        pool,
+                        c.run_id,
+                        RunStatus::Failed,
+                        Some(key.as_str()),
+                        Some(*export_id),
+                        Some("the file is stored, but email delivery is not available yet"),
+                    )
+                    .await
+                }
+            },
+            Err(e) => {
+                tracing::warn!(schedule = %c.schedule.id, slot = %c.slot, error = %e, "scheduled export failed");
+                store::finish_run(
+                    pool,
+                    c.run_id,
+                    RunStatus::Failed,
+                    None,
+                    None,
+                    Some(&e.to_string()),
+                )
+                .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(run = %c.run_id, error = %e, "cannot record a scheduled export's run");
+        }
+    }
+
+    /// The slot's export, streamed into the store; its key and history id.
+    async fn export(&self, c: &Claimed) -> Result<(ObjectKey, uuid::Uuid), ExportError> {
+        let s = &c.schedule.settings;
+        let rule = s.rule()?;
+        let preset = match s.range {
+            RangeType::LastWeek => Preset::LastWeek,
+            RangeType::LastMonth => Preset::LastMonth,
+            RangeType::AllTime => Preset::AllTime,
+        };
+        let (start, end) = range(preset, c.slot, rule.zone);
+        let ts = haven_proto::time::timestamp;
+        let request = pb::ExportRequest {
+            export_type: s.export_type.clone(),
+            format: match s.format {
+                ScheduleFormat::Csv => pb::ExportFormat::Csv,
+                ScheduleFormat::Json => pb::ExportFormat::Json,
+                ScheduleFormat::Ndjson => pb::ExportFormat::Ndjson,
+            } as i32,
+            fields: s.fields.clone(),
+            // All time: as far back as one export reaches (the type's row limit still applies).
+            start_time: Some(ts(start.unwrap_or_else(|| end - plan::max_range()))),
+            end_time: Some(ts(end)),
+            ..Default::default()
+        };
+        let plan = plan::resolve(
+            &request,
+            c.schedule.tenant_id,
+            &c.schedule.user_id,
+            &self.limits,
+            Utc::now(),
+            false,
+        )?;
+        let export_id = plan.id;
+        let permit = self.permit(c.schedule.tenant_id).await?;
+        let summary: Arc<Mutex<Option<pb::ExportSummary>>> = Arc::default();
+        let seen = summary.clone();
+        let chunks = self
+            .engine
+            .export(FileJob::export(&plan), permit)
+            .filter_map(move |message| {
+                let out = match message {
+                    Ok(m) => match m.part {
+                        Some(Part::Chunk(bytes)) => Some(Ok(bytes)),
+                        Some(Part::Summary(s)) => {
+                            if let Ok(mut slot) = seen.lock() {
+                                *slot = Some(s);
+                            }
+                            None
+                        }
+                        Some(Part::Start(_)) | None => None,
+                    },
+                    Err(status) => Some(Err(status.message().to_owned())),
+                };
+                futures::future::ready(out)
+            });
+        let key = object_key(c)?;
+        self.objects
+            .put_stream(&key, chunks)
+            .await
+            .map_err(|e| ExportError::Storage(e.to_string()))?;
+        let finished = summary.lock().ok().and_then(|s| *s);
+        if finished.is_none() {
+            return Err(ExportError::Storage(
+                "the export ended without its summary".into(),
+            ));
+        }
+        Ok((key, export_id))
+    }
+
+    /// An export slot of the tenant's, waiting while the tenant or the service is busy.
+    async fn permit(&self, tenant: uuid::Uuid) -> Result<crate::limiter::Permit, ExportError> {
+        let mut tries = 0;
+        loop {
+            match self.tenants.acquire(tenant) {
+                Ok(permit) => return Ok(permit),
+                Err(ExportError::Busy(m)) if tries < BUSY_TRIES => {
+                    tries += 1;
+                    tracing::debug!(%tenant, reason = %m, "scheduled export waits for an export slot");
+                    tokio::time::sleep(BUSY_WAIT).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
