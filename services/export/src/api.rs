@@ -307,6 +307,22 @@ impl ExportService for Api {
         Ok(Response::new(r))
     }
 
+    async fn list_scheduled_export_runs(
+        &self,
+        request: Request<pb::ListScheduledExportRunsRequest>,
+    ) -> Result<Response<pb::ListScheduledExportRunsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let r = crate::schedule::api::runs(
+            &self.engine.pool,
+            self.statistics.objects(),
+            self.statistics.link_ttl(),
+            &principal,
+            request.get_ref(),
+        )
+        .await?;
+        Ok(Response::new(r))
+    }
+
     async fn delete_scheduled_export(
         &self,
         request: Request<pb::DeleteScheduledExportRequest>,

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get_one, patch, delete))
+        .routes(routes!(runs))
 }
 
 fn client(state: &AppState) -> ExportServiceClient<Channel> {
@@ -414,4 +415,82 @@ async fn delete(
         .await
         .map_err(|s| rename(s.into()))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One slot of a schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    id: String,
+    scheduled_for: Option<String>,
+    /// `pending`, `delivered`, `failed` or `skipped`.
+    status: String,
+    late: bool,
+    export_id: Option<String>,
+    /// Time-limited link to the stored file.
+    download_url: Option<String>,
+    link_expires_at: Option<String>,
+    attempts: u32,
+    last_error: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    /// 1–100, default 20.
+    limit: Option<String>,
+}
+
+/// A schedule's runs, latest slot first, with links to the stored files
+#[utoipa::path(get, operation_id = "listScheduledExportRuns", path = "/scheduled-exports/{id}/runs", tag = "schedules",
+    params(("id" = String, Path, description = "The schedule's id"), RunsQuery),
+    responses((status = 200, body = [RunView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn runs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Vec<RunView>>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| ApiError::invalid("limit", "must be a number from 1 to 100"))?,
+    };
+    let runs = client(&state)
+        .list_scheduled_export_runs(upstream::request(
+            &headers,
+            pb::ListScheduledExportRunsRequest {
+                schedule_id: id,
+                limit,
+            },
+        ))
+        .await
+        .map_err(|s| {
+            ApiError::from(s).rename_field(|f| match f {
+                "schedule_id" => Some("id"),
+                _ => None,
+            })
+        })?
+        .into_inner()
+        .runs;
+    Ok(Json(
+        runs.into_iter()
+            .map(|r| RunView {
+                id: r.id,
+                scheduled_for: time_str(r.scheduled_for),
+                status: r.status,
+                late: r.late,
+                export_id: nonempty(r.export_id),
+                download_url: nonempty(r.download_url),
+                link_expires_at: time_str(r.link_expires_at),
+                attempts: r.attempts,
+                last_error: nonempty(r.last_error),
+                created_at: time_str(r.created_at),
+                updated_at: time_str(r.updated_at),
+            })
+            .collect(),
+    ))
 }

@@ -138,3 +138,59 @@ pub async fn delete(
         Err(not_found(id))
     }
 }
+
+pub async fn runs(
+    pool: &PgPool,
+    objects: &haven_objects::ObjectStorage,
+    link_ttl: std::time::Duration,
+    principal: &Principal,
+    r: &pb::ListScheduledExportRunsRequest,
+) -> Result<pb::ListScheduledExportRunsResponse, Status> {
+    let id = id_of("schedule_id", &r.schedule_id)?;
+    let limit = match r.limit {
+        0 => 20,
+        n @ 1..=100 => i64::from(n),
+        _ => return Err(ExportError::invalid("limit", "must be 1 to 100").into()),
+    };
+    // Another tenant's schedule is NotFound, as an unknown one.
+    store::get(pool, principal.tenant_id, id)
+        .await
+        .map_err(ExportError::from)?
+        .ok_or_else(|| not_found(id))?;
+    let rows = store::runs(pool, principal.tenant_id, id, limit)
+        .await
+        .map_err(ExportError::from)?;
+    let ts = haven_proto::time::timestamp;
+    let expires = Utc::now() + chrono::Duration::from_std(link_ttl).unwrap_or_default();
+    let mut runs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let link = match row
+            .object_key
+            .as_deref()
+            .map(haven_objects::ObjectKey::parse)
+        {
+            Some(Ok(key)) => Some(
+                objects
+                    .link(&key, link_ttl)
+                    .await
+                    .map_err(|e| ExportError::Storage(e.to_string()))?,
+            ),
+            Some(Err(_)) | None => None,
+        };
+        runs.push(pb::ScheduledExportRun {
+            id: row.id.to_string(),
+            schedule_id: row.schedule_id.to_string(),
+            scheduled_for: Some(ts(row.scheduled_for)),
+            status: row.status.as_str().to_owned(),
+            late: row.late,
+            export_id: row.export_id.map(|e| e.to_string()).unwrap_or_default(),
+            link_expires_at: link.as_ref().map(|_| ts(expires)),
+            download_url: link.unwrap_or_default(),
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            last_error: row.last_error.unwrap_or_default(),
+            created_at: Some(ts(row.created_at)),
+            updated_at: Some(ts(row.updated_at)),
+        });
+    }
+    Ok(pb::ListScheduledExportRunsResponse { runs })
+}

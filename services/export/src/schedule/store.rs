@@ -315,3 +315,37 @@ pub async fn finish_run(
     .await?;
     Ok(())
 }
+
+/// A run as listed.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub schedule_id: Uuid,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: RunStatus,
+    pub late: bool,
+    pub export_id: Option<Uuid>,
+    pub object_key: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The tenant's schedule's runs, latest slot first.
+pub async fn runs(pool: &PgPool, tenant: Uuid, schedule: Uuid, limit: i64) -> Result<Vec<RunRow>> {
+    sqlx::query_as!(
+        RunRow,
+        r#"SELECT id, schedule_id, scheduled_for, status AS "status: RunStatus", late, export_id,
+                  object_key, attempts, last_error, created_at, updated_at
+           FROM exports.scheduled_export_runs
+           WHERE tenant_id = $1 AND schedule_id = $2
+           ORDER BY scheduled_for DESC
+           LIMIT $3"#,
+        tenant,
+        schedule,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}

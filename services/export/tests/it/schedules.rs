@@ -511,5 +511,38 @@ async fn a_due_download_schedule_stores_its_file() {
         .await
         .unwrap();
     assert_eq!(history, 1);
+    // The run is listed with a signed link to the file.
+    let runs = c
+        .list_scheduled_export_runs(pb::ListScheduledExportRunsRequest {
+            schedule_id: made.id.clone(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].attempts),
+        ("delivered", 1)
+    );
+    assert!(
+        runs[0]
+            .download_url
+            .starts_with(&format!("http://g/api/objects/{key}?expires=")),
+        "{}",
+        runs[0].download_url
+    );
+    assert!(runs[0].download_url.contains("&sig="));
+    let err = stack
+        .client(Uuid::new_v4())
+        .await
+        .list_scheduled_export_runs(pb::ListScheduledExportRunsRequest {
+            schedule_id: made.id.clone(),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     stack.stop.fire();
 }
