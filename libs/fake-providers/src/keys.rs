@@ -11,7 +11,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::FakeRoute;
-use crate::state::{Shared, json_response};
+use crate::state::{Shared, json_response, random_hex};
 
 /// Lists every fake Klaviyo account has.
 const KLAVIYO_LISTS: [&str; 3] = ["Newsletter", "VIP Customers", "Abandoned Checkout"];
@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/klaviyo/api/lists", get(klaviyo_lists))
         .route("/dynamic-mockups/api/v1/mockups", get(dynamic_mockups))
         .route("/resend/domains", get(resend_domains))
+        .route("/resend/emails", axum::routing::post(resend_send))
         .route("/sky-pilot/v1/account", get(sky_pilot_account))
 }
 
@@ -262,4 +263,125 @@ async fn sky_pilot_account(State(shared): State<Shared>, headers: HeaderMap) -> 
         StatusCode::OK,
         json!({"shop": "havenhold.myshopify.com", "plan": "pro"}),
     )
+}
+
+/// Resend's Send Email: a valid key (sending-only keys too), `from`, `to` and `subject`
+/// required, attachments as base64. An `Idempotency-Key` seen before with the same body
+/// answers the first email's id and sends nothing; with another body it is 409, as Resend
+/// documents.
+async fn resend_send(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use base64::Engine as _;
+    if let Some(r) = shared.injected(FakeRoute::ResendEmails) {
+        return r;
+    }
+    let key = bearer(&headers);
+    {
+        let world = shared.lock();
+        if key.is_empty()
+            || !(world.resend_send_only.contains(key)
+                || world
+                    .api_keys
+                    .get("resend")
+                    .is_some_and(|k| k.contains(key)))
+        {
+            return resend_error(
+                StatusCode::FORBIDDEN,
+                "invalid_api_key",
+                "API key is invalid",
+            );
+        }
+    }
+    let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return resend_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            "The body is not JSON.",
+        );
+    };
+    let text = |k: &str| parsed.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let to: Vec<String> = match parsed.get("to") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let (Some(from), Some(subject)) = (text("from"), text("subject")) else {
+        return resend_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_required_field",
+            "`from` and `subject` are required.",
+        );
+    };
+    if to.is_empty() {
+        return resend_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_required_field",
+            "`to` is required.",
+        );
+    }
+    let mut attachments = Vec::new();
+    for a in parsed
+        .get("attachments")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let filename = a
+            .get("filename")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(content) = a
+            .get("content")
+            .and_then(|v| v.as_str())
+            .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+        else {
+            return resend_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                "An attachment's content is not base64.",
+            );
+        };
+        attachments.push((filename, content));
+    }
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut world = shared.lock();
+    if let Some(k) = &idempotency_key
+        && let Some((id, first_body)) = world.resend_idempotency.get(k)
+    {
+        if *first_body != body.to_vec() {
+            return resend_error(
+                StatusCode::CONFLICT,
+                "invalid_idempotent_request",
+                "Same idempotency key used with a different request payload.",
+            );
+        }
+        return json_response(StatusCode::OK, json!({ "id": id }));
+    }
+    let id = random_hex(16);
+    if let Some(k) = &idempotency_key {
+        world
+            .resend_idempotency
+            .insert(k.clone(), (id.clone(), body.to_vec()));
+    }
+    world.resend_emails.push(crate::SentEmail {
+        id: id.clone(),
+        from,
+        to,
+        subject,
+        text: text("text").unwrap_or_default(),
+        html: text("html"),
+        attachments,
+        idempotency_key,
+    });
+    json_response(StatusCode::OK, json!({ "id": id }))
 }

@@ -12,7 +12,7 @@
 //! | Pinterest       | `{base}/pinterest/v5`, consent page `{base}/pinterest/oauth/` |
 //! | Klaviyo         | `{base}/klaviyo`                    |
 //! | Dynamic Mockups | `{base}/dynamic-mockups/api/v1`     |
-//! | Resend          | `{base}/resend`                     |
+//! | Resend          | `{base}/resend` (domains, send email with attachments and `Idempotency-Key`) |
 //! | Sky Pilot       | `{base}/sky-pilot`                  |
 //!
 //! The fakes are stateful: codes are single-use, refresh tokens rotate, webhooks persist per
@@ -89,7 +89,23 @@ pub enum FakeRoute {
     KlaviyoLists,
     DynamicMockupsMockups,
     ResendDomains,
+    /// Send Email.
+    ResendEmails,
     SkyPilotAccount,
+}
+
+/// An email the fake Resend accepted, as a test reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEmail {
+    pub id: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// (filename, decoded bytes).
+    pub attachments: Vec<(String, Vec<u8>)>,
+    pub idempotency_key: Option<String>,
 }
 
 /// Handle on a running fake server; the server stops when this is dropped.
@@ -232,6 +248,11 @@ impl FakeProviders {
         } else {
             world.failures.insert(route, (status, times));
         }
+    }
+
+    /// Every email the fake Resend accepted (a repeated idempotent request is not listed twice).
+    pub fn resend_emails(&self) -> Vec<SentEmail> {
+        self.shared.lock().resend_emails.clone()
     }
 
     /// Delays every token and refresh response, so racing refreshers overlap.

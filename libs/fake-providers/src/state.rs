@@ -70,6 +70,10 @@ pub(crate) struct World {
     pub next_webhook_id: u64,
     pub api_keys: HashMap<String, HashSet<String>>,
     pub resend_send_only: HashSet<String>,
+    /// Emails Resend accepted, in order.
+    pub resend_emails: Vec<crate::SentEmail>,
+    /// Idempotency-Key → (email id, the first request's body).
+    pub resend_idempotency: HashMap<String, (String, Vec<u8>)>,
     /// Shopify catalogues, query-cost buckets and CDN counters.
     pub shopify_graphql: GraphqlWorld,
 }
@@ -97,6 +101,8 @@ impl Shared {
             next_webhook_id: 1_000_000_001,
             api_keys: HashMap::new(),
             resend_send_only: HashSet::new(),
+            resend_emails: Vec::new(),
+            resend_idempotency: HashMap::new(),
             shopify_graphql: GraphqlWorld::default(),
         })))
     }

@@ -485,3 +485,60 @@ async fn shutdown_stops_the_server() {
     let e = sky.validate(&SecretString::from("k")).await.unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
 }
+
+/// Resend's Send Email: the attachment arrives intact, a repeated Idempotency-Key sends
+/// nothing new (and with another body is refused), a 503 is retryable, a bad key is not.
+#[tokio::test]
+async fn resend_sends_email_with_attachments_once_per_idempotency_key() {
+    use haven_providers::resend::{Attachment, Email};
+    let fake = fake().await;
+    fake.add_api_key("resend", "re_live_key");
+    fake.add_resend_send_only_key("re_send_only");
+    let resend = ResendClient::new(&fake.resend_base(), &HttpSettings::default()).unwrap();
+    let file: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let email = Email {
+        from: "Haven <exports@example.com>".into(),
+        to: vec!["ops@example.com".into()],
+        subject: "Weekly orders".into(),
+        text: "Attached.".into(),
+        html: None,
+        attachments: vec![Attachment {
+            filename: "orders.csv".into(),
+            content_type: "text/csv".into(),
+            content: file.clone(),
+        }],
+    };
+    let key = SecretString::from("re_live_key");
+    let id = resend.send(&key, &email, "run-1").await.unwrap();
+    // The same call again (a retry after a lost answer): the same id, nothing sent twice.
+    assert_eq!(resend.send(&key, &email, "run-1").await.unwrap(), id);
+    // A sending-only key may send.
+    let other = Email {
+        subject: "Other".into(),
+        attachments: vec![],
+        ..email.clone()
+    };
+    resend
+        .send(&SecretString::from("re_send_only"), &other, "run-2")
+        .await
+        .unwrap();
+    let sent = fake.resend_emails();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].id, id);
+    assert_eq!(sent[0].to, vec!["ops@example.com".to_owned()]);
+    assert_eq!(sent[0].idempotency_key.as_deref(), Some("run-1"));
+    assert_eq!(sent[0].attachments, vec![("orders.csv".to_owned(), file)]);
+    // The same key with another body is refused; a bad key is refused; a 503 may be retried.
+    assert!(resend.send(&key, &other, "run-1").await.is_err());
+    let bad = resend
+        .send(&SecretString::from("re_wrong"), &other, "run-3")
+        .await
+        .unwrap_err();
+    assert!(!bad.is_retryable(), "{bad:?}");
+    fake.fail_next(FakeRoute::ResendEmails, 503, 1);
+    let busy = resend.send(&key, &other, "run-4").await.unwrap_err();
+    assert!(busy.is_retryable(), "{busy:?}");
+    assert_eq!(fake.resend_emails().len(), 2);
+    // No secret in what the error says.
+    assert!(!format!("{bad:?}{busy:?}").contains("re_live_key"));
+}

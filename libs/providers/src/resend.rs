@@ -1,7 +1,8 @@
-//! Resend API key validation.
+//! Resend: API key validation and sending email (with attachments and an idempotency key).
 //!
 //! Auth: `Authorization: Bearer re_...` (<https://resend.com/docs/api-reference/introduction#authentication>).
 
+use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -44,6 +45,31 @@ struct Domain {
     status: String,
 }
 
+/// A file attached to an email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content: Vec<u8>,
+}
+
+/// One email to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// `Name <address@verified-domain>`.
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Deserialize)]
+struct Sent {
+    id: String,
+}
+
 #[derive(Deserialize)]
 struct ResendError {
     #[serde(default)]
@@ -57,6 +83,63 @@ impl ResendClient {
             base: http::normalize_base(PROVIDER, base_url)?,
             http: http::build_client(PROVIDER, http)?,
         })
+    }
+
+    /// Sends `email` (<https://resend.com/docs/api-reference/emails/send-email>) and returns
+    /// Resend's id. `idempotency_key` makes a repeated call (a retry after a lost answer) send
+    /// nothing new for 24 hours: Resend answers the first email's id again.
+    pub async fn send(
+        &self,
+        key: &SecretString,
+        email: &Email,
+        idempotency_key: &str,
+    ) -> Result<String, ProviderError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let attachments: Vec<serde_json::Value> = email
+            .attachments
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "filename": a.filename,
+                    "content": b64.encode(&a.content),
+                    "content_type": a.content_type,
+                })
+            })
+            .collect();
+        let mut body = serde_json::json!({
+            "from": email.from,
+            "to": email.to,
+            "subject": email.subject,
+            "text": email.text,
+        });
+        if let Some(html) = &email.html {
+            body["html"] = serde_json::Value::String(html.clone());
+        }
+        if !attachments.is_empty() {
+            body["attachments"] = serde_json::Value::Array(attachments);
+        }
+        let request = self
+            .http
+            .post(format!("{}/emails", self.base))
+            .bearer_auth(key.expose_secret())
+            .header("Idempotency-Key", idempotency_key)
+            .json(&body);
+        let response = http::send_raw(PROVIDER, request).await?;
+        let status = response.status();
+        if status.is_success() {
+            let sent: Sent = http::read_json(PROVIDER, response).await?;
+            return Ok(sent.id);
+        }
+        let retry_after = http::parse_retry_after(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        Err(http::classify(
+            PROVIDER,
+            status,
+            retry_after,
+            &body,
+            ErrorBody::Api,
+            &[key.expose_secret()],
+        ))
     }
 
     /// Validates a key with List Domains.
