@@ -73,6 +73,24 @@ pub struct Config {
     /// How often the scheduler looks for due slots.
     #[arg(long, env = "HAVEN_SCHEDULER_TICK", default_value = "15s", value_parser = humantime::parse_duration)]
     pub scheduler_tick: std::time::Duration,
+    /// Resend's API base, for scheduled exports delivered by email.
+    #[arg(
+        long,
+        env = "HAVEN_RESEND_URL",
+        default_value = "https://api.resend.com"
+    )]
+    pub resend_url: String,
+    /// From address of scheduled-export emails (a domain verified in the tenant's Resend).
+    #[arg(
+        long,
+        env = "HAVEN_EMAIL_FROM",
+        default_value = "Haven Exports <exports@havenhold.com>"
+    )]
+    pub email_from: String,
+    /// Largest file attached to a scheduled-export email, in bytes; larger ones are sent as a
+    /// signed link (Resend takes 40 MB of attachments after base64).
+    #[arg(long, env = "HAVEN_EMAIL_ATTACHMENT_LIMIT", default_value_t = 20 * 1024 * 1024)]
+    pub email_attachment_limit: u64,
     #[command(flatten)]
     pub objects: haven_objects::ObjectsArgs,
     #[command(flatten)]
@@ -100,6 +118,9 @@ impl Config {
             statistics_lease: std::time::Duration::from_secs(60),
             statistics_link_ttl: std::time::Duration::from_secs(3600),
             scheduler: true,
+            resend_url: "https://api.resend.com".into(),
+            email_from: "Haven Exports <exports@havenhold.com>".into(),
+            email_attachment_limit: 20 * 1024 * 1024,
             scheduler_tick: std::time::Duration::from_millis(200),
             objects: haven_objects::ObjectsArgs::memory(
                 &uuid::Uuid::new_v4().simple().to_string(),

@@ -147,8 +147,40 @@ pub async fn serve(
         bus: base.bus.clone(),
         stall_timeout: config.stall_timeout,
     };
+    let mail = schedule::mail::Mail {
+        pool: base.pool.clone(),
+        bus: base.bus.clone(),
+        objects: statistics.objects().clone(),
+        shops: statistics.shops().clone(),
+        resend: haven_providers::resend::ResendClient::new(
+            &config.resend_url,
+            &haven_providers::HttpSettings::default(),
+        )
+        .map_err(|e| ServeError::Config(format!("HAVEN_RESEND_URL: {e}")))?,
+        from: config.email_from.clone(),
+        attachment_limit: config.email_attachment_limit,
+    };
+    {
+        let (mail, bus, token) = (mail.clone(), base.bus.clone(), token.clone());
+        tasks.spawn(async move {
+            let run = haven_retry_client::consume(
+                &bus,
+                schedule::mail::DELIVER_OPERATION,
+                4,
+                |dispatch| {
+                    let mail = mail.clone();
+                    async move { mail.retry(dispatch).await }
+                },
+                token.cancelled(),
+            );
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "scheduled-export delivery consumer stopped");
+            }
+        });
+    }
     if config.scheduler {
         let runner = schedule::runner::Runner {
+            mail,
             engine: engine.clone(),
             limits: limits.clone(),
             tenants: tenants.clone(),

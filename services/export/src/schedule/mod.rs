@@ -4,6 +4,7 @@
 
 pub(crate) mod api;
 pub use store::{Claimed, claim_due};
+pub(crate) mod mail;
 pub mod model;
 pub(crate) mod runner;
 /// Public: the slot arithmetic is a pure library others (the console's preview, tools) can use.

@@ -32,6 +32,7 @@ pub struct Runner {
     pub limits: Limits,
     pub tenants: TenantLimiter,
     pub objects: ObjectStorage,
+    pub mail: super::mail::Mail,
     pub tick: Duration,
     pub token: CancellationToken,
 }
@@ -81,33 +82,40 @@ impl Runner {
         let outcome = self.export(&c).await;
         let pool = &self.engine.pool;
         let result = match &outcome {
-            Ok((key, export_id)) => match c.schedule.settings.delivery {
-                Delivery::Download => {
-                    tracing::info!(schedule = %c.schedule.id, slot = %c.slot, late = c.late, %key, "scheduled export stored");
-                    store::finish_run(
-                        pool,
-                        c.run_id,
-                        RunStatus::Delivered,
-                        Some(key.as_str()),
-                        Some(*export_id),
-                        None,
-                    )
-                    .await
+            Ok((key, export_id, rows)) => {
+                tracing::info!(schedule = %c.schedule.id, slot = %c.slot, late = c.late, %key, rows, "scheduled export stored");
+                match c.schedule.settings.delivery {
+                    Delivery::Download => {
+                        store::finish_run(
+                            pool,
+                            c.run_id,
+                            RunStatus::Delivered,
+                            Some(key.as_str()),
+                            Some(*export_id),
+                            None,
+                        )
+                        .await
+                    }
+                    Delivery::Email => {
+                        // The file is kept with the run first, so a retried send finds it.
+                        let kept = store::finish_run(
+                            pool,
+                            c.run_id,
+                            RunStatus::Pending,
+                            Some(key.as_str()),
+                            Some(*export_id),
+                            None,
+                        )
+                        .await;
+                        if kept.is_ok() {
+                            self.mail
+                                .deliver(c.run_id, &c.schedule, c.slot, key, *rows)
+                                .await;
+                        }
+                        kept
+                    }
                 }
-                Delivery::Email => {
-                    // The file is stored; sending it is not built yet, and the run says so.
-                    tracing::warn!(schedule = %c.schedule.id, slot = %c.slot, "scheduled export stored; email delivery is not available yet");
-                    store::finish_run(
-                        pool,
-                        c.run_id,
-                        RunStatus::Failed,
-                        Some(key.as_str()),
-                        Some(*export_id),
-                        Some("the file is stored, but email delivery is not available yet"),
-                    )
-                    .await
-                }
-            },
+            }
             Err(e) => {
                 tracing::warn!(schedule = %c.schedule.id, slot = %c.slot, error = %e, "scheduled export failed");
                 store::finish_run(
@@ -126,8 +134,8 @@ impl Runner {
         }
     }
 
-    /// The slot's export, streamed into the store; its key and history id.
-    async fn export(&self, c: &Claimed) -> Result<(ObjectKey, uuid::Uuid), ExportError> {
+    /// The slot's export, streamed into the store; its key, history id and row count.
+    async fn export(&self, c: &Claimed) -> Result<(ObjectKey, uuid::Uuid, i64), ExportError> {
         let s = &c.schedule.settings;
         let rule = s.rule()?;
         let preset = match s.range {
@@ -187,12 +195,16 @@ impl Runner {
             .await
             .map_err(|e| ExportError::Storage(e.to_string()))?;
         let finished = summary.lock().ok().and_then(|s| *s);
-        if finished.is_none() {
+        let Some(finished) = finished else {
             return Err(ExportError::Storage(
                 "the export ended without its summary".into(),
             ));
-        }
-        Ok((key, export_id))
+        };
+        Ok((
+            key,
+            export_id,
+            i64::try_from(finished.record_count).unwrap_or(i64::MAX),
+        ))
     }
 
     /// An export slot of the tenant's, waiting while the tenant or the service is busy.

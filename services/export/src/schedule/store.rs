@@ -349,3 +349,34 @@ pub async fn runs(pool: &PgPool, tenant: Uuid, schedule: Uuid, limit: i64) -> Re
     .fetch_all(pool)
     .await
 }
+
+/// A run to deliver again, with its schedule and the rows its export held.
+pub async fn for_delivery(pool: &PgPool, run: Uuid) -> Result<Option<(RunRow, Schedule, i64)>> {
+    let Some(row) = sqlx::query_as!(
+        RunRow,
+        r#"SELECT id, schedule_id, scheduled_for, status AS "status: RunStatus", late, export_id,
+                  object_key, attempts, last_error, created_at, updated_at
+           FROM exports.scheduled_export_runs WHERE id = $1"#,
+        run
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let Some(schedule) = select_schedules!("WHERE id = $1", row.schedule_id)
+        .fetch_optional(pool)
+        .await?
+        .map(Schedule::from)
+    else {
+        return Ok(None);
+    };
+    let rows = sqlx::query_scalar!(
+        "SELECT record_count FROM exports.export_history WHERE id = $1",
+        row.export_id
+    )
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or(0);
+    Ok(Some((row, schedule, rows)))
+}

@@ -164,6 +164,11 @@ impl Statistics {
         self.inner.settings.link_ttl
     }
 
+    /// The integrations client, for the tenant's other credentials (Resend).
+    pub fn shops(&self) -> &Shops {
+        &self.inner.shops
+    }
+
     /// Starts (or, for a daily run already claimed, finds) a run; a new one goes on in the
     /// background.
     pub async fn trigger(&self, run: NewRun) -> Result<(RunRow, bool), StatError> {

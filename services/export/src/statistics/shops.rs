@@ -108,4 +108,31 @@ impl Shops {
             domain,
         })
     }
+
+    /// The tenant's Resend API key; `None` when the tenant has not connected Resend.
+    pub async fn resend_key(&self, tenant: Uuid) -> Result<Option<SecretString>, StatError> {
+        let mut client = IntegrationsServiceClient::new(self.channel.clone());
+        match client
+            .get_access_token(self.request(ipb::GetAccessTokenRequest {
+                tenant_id: tenant.to_string(),
+                provider: "resend".into(),
+                min_valid_seconds: 0,
+            })?)
+            .await
+        {
+            Ok(r) => Ok(Some(SecretString::from(r.into_inner().access_token))),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(s) => Err(StatError::Integrations(format!(
+                "GetAccessToken: {}",
+                s.message()
+            ))),
+        }
+    }
 }

@@ -4,5 +4,6 @@ mod billing;
 mod brand;
 mod export;
 mod harness;
+mod schedule_mail;
 mod schedules;
 mod statistics;

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod world;
+pub(crate) mod world;
 
 mod daily;
 mod replicas;

@@ -91,6 +91,7 @@ impl World {
         providers.shopify_client_secret =
             SecretString::from(fake_config.shopify_client_secret.expose_secret().to_owned());
         providers.shopify_url_template = fake.shopify_url_template();
+        providers.resend_url = fake.resend_base();
         let config = haven_integrations::Config::for_test(CommonArgs::new(
             &db.url,
             &haven_testkit::nats_url(),
