@@ -196,3 +196,80 @@ async fn a_resend_outage_is_retried_and_the_email_goes_out_once() {
     assert_eq!(item, "resolved");
     stop.fire();
 }
+
+/// An export with no rows still sends, saying so, with the header-only file attached.
+#[tokio::test]
+async fn an_empty_export_still_sends_saying_so() {
+    let world = World::with_file_store().await;
+    let tenant = tenant_with_resend(&world).await;
+    sqlx::query("DELETE FROM app.leads WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&world.db.pool)
+        .await
+        .unwrap();
+    let stop = Switch::new();
+    let addr = world
+        .start_export(&stop, |c| c.resend_url = world.fake.resend_base())
+        .await;
+    let schedule = due_email_schedule(&world, addr, tenant).await;
+    let (status, _) = settled(&world, &schedule, Duration::from_secs(30)).await;
+    assert_eq!(status, "delivered");
+    let sent = world.fake.resend_emails();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].text.contains("No rows matched"), "{}", sent[0].text);
+    assert_eq!(sent[0].attachments.len(), 1);
+    assert_eq!(csv_rows(&sent[0].attachments[0].1), 0);
+    stop.fire();
+}
+
+/// A download schedule on S3: the run's signed link downloads the stored file.
+#[tokio::test]
+async fn a_download_schedules_link_downloads_the_file() {
+    let world = World::with_s3_store().await;
+    let tenant = tenant_with_resend(&world).await;
+    let stop = Switch::new();
+    let addr = world.start_export(&stop, |_| {}).await;
+    let mut c = client(addr, &haven_testkit::token(tenant, Role::User)).await;
+    let made = c
+        .create_scheduled_export(pb::CreateScheduledExportRequest {
+            scheduled_export: Some(pb::ScheduledExport {
+                export_type: "leads".into(),
+                format: pb::ExportFormat::Ndjson as i32,
+                date_range: pb::DateRangePreset::AllTime as i32,
+                frequency: pb::ScheduleFrequency::Monthly as i32,
+                day_of_month: 31,
+                enabled: true,
+                delivery_method: pb::DeliveryMethod::Download as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    sqlx::query("UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&made.id)
+        .execute(&world.db.pool)
+        .await
+        .unwrap();
+    let (status, _) = settled(&world, &made.id, Duration::from_secs(30)).await;
+    assert_eq!(status, "delivered");
+    let runs = c
+        .list_scheduled_export_runs(pb::ListScheduledExportRunsRequest {
+            schedule_id: made.id.clone(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let file = reqwest::get(&runs[0].download_url).await.unwrap();
+    assert_eq!(file.status(), 200, "{}", runs[0].download_url);
+    let text = file.text().await.unwrap();
+    assert_eq!(text.lines().count(), 300);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+    assert!(world.fake.resend_emails().is_empty());
+    stop.fire();
+}
