@@ -163,3 +163,14 @@ pub async fn next_event(
     let event = haven_proto::events::v1::ExportEvent::decode(msg.payload).unwrap();
     (msg.subject.to_string(), event)
 }
+
+/// Makes schedule `id`'s next slot due now, as if the clock had reached it.
+pub async fn make_due(pool: &sqlx::PgPool, id: &str) {
+    sqlx::query(
+        "UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}

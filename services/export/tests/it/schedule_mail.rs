@@ -60,11 +60,7 @@ async fn due_email_schedule(world: &World, addr: std::net::SocketAddr, tenant: U
         .await
         .unwrap()
         .into_inner();
-    sqlx::query("UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second' WHERE id = $1::uuid")
-        .bind(&made.id)
-        .execute(&world.db.pool)
-        .await
-        .unwrap();
+    crate::harness::make_due(&world.db.pool, &made.id).await;
     made.id
 }
 
@@ -246,11 +242,7 @@ async fn a_download_schedules_link_downloads_the_file() {
         .await
         .unwrap()
         .into_inner();
-    sqlx::query("UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second' WHERE id = $1::uuid")
-        .bind(&made.id)
-        .execute(&world.db.pool)
-        .await
-        .unwrap();
+    crate::harness::make_due(&world.db.pool, &made.id).await;
     let (status, _) = settled(&world, &made.id, Duration::from_secs(30)).await;
     assert_eq!(status, "delivered");
     let runs = c

@@ -462,11 +462,7 @@ async fn a_due_download_schedule_stores_its_file() {
     s.fields = vec!["shopify_order_id".into(), "total".into()];
     let made = create(&mut c, s).await.unwrap();
     // Make its slot due now (as if the clock had reached it).
-    sqlx::query("UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second' WHERE id = $1::uuid")
-        .bind(&made.id)
-        .execute(&stack.db.pool)
-        .await
-        .unwrap();
+    crate::harness::make_due(&stack.db.pool, &made.id).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let (status, key, export_id): (String, Option<String>, Option<Uuid>) = loop {
         let row: Option<(String, Option<String>, Option<Uuid>)> = sqlx::query_as(
