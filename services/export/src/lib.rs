@@ -9,6 +9,7 @@ mod config;
 mod engine;
 mod error;
 mod history;
+mod integrations;
 mod limiter;
 mod plan;
 mod render;
@@ -100,16 +101,19 @@ pub async fn serve(
         "haven-export",
     )
     .map_err(|e| ServeError::Config(e.to_string()))?;
-    let integrations = tonic::transport::Endpoint::from_shared(config.integrations_url.clone())
-        .map_err(|e| ServeError::Config(format!("HAVEN_INTEGRATIONS_URL: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy();
+    let integrations = integrations::Integrations::new(
+        tonic::transport::Endpoint::from_shared(config.integrations_url.clone())
+            .map_err(|e| ServeError::Config(format!("HAVEN_INTEGRATIONS_URL: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy(),
+        credentials,
+    );
     let statistics = statistics::Statistics::new(
         base.pool.clone(),
         base.bus.clone(),
         objects,
         catalog,
-        statistics::Shops::new(integrations, credentials),
+        integrations.clone(),
         statistics::Settings {
             concurrency: config.statistics_concurrency.max(1),
             lease: config.statistics_lease,
@@ -151,7 +155,7 @@ pub async fn serve(
         pool: base.pool.clone(),
         bus: base.bus.clone(),
         objects: statistics.objects().clone(),
-        shops: statistics.shops().clone(),
+        integrations,
         resend: haven_providers::resend::ResendClient::new(
             &config.resend_url,
             &haven_providers::HttpSettings::default(),

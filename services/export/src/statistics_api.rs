@@ -32,26 +32,24 @@ fn numeric(field: &'static str, text: &str) -> Result<u64, ExportError> {
         .ok_or_else(|| ExportError::invalid(field, "must be Shopify's numeric id"))
 }
 
-/// A JSON object as a protobuf `Struct` (the stored metrics).
-fn json_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
-    fn convert(value: &serde_json::Value) -> prost_types::Value {
-        use prost_types::value::Kind;
-        let kind = match value {
-            serde_json::Value::Null => Kind::NullValue(0),
-            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-                values: items.iter().map(convert).collect(),
-            }),
-            serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
-                fields: map.iter().map(|(k, v)| (k.clone(), convert(v))).collect(),
-            }),
-        };
-        prost_types::Value { kind: Some(kind) }
+/// The stored metrics (seed 004's JSON) as their message; `None` when unreadable.
+fn metrics(value: &serde_json::Value) -> Option<pb::StatisticsMetrics> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Stored {
+        impressions: i64,
+        add_to_carts: i64,
+        ctr: f64,
+        orders: i64,
+        revenue: f64,
     }
-    value.as_object().map(|map| prost_types::Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), convert(v))).collect(),
+    let m: Stored = serde_json::from_value(value.clone()).ok()?;
+    Some(pb::StatisticsMetrics {
+        impressions: m.impressions,
+        add_to_carts: m.add_to_carts,
+        ctr: m.ctr,
+        orders: m.orders,
+        revenue: m.revenue,
     })
 }
 
@@ -233,7 +231,7 @@ pub async fn export_variant(
         json_key: json.to_string(),
         shop_domain: shop.to_string(),
         product_id: product.to_string(),
-        metrics: row.as_ref().and_then(|r| json_struct(&r.metrics.0)),
+        metrics: row.as_ref().and_then(|r| metrics(&r.metrics.0)),
         exported_at: row.map(|r| haven_proto::time::timestamp(r.exported_at)),
         links_expire_at: Some(expires),
     })
@@ -265,7 +263,7 @@ pub async fn list_variant(
             json_key: row.json_key,
             shop_domain: row.shop_domain,
             product_id: row.product_id,
-            metrics: json_struct(&row.metrics.0),
+            metrics: metrics(&row.metrics.0),
             exported_at: Some(haven_proto::time::timestamp(row.exported_at)),
             links_expire_at: Some(expires),
         });

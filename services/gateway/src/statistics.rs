@@ -438,11 +438,20 @@ pub struct VariantExportView {
     csv_r2_key: String,
     #[serde(rename = "jsonR2Key")]
     json_r2_key: String,
-    /// impressions, addToCarts, ctr, orders, revenue.
-    #[schema(value_type = Object)]
-    metrics: serde_json::Value,
+    metrics: Option<MetricsView>,
     exported_at: Option<String>,
     links_expire_at: Option<String>,
+}
+
+/// One variant's counts for the day, as its files carry them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsView {
+    impressions: i64,
+    add_to_carts: i64,
+    ctr: f64,
+    orders: i64,
+    revenue: f64,
 }
 
 /// A variant's stored statistics exports, newest day first, with time-limited links
@@ -480,35 +489,16 @@ async fn variant_exports(
                 json_url: e.json_url,
                 csv_r2_key: e.csv_key,
                 json_r2_key: e.json_key,
-                metrics: e
-                    .metrics
-                    .map(struct_json)
-                    .unwrap_or(serde_json::Value::Null),
+                metrics: e.metrics.map(|m| MetricsView {
+                    impressions: m.impressions,
+                    add_to_carts: m.add_to_carts,
+                    ctr: m.ctr,
+                    orders: m.orders,
+                    revenue: m.revenue,
+                }),
                 exported_at: time_str(e.exported_at),
                 links_expire_at: time_str(e.links_expire_at),
             })
             .collect(),
     ))
-}
-
-/// A protobuf `Struct` as JSON (numbers stay numbers).
-fn struct_json(s: prost_types::Struct) -> serde_json::Value {
-    fn value(v: prost_types::Value) -> serde_json::Value {
-        use prost_types::value::Kind;
-        match v.kind {
-            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-            Some(Kind::BoolValue(b)) => b.into(),
-            Some(Kind::NumberValue(n)) => {
-                if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                    serde_json::Value::from(n as i64)
-                } else {
-                    serde_json::Value::from(n)
-                }
-            }
-            Some(Kind::StringValue(s)) => s.into(),
-            Some(Kind::ListValue(l)) => l.values.into_iter().map(value).collect(),
-            Some(Kind::StructValue(s)) => struct_json(s),
-        }
-    }
-    serde_json::Value::Object(s.fields.into_iter().map(|(k, v)| (k, value(v))).collect())
 }

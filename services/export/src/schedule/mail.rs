@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::model::Schedule;
 use super::store::{self, RunStatus};
-use crate::statistics::Shops;
+use crate::integrations::Integrations;
 
 /// The retry queue's operation for a scheduled export whose email did not go out.
 pub const DELIVER_OPERATION: &str = "exports.deliver_scheduled";
@@ -29,7 +29,7 @@ pub struct Mail {
     pub pool: PgPool,
     pub bus: Bus,
     pub objects: ObjectStorage,
-    pub shops: Shops,
+    pub integrations: Integrations,
     pub resend: ResendClient,
     pub from: String,
     pub attachment_limit: u64,
@@ -105,7 +105,7 @@ impl Mail {
             .clone()
             .ok_or_else(|| SendError::Permanent("the schedule has no delivery email".into()))?;
         let api_key = self
-            .shops
+            .integrations
             .resend_key(schedule.tenant_id)
             .await
             .map_err(|e| SendError::Retryable(e.to_string()))?

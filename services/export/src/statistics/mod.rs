@@ -11,7 +11,6 @@
 //! `exports.statistics_variant`; the run goes on.
 
 mod format;
-mod shops;
 mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -36,10 +35,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use format::{CSV_HEADER, ImageRef, Metrics, VariantReport};
-pub use shops::Shops;
 pub use store::{NewRun, RunKind};
 
 use store::{PageCounts, RunRow, RunStatus, ShopStatus};
+
+use crate::integrations::{Integrations, Shop};
 
 /// The retry queue's operation for one variant-day that failed.
 pub const RETRY_OPERATION: &str = "exports.statistics_variant";
@@ -107,7 +107,7 @@ struct Inner {
     bus: Bus,
     objects: ObjectStorage,
     catalog: ShopifyCatalogClient,
-    shops: Shops,
+    integrations: Integrations,
     settings: Settings,
     /// This replica's name in `statistics_runs.owner`.
     owner: String,
@@ -137,7 +137,7 @@ impl Statistics {
         bus: Bus,
         objects: ObjectStorage,
         catalog: ShopifyCatalogClient,
-        shops: Shops,
+        integrations: Integrations,
         settings: Settings,
         token: CancellationToken,
     ) -> Self {
@@ -147,7 +147,7 @@ impl Statistics {
                 bus,
                 objects,
                 catalog,
-                shops,
+                integrations,
                 settings,
                 owner: format!("export-{}", Uuid::new_v4().simple()),
                 active: Mutex::new(HashSet::new()),
@@ -162,11 +162,6 @@ impl Statistics {
 
     pub fn link_ttl(&self) -> Duration {
         self.inner.settings.link_ttl
-    }
-
-    /// The integrations client, for the tenant's other credentials (Resend).
-    pub fn shops(&self) -> &Shops {
-        &self.inner.shops
     }
 
     /// Starts (or, for a daily run already claimed, finds) a run; a new one goes on in the
@@ -309,7 +304,7 @@ impl Statistics {
         let run = store::get_run(&self.inner.pool, run_id)
             .await?
             .ok_or_else(|| StatError::NotFound(format!("statistics run {run_id}")))?;
-        let shops = self.inner.shops.all().await?;
+        let shops = self.inner.integrations.all().await?;
         tracing::info!(run = %run.id, day = %run.day, shops = shops.len(), "statistics run: shops found");
         for shop in shops {
             if run
@@ -324,7 +319,7 @@ impl Statistics {
         Ok(())
     }
 
-    async fn walk_shop(&self, run: &RunRow, shop: &shops::Shop) -> Result<(), StatError> {
+    async fn walk_shop(&self, run: &RunRow, shop: &Shop) -> Result<(), StatError> {
         let pool = &self.inner.pool;
         let domain = shop.domain.as_str();
         let progress = store::start_shop(pool, run.id, domain, shop.tenant).await?;
@@ -332,7 +327,7 @@ impl Statistics {
             ShopStatus::Running => {}
             ShopStatus::Done | ShopStatus::Failed => return Ok(()),
         }
-        let token = match self.inner.shops.token(shop.tenant).await {
+        let token = match self.inner.integrations.token(shop.tenant).await {
             Ok(token) => token.token,
             Err(e) => return self.shop_failed(run, domain, &e).await,
         };
@@ -412,7 +407,7 @@ impl Statistics {
     async fn export_page(
         &self,
         run: &RunRow,
-        shop: &shops::Shop,
+        shop: &Shop,
         products: &[&CatalogProduct],
     ) -> Result<PageCounts, StatError> {
         let pool = &self.inner.pool;
@@ -711,7 +706,7 @@ impl Statistics {
         variant_id: u64,
         day: NaiveDate,
     ) -> Result<(ShopDomain, ObjectKey, ObjectKey), StatError> {
-        let shop_token = self.inner.shops.token(tenant).await?;
+        let shop_token = self.inner.integrations.token(tenant).await?;
         if let Some(shop) = expect_shop
             && shop != shop_token.domain.as_str()
         {

@@ -1,5 +1,6 @@
-//! The shops and their tokens, from the integrations service (role service): every connected
-//! Shopify shop, and a valid access token for one when its turn comes.
+//! What the export service asks the integrations service (role service): every connected
+//! Shopify shop and a shop's token (the daily statistics), and a tenant's Resend key
+//! (scheduled exports by email).
 
 use haven_auth::ServiceCredentials;
 use haven_proto::integrations::v1 as ipb;
@@ -9,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::StatError;
+use crate::statistics::StatError;
 
 /// A connected shop.
 #[derive(Debug, Clone)]
@@ -25,14 +26,14 @@ pub struct ShopToken {
 }
 
 #[derive(Clone)]
-pub struct Shops {
+pub struct Integrations {
     channel: Channel,
     credentials: ServiceCredentials,
 }
 
-impl Shops {
+impl Integrations {
     pub fn new(channel: Channel, credentials: ServiceCredentials) -> Self {
-        Shops {
+        Integrations {
             channel,
             credentials,
         }
