@@ -73,6 +73,13 @@ pub struct Config {
     /// How often the scheduler looks for due slots.
     #[arg(long, env = "HAVEN_SCHEDULER_TICK", default_value = "15s", value_parser = humantime::parse_duration)]
     pub scheduler_tick: std::time::Duration,
+    /// A claimed scheduled export whose replica has not renewed it for this long (the replica
+    /// died mid-export or mid-send) is taken over by another.
+    #[arg(long, env = "HAVEN_SCHEDULER_LEASE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub scheduler_lease: std::time::Duration,
+    /// The scheduler's clock: the system's, or one a test moves by hand.
+    #[arg(skip)]
+    pub clock: crate::schedule::Clock,
     /// Resend's API base, for scheduled exports delivered by email.
     #[arg(
         long,
@@ -122,6 +129,8 @@ impl Config {
             email_from: "Haven Exports <exports@havenhold.com>".into(),
             email_attachment_limit: 20 * 1024 * 1024,
             scheduler_tick: std::time::Duration::from_millis(200),
+            scheduler_lease: std::time::Duration::from_secs(60),
+            clock: crate::schedule::Clock::System,
             objects: haven_objects::ObjectsArgs::memory(
                 &uuid::Uuid::new_v4().simple().to_string(),
                 "export-test-object-link-secret-0123456789",

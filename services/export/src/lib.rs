@@ -189,7 +189,9 @@ pub async fn serve(
             limits: limits.clone(),
             tenants: tenants.clone(),
             objects: statistics.objects().clone(),
-            tick: config.scheduler_tick.max(Duration::from_millis(100)),
+            tick: config.scheduler_tick.max(Duration::from_millis(20)),
+            lease: config.scheduler_lease.max(Duration::from_secs(1)),
+            clock: config.clock.clone(),
             token: token.clone(),
         };
         tasks.spawn(runner.background());

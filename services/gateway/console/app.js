@@ -4,9 +4,11 @@ import { api, clearToken, getToken, humanize, onUnauthorized, setAlert, setToken
 import * as exportsPage from '/console/exports.js';
 import * as errorsPage from '/console/errors.js';
 import * as integrationsPage from '/console/integrations.js';
+import * as schedulesPage from '/console/schedules.js';
 
 const routes = {
   exports: { title: 'Exports', page: exportsPage },
+  schedules: { title: 'Schedules', page: schedulesPage },
   errors: { title: 'Error queue', page: errorsPage },
   integrations: { title: 'Integrations', page: integrationsPage },
 };

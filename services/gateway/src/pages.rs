@@ -47,7 +47,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-static CONSOLE: [Asset; 7] = [
+static CONSOLE: [Asset; 8] = [
     asset!("console", "index.html", HTML),
     asset!("console", "style.css", CSS),
     asset!("console", "app.js", JS),
@@ -55,6 +55,7 @@ static CONSOLE: [Asset; 7] = [
     asset!("console", "exports.js", JS),
     asset!("console", "errors.js", JS),
     asset!("console", "integrations.js", JS),
+    asset!("console", "schedules.js", JS),
 ];
 
 static DOCS: [Asset; 2] = [

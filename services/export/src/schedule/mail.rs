@@ -70,7 +70,7 @@ impl Mail {
                     last_error: e.to_string(),
                     first_run: None,
                 };
-                if let Err(err) = haven_retry_client::enqueue(
+                match haven_retry_client::enqueue(
                     &self.bus,
                     schedule.tenant_id,
                     Some(&schedule.user_id),
@@ -79,7 +79,14 @@ impl Mail {
                 )
                 .await
                 {
-                    tracing::error!(%run, error = %err, "cannot hand the email to the retry queue; the run stays pending");
+                    Ok(_) => {
+                        if let Err(err) = store::release(&self.pool, run).await {
+                            tracing::warn!(%run, error = %err, "cannot release a run handed to the retry queue; its lease lapses");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(%run, error = %err, "cannot hand the email to the retry queue; the run stays leased and another attempt takes it over when the lease lapses")
+                    }
                 }
             }
         }

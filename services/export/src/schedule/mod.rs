@@ -3,7 +3,9 @@
 //! rows, the RPCs) and the slot arithmetic.
 
 pub(crate) mod api;
-pub use store::{Claimed, claim_due};
+pub mod clock;
+pub use clock::Clock;
+pub use store::{Claimed, claim_due, reclaim_lapsed};
 pub(crate) mod mail;
 pub mod model;
 pub(crate) mod runner;

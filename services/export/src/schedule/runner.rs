@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
 use haven_objects::{ObjectKey, ObjectStorage};
 use haven_proto::export::v1 as pb;
@@ -34,7 +33,19 @@ pub struct Runner {
     pub objects: ObjectStorage,
     pub mail: super::mail::Mail,
     pub tick: Duration,
+    /// How long a claimed run stays ours without a renewal (renewed every third of it).
+    pub lease: Duration,
+    pub clock: super::Clock,
     pub token: CancellationToken,
+}
+
+/// Renews a run's lease until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The object a slot's file is stored at.
@@ -63,23 +74,53 @@ impl Runner {
                 _ = self.token.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match super::claim_due(&self.engine.pool, Utc::now(), CLAIM_BATCH).await {
-                Ok(claimed) => {
-                    for c in claimed {
-                        let this = self.clone();
-                        tokio::spawn(async move { this.run(c).await });
+            let pool = &self.engine.pool;
+            let claimed = super::claim_due(pool, self.clock.now(), CLAIM_BATCH, self.lease).await;
+            let lapsed = store::reclaim_lapsed(pool, self.lease, CLAIM_BATCH).await;
+            for batch in [claimed, lapsed] {
+                match batch {
+                    Ok(runs) => {
+                        for c in runs {
+                            let this = self.clone();
+                            tokio::spawn(async move { this.run(c).await });
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim due scheduled exports; trying again")
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim scheduled exports; trying again")
+                    }
                 }
             }
         }
     }
 
-    /// Runs one claimed slot and records how it ended on its run row.
+    fn heartbeat(&self, run: uuid::Uuid) -> Heartbeat {
+        let (pool, lease) = (self.engine.pool.clone(), self.lease);
+        Heartbeat(tokio::spawn(async move {
+            let mut every = tokio::time::interval(lease / 3);
+            every.tick().await; // the claim just set it
+            loop {
+                every.tick().await;
+                match store::renew(&pool, run, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(%run, error = %e, "cannot renew a scheduled export's lease")
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Runs one claimed slot (or sends one whose file is stored) and records how it ended on
+    /// its run row, renewing the run's lease meanwhile.
     async fn run(&self, c: Claimed) {
-        let outcome = self.export(&c).await;
+        let _beat = self.heartbeat(c.run_id);
+        let outcome = match &c.stored {
+            Some(stored) => ObjectKey::parse(&stored.object_key)
+                .map(|key| (key, stored.export_id, stored.rows))
+                .map_err(|e| ExportError::Storage(format!("the stored key: {e}"))),
+            None => self.export(&c).await,
+        };
         let pool = &self.engine.pool;
         let result = match &outcome {
             Ok((key, export_id, rows)) => {
@@ -97,16 +138,7 @@ impl Runner {
                         .await
                     }
                     Delivery::Email => {
-                        // The file is kept with the run first, so a retried send finds it.
-                        let kept = store::finish_run(
-                            pool,
-                            c.run_id,
-                            RunStatus::Pending,
-                            Some(key.as_str()),
-                            Some(*export_id),
-                            None,
-                        )
-                        .await;
+                        let kept = store::keep_file(pool, c.run_id, key.as_str(), *export_id).await;
                         if kept.is_ok() {
                             self.mail
                                 .deliver(c.run_id, &c.schedule, c.slot, key, *rows)
@@ -163,7 +195,7 @@ impl Runner {
             c.schedule.tenant_id,
             &c.schedule.user_id,
             &self.limits,
-            Utc::now(),
+            self.clock.now(),
             false,
         )?;
         let export_id = plan.id;

@@ -1,5 +1,7 @@
 //! Schedules in and out of `exports.scheduled_exports`, always by the caller's tenant.
 
+use std::time::Duration;
+
 use chrono::{DateTime, NaiveTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -217,13 +219,34 @@ pub struct Claimed {
     pub slot: DateTime<Utc>,
     /// Not the slot that just came: the scheduler was away across it.
     pub late: bool,
+    /// A run taken over after its file was stored: only the sending is left.
+    pub stored: Option<Stored>,
+}
+
+/// A run's stored file.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub object_key: String,
+    pub export_id: Uuid,
+    pub rows: i64,
+}
+
+/// `lease` as the seconds `make_interval` takes.
+fn secs(lease: Duration) -> f64 {
+    lease.as_secs_f64()
 }
 
 /// Claims every enabled schedule due at `now` (at most `limit`), in one transaction: the
-/// latest due slot becomes a pending run, older missed ones are recorded as skipped, and
-/// next_run_at moves past `now`. Rows locked by another replica are skipped, and the run's
-/// unique `(schedule_id, scheduled_for)` makes a slot run once however claims interleave.
-pub async fn claim_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Vec<Claimed>> {
+/// latest due slot becomes a pending run leased to the caller for `lease`, older missed ones
+/// are recorded as skipped, and next_run_at moves past `now`. Rows locked by another replica
+/// are skipped, and the run's unique `(schedule_id, scheduled_for)` makes a slot run once
+/// however claims interleave.
+pub async fn claim_due(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>> {
     let mut tx = pool.begin().await?;
     let due: Vec<Schedule> = select_schedules!(
         "WHERE enabled AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -258,15 +281,17 @@ pub async fn claim_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<
             .await?;
         }
         let run_id = sqlx::query_scalar!(
-            "INSERT INTO exports.scheduled_export_runs (id, schedule_id, tenant_id, scheduled_for, status, late)
-             VALUES ($1, $2, $3, $4, 'pending', $5)
+            "INSERT INTO exports.scheduled_export_runs
+                 (id, schedule_id, tenant_id, scheduled_for, status, late, leased_until)
+             VALUES ($1, $2, $3, $4, 'pending', $5, now() + make_interval(secs => $6))
              ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
              RETURNING id",
             Uuid::now_v7(),
             schedule.id,
             schedule.tenant_id,
             plan.run,
-            plan.late
+            plan.late,
+            secs(lease)
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -284,6 +309,7 @@ pub async fn claim_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<
                 schedule,
                 slot: plan.run,
                 late: plan.late,
+                stored: None,
             });
         }
     }
@@ -291,7 +317,94 @@ pub async fn claim_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<
     Ok(claimed)
 }
 
-/// Records how a run ended (one more attempt).
+/// Takes over (at most `limit`) pending runs whose lease lapsed — the replica running them
+/// died, or could not hand a failed send to the retry queue — with a fresh `lease`. A run
+/// whose file was stored only needs sending ([`Claimed::stored`]).
+pub async fn reclaim_lapsed(pool: &PgPool, lease: Duration, limit: i64) -> Result<Vec<Claimed>> {
+    let lapsed = sqlx::query!(
+        r#"UPDATE exports.scheduled_export_runs r
+           SET leased_until = now() + make_interval(secs => $1), updated_at = now()
+           FROM (SELECT id FROM exports.scheduled_export_runs
+                 WHERE status = 'pending' AND leased_until < now()
+                 ORDER BY leased_until LIMIT $2 FOR UPDATE SKIP LOCKED) due
+           WHERE r.id = due.id
+           RETURNING r.id, r.schedule_id, r.scheduled_for, r.late, r.object_key, r.export_id,
+                     (SELECT h.record_count FROM exports.export_history h WHERE h.id = r.export_id)
+                         AS "rows?""#,
+        secs(lease),
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut claimed = Vec::with_capacity(lapsed.len());
+    for run in lapsed {
+        let Some(schedule) = select_schedules!("WHERE id = $1", run.schedule_id)
+            .fetch_optional(pool)
+            .await?
+            .map(Schedule::from)
+        else {
+            continue; // deleted since; its runs went with it
+        };
+        tracing::warn!(run = %run.id, schedule = %schedule.id, slot = %run.scheduled_for, "a scheduled export's lease lapsed; taking it over");
+        let stored = match (run.object_key, run.export_id) {
+            (Some(object_key), Some(export_id)) => Some(Stored {
+                object_key,
+                export_id,
+                rows: run.rows.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        claimed.push(Claimed {
+            run_id: run.id,
+            schedule,
+            slot: run.scheduled_for,
+            late: run.late,
+            stored,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Extends the lease of a run still pending; `false` when it is no longer leased.
+pub async fn renew(pool: &PgPool, run: Uuid, lease: Duration) -> Result<bool> {
+    Ok(sqlx::query!(
+        "UPDATE exports.scheduled_export_runs SET leased_until = now() + make_interval(secs => $2)
+         WHERE id = $1 AND status = 'pending' AND leased_until IS NOT NULL",
+        run,
+        secs(lease)
+    )
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Gives up the lease: the retry queue owns the run's sending now.
+pub async fn release(pool: &PgPool, run: Uuid) -> Result<()> {
+    sqlx::query!(
+        "UPDATE exports.scheduled_export_runs SET leased_until = NULL WHERE id = $1",
+        run
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Keeps the run's stored file before it is sent, so a retried or taken-over send finds it.
+pub async fn keep_file(pool: &PgPool, run: Uuid, object_key: &str, export_id: Uuid) -> Result<()> {
+    sqlx::query!(
+        "UPDATE exports.scheduled_export_runs SET object_key = $2, export_id = $3, updated_at = now()
+         WHERE id = $1",
+        run,
+        object_key,
+        export_id
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records how an attempt at a run ended; a run that is no longer pending holds no lease.
 pub async fn finish_run(
     pool: &PgPool,
     run: Uuid,
@@ -303,7 +416,8 @@ pub async fn finish_run(
     sqlx::query!(
         "UPDATE exports.scheduled_export_runs
          SET status = $2, object_key = COALESCE($3, object_key), export_id = COALESCE($4, export_id),
-             last_error = $5, attempts = attempts + 1, updated_at = now()
+             last_error = $5, attempts = attempts + 1, updated_at = now(),
+             leased_until = CASE WHEN $2 = 'pending' THEN leased_until END
          WHERE id = $1",
         run,
         status as RunStatus,

@@ -5,5 +5,6 @@ mod brand;
 mod export;
 mod harness;
 mod schedule_mail;
+mod schedule_replicas;
 mod schedules;
 mod statistics;

@@ -20,7 +20,7 @@ use crate::statistics::world::{World, client};
 const RESEND_KEY: &str = "re_schedule_test_key";
 
 /// A tenant with 300 leads and Resend connected.
-async fn tenant_with_resend(world: &World) -> Uuid {
+pub async fn tenant_with_resend(world: &World) -> Uuid {
     let tenant = Uuid::new_v4();
     let mut o = SeedOptions::new(tenant, "Mail", 300);
     o.kinds = vec![DataKind::Leads];

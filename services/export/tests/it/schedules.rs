@@ -9,6 +9,10 @@ use uuid::Uuid;
 
 use crate::harness::{Client, start};
 
+/// Claims made by the tests themselves stay theirs: the service's scheduler must not take
+/// them over.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn weekly_paris() -> pb::ScheduledExport {
     pb::ScheduledExport {
         export_type: "orders".into(),
@@ -353,9 +357,9 @@ async fn three_replicas_claim_each_slot_exactly_once() {
     while now <= end_at {
         let pool = &stack.db.pool;
         let (a, b, c3) = tokio::join!(
-            haven_export::schedule::claim_due(pool, now, 10),
-            haven_export::schedule::claim_due(pool, now, 10),
-            haven_export::schedule::claim_due(pool, now, 10),
+            haven_export::schedule::claim_due(pool, now, 10, LEASE),
+            haven_export::schedule::claim_due(pool, now, 10, LEASE),
+            haven_export::schedule::claim_due(pool, now, 10, LEASE),
         );
         for claimed in [a.unwrap(), b.unwrap(), c3.unwrap()].into_iter().flatten() {
             // Late only when claimed more than the scheduler's tick after its slot.
@@ -401,7 +405,7 @@ async fn missed_slots_make_one_late_run_and_a_skipped_record() {
 
     // Away from just before the first slot until after the second.
     let back = first + chrono::Duration::days(8);
-    let claimed = haven_export::schedule::claim_due(&stack.db.pool, back, 10)
+    let claimed = haven_export::schedule::claim_due(&stack.db.pool, back, 10, LEASE)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "{claimed:?}");
@@ -433,7 +437,7 @@ async fn missed_slots_make_one_late_run_and_a_skipped_record() {
     assert_eq!(next, first + chrono::Duration::weeks(2));
     // Nothing more is due until then.
     assert!(
-        haven_export::schedule::claim_due(&stack.db.pool, back, 10)
+        haven_export::schedule::claim_due(&stack.db.pool, back, 10, LEASE)
             .await
             .unwrap()
             .is_empty()

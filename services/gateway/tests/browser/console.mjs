@@ -190,9 +190,75 @@ try {
   await page.getByRole('button', { name: 'Disconnect Shopify', exact: true }).waitFor();
   await shot(page, 'integrations');
 
+  // ---------------------------------------------------------------- schedules
+  log('a schedule refused for a bad address, then created, paused, resumed and edited');
+  await page.getByRole('link', { name: 'Schedules' }).click();
+  await page.getByRole('heading', { name: 'Schedules', exact: true }).waitFor();
+  await page.getByRole('heading', { name: 'New schedule' }).waitFor();
+  await page.getByLabel('Export type').selectOption('orders');
+  await page.getByLabel('Email', { exact: true }).check();
+  await page.getByLabel('Email address').fill('not-an-address');
+  await page.getByRole('button', { name: 'Create schedule' }).click();
+  await until('the refusal naming the address', async () =>
+    (await page.getByRole('alert').allTextContents()).join(' ').includes('delivery_email: must be an email address'));
+  assert.equal(await page.getByLabel('Email address').getAttribute('aria-invalid'), 'true');
+  assert.ok(await page.getByLabel('Email address').evaluate((el) => el === document.activeElement), 'focus moved to the address');
+
+  await page.getByLabel('Stored file with a download link').check();
+  assert.ok(await page.getByLabel('Email address').isHidden(), 'no address for a stored file');
+  await page.getByLabel('Frequency').selectOption('weekly');
+  await page.getByLabel('Weekday').selectOption('1');
+  await page.getByLabel('Time', { exact: true }).fill('08:00');
+  await page.getByLabel('Time zone').fill('Europe/Paris');
+  await page.getByRole('button', { name: 'Create schedule' }).click();
+  await page.getByText(/^Created schedule for Orders, next run /).waitFor();
+  const schedules = page.getByRole('table', { name: 'Schedules' });
+  await schedules.getByText('Weekly, Monday at 08:00 (Europe/Paris)').waitFor();
+  const scheduleName = (await page.getByRole('button', { name: /^Pause Orders / }).getAttribute('aria-label')).replace(/^Pause /, '');
+  await page.getByRole('button', { name: `Pause ${scheduleName}` }).click();
+  await page.getByText('Paused Orders').waitFor();
+  await schedules.getByText('paused', { exact: true }).waitFor();
+  await page.getByRole('button', { name: `Resume ${scheduleName}` }).click();
+  await page.getByText('Resumed Orders').waitFor();
+  await schedules.getByText('active', { exact: true }).waitFor();
+
+  await page.getByRole('button', { name: `Edit ${scheduleName}` }).click();
+  await page.getByRole('heading', { name: 'Edit schedule: Orders' }).waitFor();
+  assert.equal(await page.getByLabel('Time zone').inputValue(), 'Europe/Paris');
+  await page.getByLabel('Frequency').selectOption('monthly');
+  await page.getByLabel('Day of month').fill('31');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByText(/^Saved schedule for Orders, next run /).waitFor();
+  await schedules.getByText('Monthly, day 31 at 08:00 (Europe/Paris)').waitFor();
+  await page.getByRole('heading', { name: 'New schedule' }).waitFor();
+
+  log('a due slot runs, and its stored file downloads through the signed link');
+  execFileSync('psql', [env('CONSOLE_DATABASE_URL'), '-Atc',
+    "UPDATE exports.scheduled_exports SET next_run_at = now() - interval '1 second'"]);
+  await page.getByRole('button', { name: `Runs ${scheduleName}` }).click();
+  const runs = page.getByRole('table', { name: `Runs of ${scheduleName}` });
+  await runs.getByText('delivered', { exact: true }).waitFor({ timeout: 30000 });
+  const link = runs.getByRole('link', { name: /^Download the run of / });
+  const href = await link.getAttribute('href');
+  assert.ok(href.startsWith(`${base}/api/objects/scheduled-exports/`), href);
+  assert.match(href, /\.csv\?expires=\d+&sig=[0-9a-f]+$/);
+  await shot(page, 'schedules');
+  const scheduled = page.waitForEvent('download', { timeout: 30000 });
+  await link.click();
+  const file = await scheduled;
+  await file.saveAs(join(downloads, 'scheduled.csv'));
+
+  log('a schedule deleted after a confirmation');
+  await page.getByRole('button', { name: `Delete ${scheduleName}` }).click();
+  await page.getByRole('button', { name: `Keep ${scheduleName}` }).click();
+  await page.getByRole('button', { name: `Delete ${scheduleName}` }).click();
+  await page.getByRole('button', { name: `Confirm delete ${scheduleName}` }).click();
+  await page.getByText('Deleted the Orders schedule').waitFor();
+  await page.getByText('No schedules yet.').waitFor();
+
   log('readable on a phone');
   await page.setViewportSize({ width: 375, height: 800 });
-  for (const route of ['integrations', 'errors', 'exports']) {
+  for (const route of ['integrations', 'schedules', 'errors', 'exports']) {
     await page.goto(`${base}/console/#${route}`);
     await page.getByRole('heading', { level: 1 }).waitFor();
     await sleep(300);

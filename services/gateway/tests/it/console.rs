@@ -105,10 +105,15 @@ async fn the_console_works_in_chromium() {
         haven_retry::serve(haven_retry::Config::for_test(common.clone()), l, s)
     })
     .await;
-    let export = haven_testkit::spawn(&stop, |l, s| {
-        haven_export::serve(haven_export::Config::for_test(common.clone()), l, s)
-    })
-    .await;
+    // One object store behind the export service's scheduled files and the gateway's links.
+    let objects = haven_objects::ObjectsArgs::memory(
+        &Uuid::new_v4().simple().to_string(),
+        "console-test-object-link-secret-0123456789",
+        &base,
+    );
+    let mut export_config = haven_export::Config::for_test(common.clone());
+    export_config.objects = objects.clone();
+    let export = haven_testkit::spawn(&stop, |l, s| haven_export::serve(export_config, l, s)).await;
     for addr in [integrations.addr, retry.addr, export.addr] {
         haven_testkit::wait_serving(addr).await;
     }
@@ -123,6 +128,7 @@ async fn the_console_works_in_chromium() {
         export.url(),
     )
     .with_app_url(&format!("{base}/console"))
+    .with_objects(objects)
     .with_cors_origins(&allowed);
     tokio::spawn(haven_gateway::serve(config, gl, stop.wait()));
 
@@ -204,6 +210,39 @@ async fn the_console_works_in_chromium() {
         rows += 1;
     }
     assert_eq!(rows, ORDERS, "the saved file holds every row");
+
+    // The scheduled run's file, downloaded through its signed link: the history row of the
+    // run it came from counts the same rows, and the deleted schedule took its runs along.
+    let mut scheduled = csv::Reader::from_path(downloads.join("scheduled.csv")).unwrap();
+    assert!(
+        scheduled
+            .headers()
+            .unwrap()
+            .iter()
+            .any(|h| h == "customer_email" || h == "Customer Email"),
+        "{:?}",
+        scheduled.headers()
+    );
+    let scheduled_rows = scheduled.records().filter(|r| r.is_ok()).count() as i64;
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT record_count FROM exports.export_history WHERE tenant_id = $1 AND format = 'csv' \
+         AND status = 'completed' ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(scheduled_rows > 0, "last week's orders are in the file");
+    assert_eq!(scheduled_rows, recorded);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM exports.scheduled_exports WHERE tenant_id = $1) \
+              + (SELECT count(*) FROM exports.scheduled_export_runs WHERE tenant_id = $1)",
+    )
+    .bind(tenant)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the deleted schedule and its runs are gone");
     let statuses: Vec<(String, String)> = sqlx::query_as(
         "SELECT provider, status FROM integrations.integrations WHERE tenant_id = $1 ORDER BY 1",
     )
