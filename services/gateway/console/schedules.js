@@ -43,7 +43,8 @@ export function mount(root) {
   let schedules = [];
   let nextToken = null;
   let editing = null; // the schedule being edited, or null for a new one
-  let busy = false;
+  let busy = false; // a table action is in flight
+  let saving = false; // the form is in flight
   let confirmingDelete = null;
   const openRuns = new Set();
   const runs = new Map(); // schedule id → runs array or Error
@@ -186,7 +187,7 @@ export function mount(root) {
 
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
-      if (busy) return;
+      if (saving) return;
       for (const el of Object.values(controls)) el.removeAttribute('aria-invalid');
       setAlert(formAlert, '');
       const keys = boxes.filter((b) => b.box.checked).map((b) => b.field.key);
@@ -205,7 +206,7 @@ export function mount(root) {
       if (body.frequency === 'weekly') body.weekday = Number(weekdaySelect.value);
       else body.day_of_month = Number(dayInput.value);
       if (delivery === 'email') body.delivery_email = emailInput.value.trim();
-      busy = true;
+      saving = true;
       submit.disabled = true;
       try {
         const saved = s
@@ -225,7 +226,7 @@ export function mount(root) {
           (target === fieldsHost ? target.querySelector('input') : target)?.focus();
         }
       } finally {
-        busy = false;
+        saving = false;
         submit.disabled = false;
       }
     });
@@ -360,7 +361,9 @@ export function mount(root) {
     } finally {
       busy = false;
     }
-    if (alive) await load({ focusKey });
+    if (!alive) return;
+    renderTable(focusKey); // enabled again, even if the reload fails
+    await load({ focusKey });
   }
 
   const toggle = (s) => act(s.enabled ? 'Pause failed' : 'Resume failed', async () => {

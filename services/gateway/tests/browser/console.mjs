@@ -72,6 +72,7 @@ const page = await context.newPage();
 const failures = [];
 page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
 page.on('console', (m) => { if (m.type() === 'error') log('browser console:', m.text()); });
+page.on('response', (r) => { if (r.status() >= 400) log(`${r.status()} from ${r.request().method()} ${r.url().replace(/sig=[0-9a-f]+/, 'sig=…')}`); });
 
 try {
   // ---------------------------------------------------------------- sign-in

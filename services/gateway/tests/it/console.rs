@@ -212,7 +212,7 @@ async fn the_console_works_in_chromium() {
     assert_eq!(rows, ORDERS, "the saved file holds every row");
 
     // The scheduled run's file, downloaded through its signed link: the history row of the
-    // run it came from counts the same rows, and the deleted schedule took its runs along.
+    // run it came from (the only export over last week's 7 days) counts the same rows, and the deleted schedule took its runs along.
     let mut scheduled = csv::Reader::from_path(downloads.join("scheduled.csv")).unwrap();
     assert!(
         scheduled
@@ -226,7 +226,7 @@ async fn the_console_works_in_chromium() {
     let scheduled_rows = scheduled.records().filter(|r| r.is_ok()).count() as i64;
     let recorded: i64 = sqlx::query_scalar(
         "SELECT record_count FROM exports.export_history WHERE tenant_id = $1 AND format = 'csv' \
-         AND status = 'completed' ORDER BY created_at DESC LIMIT 1",
+         AND status = 'completed' AND range_end - range_start = interval '7 days'",
     )
     .bind(tenant)
     .fetch_one(&db.pool)
