@@ -94,6 +94,14 @@ pub enum FakeRoute {
     SkyPilotAccount,
 }
 
+/// A board of the fake Pinterest account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeBoard {
+    pub id: String,
+    pub name: String,
+    pub pin_count: i64,
+}
+
 /// An email the fake Resend accepted, as a test reads it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentEmail {
@@ -221,6 +229,11 @@ impl FakeProviders {
     /// For `SkyPilotClient::new`.
     pub fn sky_pilot_base(&self) -> String {
         format!("{}/sky-pilot", self.base_url())
+    }
+
+    /// Replaces the Pinterest account's boards (Pinterest's order is the list's).
+    pub fn set_pinterest_boards(&self, boards: Vec<FakeBoard>) {
+        self.shared.lock().pinterest_boards = boards;
     }
 
     /// Registers a valid key for `klaviyo`, `dynamic_mockups`, `resend` or `sky_pilot`.

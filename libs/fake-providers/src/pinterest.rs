@@ -19,11 +19,22 @@ use serde_json::{Value, json};
 use crate::FakeRoute;
 use crate::state::{PinterestCode, Shared, json_response, random_hex};
 
-/// Boards every fake account owns.
+/// Boards the fake account starts with.
 const BOARD_COUNT: usize = 12;
-/// The fake serves at most this many boards per page (Pinterest may return fewer than asked),
-/// so clients must follow `bookmark` to count them all.
-const MAX_PAGE: usize = 5;
+/// The fake serves at most this many boards per page (Pinterest may return fewer than asked
+/// than the 250 it allows), so clients must follow `bookmark` to see them all.
+const MAX_PAGE: usize = 100;
+
+/// The account's boards until a test sets others.
+pub(crate) fn default_boards() -> Vec<crate::FakeBoard> {
+    (0..BOARD_COUNT)
+        .map(|i| crate::FakeBoard {
+            id: format!("54917615{:04}", i + 1),
+            name: format!("Board {}", i + 1),
+            pin_count: (i * 3) as i64,
+        })
+        .collect()
+}
 /// Continuous refresh tokens last 60 days.
 const REFRESH_TTL_SECS: i64 = 60 * 24 * 3600;
 
@@ -252,7 +263,7 @@ async fn user_account(State(shared): State<Shared>, headers: HeaderMap) -> Respo
             "id": "2783136121146311751",
             "username": "havenhold",
             "business_name": "Haven Hold",
-            "board_count": BOARD_COUNT,
+            "board_count": shared.lock().pinterest_boards.len(),
             "follower_count": 10,
             "following_count": 3,
             "monthly_views": 163,
@@ -294,21 +305,24 @@ async fn boards(
             None => return error(StatusCode::BAD_REQUEST, 1, "Invalid bookmark."),
         },
     };
-    let end = (start + page_size).min(BOARD_COUNT);
-    let items: Vec<Value> = (start..end)
-        .map(|i| {
+    let boards = shared.lock().pinterest_boards.clone();
+    let start = start.min(boards.len());
+    let end = (start + page_size).min(boards.len());
+    let items: Vec<Value> = boards[start..end]
+        .iter()
+        .map(|b| {
             json!({
-                "id": format!("54917615{:04}", i + 1),
-                "name": format!("Board {}", i + 1),
+                "id": b.id,
+                "name": b.name,
                 "description": "",
                 "privacy": "PUBLIC",
-                "pin_count": i * 3,
-                "follower_count": i,
+                "pin_count": b.pin_count,
+                "follower_count": 0,
                 "owner": {"username": "havenhold"},
             })
         })
         .collect();
-    let bookmark = (end < BOARD_COUNT).then(|| URL_SAFE_NO_PAD.encode(format!("offset:{end}")));
+    let bookmark = (end < boards.len()).then(|| URL_SAFE_NO_PAD.encode(format!("offset:{end}")));
     json_response(
         StatusCode::OK,
         json!({"items": items, "bookmark": bookmark}),

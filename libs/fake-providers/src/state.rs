@@ -76,6 +76,8 @@ pub(crate) struct World {
     pub resend_idempotency: HashMap<String, (String, Vec<u8>)>,
     /// Shopify catalogues, query-cost buckets and CDN counters.
     pub shopify_graphql: GraphqlWorld,
+    /// The Pinterest account's boards, in Pinterest's order.
+    pub pinterest_boards: Vec<crate::FakeBoard>,
 }
 
 /// Cheaply cloneable handle on the world, shared by the server and [`crate::FakeProviders`].
@@ -104,6 +106,7 @@ impl Shared {
             resend_emails: Vec::new(),
             resend_idempotency: HashMap::new(),
             shopify_graphql: GraphqlWorld::default(),
+            pinterest_boards: crate::pinterest::default_boards(),
         })))
     }
 

@@ -270,12 +270,25 @@ async fn pinterest_with_pkce_and_continuous_refresh() {
         .unwrap_err();
     assert!(e.is_grant_refused(), "{e:?}");
 
-    // Account metadata; boards come 5 per page, 12 in all.
+    // Account metadata; 12 boards by default, and 250 set by a test come over three pages.
     let account = client.account(&tokens.access_token).await.unwrap();
     assert_eq!(account.username, "havenhold");
     assert_eq!(account.business_name.as_deref(), Some("Haven Hold"));
     assert_eq!(account.account_id, "2783136121146311751");
-    assert_eq!(client.board_count(&tokens.access_token).await.unwrap(), 12);
+    assert_eq!(client.boards(&tokens.access_token).await.unwrap().len(), 12);
+    fake.set_pinterest_boards(
+        (0..250)
+            .map(|i| haven_fake_providers::FakeBoard {
+                id: format!("b{i}"),
+                name: format!("Board {i}"),
+                pin_count: i,
+            })
+            .collect(),
+    );
+    let boards = client.boards(&tokens.access_token).await.unwrap();
+    assert_eq!(boards.len(), 250);
+    assert_eq!(boards[249].id, "b249");
+    assert_eq!(boards[249].pin_count, 249);
 
     // Continuous refresh rotates the refresh token.
     let renewed = client.refresh(&refresh).await.unwrap();

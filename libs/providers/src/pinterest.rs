@@ -61,9 +61,18 @@ struct RawAccount {
     business_name: Option<String>,
 }
 
+/// One of the account's boards.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PinterestBoard {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub pin_count: i64,
+}
+
 #[derive(Deserialize)]
 struct BoardsPage {
-    items: Vec<serde_json::Value>,
+    items: Vec<PinterestBoard>,
     #[serde(default)]
     bookmark: Option<String>,
 }
@@ -201,11 +210,11 @@ impl PinterestClient {
         })
     }
 
-    /// Counts the account's boards, following `bookmark` pagination to the end (counting
-    /// only the first page would undercount accounts with many boards).
+    /// Every board of the account, following `bookmark` pagination to the end (the first
+    /// page alone would miss boards of accounts with many).
     /// <https://developers.pinterest.com/docs/api/v5/boards-list/>
-    pub async fn board_count(&self, token: &SecretString) -> Result<u32, ProviderError> {
-        let mut count: u32 = 0;
+    pub async fn boards(&self, token: &SecretString) -> Result<Vec<PinterestBoard>, ProviderError> {
+        let mut boards = Vec::new();
         let mut bookmark: Option<String> = None;
         for _ in 0..MAX_BOARD_PAGES {
             let mut url = url::Url::parse(&format!("{}/boards", self.api_base)).map_err(|_| {
@@ -226,7 +235,7 @@ impl PinterestClient {
             let response =
                 http::execute(PROVIDER, request, ErrorBody::Api, &[token.expose_secret()]).await?;
             let page: BoardsPage = http::read_json(PROVIDER, response).await?;
-            count = count.saturating_add(u32::try_from(page.items.len()).unwrap_or(u32::MAX));
+            boards.extend(page.items);
             match page.bookmark.filter(|b| !b.is_empty()) {
                 Some(next) if Some(&next) != bookmark.as_ref() => bookmark = Some(next),
                 Some(_) => {
@@ -235,7 +244,7 @@ impl PinterestClient {
                         message: "boards pagination returned the same bookmark twice".into(),
                     });
                 }
-                None => return Ok(count),
+                None => return Ok(boards),
             }
         }
         Err(ProviderError::Malformed {

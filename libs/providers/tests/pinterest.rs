@@ -203,7 +203,7 @@ async fn token_endpoint_errors() {
 }
 
 #[tokio::test]
-async fn account_and_paginated_board_count() {
+async fn account_and_every_board_across_pages() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v5/user_account"))
@@ -219,7 +219,8 @@ async fn account_and_paginated_board_count() {
         .and(query_param_is_missing("bookmark"))
         .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "items": [{"id": "1"}, {"id": "2"}, {"id": "3"}], "bookmark": "b1"
+            "items": [{"id": "1", "name": "One", "pin_count": 4, "privacy": "PUBLIC"},
+                      {"id": "2", "name": "Two"}, {"id": "3", "name": "Three"}], "bookmark": "b1"
         })))
         .expect(1)
         .mount(&server)
@@ -228,7 +229,7 @@ async fn account_and_paginated_board_count() {
         .and(path("/v5/boards"))
         .and(query_param("bookmark", "b1"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "items": [{"id": "4"}, {"id": "5"}], "bookmark": null
+            "items": [{"id": "4", "name": "Four"}, {"id": "5", "name": "Five"}], "bookmark": null
         })))
         .expect(1)
         .mount(&server)
@@ -239,7 +240,12 @@ async fn account_and_paginated_board_count() {
     assert_eq!(account.username, "havenhold");
     assert_eq!(account.business_name.as_deref(), Some("Haven Hold"));
     assert_eq!(account.account_id, "2783136121146311751");
-    assert_eq!(c.board_count(&t).await.unwrap(), 5);
+    let boards = c.boards(&t).await.unwrap();
+    let ids: Vec<&str> = boards.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+    assert_eq!(boards[0].name, "One");
+    assert_eq!(boards[0].pin_count, 4);
+    assert_eq!(boards[1].pin_count, 0);
 }
 
 #[tokio::test]
@@ -257,7 +263,7 @@ async fn api_errors() {
         .and(path("/v5/boards"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_body_json(json!({"items": [{"id": "1"}], "bookmark": "same"})),
+                .set_body_json(json!({"items": [{"id": "1", "name": "A"}], "bookmark": "same"})),
         )
         .mount(&server)
         .await;
@@ -266,6 +272,6 @@ async fn api_errors() {
     let e = c.account(&t).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e:?}");
     assert!(e.to_string().contains("Authentication failed"));
-    let e = c.board_count(&t).await.unwrap_err();
+    let e = c.boards(&t).await.unwrap_err();
     assert!(matches!(e, ProviderError::Malformed { .. }), "{e:?}");
 }

@@ -8,7 +8,8 @@
 //! - `GET /api/integrations/{provider}/callback` (public): a 302 back to the web app, only
 //!   for the browser carrying the start link's cookie;
 //! - `POST /api/integrations/{provider}/connect` `{apiKey}`; `DELETE /api/integrations/{provider}`;
-//! - `GET /api/settings/setup-progress`, `PATCH /api/settings/setup-progress/{step}` `{status}`.
+//! - `GET /api/settings/setup-progress`, `PATCH /api/settings/setup-progress/{step}` `{status}`;
+//! - `GET /api/integrations/pinterest/boards`, `GET /api/integrations/activity?limit=`.
 //!
 //! The callback is public because the browser arrives from the provider without our bearer
 //! token; the single-use OAuth state the service checks is what authenticates it.
@@ -45,6 +46,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(connect))
         .routes(routes!(setup_progress))
         .routes(routes!(update_setup_step))
+        .routes(routes!(pinterest_boards))
+        .routes(routes!(activity))
 }
 
 /// Routes a browser reaches without our token.
@@ -297,12 +300,13 @@ pub struct InstallLink {
 }
 
 /// Starts an OAuth connection (Shopify needs `shop`). With `Accept: application/json` the
-/// answer is `{"authorize_url"}` for a page to navigate to; otherwise a 302 there. Errors come
-/// before the redirect and are JSON (a bad shop domain or provider is a 400 naming it).
+/// answer is `{"authorize_url"}` for a page to navigate to, and an error is JSON (a bad shop
+/// domain or provider is a 400 naming it); otherwise a 302 there, and on failure a 302 back
+/// to the app's settings page with `error={provider}_install_failed&message=…`.
 #[utoipa::path(get, operation_id = "installIntegration", path = "/integrations/{provider}/install", tag = "integrations",
     params(("provider" = String, Path, description = "shopify or pinterest"),
         ("shop" = Option<String>, Query, description = "Shopify shop domain, e.g. haven.myshopify.com")),
-    responses((status = 200, body = InstallLink), (status = 302, description = "To the start link"),
+    responses((status = 200, body = InstallLink), (status = 302, description = "To the start link, or back to the app on failure"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn install(
     State(state): State<Arc<AppState>>,
@@ -310,10 +314,48 @@ async fn install(
     Path(provider): Path<String>,
     Query(query): Query<InstallQuery>,
 ) -> Result<Response, ApiError> {
-    let provider = parse_provider(&provider)?;
-    let begun = client(&state)
+    let json = wants_json(&headers);
+    let known = parse_provider(&provider).ok();
+    match begin_install(&state, &headers, &provider, query).await {
+        Ok(response) => Ok(response),
+        Err(e) if json => Err(e),
+        // A navigation: back to the settings page with the reason, as seed 001 does, never
+        // a JSON error page in the person's browser.
+        Err(e) => {
+            // The message of an unknown provider would quote the path: not echoed.
+            let message = match known {
+                Some(_) => e.message.as_str(),
+                None => "that provider is not one Haven connects",
+            };
+            let location = install_failed_redirect(&state.app_url, known, message);
+            Ok(HeaderValue::from_str(&location).map_or_else(|_| e.into_response(), redirect))
+        }
+    }
+}
+
+/// `$HAVEN_APP_URL/dashboard/settings/integrations?error={provider}_install_failed&message=…`
+/// (`error=install_failed` for a provider we do not know, which is not echoed).
+pub fn install_failed_redirect(app_url: &str, provider: Option<Provider>, message: &str) -> String {
+    format!(
+        "{}/dashboard/settings/integrations?error={}install_failed&message={}",
+        app_url.trim_end_matches('/'),
+        provider
+            .map(|p| format!("{}_", p.as_str()))
+            .unwrap_or_default(),
+        encode_component(message)
+    )
+}
+
+async fn begin_install(
+    state: &AppState,
+    headers: &HeaderMap,
+    provider: &str,
+    query: InstallQuery,
+) -> Result<Response, ApiError> {
+    let provider = parse_provider(provider)?;
+    let begun = client(state)
         .begin_o_auth(upstream::request(
-            &headers,
+            headers,
             pb::BeginOAuthRequest {
                 provider: provider.as_str().to_owned(),
                 shop: query.shop.unwrap_or_default(),
@@ -322,7 +364,7 @@ async fn install(
         ))
         .await?
         .into_inner();
-    if wants_json(&headers) {
+    if wants_json(headers) {
         return Ok(Json(InstallLink {
             authorize_url: begun.authorize_url,
         })
@@ -757,9 +799,11 @@ pub struct SetupProgressView {
 
 pub fn progress_view(progress: &pb::SetupProgress) -> SetupProgressView {
     SetupProgressView {
+        // Seed 001's map holds every key, the wizard's and the others (resend, import).
         setup_progress: progress
             .steps
             .iter()
+            .chain(&progress.other_steps)
             .map(|s| (s.key.clone(), json!(step_status_str(s.status))))
             .collect(),
         steps: progress
@@ -778,7 +822,8 @@ pub fn progress_view(progress: &pb::SetupProgress) -> SetupProgressView {
     }
 }
 
-/// The setup wizard's six steps and how far the tenant got.
+/// The setup wizard's six steps and how far the tenant got; `setup_progress` also holds the
+/// keys outside the wizard (`resend`, `import`).
 #[utoipa::path(get, operation_id = "getSetupProgress", path = "/settings/setup-progress", tag = "integrations",
     responses((status = 200, body = SetupProgressView), (status = 401, body = ErrorBody)))]
 async fn setup_progress(
@@ -838,6 +883,115 @@ async fn update_setup_step(
         .await?
         .into_inner();
     Ok(Json(progress_view(&progress)))
+}
+
+/// One of the tenant's Pinterest boards.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BoardView {
+    id: String,
+    name: String,
+    pin_count: i64,
+    synced_at: Option<String>,
+}
+
+/// The tenant's Pinterest boards, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BoardsView {
+    boards: Vec<BoardView>,
+    /// When they were last synced; null if never.
+    synced_at: Option<String>,
+}
+
+/// The tenant's Pinterest boards as last synced (at connect, and after token refreshes at
+/// most hourly)
+#[utoipa::path(get, operation_id = "listPinterestBoards", path = "/integrations/pinterest/boards", tag = "integrations",
+    responses((status = 200, body = BoardsView), (status = 401, body = ErrorBody)))]
+async fn pinterest_boards(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<BoardsView>, ApiError> {
+    let answer = client(&state)
+        .list_pinterest_boards(upstream::request(
+            &headers,
+            pb::ListPinterestBoardsRequest {},
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(BoardsView {
+        boards: answer
+            .boards
+            .into_iter()
+            .map(|b| BoardView {
+                id: b.board_id,
+                name: b.name,
+                pin_count: b.pin_count,
+                synced_at: time_str(b.synced_at),
+            })
+            .collect(),
+        synced_at: time_str(answer.synced_at),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityQuery {
+    /// 1–200, default 50.
+    limit: Option<String>,
+}
+
+/// One change to the tenant's integrations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityView {
+    id: String,
+    /// Who made it; null for the system (a refresh, a webhook, an expired attempt).
+    user_id: Option<String>,
+    /// `integration_connected`, `integration_disconnected`, `integration_connect_failed`,
+    /// `token_refresh_failed`, `app_uninstalled` or `connection_abandoned`.
+    action: String,
+    provider: String,
+    #[schema(value_type = Object)]
+    details: Value,
+    at: Option<String>,
+}
+
+/// The tenant's integration history, newest first
+#[utoipa::path(get, operation_id = "listIntegrationActivity", path = "/integrations/activity", tag = "integrations",
+    params(ActivityQuery),
+    responses((status = 200, body = [ActivityView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn activity(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ActivityQuery>,
+) -> Result<Json<Vec<ActivityView>>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be a number from 1 to 200"))?,
+    };
+    let entries = client(&state)
+        .list_activity(upstream::request(
+            &headers,
+            pb::ListActivityRequest { limit },
+        ))
+        .await?
+        .into_inner()
+        .entries;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| ActivityView {
+                id: e.id,
+                user_id: nonempty(e.user_id),
+                action: e.action,
+                provider: e.provider,
+                details: serde_json::from_str(&e.details_json).unwrap_or_else(|_| json!({})),
+                at: time_str(e.at),
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -1070,6 +1224,7 @@ mod tests {
             ],
             completed_count: 1,
             complete: false,
+            other_steps: vec![step("import", "", pb::SetupStepStatus::Completed, None)],
         };
         assert_eq!(
             serde_json::to_value(progress_view(&progress)).unwrap(),
@@ -1078,6 +1233,7 @@ mod tests {
                     "shopify": "completed",
                     "pinterest": "skipped",
                     "design_rules": "pending",
+                    "import": "completed",
                 },
                 "steps": [
                     { "key": "shopify", "label": "Step shopify", "provider": "shopify", "status": "completed", "updated_at": "2026-01-01T00:00:00.000Z" },

@@ -9,7 +9,7 @@ use haven_proto::integrations::v1::integrations_service_server::IntegrationsServ
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::core::{Core, parse_provider};
+use crate::core::{Core, StepState, parse_provider};
 use crate::registry;
 use crate::store::StepStatus;
 use haven_proto::time::timestamp;
@@ -27,21 +27,19 @@ impl Api {
     }
 
     async fn progress(&self, tenant: Uuid) -> Result<pb::SetupProgress, Status> {
-        let steps = self.core.setup_progress(tenant).await?;
-        let steps: Vec<pb::SetupStep> = steps
-            .into_iter()
-            .map(|(step, status, at)| pb::SetupStep {
-                key: step.key.to_owned(),
-                label: step.label.to_owned(),
-                provider: step
-                    .provider
-                    .map(|p| p.as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
-                status: pb::SetupStepStatus::from(status) as i32,
-                updated_at: at.map(timestamp),
-            })
-            .collect();
+        let (wizard, others) = self.core.setup_progress(tenant).await?;
+        let view = |(step, status, at): StepState| pb::SetupStep {
+            key: step.key.to_owned(),
+            label: step.label.to_owned(),
+            provider: step
+                .provider
+                .map(|p| p.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            status: pb::SetupStepStatus::from(status) as i32,
+            updated_at: at.map(timestamp),
+        };
+        let steps: Vec<pb::SetupStep> = wizard.into_iter().map(view).collect();
         let completed = steps
             .iter()
             .filter(|s| s.status == pb::SetupStepStatus::Completed as i32)
@@ -53,6 +51,7 @@ impl Api {
             completed_count: i32::try_from(completed).unwrap_or(i32::MAX),
             complete,
             steps,
+            other_steps: others.into_iter().map(view).collect(),
         })
     }
 }
@@ -289,5 +288,51 @@ impl IntegrationsService for Api {
         };
         self.core.update_step(&principal, &r.step, status).await?;
         Ok(Response::new(self.progress(principal.tenant_id).await?))
+    }
+
+    async fn list_pinterest_boards(
+        &self,
+        request: Request<pb::ListPinterestBoardsRequest>,
+    ) -> Result<Response<pb::ListPinterestBoardsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let (boards, synced_at) = self.core.pinterest_boards(principal.tenant_id).await?;
+        Ok(Response::new(pb::ListPinterestBoardsResponse {
+            boards: boards
+                .into_iter()
+                .map(|b| pb::PinterestBoard {
+                    board_id: b.board_id,
+                    name: b.name,
+                    pin_count: b.pin_count,
+                    synced_at: Some(timestamp(b.synced_at)),
+                })
+                .collect(),
+            synced_at: synced_at.map(timestamp),
+        }))
+    }
+
+    async fn list_activity(
+        &self,
+        request: Request<pb::ListActivityRequest>,
+    ) -> Result<Response<pb::ListActivityResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let limit = match request.get_ref().limit {
+            0 => 50,
+            n @ 1..=200 => i64::from(n),
+            _ => return Err(haven_server::invalid_argument("limit", "at most 200")),
+        };
+        let entries = self.core.activity(principal.tenant_id, limit).await?;
+        Ok(Response::new(pb::ListActivityResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::ActivityEntry {
+                    id: e.id.to_string(),
+                    user_id: e.user_id.unwrap_or_default(),
+                    action: e.action.as_str().to_owned(),
+                    provider: e.provider.as_str().to_owned(),
+                    details_json: e.details.to_string(),
+                    at: Some(timestamp(e.at)),
+                })
+                .collect(),
+        }))
     }
 }

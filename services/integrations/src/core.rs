@@ -15,6 +15,7 @@ use haven_providers::sky_pilot::SkyPilotClient;
 use haven_providers::{HttpSettings, ProviderError, TokenSet};
 use haven_vault::{CredentialKind, KeyRing, Owner, Secret};
 use secrecy::SecretString;
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -26,6 +27,7 @@ use crate::metadata::{
     DynamicMockupsMetadata, KlaviyoMetadata, Metadata, ResendMetadata, SkyPilotMetadata,
 };
 use crate::registry::{self, Auth, Provider, ProviderInfo};
+use crate::store::activity::Action;
 use crate::store::{self, IntegrationRow, Status, StepStatus};
 
 /// Clients for every provider, built once from configuration.
@@ -188,6 +190,9 @@ impl Core {
             let sealed = self.ring.seal(*secret, self.owner(&row, *kind));
             store::put_credential(&mut tx, &row, *kind, &sealed, *expires).await?;
         }
+        if let Some(boards) = &connected.boards {
+            store::boards::replace(&mut tx, row.tenant_id, row.id, boards).await?;
+        }
         if let Some(step) = registry::step_for_provider(row.provider) {
             store::set_step(
                 &mut tx,
@@ -198,6 +203,15 @@ impl Core {
             )
             .await?;
         }
+        store::activity::record(
+            &mut tx,
+            row.tenant_id,
+            Some(connected.user),
+            Action::Connected,
+            row.provider,
+            account_details(&connected.metadata),
+        )
+        .await?;
         tx.commit().await?;
         events::publish(
             &self.bus,
@@ -223,6 +237,15 @@ impl Core {
         let current = store::lock_or_create(&mut tx, tenant, provider).await?;
         let status = machine::next(current.status, Event::ConnectFailed);
         let row = store::set_failed(&mut tx, tenant, provider, status, message).await?;
+        store::activity::record(
+            &mut tx,
+            tenant,
+            user,
+            Action::ConnectFailed,
+            provider,
+            json!({ "error": message }),
+        )
+        .await?;
         tx.commit().await?;
         events::publish(
             &self.bus,
@@ -324,6 +347,7 @@ impl Core {
                 scopes: Vec::new(),
                 shop_domain: None,
                 token_expires_at: None,
+                boards: None,
             },
             &[(CredentialKind::ApiKey, &key, None)],
         )
@@ -444,6 +468,9 @@ impl Core {
                 tx.commit().await?;
                 tracing::info!(tenant = %row.tenant_id, provider = %row.provider, "token refreshed");
                 events::publish(&self.bus, &row, IntegrationEventKind::Refreshed, None, None).await;
+                if row.provider == Provider::Pinterest {
+                    self.resync_boards(&row, &tokens.access_token).await;
+                }
                 Ok(Some(row))
             }
             Err(e) if e.is_grant_refused() => {
@@ -457,6 +484,15 @@ impl Core {
                     row.provider,
                     machine::next(row.status, Event::RefreshRefused),
                     &message,
+                )
+                .await?;
+                store::activity::record(
+                    &mut tx,
+                    row.tenant_id,
+                    None,
+                    Action::RefreshFailed,
+                    row.provider,
+                    json!({ "error": message }),
                 )
                 .await?;
                 tx.commit().await?;
@@ -484,6 +520,71 @@ impl Core {
                 ))
             }
         }
+    }
+
+    /// Syncs a Pinterest connection's boards again after a refresh, at most once per
+    /// [`BOARDS_RESYNC`]. A failure is logged and left for the next refresh: the refresh
+    /// itself succeeded.
+    async fn resync_boards(&self, row: &IntegrationRow, token: &SecretString) {
+        let result: Result<()> = async {
+            let mut tx = self.pool.begin().await?;
+            let due = store::boards::synced_at(&mut tx, row.id)
+                .await?
+                .is_none_or(|at| Utc::now() - at >= BOARDS_RESYNC);
+            if !due {
+                return Ok(());
+            }
+            let boards = self
+                .providers
+                .pinterest
+                .boards(token)
+                .await
+                .map_err(|e| Error::provider("Pinterest boards could not be read", e))?;
+            store::boards::replace(&mut tx, row.tenant_id, row.id, &boards).await?;
+            tx.commit().await?;
+            tracing::info!(tenant = %row.tenant_id, boards = boards.len(), "Pinterest boards synced");
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(tenant = %row.tenant_id, error = %e, "Pinterest boards not synced; the next refresh tries again");
+        }
+    }
+
+    /// The tenant's synced Pinterest boards and when they were synced.
+    pub async fn pinterest_boards(
+        &self,
+        tenant: Uuid,
+    ) -> Result<(Vec<store::boards::BoardRow>, Option<DateTime<Utc>>)> {
+        store::boards::list(&self.pool, tenant).await
+    }
+
+    /// The tenant's latest `limit` activity entries.
+    pub async fn activity(&self, tenant: Uuid, limit: i64) -> Result<Vec<store::activity::Entry>> {
+        store::activity::list(&self.pool, tenant, limit).await
+    }
+
+    /// Puts connections whose OAuth attempt was abandoned back in the status they had, and
+    /// records it.
+    pub async fn revert_abandoned(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let rows = store::revert_abandoned(&mut tx, 100).await?;
+        for row in &rows {
+            store::activity::record(
+                &mut tx,
+                row.tenant_id,
+                None,
+                Action::Abandoned,
+                row.provider,
+                json!({ "status": row.status.as_str() }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        for row in &rows {
+            tracing::info!(tenant = %row.tenant_id, provider = %row.provider, status = %row.status, "an abandoned OAuth attempt expired; status restored");
+        }
+        Ok(())
     }
 
     /// Seals and stores renewed tokens; a response without a refresh token keeps the old one.
@@ -521,19 +622,18 @@ impl Core {
         Ok(())
     }
 
-    /// The wizard's steps for a tenant, unset ones pending.
-    pub async fn setup_progress(
-        &self,
-        tenant: Uuid,
-    ) -> Result<Vec<(&'static registry::Step, StepStatus, Option<DateTime<Utc>>)>> {
+    /// The wizard's steps and the other steps for a tenant, unset ones pending.
+    pub async fn setup_progress(&self, tenant: Uuid) -> Result<(Vec<StepState>, Vec<StepState>)> {
         let stored = store::setup_steps(&self.pool, tenant).await?;
-        Ok(registry::STEPS
-            .iter()
-            .map(|step| match stored.iter().find(|(k, _, _)| k == step.key) {
+        let state =
+            |step: &'static registry::Step| match stored.iter().find(|(k, _, _)| k == step.key) {
                 Some((_, status, at)) => (step, *status, Some(*at)),
                 None => (step, StepStatus::Pending, None),
-            })
-            .collect())
+            };
+        Ok((
+            registry::STEPS.iter().map(state).collect(),
+            registry::OTHER_STEPS.iter().map(state).collect(),
+        ))
     }
 
     pub async fn update_step(
@@ -543,10 +643,9 @@ impl Core {
         status: StepStatus,
     ) -> Result<()> {
         let Some(step) = registry::step(step) else {
-            let known: Vec<&str> = registry::STEPS.iter().map(|s| s.key).collect();
             return Err(Error::invalid(format!(
                 "step: unknown step `{step}`; expected one of {}",
-                known.join(", ")
+                registry::step_keys().join(", ")
             )));
         };
         let mut conn = self.pool.acquire().await?;
@@ -560,6 +659,26 @@ impl Core {
         .await
     }
 }
+
+/// Boards are synced again after a token refresh at most this often.
+const BOARDS_RESYNC: chrono::Duration = chrono::Duration::hours(1);
+
+/// What the activity row of a connection tells about the account (no secret is in metadata).
+fn account_details(metadata: &Metadata) -> serde_json::Value {
+    match metadata {
+        Metadata::Shopify(m) => json!({ "shopDomain": m.shop_domain, "accountName": m.shop_name }),
+        Metadata::Pinterest(m) => {
+            json!({ "accountName": m.account_name, "boardCount": m.board_count })
+        }
+        Metadata::Klaviyo(_)
+        | Metadata::DynamicMockups(_)
+        | Metadata::Resend(_)
+        | Metadata::SkyPilot(_) => json!({}),
+    }
+}
+
+/// A step, its status and when that last changed.
+pub type StepState = (&'static registry::Step, StepStatus, Option<DateTime<Utc>>);
 
 /// Whether a token expiring at `at` has less than `min_valid` left (no expiry: never).
 pub fn expires_within(at: Option<DateTime<Utc>>, min_valid: Duration) -> bool {

@@ -434,6 +434,7 @@ impl Core {
                     scopes,
                     shop_domain: Some(shop_domain.to_string()),
                     token_expires_at: tokens.expires_at,
+                    boards: None,
                 },
                 &token_secrets(&tokens),
             )
@@ -460,7 +461,7 @@ impl Core {
             .await
             .map_err(|e| Error::provider("Pinterest account details could not be read", e))?;
         let boards = client
-            .board_count(&tokens.access_token)
+            .boards(&tokens.access_token)
             .await
             .map_err(|e| Error::provider("Pinterest boards could not be read", e))?;
         self.store_connection(
@@ -468,17 +469,20 @@ impl Core {
                 tenant,
                 provider: Provider::Pinterest,
                 user,
+                // As seed 001 stores them: the business name else the username, and the
+                // username as the account id.
                 metadata: Metadata::Pinterest(PinterestMetadata {
                     account_name: account
                         .business_name
                         .clone()
                         .unwrap_or_else(|| account.username.clone()),
-                    account_id: account.account_id.clone(),
-                    board_count: boards,
+                    account_id: account.username.clone(),
+                    board_count: u32::try_from(boards.len()).unwrap_or(u32::MAX),
                 }),
                 scopes: tokens.scopes.clone(),
                 shop_domain: None,
                 token_expires_at: tokens.expires_at,
+                boards: Some(boards),
             },
             &token_secrets(&tokens),
         )

@@ -152,12 +152,36 @@ pub const STEPS: [Step; 6] = [
     },
 ];
 
-/// Looks a step up by key.
+/// Seed 001's `SetupProgress` keys outside the wizard: reported and settable, not counted.
+pub const OTHER_STEPS: [Step; 2] = [
+    Step {
+        key: "resend",
+        label: "Connect Resend",
+        provider: Some(Provider::Resend),
+    },
+    Step {
+        key: "import",
+        label: "Import Data",
+        provider: None,
+    },
+];
+
+/// Every step: the wizard's, then the others.
+fn all_steps() -> impl Iterator<Item = &'static Step> {
+    STEPS.iter().chain(OTHER_STEPS.iter())
+}
+
+/// Looks a step up by key (wizard or not).
 pub fn step(key: &str) -> Option<&'static Step> {
-    STEPS.iter().find(|s| s.key == key)
+    all_steps().find(|s| s.key == key)
+}
+
+/// Every step key, for an error naming the known ones.
+pub fn step_keys() -> Vec<&'static str> {
+    all_steps().map(|s| s.key).collect()
 }
 
 /// The step a provider's connection completes, if it has one.
 pub fn step_for_provider(provider: Provider) -> Option<&'static Step> {
-    STEPS.iter().find(|s| s.provider == Some(provider))
+    all_steps().find(|s| s.provider == Some(provider))
 }

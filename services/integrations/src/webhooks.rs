@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::machine::{self, Event};
 use crate::registry::Provider;
+use crate::store::activity::Action;
 use crate::store::{self, IntegrationRow, Status, WebhookStatus};
 
 pub const OP_REGISTER_WEBHOOK: &str = "integrations.register_webhook";
@@ -179,6 +180,15 @@ impl Core {
         store::mark_webhooks_deregistering(&mut tx, row.id).await?;
         let status = machine::next(row.status, Event::Disconnect);
         let row = store::set_disconnected(&mut tx, row.id, status, None).await?;
+        store::activity::record(
+            &mut tx,
+            row.tenant_id,
+            Some(&principal.user_id),
+            Action::Disconnected,
+            row.provider,
+            serde_json::json!({}),
+        )
+        .await?;
         tx.commit().await?;
         events::publish(
             &self.bus,
@@ -281,6 +291,15 @@ impl Core {
             let reason =
                 format!("The app was uninstalled from {shop}; install it again to reconnect");
             let row = store::set_disconnected(&mut tx, row.id, status, Some(&reason)).await?;
+            store::activity::record(
+                &mut tx,
+                row.tenant_id,
+                None,
+                Action::AppUninstalled,
+                row.provider,
+                serde_json::json!({ "shopDomain": shop.as_str() }),
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(tenant = %row.tenant_id, %shop, "Shopify app uninstalled; integration disconnected");
             events::publish(
@@ -397,6 +416,9 @@ impl Core {
         loop {
             if let Err(e) = self.refresh_due().await {
                 tracing::warn!(error = %e, "refresher pass failed");
+            }
+            if let Err(e) = self.revert_abandoned().await {
+                tracing::warn!(error = %e, "cannot restore connections of abandoned OAuth attempts");
             }
             tokio::select! {
                 _ = token.cancelled() => return,

@@ -9,6 +9,9 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub mod activity;
+pub mod boards;
+
 use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::registry::Provider;
@@ -335,16 +338,45 @@ pub async fn lock_or_create(
     )
 }
 
-/// Sets the status alone (a connection attempt).
+/// Sets the status alone (a connection attempt). Entering `connecting` remembers the status
+/// it left, which [`revert_abandoned`] restores if the attempt is never finished.
 pub async fn set_status(conn: &mut PgConnection, id: Uuid, status: Status) -> Result<()> {
     sqlx::query!(
-        "UPDATE integrations.integrations SET status = $2, updated_at = now() WHERE id = $1",
+        "UPDATE integrations.integrations SET status = $2, updated_at = now(),
+           status_before_connecting = CASE
+             WHEN $2 = 'connecting' AND status <> 'connecting' THEN status
+             ELSE status_before_connecting END
+         WHERE id = $1",
         id,
         status.as_str()
     )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Connections left `connecting` by OAuth attempts whose states all expired unused: each goes
+/// back to the status it had before (at most `limit` per call), and is returned.
+pub async fn revert_abandoned(conn: &mut PgConnection, limit: i64) -> Result<Vec<IntegrationRow>> {
+    decoded_all(
+        query_rows!(
+            "UPDATE integrations.integrations i
+             SET status = COALESCE(i.status_before_connecting, 'disconnected'),
+                 status_before_connecting = NULL, updated_at = now()
+             WHERE i.id IN (
+               SELECT c.id FROM integrations.integrations c
+               WHERE c.status = 'connecting' AND NOT EXISTS (
+                 SELECT 1 FROM integrations.oauth_states s
+                 WHERE s.tenant_id = c.tenant_id AND s.provider = c.provider
+                   AND s.consumed_at IS NULL AND s.expires_at > now())
+               LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING ",
+            "",
+            limit
+        )
+        .fetch_all(conn)
+        .await?,
+    )
 }
 
 /// What a successful connection stores.
@@ -356,6 +388,8 @@ pub struct Connected<'a> {
     pub scopes: Vec<String>,
     pub shop_domain: Option<String>,
     pub token_expires_at: Option<DateTime<Utc>>,
+    /// Pinterest: the account's boards, stored with the connection.
+    pub boards: Option<Vec<haven_providers::pinterest::PinterestBoard>>,
 }
 
 /// Upserts the row with what a connection stored and returns it.
