@@ -264,10 +264,12 @@ async fn bad_install_requests_and_api_keys_get_clear_errors() {
     let site = Site::start().await;
     let tenant = Uuid::new_v4();
     let token = user(tenant);
+    // A page's fetch asks for JSON and gets the error naming the field.
     let res = site
         .http
         .get(site.url("/api/integrations/shopify/install?shop=evil.com"))
         .bearer_auth(&token)
+        .header("accept", "application/json")
         .send()
         .await
         .unwrap();
@@ -277,6 +279,43 @@ async fn bad_install_requests_and_api_keys_get_clear_errors() {
         body["error"].as_str().unwrap().starts_with("shop:"),
         "{body}"
     );
+    // A navigation (a web app's server-side proxy following the 302 for the person's
+    // browser) goes back to the settings page with the reason, as seed 001 does.
+    let res = site
+        .http
+        .get(site.url("/api/integrations/shopify/install?shop=evil.com"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 302);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let prefix =
+        format!("{APP_URL}/dashboard/settings/integrations?error=shopify_install_failed&message=");
+    assert!(location.starts_with(&prefix), "{location}");
+    let message = url::form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "message")
+        .unwrap()
+        .1
+        .into_owned();
+    assert!(message.starts_with("shop:"), "{message}");
+    // An unknown provider is not echoed back.
+    let res = site
+        .http
+        .get(site.url("/api/integrations/<script>/install"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 302);
+    let location = res.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!(
+            "{APP_URL}/dashboard/settings/integrations?error=install_failed&message="
+        )),
+        "{location}"
+    );
+    assert!(!location.contains("script"), "{location}");
     // Without a token: 401, not a redirect.
     let res = site
         .http
@@ -535,4 +574,82 @@ async fn resend_shows_its_verified_domain() {
         resend["metadata"]["from_domain"], "mail.havenhold.test",
         "{resend}"
     );
+}
+
+/// Boards, activity and every setup key over REST, as the settings pages read them.
+#[tokio::test]
+async fn boards_activity_and_setup_keys_over_rest() {
+    let site = Site::start().await;
+    let tenant = Uuid::new_v4();
+    let token = user(tenant);
+    crate::lifecycle::connect_oauth(&site.stack, tenant, "pinterest", "").await;
+    let get = |path: &'static str| {
+        let (site, token) = (&site, token.clone());
+        async move { site.json(reqwest::Method::GET, path, &token, None).await }
+    };
+
+    let (status, boards) = get("/api/integrations/pinterest/boards").await;
+    assert_eq!(status, 200, "{boards}");
+    let list = boards["boards"].as_array().unwrap();
+    assert_eq!(list.len(), 12);
+    assert_eq!(list[0]["name"], "Board 1");
+    assert!(
+        list[0]["id"].is_string() && list[0]["pin_count"].is_i64(),
+        "{boards}"
+    );
+    assert!(boards["synced_at"].as_str().unwrap().ends_with('Z'));
+
+    let (status, activity) = get("/api/integrations/activity?limit=1").await;
+    assert_eq!(status, 200, "{activity}");
+    assert_eq!(activity.as_array().unwrap().len(), 1);
+    assert_eq!(activity[0]["action"], "integration_connected");
+    assert_eq!(activity[0]["provider"], "pinterest");
+    assert_eq!(activity[0]["user_id"], "user-1");
+    assert_eq!(activity[0]["details"]["accountName"], "Haven Hold");
+    let (status, err) = get("/api/integrations/activity?limit=0").await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["field"], "limit");
+    // Another tenant's history is its own (empty).
+    let (_, theirs) = site
+        .json(
+            reqwest::Method::GET,
+            "/api/integrations/activity",
+            &user(Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(theirs, json!([]));
+
+    let (status, progress) = get("/api/settings/setup-progress").await;
+    assert_eq!(status, 200);
+    let keys: Vec<&str> = progress["setup_progress"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in [
+        "shopify",
+        "pinterest",
+        "klaviyo",
+        "dynamic_mockups",
+        "resend",
+        "design_rules",
+        "operator_mode",
+        "import",
+    ] {
+        assert!(keys.contains(&key), "{key} in {progress}");
+    }
+    assert_eq!(progress["steps"].as_array().unwrap().len(), 6);
+    assert_eq!(progress["setup_progress"]["pinterest"], "completed");
+    let (status, progress) = site
+        .json(
+            reqwest::Method::PATCH,
+            "/api/settings/setup-progress/resend",
+            &token,
+            Some(json!({"status": "skipped"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{progress}");
+    assert_eq!(progress["setup_progress"]["resend"], "skipped");
 }

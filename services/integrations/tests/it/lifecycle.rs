@@ -602,7 +602,7 @@ async fn an_uninstall_acts_on_the_shop_in_the_body_not_the_header() {
 }
 
 /// A bus client in the stack's namespace, publishing as other services would.
-async fn test_bus(stack: &Stack) -> haven_bus::Bus {
+pub async fn test_bus(stack: &Stack) -> haven_bus::Bus {
     haven_bus::Bus::connect(
         &haven_bus::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone())
             .config("test")

@@ -6,4 +6,5 @@ mod common;
 mod gateway;
 mod lifecycle;
 mod oauth;
+mod settings;
 mod vault;
