@@ -523,21 +523,7 @@ async fn app_uninstalled_webhook_disconnects_the_shop() {
     let stack = Stack::start().await;
     let tenant = Uuid::new_v4();
     connect_shopify(&stack, tenant).await;
-    let bus = test_bus(&stack).await;
-    let webhook = ShopifyWebhook {
-        shop_domain: SHOP.into(),
-        topic: "app/uninstalled".into(),
-        webhook_id: Uuid::new_v4().to_string(),
-        body: br#"{"id":1,"domain":"acme-prints.myshopify.com"}"#.to_vec().into(),
-        ..Default::default()
-    };
-    bus.publish(
-        "haven.webhooks.shopify.app.uninstalled",
-        &webhook,
-        &webhook.webhook_id,
-    )
-    .await
-    .unwrap();
+    publish_uninstall(&stack).await;
     eventually("disconnected", || async {
         status(&stack, tenant, "shopify").await.status == IntegrationStatus::Disconnected as i32
     })
@@ -602,6 +588,26 @@ async fn an_uninstall_acts_on_the_shop_in_the_body_not_the_header() {
 }
 
 /// A bus client in the stack's namespace, publishing as other services would.
+/// Publishes SHOP's verified `app/uninstalled` webhook, as the gateway would.
+pub async fn publish_uninstall(stack: &Stack) {
+    let webhook = ShopifyWebhook {
+        shop_domain: SHOP.into(),
+        topic: "app/uninstalled".into(),
+        webhook_id: Uuid::new_v4().to_string(),
+        body: br#"{"id":1,"domain":"acme-prints.myshopify.com"}"#.to_vec().into(),
+        ..Default::default()
+    };
+    test_bus(stack)
+        .await
+        .publish(
+            "haven.webhooks.shopify.app.uninstalled",
+            &webhook,
+            &webhook.webhook_id,
+        )
+        .await
+        .unwrap();
+}
+
 pub async fn test_bus(stack: &Stack) -> haven_bus::Bus {
     haven_bus::Bus::connect(
         &haven_bus::NatsArgs::new(haven_testkit::nats_url(), stack.ns.clone())

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use haven_fake_providers::FakeBoard;
-use haven_proto::events::v1::ShopifyWebhook;
 use haven_proto::integrations::v1::{
     BeginOAuthRequest, DisconnectRequest, GetSetupProgressRequest, IntegrationStatus,
     ListActivityRequest, ListPinterestBoardsRequest, SetupStepStatus, UpdateSetupStepRequest,
@@ -15,7 +14,7 @@ use haven_proto::integrations::v1::{
 use uuid::Uuid;
 
 use crate::common::*;
-use crate::lifecycle::{connect_key, connect_oauth, connect_shopify, status, test_bus};
+use crate::lifecycle::{connect_key, connect_oauth, connect_shopify, publish_uninstall, status};
 
 fn boards(n: usize) -> Vec<FakeBoard> {
     (0..n)
@@ -225,22 +224,7 @@ async fn activity_records_each_change_in_its_tenant() {
     })
     .await;
     // The shop removes the app.
-    let webhook = ShopifyWebhook {
-        shop_domain: SHOP.into(),
-        topic: "app/uninstalled".into(),
-        webhook_id: Uuid::new_v4().to_string(),
-        body: br#"{"id":1,"domain":"acme-prints.myshopify.com"}"#.to_vec().into(),
-        ..Default::default()
-    };
-    test_bus(&stack)
-        .await
-        .publish(
-            "haven.webhooks.shopify.app.uninstalled",
-            &webhook,
-            &webhook.webhook_id,
-        )
-        .await
-        .unwrap();
+    publish_uninstall(&stack).await;
     eventually("uninstalled", || async {
         status(&stack, tenant, "shopify").await.status == IntegrationStatus::Disconnected as i32
     })
