@@ -31,6 +31,7 @@ pub use plan::Limits;
 pub use statistics::{
     CSV_HEADER as STATISTICS_CSV_HEADER, RETRY_OPERATION as STATISTICS_RETRY_OPERATION,
 };
+use tonic::codec::CompressionEncoding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -204,7 +205,15 @@ pub async fn serve(
     };
     let result = base
         .grpc()
-        .add_service(ExportServiceServer::new(api))
+        .add_service(
+            // Compressed frames for clients that ask (`grpc-accept-encoding`); others get
+            // them plain.
+            ExportServiceServer::new(api)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip),
+        )
         .serve(listener, token.clone())
         .await;
     token.cancel();

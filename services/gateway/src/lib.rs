@@ -156,6 +156,13 @@ pub fn router(config: &Config, upstreams: Upstreams, bus: LazyBus) -> Result<Rou
         .with_state(state)
         .merge(pages::routes())
         .merge(haven_telemetry::metrics_router())
+        // zstd or gzip when the client accepts them, streamed frame by frame (a download is
+        // never buffered whole); the fastest level, since a download's bottleneck should be
+        // the link, not our CPU.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::compression::CompressionLevel::Fastest),
+        )
         .layer(MetricsLayer::new("http"))
         .layer(TraceContextLayer::new("http"));
     // Outermost, so a preflight is answered before authentication asks for a token.
