@@ -154,14 +154,28 @@ async fn main() -> anyhow::Result<()> {
     }
     run_psql(&db_url, &psql_sql)?;
 
+    let psql_bytes = psql_output_bytes(&db_url, &psql_sql)?;
+    let mut zstd_client = client
+        .clone()
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     let (mut psql, mut grpc, mut gw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut grpc_zstd, mut gw_zstd, mut gw_gzip) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs {
         println!("run {} of {} ...", run + 1, args.runs);
         psql.push(run_psql(&db_url, &psql_sql)?);
         grpc.push(run_grpc(&mut client, grpc_request(args.rows)).await?);
         gw.push(run_http(&http, &url, &token).await?);
+        grpc_zstd.push(run_grpc(&mut zstd_client, grpc_request(args.rows)).await?);
+        gw_zstd.push(run_http_encoded(&http, &url, &token, Encoding::Zstd).await?);
+        gw_gzip.push(run_http_encoded(&http, &url, &token, Encoding::Gzip).await?);
     }
-    for m in grpc.iter().chain(gw.iter()) {
+    for m in grpc
+        .iter()
+        .chain(gw.iter())
+        .chain(grpc_zstd.iter())
+        .chain(gw_zstd.iter().map(|e| &e.measure))
+        .chain(gw_gzip.iter().map(|e| &e.measure))
+    {
         if m.rows != args.rows {
             bail!("an export returned {} rows, expected {}", m.rows, args.rows);
         }
@@ -245,6 +259,9 @@ async fn main() -> anyhow::Result<()> {
         "  worst run: StreamExport {:.2}x, gateway {:.2}x",
         worst(&grpc),
         worst(&gw)
+    );
+    compressed_report(
+        args.rows, &psql_runs, psql_bytes, &psql, &grpc_zstd, &gw_zstd, &gw_gzip,
     );
     println!("seed (havenctl seed's generator, COPY): {seed_rate:.0} rows/s");
 
@@ -598,4 +615,196 @@ async fn run_http(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Res
         secs: started.elapsed().as_secs_f64(),
         ttfb_ms: ttfb.unwrap_or_default().as_secs_f64() * 1000.0,
     })
+}
+
+/// Bytes a 100 Mbit/s link carries per second.
+const LINK_BYTES_PER_SEC: f64 = 12.5e6;
+
+#[derive(Clone, Copy)]
+enum Encoding {
+    Zstd,
+    Gzip,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Zstd => "zstd",
+            Encoding::Gzip => "gzip",
+        }
+    }
+}
+
+/// A compressed download: the decoded file's measure (rows, bytes after decoding) and the
+/// bytes that crossed the wire.
+struct Encoded {
+    measure: Measure,
+    wire: u64,
+}
+
+/// Counts the decoded file's bytes and lines as the decoder writes them.
+#[derive(Default)]
+struct Counter {
+    bytes: u64,
+    newlines: u64,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        self.newlines += buf.iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The gateway download with `Accept-Encoding`, decoded as it arrives (so the time includes
+/// the client's decoding, and the rows are counted in the decoded file).
+async fn run_http_encoded(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    encoding: Encoding,
+) -> anyhow::Result<Encoded> {
+    use std::io::Write;
+    let started = Instant::now();
+    let res = http
+        .get(url)
+        .bearer_auth(token)
+        .header("accept-encoding", encoding.name())
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        bail!("gateway answered {}", res.status());
+    }
+    let got = res
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .to_owned();
+    if got != encoding.name() {
+        bail!("asked for {}, the gateway sent {got}", encoding.name());
+    }
+    let mut body = res.bytes_stream();
+    let (mut wire, mut ttfb) = (0u64, None);
+    let counter = match encoding {
+        Encoding::Zstd => {
+            let mut d = zstd::stream::write::Decoder::new(Counter::default())?;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                ttfb.get_or_insert_with(|| started.elapsed());
+                wire += chunk.len() as u64;
+                d.write_all(&chunk)?;
+            }
+            d.flush()?;
+            d.into_inner()
+        }
+        Encoding::Gzip => {
+            let mut d = flate2::write::GzDecoder::new(Counter::default());
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                ttfb.get_or_insert_with(|| started.elapsed());
+                wire += chunk.len() as u64;
+                d.write_all(&chunk)?;
+            }
+            d.finish()?
+        }
+    };
+    Ok(Encoded {
+        measure: Measure {
+            rows: counter.newlines.saturating_sub(1),
+            bytes: counter.bytes,
+            secs: started.elapsed().as_secs_f64(),
+            ttfb_ms: ttfb.unwrap_or_default().as_secs_f64() * 1000.0,
+        },
+        wire,
+    })
+}
+
+/// How many bytes `psql \copy` writes for `sql`, counted once (the file psql users move).
+fn psql_output_bytes(db_url: &str, sql: &str) -> anyhow::Result<u64> {
+    let mut child = Command::new("psql")
+        .arg(db_url)
+        .arg("-X")
+        .arg("-q")
+        .arg("-c")
+        .arg(sql)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("psql stdout")?;
+    let bytes = std::io::copy(&mut out, &mut std::io::sink())?;
+    if !child.wait()?.success() {
+        bail!("psql failed");
+    }
+    Ok(bytes)
+}
+
+/// The compressed downloads beside psql's plain output: rows/s, bytes on the wire, and the
+/// time over a 100 Mbit/s link (the larger of the measured time and bytes ÷ 12.5 MB/s).
+fn compressed_report(
+    rows: u64,
+    psql_runs: &[f64],
+    psql_bytes: u64,
+    psql_secs: &[f64],
+    grpc_zstd: &[Measure],
+    gw_zstd: &[Encoded],
+    gw_gzip: &[Encoded],
+) {
+    let psql_rate = median(psql_runs.to_vec());
+    let link = |secs: f64, bytes: u64| secs.max(bytes as f64 / LINK_BYTES_PER_SEC);
+    let psql_link = median(psql_secs.iter().map(|s| link(*s, psql_bytes)).collect());
+    println!();
+    println!(
+        "Compressed — the same {rows} rows; psql writes {:.1} MB, {psql_link:.2} s over 100 Mbit/s",
+        psql_bytes as f64 / 1e6
+    );
+    println!(
+        "{:<34} {:>12} {:>10} {:>12} {:>14} {:>12}",
+        "", "rows/s", "vs psql", "wire MB", "100 Mbit/s s", "less time"
+    );
+    println!(
+        "{:<34} {:>12.0} {:>9.2}x {:>12} {:>14} {:>12}",
+        "StreamExport, zstd frames",
+        median(grpc_zstd.iter().map(|m| m.rows as f64 / m.secs).collect()),
+        median(grpc_zstd.iter().map(|m| m.rows as f64 / m.secs).collect()) / psql_rate,
+        "-",
+        "-",
+        "-"
+    );
+    for (name, runs) in [("gateway, zstd", gw_zstd), ("gateway, gzip", gw_gzip)] {
+        let rate = median(
+            runs.iter()
+                .map(|e| e.measure.rows as f64 / e.measure.secs)
+                .collect(),
+        );
+        let wire = median(runs.iter().map(|e| e.wire as f64).collect());
+        let secs = median(runs.iter().map(|e| link(e.measure.secs, e.wire)).collect());
+        println!(
+            "{name:<34} {rate:>12.0} {:>9.2}x {:>12.1} {secs:>14.2} {:>11.1}x",
+            rate / psql_rate,
+            wire / 1e6,
+            psql_link / secs
+        );
+    }
+    println!("every run (rows/s vs psql in the same run; time over 100 Mbit/s, psql's ÷ ours):");
+    for (i, p) in psql_runs.iter().enumerate() {
+        let plink = link(psql_secs[i], psql_bytes);
+        let z = &gw_zstd[i];
+        let g = &gw_gzip[i];
+        let gz = &grpc_zstd[i];
+        println!(
+            "  run {}: StreamExport zstd {:.2}x; gateway zstd {:.2}x, {:.1} MB, {:.1}x less time; gateway gzip {:.2}x, {:.1} MB, {:.1}x less time",
+            i + 1,
+            gz.rows as f64 / gz.secs / p,
+            z.measure.rows as f64 / z.measure.secs / p,
+            z.wire as f64 / 1e6,
+            plink / link(z.measure.secs, z.wire),
+            g.measure.rows as f64 / g.measure.secs / p,
+            g.wire as f64 / 1e6,
+            plink / link(g.measure.secs, g.wire),
+        );
+    }
 }
