@@ -61,3 +61,9 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
+
+/// One line of `./bench/run`'s table: a benchmark's headline figure beside its reference.
+/// Printed tab-separated after `SUMMARY`, so the runner collects every benchmark's lines.
+pub fn summary(benchmark: &str, measure: &str, ours: &str, reference: &str, ratio: &str) {
+    println!("SUMMARY\t{benchmark}\t{measure}\t{ours}\t{reference}\t{ratio}");
+}

@@ -16,7 +16,7 @@ use clap::Parser;
 use futures::StreamExt;
 use haven_appdata::{DataKind, SeedOptions};
 use haven_auth::{Claims, Minter, Role};
-use haven_bench::{bin_dir, free_addr, median, peak_rss_mib};
+use haven_bench::{bin_dir, free_addr, median, peak_rss_mib, summary};
 use haven_proto::export::v1 as pb;
 use haven_proto::export::v1::export_service_client::ExportServiceClient;
 use sqlx::PgPool;
@@ -259,6 +259,29 @@ async fn main() -> anyhow::Result<()> {
         "  worst run: StreamExport {:.2}x, gateway {:.2}x",
         worst(&grpc),
         worst(&gw)
+    );
+    let psql_cell = format!("{psql_rate:.0} rows/s");
+    for (name, m) in [
+        ("StreamExport, orders CSV", &grpc),
+        ("gateway download, orders CSV", &gw),
+    ] {
+        summary(
+            "export",
+            name,
+            &format!("{:.0} rows/s, TTFB {:.1} ms", rate(m), ttfb(m)),
+            &format!("psql \\copy {psql_cell}"),
+            &format!("{:.2}x (worst {:.2}x)", rate(m) / psql_rate, worst(m)),
+        );
+    }
+    summary(
+        "export",
+        "export service peak RSS",
+        &format!(
+            "{rss_1m:.1} MiB at {} rows, {rss_5m:.1} MiB after {}",
+            args.rows, big.rows
+        ),
+        "-",
+        "-",
     );
     compressed_report(
         args.rows, &psql_runs, psql_bytes, &psql, &grpc_zstd, &gw_zstd, &gw_gzip,
@@ -782,6 +805,18 @@ fn compressed_report(
         );
         let wire = median(runs.iter().map(|e| e.wire as f64).collect());
         let secs = median(runs.iter().map(|e| link(e.measure.secs, e.wire)).collect());
+        let worst = runs
+            .iter()
+            .zip(psql_secs)
+            .map(|(e, p)| link(*p, psql_bytes) / link(e.measure.secs, e.wire))
+            .fold(f64::INFINITY, f64::min);
+        summary(
+            "export",
+            &format!("{name} over 100 Mbit/s"),
+            &format!("{secs:.2} s, {:.1} MB on the wire", wire / 1e6),
+            &format!("psql {psql_link:.2} s, {:.1} MB", psql_bytes as f64 / 1e6),
+            &format!("{:.1}x less time (worst {worst:.1}x)", psql_link / secs),
+        );
         println!(
             "{name:<34} {rate:>12.0} {:>9.2}x {:>12.1} {secs:>14.2} {:>11.1}x",
             rate / psql_rate,

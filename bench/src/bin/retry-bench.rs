@@ -246,6 +246,42 @@ async fn main() -> anyhow::Result<()> {
         rounded(&backlog),
         rounded(&steady)
     );
+    let worst_backlog = backlog.iter().copied().fold(f64::INFINITY, f64::min);
+    let (reference_cell, ratio_cell) = match reference {
+        Some(r) => (
+            format!("graphile-worker {r:.0} jobs/s"),
+            format!("{:.2}x (worst {:.2}x)", ours / r, worst_backlog / r),
+        ),
+        None => ("-".to_owned(), "-".to_owned()),
+    };
+    haven_bench::summary(
+        "retry",
+        &format!("backlog of {} due jobs", args.items),
+        &format!("{ours:.0} jobs/s (worst {worst_backlog:.0})"),
+        &reference_cell,
+        &ratio_cell,
+    );
+    haven_bench::summary(
+        "retry",
+        "steady state, enqueue over NATS + process",
+        &format!("{:.0} items/s", median(steady.clone())),
+        "-",
+        "-",
+    );
+    if !lat.is_empty() {
+        haven_bench::summary(
+            "retry",
+            "due→dispatch latency",
+            &format!(
+                "p50 {:.1} / p99 {:.1} / max {:.1} ms",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat[lat.len() - 1]
+            ),
+            "-",
+            "-",
+        );
+    }
     drop(nats);
     drop(pg);
     Ok(())

@@ -238,6 +238,13 @@ fn print(server: &str, rows: &[Row]) {
     );
     let reference = rows.first().map_or(f64::NAN, Row::rate);
     for row in rows {
+        haven_bench::summary(
+            "seed",
+            &format!("{} ({server})", row.label),
+            &format!("{:.0} rows/s", row.rate()),
+            "pgbench -i",
+            &format!("{:.2}x", row.rate() / reference),
+        );
         println!(
             "  {:<46} {:>10} {:>10.0} {:>8.1} {:>12.2}x",
             row.label,

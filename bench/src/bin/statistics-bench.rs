@@ -160,6 +160,21 @@ async fn main() -> anyhow::Result<()> {
             worst_rate / SEED_RATE,
             median(rss.clone()),
         );
+        haven_bench::summary(
+            "statistics",
+            &format!("{label} daily run"),
+            &format!(
+                "{:.0} variants/s (worst {worst_rate:.0}), peak RSS {:.1} MiB",
+                median(rates.clone()),
+                median(rss.clone())
+            ),
+            &format!("seed 004 {SEED_RATE:.1} variants/s"),
+            &format!(
+                "{:.0}x (worst {:.0}x)",
+                median(rates.clone()) / SEED_RATE,
+                worst_rate / SEED_RATE
+            ),
+        );
     }
     stop.fire();
     Ok(())

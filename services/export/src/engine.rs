@@ -77,8 +77,12 @@ impl FileJob {
                 plan.fields.iter().map(|f| sql::csv_cell(f)).collect(),
                 bom,
             ))),
-            crate::plan::Format::Json => RowRenderer::Json(render::JsonArray::bare()),
-            crate::plan::Format::Ndjson | crate::plan::Format::Rows => RowRenderer::Ndjson,
+            crate::plan::Format::Json => {
+                RowRenderer::Json(render::JsonArray::bare(sql::line_form(plan)))
+            }
+            crate::plan::Format::Ndjson | crate::plan::Format::Rows => {
+                RowRenderer::Ndjson(sql::line_form(plan))
+            }
         };
         FileJob {
             record: plan.record(),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::{Field, Kind};
 use crate::plan::{Format, Plan};
-use crate::render::CsvCell;
+use crate::render::{CsvCell, LineForm};
 
 /// `'...'` for a timestamp we formatted ourselves.
 fn literal(t: DateTime<Utc>) -> String {
@@ -101,14 +101,26 @@ pub fn rows_sql(plan: &Plan) -> String {
     )
 }
 
+/// How a JSON export's lines are written: compact, its timestamps in RFC 3339 UTC.
+pub fn line_form(plan: &Plan) -> LineForm {
+    LineForm::Compact {
+        timestamps: plan
+            .fields
+            .iter()
+            .map(|f| f.kind == Kind::Timestamp)
+            .collect(),
+    }
+}
+
 /// How the CSV renderer treats a field's cells: text is neutralised against formulas,
-/// booleans arrive as `t`/`f`.
+/// booleans arrive as `t`/`f`, timestamps are written in RFC 3339 UTC.
 pub fn csv_cell(field: &Field) -> CsvCell {
     match field.kind {
         // A UUID renders as hex digits and dashes after a hex digit: nothing to neutralise.
         Kind::Text if field.sql.ends_with(".id::text") => CsvCell::Plain,
         Kind::Text => CsvCell::Text,
         Kind::Bool => CsvCell::Bool,
-        Kind::Int | Kind::Decimal | Kind::Timestamp | Kind::Date => CsvCell::Plain,
+        Kind::Timestamp => CsvCell::Timestamp,
+        Kind::Int | Kind::Decimal | Kind::Date => CsvCell::Plain,
     }
 }

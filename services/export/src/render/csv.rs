@@ -18,6 +18,9 @@ pub enum CsvCell {
     Text,
     /// `t`/`f` from the text format.
     Bool,
+    /// A `timestamptz` in the text format of a UTC session (`2026-12-01 18:43:15.938201+00`),
+    /// written in RFC 3339 UTC (`2026-12-01T18:43:15.938201Z`), as JSON carries it.
+    Timestamp,
 }
 
 /// The CSV renderer of a row export.
@@ -28,6 +31,7 @@ pub struct CsvRows {
     cells: Vec<CsvCell>,
     bom: bool,
     scratch: Vec<u8>,
+    stamp: Vec<u8>,
 }
 
 impl CsvRows {
@@ -40,6 +44,7 @@ impl CsvRows {
             cells,
             bom,
             scratch: Vec::new(),
+            stamp: Vec::new(),
         }
     }
 
@@ -54,7 +59,8 @@ impl CsvRows {
     }
 
     pub fn row(&mut self, line: &[u8]) -> Result<(), RenderError> {
-        text_row_to_csv(&mut self.writer, line, &self.cells, &mut self.scratch)
+        let buffers = (&mut self.scratch, &mut self.stamp);
+        text_row_to_csv(&mut self.writer, line, &self.cells, buffers)
             .map_err(|e| RenderError::new("CSV", e))
     }
 
@@ -113,7 +119,7 @@ fn text_row_to_csv(
     writer: &mut ::csv::Writer<Sink>,
     line: &[u8],
     cells: &[CsvCell],
-    scratch: &mut Vec<u8>,
+    (scratch, stamp): (&mut Vec<u8>, &mut Vec<u8>),
 ) -> ::csv::Result<()> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     for (i, field) in line.split(|&b| b == b'\t').enumerate() {
@@ -135,10 +141,29 @@ fn text_row_to_csv(
                 other => other,
             })?,
             CsvCell::Text => write_text(writer, value)?,
+            CsvCell::Timestamp => writer.write_field(rfc3339_utc(value, stamp))?,
             CsvCell::Plain => writer.write_field(value)?,
         }
     }
     writer.write_record(std::iter::empty::<&[u8]>())
+}
+
+/// `2026-12-01 18:43:15.938201+00` as `2026-12-01T18:43:15.938201Z`; an offset other than
+/// UTC's gets RFC 3339's `+HH:MM`, and anything else (`infinity`) is left as it is.
+fn rfc3339_utc<'a>(value: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
+    if value.len() < 22 || value[10] != b' ' {
+        return value;
+    }
+    out.clear();
+    out.extend_from_slice(value);
+    out[10] = b'T';
+    if out.ends_with(b"+00") {
+        out.truncate(out.len() - 3);
+        out.push(b'Z');
+    } else if matches!(out[out.len() - 3], b'+' | b'-') {
+        out.extend_from_slice(b":00");
+    }
+    out
 }
 
 /// Writes a free-text cell, neutralised when a spreadsheet would take it for a formula.
@@ -239,6 +264,23 @@ mod tests {
         assert_eq!(&rows[1][1], "a\tb\nc\rd\\e");
         assert_eq!(&rows[1][2], "say \"hi\", ok \u{1F600}");
         assert_eq!(&rows[0][1], "");
+    }
+
+    #[test]
+    fn timestamps_are_written_in_rfc3339_utc() {
+        let got = render(
+            &[CsvCell::Timestamp; 5],
+            false,
+            &[b"2026-12-01 18:43:15.938201+00	2026-12-01 00:00:00+00	2026-12-01 18:43:15.5+05:30	2026-12-01 18:43:15-08	infinity
+"],
+        );
+        assert_eq!(
+            got,
+            "c0,c1,c2,c3,c4\n2026-12-01T18:43:15.938201Z,2026-12-01T00:00:00Z,2026-12-01T18:43:15.5+05:30,2026-12-01T18:43:15-08:00,infinity\n"
+        );
+        for cell in got.lines().nth(1).unwrap().split(',').take(4) {
+            assert!(chrono::DateTime::parse_from_rfc3339(cell).is_ok(), "{cell}");
+        }
     }
 
     #[test]

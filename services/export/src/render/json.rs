@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::RenderError;
+use super::{LineForm, RenderError};
 
 pub struct JsonArray {
     /// Everything up to and including the array's `[`.
@@ -11,15 +11,17 @@ pub struct JsonArray {
     /// Everything after the array's `]`, before the final newline.
     tail: &'static [u8],
     rows: u64,
+    form: LineForm,
 }
 
 impl JsonArray {
-    /// A bare array: `[`, the objects, `]`.
-    pub fn bare() -> Self {
+    /// A bare array: `[`, the objects (in `form`), `]`.
+    pub fn bare(form: LineForm) -> Self {
         JsonArray {
             head: b"[".to_vec(),
             tail: b"",
             rows: 0,
+            form,
         }
     }
 
@@ -36,6 +38,7 @@ impl JsonArray {
             head,
             tail: b"}",
             rows: 0,
+            form: LineForm::Verbatim,
         })
     }
 
@@ -47,7 +50,7 @@ impl JsonArray {
     pub fn row(&mut self, line: &[u8], out: &mut BytesMut) {
         self.rows += 1;
         out.put_slice(if self.rows == 1 { b"\n" } else { b",\n" });
-        out.put_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        self.form.write(line, out);
     }
 
     pub fn close(&mut self, out: &mut BytesMut) {
@@ -74,9 +77,15 @@ mod tests {
 
     #[test]
     fn a_bare_array_is_valid_with_and_without_rows() {
-        assert_eq!(render(JsonArray::bare(), &[]), serde_json::json!([]));
         assert_eq!(
-            render(JsonArray::bare(), &[b"{\"a\":1}\n", b"{\"a\":\"x,y\"}\n"]),
+            render(JsonArray::bare(LineForm::Verbatim), &[]),
+            serde_json::json!([])
+        );
+        assert_eq!(
+            render(
+                JsonArray::bare(LineForm::Verbatim),
+                &[b"{\"a\":1}\n", b"{\"a\":\"x,y\"}\n"]
+            ),
             serde_json::json!([{"a": 1}, {"a": "x,y"}])
         );
     }

@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod json_line;
 pub mod ndjson;
 pub mod report_csv;
 pub mod report_pdf;
@@ -15,6 +16,7 @@ use bytes::BytesMut;
 
 pub use self::csv::{CsvCell, CsvRows};
 pub use self::json::JsonArray;
+pub use self::json_line::LineForm;
 
 /// Why a renderer could not write.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,7 @@ pub enum RowRenderer {
     /// Boxed: the csv writer is large beside the others.
     Csv(Box<CsvRows>),
     Json(JsonArray),
-    Ndjson,
+    Ndjson(LineForm),
 }
 
 impl RowRenderer {
@@ -52,7 +54,7 @@ impl RowRenderer {
                 json.open(out);
                 Ok(())
             }
-            RowRenderer::Ndjson => Ok(()),
+            RowRenderer::Ndjson(_) => Ok(()),
         }
     }
 
@@ -63,8 +65,8 @@ impl RowRenderer {
                 json.row(line, out);
                 Ok(())
             }
-            RowRenderer::Ndjson => {
-                ndjson::row(line, out);
+            RowRenderer::Ndjson(form) => {
+                ndjson::row(form, line, out);
                 Ok(())
             }
         }
@@ -74,7 +76,7 @@ impl RowRenderer {
     pub fn flush(&mut self, out: &mut BytesMut) -> Result<(), RenderError> {
         match self {
             RowRenderer::Csv(csv) => csv.flush(out),
-            RowRenderer::Json(_) | RowRenderer::Ndjson => Ok(()),
+            RowRenderer::Json(_) | RowRenderer::Ndjson(_) => Ok(()),
         }
     }
 
@@ -86,7 +88,7 @@ impl RowRenderer {
                 json.close(out);
                 Ok(())
             }
-            RowRenderer::Ndjson => Ok(()),
+            RowRenderer::Ndjson(_) => Ok(()),
         }
     }
 }

@@ -1,18 +1,24 @@
-//! NDJSON: PostgreSQL renders each object on a line of its own; the lines pass through.
+//! NDJSON: PostgreSQL renders each object on a line of its own, written in the export's
+//! [`LineForm`], one per line.
 
 use bytes::{BufMut, BytesMut};
 
-pub fn row(line: &[u8], out: &mut BytesMut) {
-    out.put_slice(line);
+use super::LineForm;
+
+pub fn row(form: &LineForm, line: &[u8], out: &mut BytesMut) {
+    form.write(line, out);
+    out.put_u8(b'\n');
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn lines_pass_through_unchanged() {
-        let mut out = bytes::BytesMut::new();
-        super::row(b"{\"a\":1}\n", &mut out);
-        super::row(b"{\"a\":\"x\\ny\"}\n", &mut out);
+    fn each_object_gets_a_line_of_its_own() {
+        let mut out = BytesMut::new();
+        row(&LineForm::Verbatim, b"{\"a\":1}\n", &mut out);
+        row(&LineForm::Verbatim, b"{\"a\":\"x\\ny\"}\n", &mut out);
         assert_eq!(&out[..], b"{\"a\":1}\n{\"a\":\"x\\ny\"}\n");
     }
 }

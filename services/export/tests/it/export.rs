@@ -724,3 +724,56 @@ async fn stream_export_compresses_for_clients_that_accept_it() {
     }
     stack.stop.fire();
 }
+
+/// One timestamp form in every format: RFC 3339 in UTC (`…Z`), the same instant for the same
+/// row in CSV, JSON and NDJSON; JSON compact, without PostgreSQL's spaces around colons.
+#[tokio::test]
+async fn timestamps_are_rfc3339_utc_in_every_format() {
+    let stack = start("").await;
+    let tenant = Uuid::new_v4();
+    stack.seed(tenant, 50, 0.0).await;
+    let mut client = stack.client(tenant).await;
+    let req = |format| {
+        let mut r = request("orders", format);
+        r.fields = vec!["id".into(), "created_at".into()];
+        r.limit = 50;
+        r
+    };
+    let (_, csv, _) = export(&mut client, req(pb::ExportFormat::Csv))
+        .await
+        .unwrap();
+    let mut from_csv = HashMap::new();
+    for record in csv::Reader::from_reader(&csv[..]).records() {
+        let record = record.unwrap();
+        let at = record[1].to_owned();
+        assert!(at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
+        chrono::DateTime::parse_from_rfc3339(&at).unwrap();
+        from_csv.insert(record[0].to_owned(), at);
+    }
+    assert_eq!(from_csv.len(), 50);
+    let (_, json, _) = export(&mut client, req(pb::ExportFormat::Json))
+        .await
+        .unwrap();
+    let text = String::from_utf8(json.clone()).unwrap();
+    assert!(
+        !text.contains("\" : "),
+        "compact JSON: {}",
+        &text[..200.min(text.len())]
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+    let (_, ndjson, _) = export(&mut client, req(pb::ExportFormat::Ndjson))
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = ndjson
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 50);
+    assert_eq!(lines, rows);
+    for row in &rows {
+        let id = row["id"].as_str().unwrap();
+        assert_eq!(row["created_at"].as_str().unwrap(), from_csv[id], "{row}");
+    }
+    stack.stop.fire();
+}
