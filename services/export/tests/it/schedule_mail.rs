@@ -64,6 +64,21 @@ async fn due_email_schedule(world: &World, addr: std::net::SocketAddr, tenant: U
     made.id
 }
 
+/// Starts an export service sending through the fake Resend (stopped by `stop`), makes an
+/// email schedule of the tenant's due and waits up to `within` for its run to settle.
+async fn run_email_schedule(
+    world: &World,
+    stop: &Switch,
+    tenant: Uuid,
+    within: Duration,
+) -> (String, Uuid) {
+    let addr = world
+        .start_export(stop, |c| c.resend_url = world.fake.resend_base())
+        .await;
+    let schedule = due_email_schedule(world, addr, tenant).await;
+    settled(world, &schedule, within).await
+}
+
 /// Waits for the schedule's run to leave `pending`; its status and run id.
 async fn settled(world: &World, schedule: &str, within: Duration) -> (String, Uuid) {
     let deadline = tokio::time::Instant::now() + within;
@@ -98,11 +113,7 @@ async fn an_email_schedule_sends_the_file_attached() {
     let world = World::with_file_store().await;
     let tenant = tenant_with_resend(&world).await;
     let stop = Switch::new();
-    let addr = world
-        .start_export(&stop, |c| c.resend_url = world.fake.resend_base())
-        .await;
-    let schedule = due_email_schedule(&world, addr, tenant).await;
-    let (status, run) = settled(&world, &schedule, Duration::from_secs(30)).await;
+    let (status, run) = run_email_schedule(&world, &stop, tenant, Duration::from_secs(30)).await;
     assert_eq!(status, "delivered");
     let sent = world.fake.resend_emails();
     assert_eq!(sent.len(), 1);
@@ -162,11 +173,7 @@ async fn a_resend_outage_is_retried_and_the_email_goes_out_once() {
     .await;
     haven_testkit::wait_serving(retry.addr).await;
     world.fake.fail_next(FakeRoute::ResendEmails, 503, 1);
-    let addr = world
-        .start_export(&stop, |c| c.resend_url = world.fake.resend_base())
-        .await;
-    let schedule = due_email_schedule(&world, addr, tenant).await;
-    let (status, run) = settled(&world, &schedule, Duration::from_secs(60)).await;
+    let (status, run) = run_email_schedule(&world, &stop, tenant, Duration::from_secs(60)).await;
     assert_eq!(status, "delivered");
     let sent = world.fake.resend_emails();
     assert_eq!(sent.len(), 1, "sent once");
@@ -204,11 +211,7 @@ async fn an_empty_export_still_sends_saying_so() {
         .await
         .unwrap();
     let stop = Switch::new();
-    let addr = world
-        .start_export(&stop, |c| c.resend_url = world.fake.resend_base())
-        .await;
-    let schedule = due_email_schedule(&world, addr, tenant).await;
-    let (status, _) = settled(&world, &schedule, Duration::from_secs(30)).await;
+    let (status, _) = run_email_schedule(&world, &stop, tenant, Duration::from_secs(30)).await;
     assert_eq!(status, "delivered");
     let sent = world.fake.resend_emails();
     assert_eq!(sent.len(), 1);
