@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::error::ExportError;
 use crate::history::{Record, StoredFormat};
 use crate::plan::midnight;
-use crate::render::{CsvCell, CsvRows, JsonArray, RenderError, RowRenderer};
+use crate::render::{CopyInput, CsvCell, CsvRows, JsonArray, RenderError, RowRenderer};
 
 /// The history and limits key of this export.
 pub const TYPE_KEY: &str = "billing_usage";
@@ -250,6 +250,7 @@ impl Billing {
                     CsvCell::Plain,
                     CsvCell::Plain,
                 ],
+                CopyInput::Text,
                 false,
             ))),
             Format::Json => {

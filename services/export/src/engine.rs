@@ -75,6 +75,7 @@ impl FileJob {
             crate::plan::Format::Csv { bom } => RowRenderer::Csv(Box::new(render::CsvRows::new(
                 plan.fields.iter().map(|f| f.label.to_owned()).collect(),
                 plan.fields.iter().map(|f| sql::csv_cell(f)).collect(),
+                render::CopyInput::Binary,
                 bom,
             ))),
             crate::plan::Format::Json => {
@@ -445,6 +446,9 @@ impl Engine {
             while let Some(batch) = batches.next().await {
                 for row in batch {
                     let row = row?;
+                    if !renderer.carries_row(&row) {
+                        continue;
+                    }
                     if sent.rows == limit {
                         sent.truncated = true;
                         break;

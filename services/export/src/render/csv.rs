@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{BufMut, BytesMut};
 
-use super::RenderError;
+use super::{RenderError, pg_binary};
 
 /// How the CSV writer treats a column's cells, decided once per export so that PostgreSQL
 /// runs no per-row CASE.
@@ -21,6 +21,21 @@ pub enum CsvCell {
     /// A `timestamptz` in the text format of a UTC session (`2026-12-01 18:43:15.938201+00`),
     /// written in RFC 3339 UTC (`2026-12-01T18:43:15.938201Z`), as JSON carries it.
     Timestamp,
+    /// An `int8`, a `numeric` and a `date`: as they come in the text format, formatted here
+    /// from the binary one.
+    Int,
+    Decimal,
+    Date,
+}
+
+/// The COPY format the rows arrive in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyInput {
+    /// Tab-separated text lines.
+    Text,
+    /// PostgreSQL's binary format, each column of the type its [`CsvCell`] names (`text`
+    /// for `Plain` and `Text`).
+    Binary,
 }
 
 /// The CSV renderer of a row export.
@@ -29,22 +44,32 @@ pub struct CsvRows {
     sink: Sink,
     header: Vec<String>,
     cells: Vec<CsvCell>,
+    input: CopyInput,
     bom: bool,
     scratch: Vec<u8>,
     stamp: Vec<u8>,
 }
 
 impl CsvRows {
-    pub fn new(header: Vec<String>, cells: Vec<CsvCell>, bom: bool) -> Self {
+    pub fn new(header: Vec<String>, cells: Vec<CsvCell>, input: CopyInput, bom: bool) -> Self {
         let (writer, sink) = writer();
         CsvRows {
             writer,
             sink,
             header,
             cells,
+            input,
             bom,
             scratch: Vec::new(),
             stamp: Vec::new(),
+        }
+    }
+
+    /// Whether a COPY message holds a row (a binary COPY ends with a trailer that does not).
+    pub fn carries_row(&self, message: &[u8]) -> bool {
+        match self.input {
+            CopyInput::Text => true,
+            CopyInput::Binary => pg_binary::carries_tuple(message),
         }
     }
 
@@ -59,9 +84,16 @@ impl CsvRows {
     }
 
     pub fn row(&mut self, line: &[u8]) -> Result<(), RenderError> {
-        let buffers = (&mut self.scratch, &mut self.stamp);
-        text_row_to_csv(&mut self.writer, line, &self.cells, buffers)
-            .map_err(|e| RenderError::new("CSV", e))
+        match self.input {
+            CopyInput::Text => {
+                let buffers = (&mut self.scratch, &mut self.stamp);
+                text_row_to_csv(&mut self.writer, line, &self.cells, buffers)
+                    .map_err(|e| RenderError::new("CSV", e))
+            }
+            CopyInput::Binary => {
+                binary_row_to_csv(&mut self.writer, line, &self.cells, &mut self.scratch)
+            }
+        }
     }
 
     pub fn flush(&mut self, out: &mut BytesMut) -> Result<(), RenderError> {
@@ -142,10 +174,59 @@ fn text_row_to_csv(
             })?,
             CsvCell::Text => write_text(writer, value)?,
             CsvCell::Timestamp => writer.write_field(rfc3339_utc(value, stamp))?,
-            CsvCell::Plain => writer.write_field(value)?,
+            CsvCell::Plain | CsvCell::Int | CsvCell::Decimal | CsvCell::Date => {
+                writer.write_field(value)?
+            }
         }
     }
     writer.write_record(std::iter::empty::<&[u8]>())
+}
+
+/// Writes one tuple of a binary COPY as one CSV record, each value formatted as its
+/// [`CsvCell`] says. A message with no tuple (the trailer) writes nothing.
+fn binary_row_to_csv(
+    writer: &mut ::csv::Writer<Sink>,
+    message: &[u8],
+    cells: &[CsvCell],
+    text: &mut Vec<u8>,
+) -> Result<(), RenderError> {
+    let Some(fields) = pg_binary::fields(message)? else {
+        return Ok(());
+    };
+    let csv = |e: ::csv::Error| RenderError::new("CSV", e);
+    for (i, field) in fields.enumerate() {
+        let Some(value) = field? else {
+            writer.write_field(b"").map_err(csv)?;
+            continue;
+        };
+        let cell = cells.get(i).copied().unwrap_or(CsvCell::Plain);
+        text.clear();
+        match cell {
+            CsvCell::Plain => writer.write_field(value),
+            CsvCell::Text => write_text(writer, value),
+            CsvCell::Bool => writer.write_field(pg_binary::boolean(value)?),
+            CsvCell::Timestamp => {
+                pg_binary::timestamptz(value, text)?;
+                writer.write_field(&text[..])
+            }
+            CsvCell::Int => {
+                pg_binary::int8(value, text)?;
+                writer.write_field(&text[..])
+            }
+            CsvCell::Decimal => {
+                pg_binary::numeric(value, text)?;
+                writer.write_field(&text[..])
+            }
+            CsvCell::Date => {
+                pg_binary::date(value, text)?;
+                writer.write_field(&text[..])
+            }
+        }
+        .map_err(csv)?;
+    }
+    writer
+        .write_record(std::iter::empty::<&[u8]>())
+        .map_err(csv)
 }
 
 /// `2026-12-01 18:43:15.938201+00` as `2026-12-01T18:43:15.938201Z`; an offset other than
@@ -234,7 +315,7 @@ mod tests {
 
     fn render(cells: &[CsvCell], bom: bool, lines: &[&[u8]]) -> String {
         let header = (0..cells.len()).map(|i| format!("c{i}")).collect();
-        let mut csv = CsvRows::new(header, cells.to_vec(), bom);
+        let mut csv = CsvRows::new(header, cells.to_vec(), CopyInput::Text, bom);
         let mut out = BytesMut::new();
         csv.open(&mut out).unwrap();
         for line in lines {

@@ -9,12 +9,13 @@ pub mod csv;
 pub mod json;
 pub mod json_line;
 pub mod ndjson;
+pub mod pg_binary;
 pub mod report_csv;
 pub mod report_pdf;
 
 use bytes::BytesMut;
 
-pub use self::csv::{CsvCell, CsvRows};
+pub use self::csv::{CopyInput, CsvCell, CsvRows};
 pub use self::json::JsonArray;
 pub use self::json_line::LineForm;
 
@@ -35,8 +36,9 @@ impl RenderError {
     }
 }
 
-/// The renderer of a row export. Rows arrive as COPY lines, `\n`-terminated: PostgreSQL's
-/// text format for CSV, one JSON object per line for JSON and NDJSON.
+/// The renderer of a row export. Rows arrive as COPY messages: PostgreSQL's binary format
+/// for catalogue CSV, its text format for billing's, one JSON object per line for JSON and
+/// NDJSON.
 pub enum RowRenderer {
     /// Boxed: the csv writer is large beside the others.
     Csv(Box<CsvRows>),
@@ -55,6 +57,14 @@ impl RowRenderer {
                 Ok(())
             }
             RowRenderer::Ndjson(_) => Ok(()),
+        }
+    }
+
+    /// Whether a COPY message holds a row, to be counted and rendered.
+    pub fn carries_row(&self, message: &[u8]) -> bool {
+        match self {
+            RowRenderer::Csv(csv) => csv.carries_row(message),
+            RowRenderer::Json(_) | RowRenderer::Ndjson(_) => true,
         }
     }
 
