@@ -20,7 +20,7 @@ use haven_proto::common::v1::DateRange;
 use haven_proto::export::v1 as pb;
 use haven_proto::time::timestamp as ts;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -513,12 +513,15 @@ impl Engine {
         let mut running = Running::start(&self.pool).await?;
         let sql = sql::rows_sql(plan);
         let streamed: Result<(), Stop> = async {
-            let stream = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).fetch(&mut *running.conn);
-            let mut batches = stream.ready_chunks(BATCH_ROWS);
+            let copy = running.conn.copy_out_raw(&sql).await?;
+            let mut batches = copy.ready_chunks(BATCH_ROWS);
             while let Some(batch) = batches.next().await {
                 let mut out = Vec::with_capacity(batch.len());
                 for row in batch {
                     let row = row?;
+                    if !render::pg_binary::carries_tuple(&row) {
+                        continue;
+                    }
                     if sent.rows == plan.limit {
                         sent.truncated = true;
                         break;
@@ -557,23 +560,45 @@ impl Engine {
     }
 }
 
-fn typed_row(plan: &Plan, row: &sqlx::postgres::PgRow) -> Result<pb::Row, sqlx::Error> {
+/// One tuple of the binary COPY as a typed row.
+fn typed_row(plan: &Plan, message: &[u8]) -> Result<pb::Row, render::RenderError> {
+    use crate::render::pg_binary as bin;
     use pb::value::Kind as V;
     let mut values = Vec::with_capacity(plan.fields.len());
-    for (i, field) in plan.fields.iter().enumerate() {
-        let kind = match field.kind {
-            Kind::Text => row.try_get::<Option<String>, _>(i)?.map(V::StringValue),
-            Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(V::Int64Value),
-            Kind::Decimal => row.try_get::<Option<String>, _>(i)?.map(V::DecimalValue),
-            Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(V::BoolValue),
-            Kind::Timestamp => row
-                .try_get::<Option<chrono::DateTime<Utc>>, _>(i)?
-                .map(|t| V::TimestampValue(ts(t))),
-            Kind::Date => row.try_get::<Option<String>, _>(i)?.map(V::DateValue),
+    let Some(fields) = bin::fields(message)? else {
+        return Ok(pb::Row { values });
+    };
+    let mut text = Vec::new();
+    let mut as_text = |write: fn(&[u8], &mut Vec<u8>) -> Result<(), render::RenderError>,
+                       value: &[u8]|
+     -> Result<String, render::RenderError> {
+        text.clear();
+        write(value, &mut text)?;
+        bin::text(&text)
+    };
+    for (field, value) in plan.fields.iter().zip(fields) {
+        let kind = match value? {
+            None => V::NullValue(0),
+            Some(value) => match field.kind {
+                Kind::Text => V::StringValue(bin::text(value)?),
+                Kind::Int => V::Int64Value(i64::from_be_bytes(value.try_into().map_err(|_| {
+                    render::RenderError::new("binary COPY", "int8 of the wrong size")
+                })?)),
+                Kind::Decimal => V::DecimalValue(as_text(bin::numeric, value)?),
+                Kind::Bool => V::BoolValue(bin::boolean(value)? == b"true"),
+                Kind::Timestamp => {
+                    let micros = bin::unix_micros(value)?.ok_or_else(|| {
+                        render::RenderError::new("rows", "an infinite timestamp has no instant")
+                    })?;
+                    V::TimestampValue(prost_types::Timestamp {
+                        seconds: micros.div_euclid(1_000_000),
+                        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+                    })
+                }
+                Kind::Date => V::DateValue(as_text(bin::date, value)?),
+            },
         };
-        values.push(pb::Value {
-            kind: Some(kind.unwrap_or(V::NullValue(0))),
-        });
+        values.push(pb::Value { kind: Some(kind) });
     }
     Ok(pb::Row { values })
 }

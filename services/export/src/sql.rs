@@ -53,14 +53,9 @@ pub fn copy_sql(plan: &Plan) -> String {
         Format::Csv { .. } => {
             // Binary format, each column cast to the type its CSV cell reads: PostgreSQL
             // only copies bytes, and the CSV renderer writes the text on a core of its own.
-            let cols: Vec<String> = plan
-                .fields
-                .iter()
-                .map(|f| format!("({})::{}", f.sql, binary_type(csv_cell(f))))
-                .collect();
             format!(
                 "COPY (SELECT {} FROM {} WHERE {} {}) TO STDOUT (FORMAT binary)",
-                cols.join(", "),
+                binary_columns(plan),
                 plan.ty.from,
                 filter(plan),
                 tail(plan)
@@ -86,23 +81,25 @@ pub fn copy_sql(plan: &Plan) -> String {
     }
 }
 
-/// The SELECT of typed rows: decimals and dates as text, the rest native.
+/// The binary COPY of typed rows (StreamRows), each column as [`binary_type`] says.
 pub fn rows_sql(plan: &Plan) -> String {
-    let cols: Vec<String> = plan
-        .fields
-        .iter()
-        .map(|f| match f.kind {
-            Kind::Decimal | Kind::Date => format!("({})::text", f.sql),
-            Kind::Text | Kind::Int | Kind::Bool | Kind::Timestamp => f.sql.to_owned(),
-        })
-        .collect();
     format!(
-        "SELECT {} FROM {} WHERE {} {}",
-        cols.join(", "),
+        "COPY (SELECT {} FROM {} WHERE {} {}) TO STDOUT (FORMAT binary)",
+        binary_columns(plan),
         plan.ty.from,
         filter(plan),
         tail(plan)
     )
+}
+
+/// The field list of a binary COPY, each field cast to the type its values are read as.
+fn binary_columns(plan: &Plan) -> String {
+    let cols: Vec<String> = plan
+        .fields
+        .iter()
+        .map(|f| format!("({})::{}", f.sql, binary_type(f.kind)))
+        .collect();
+    cols.join(", ")
 }
 
 /// How a JSON export's lines are written: compact, its timestamps in RFC 3339 UTC.
@@ -131,14 +128,14 @@ pub fn csv_cell(field: &Field) -> CsvCell {
     }
 }
 
-/// The type a column is sent as in a binary COPY, for the CSV renderer to read.
-fn binary_type(cell: CsvCell) -> &'static str {
-    match cell {
-        CsvCell::Plain | CsvCell::Text => "text",
-        CsvCell::Bool => "bool",
-        CsvCell::Timestamp => "timestamptz",
-        CsvCell::Int => "int8",
-        CsvCell::Decimal => "numeric",
-        CsvCell::Date => "date",
+/// The type a field is sent as in a binary COPY: what the CSV renderer and StreamRows read.
+fn binary_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Text => "text",
+        Kind::Bool => "bool",
+        Kind::Timestamp => "timestamptz",
+        Kind::Int => "int8",
+        Kind::Decimal => "numeric",
+        Kind::Date => "date",
     }
 }

@@ -84,6 +84,10 @@ impl Upstreams {
     }
 }
 
+/// Bytes one upstream call may have in flight towards the gateway, and all calls together.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
 fn channel(url: &str) -> Result<Channel, GatewayError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| GatewayError::Upstream {
@@ -91,6 +95,10 @@ fn channel(url: &str) -> Result<Channel, GatewayError> {
             reason: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(2))
+        // HTTP/2's default 64 KiB window would make the export service stop for a window
+        // update inside every chunk of a download; a chunk is up to about 150 KB.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())

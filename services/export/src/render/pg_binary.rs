@@ -231,6 +231,19 @@ pub fn date(value: &[u8], out: &mut Vec<u8>) -> Result<(), RenderError> {
     Ok(())
 }
 
+/// A `timestamptz` as microseconds since the Unix epoch; `None` for ±infinity.
+pub fn unix_micros(value: &[u8]) -> Result<Option<i64>, RenderError> {
+    Ok(match i64::from_be_bytes(array(value, "timestamptz")?) {
+        i64::MAX | i64::MIN => None,
+        m => m.checked_add(PG_EPOCH_DAYS * USECS_PER_DAY),
+    })
+}
+
+/// UTF-8 text (the database's encoding, which the service requires to be UTF-8).
+pub fn text(value: &[u8]) -> Result<String, RenderError> {
+    String::from_utf8(value.to_vec()).map_err(|_| bad("text that is not UTF-8"))
+}
+
 /// A `timestamptz`, in RFC 3339 UTC: `2026-12-01T18:43:15.938201Z`, the fraction trimmed
 /// of trailing zeros and left out when zero, as PostgreSQL writes it.
 pub fn timestamptz(value: &[u8], out: &mut Vec<u8>) -> Result<(), RenderError> {

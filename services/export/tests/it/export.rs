@@ -194,22 +194,23 @@ async fn every_type_in_every_format() {
     s.stop.fire();
 }
 
-/// A typed value as the CSV export must write it: decimals and dates in PostgreSQL's own
-/// text (StreamRows reads them as text), timestamps in RFC 3339 UTC with the fraction
-/// trimmed, free text neutralised against formulas.
-fn csv_text(value: &pb::Value, column: &pb::Column) -> String {
+/// Neutralised as a CSV cell of free text must be.
+fn neutralised(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err() {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A typed value as a CSV cell: decimals and dates as sent, timestamps in RFC 3339 UTC with
+/// the fraction trimmed, free text (but ids) neutralised.
+fn typed_cell(value: &pb::Value, column: &pb::Column) -> String {
     use pb::value::Kind;
     match value.kind.as_ref() {
         None | Some(Kind::NullValue(_)) => String::new(),
-        Some(Kind::StringValue(s)) => {
-            let risky =
-                s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err();
-            if risky && column.key != "id" {
-                format!("'{s}")
-            } else {
-                s.clone()
-            }
-        }
+        Some(Kind::StringValue(s)) if column.key == "id" => s.clone(),
+        Some(Kind::StringValue(s)) => neutralised(s),
         Some(Kind::Int64Value(n)) => n.to_string(),
         Some(Kind::DecimalValue(d)) | Some(Kind::DateValue(d)) => d.clone(),
         Some(Kind::BoolValue(b)) => b.to_string(),
@@ -223,10 +224,29 @@ fn csv_text(value: &pb::Value, column: &pb::Column) -> String {
     }
 }
 
-/// The CSV is written from PostgreSQL's binary COPY by the export service; every cell of
-/// every type must read as PostgreSQL's own text (through StreamRows) says it should.
+/// A JSON export's value, as its raw text, as a CSV cell: PostgreSQL's own text of numbers
+/// (`numeric_out`), dates and times as the JSON path writes them.
+fn json_cell(raw: &serde_json::value::RawValue, column: &pb::Column) -> String {
+    let raw = raw.get();
+    if raw == "null" {
+        return String::new();
+    }
+    if !raw.starts_with('"') {
+        return raw.to_owned();
+    }
+    let s: String = serde_json::from_str(raw).unwrap();
+    if column.value_type == pb::ValueType::String as i32 && column.key != "id" {
+        neutralised(&s)
+    } else {
+        s
+    }
+}
+
+/// CSV and StreamRows read PostgreSQL's binary COPY and write the text in the export
+/// service; the JSON export's values are PostgreSQL's own text. Every cell of every type
+/// must agree with it.
 #[tokio::test]
-async fn csv_cells_match_the_typed_rows_of_every_type() {
+async fn csv_and_typed_rows_match_postgresqls_own_text_in_every_type() {
     let s = start("").await;
     let tenant = Uuid::new_v4();
     s.seed(tenant, 300, 0.3).await;
@@ -257,26 +277,37 @@ async fn csv_cells_match_the_typed_rows_of_every_type() {
             chrono::Utc::now() - chrono::Duration::days(3650),
         ));
         let (header, typed, _) = rows(&mut c, req.clone()).await;
-        let mut want: Vec<Vec<String>> = typed
+        let cols = &header.columns;
+        let mut from_rows: Vec<Vec<String>> = typed
             .iter()
             .map(|r| {
                 r.values
                     .iter()
-                    .zip(&header.columns)
-                    .map(|(v, col)| csv_text(v, col))
+                    .zip(cols)
+                    .map(|(v, c)| typed_cell(v, c))
                     .collect()
             })
             .collect();
+        req.format = pb::ExportFormat::Json as i32;
+        let (_, body, _) = export(&mut c, req.clone()).await.unwrap();
+        let objects: Vec<HashMap<String, Box<serde_json::value::RawValue>>> =
+            serde_json::from_slice(&body).unwrap();
+        let mut from_json: Vec<Vec<String>> = objects
+            .iter()
+            .map(|o| cols.iter().map(|c| json_cell(&o[&c.key], c)).collect())
+            .collect();
         req.format = pb::ExportFormat::Csv as i32;
         let (_, body, _) = export(&mut c, req).await.unwrap();
-        let (_, mut got) = parse_csv(&body);
-        want.sort();
-        got.sort();
-        assert_eq!(got.len(), want.len(), "{ty}");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g, w, "{ty}");
+        let (_, mut from_csv) = parse_csv(&body);
+        from_json.sort();
+        from_csv.sort();
+        from_rows.sort();
+        assert_eq!(from_csv.len(), from_json.len(), "{ty}");
+        for ((csv, rows), json) in from_csv.iter().zip(&from_rows).zip(&from_json) {
+            assert_eq!(csv, json, "{ty}: CSV against PostgreSQL's text");
+            assert_eq!(rows, json, "{ty}: StreamRows against PostgreSQL's text");
         }
-        compared += got.len();
+        compared += from_csv.len();
     }
     assert!(compared > 1000, "only {compared} rows compared");
     s.stop.fire();
