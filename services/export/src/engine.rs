@@ -580,6 +580,9 @@ fn typed_row(plan: &Plan, message: &[u8]) -> Result<pb::Row, render::RenderError
         let kind = match value? {
             None => V::NullValue(0),
             Some(value) => match field.kind {
+                Kind::Text if sql::is_uuid(field) => {
+                    V::StringValue(String::from_utf8_lossy(bin::uuid(value, &mut [0; 36])?).into())
+                }
                 Kind::Text => V::StringValue(bin::text(value)?),
                 Kind::Int => V::Int64Value(i64::from_be_bytes(value.try_into().map_err(|_| {
                     render::RenderError::new("binary COPY", "int8 of the wrong size")

@@ -97,7 +97,11 @@ fn binary_columns(plan: &Plan) -> String {
     let cols: Vec<String> = plan
         .fields
         .iter()
-        .map(|f| format!("({})::{}", f.sql, binary_type(f.kind)))
+        .map(|f| match f.sql.strip_suffix("::text") {
+            // Sent as its 16 bytes: PostgreSQL's uuid_out was a good part of its work.
+            Some(uuid) if is_uuid(f) => format!("({uuid})::uuid"),
+            _ => format!("({})::{}", f.sql, binary_type(f.kind)),
+        })
         .collect();
     cols.join(", ")
 }
@@ -117,8 +121,7 @@ pub fn line_form(plan: &Plan) -> LineForm {
 /// booleans arrive as `t`/`f`, timestamps are written in RFC 3339 UTC.
 pub fn csv_cell(field: &Field) -> CsvCell {
     match field.kind {
-        // A UUID renders as hex digits and dashes after a hex digit: nothing to neutralise.
-        Kind::Text if field.sql.ends_with(".id::text") => CsvCell::Plain,
+        Kind::Text if is_uuid(field) => CsvCell::Uuid,
         Kind::Text => CsvCell::Text,
         Kind::Bool => CsvCell::Bool,
         Kind::Timestamp => CsvCell::Timestamp,
@@ -126,6 +129,11 @@ pub fn csv_cell(field: &Field) -> CsvCell {
         Kind::Decimal => CsvCell::Decimal,
         Kind::Date => CsvCell::Date,
     }
+}
+
+/// A row's own id: a `uuid` shown as text.
+pub fn is_uuid(field: &Field) -> bool {
+    field.kind == Kind::Text && field.sql.ends_with(".id::text")
 }
 
 /// The type a field is sent as in a binary COPY: what the CSV renderer and StreamRows read.

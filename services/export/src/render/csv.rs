@@ -26,6 +26,8 @@ pub enum CsvCell {
     Int,
     Decimal,
     Date,
+    /// A `uuid`: hex digits and dashes after a hex digit, nothing to neutralise.
+    Uuid,
 }
 
 /// The COPY format the rows arrive in.
@@ -34,7 +36,7 @@ pub enum CopyInput {
     /// Tab-separated text lines.
     Text,
     /// PostgreSQL's binary format, each column of the type its [`CsvCell`] names (`text`
-    /// for `Plain` and `Text`).
+    /// for `Plain` and `Text`, `uuid` for `Uuid`).
     Binary,
 }
 
@@ -174,7 +176,7 @@ fn text_row_to_csv(
             })?,
             CsvCell::Text => write_text(writer, value)?,
             CsvCell::Timestamp => writer.write_field(rfc3339_utc(value, stamp))?,
-            CsvCell::Plain | CsvCell::Int | CsvCell::Decimal | CsvCell::Date => {
+            CsvCell::Plain | CsvCell::Int | CsvCell::Decimal | CsvCell::Date | CsvCell::Uuid => {
                 writer.write_field(value)?
             }
         }
@@ -221,6 +223,7 @@ fn binary_row_to_csv(
                 pg_binary::date(value, text)?;
                 writer.write_field(&text[..])
             }
+            CsvCell::Uuid => writer.write_field(pg_binary::uuid(value, &mut [0; 36])?),
         }
         .map_err(csv)?;
     }

@@ -239,6 +239,12 @@ pub fn unix_micros(value: &[u8]) -> Result<Option<i64>, RenderError> {
     })
 }
 
+/// A `uuid`, hyphenated in lower case, written into `buf`.
+pub fn uuid<'a>(value: &[u8], buf: &'a mut [u8; 36]) -> Result<&'a [u8], RenderError> {
+    let id = uuid::Uuid::from_bytes(array(value, "uuid")?);
+    Ok(id.hyphenated().encode_lower(buf).as_bytes())
+}
+
 /// UTF-8 text (the database's encoding, which the service requires to be UTF-8).
 pub fn text(value: &[u8]) -> Result<String, RenderError> {
     String::from_utf8(value.to_vec()).map_err(|_| bad("text that is not UTF-8"))
