@@ -342,10 +342,11 @@ fn mint(tenant: Uuid, role: Role) -> anyhow::Result<String> {
 async fn connect(addr: &str, tenant: Uuid, role: Role) -> anyhow::Result<Client> {
     let token = mint(tenant, role)?;
     let channel = loop {
-        // Flow-control windows sized by the bandwidth-delay product, as grpc-go and gRPC's
-        // C core (Python, Ruby, ...) do by default; tonic's own default is a fixed 64 KiB.
+        // A 1 MiB stream window, as the gateway's (tonic's default is 64 KiB; grpc-go and
+        // gRPC's C core grow theirs from the bandwidth-delay product, to 4 MiB and more).
         if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-            .http2_adaptive_window(true)
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(16 << 20)
             .connect()
             .await
         {
