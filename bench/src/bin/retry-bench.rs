@@ -83,20 +83,26 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // Our side: one retry-service replica and a no-op owner, in this process.
-    let mut config =
-        haven_retry::Config::for_test(CommonArgs::new(&db_url, &nats.url(), "", SECRET));
-    config.claim_batch = 512;
-    config.max_in_flight = 20_000;
-    config.common.db.max_connections = 20;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = || {
+        let mut config =
+            haven_retry::Config::for_test(CommonArgs::new(&db_url, &nats.url(), "", SECRET));
+        config.claim_batch = 512;
+        config.max_in_flight = 20_000;
+        config.common.db.max_connections = 20;
+        config
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = {
+    let replica = |config: haven_retry::Config| {
         let mut rx = stop_rx.clone();
         async move {
-            let _ = rx.wait_for(|v| *v).await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let stopped = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            anyhow::Ok(tokio::spawn(haven_retry::serve(config, listener, stopped)))
         }
     };
-    let service = tokio::spawn(haven_retry::serve(config, listener, stopped));
+    let service = replica(config()).await?;
     let bus = Bus::connect(&NatsArgs::new(nats.url(), "").config("retry-bench")?).await?;
     let events = Resolutions::listen(&bus).await?;
     wait_for_schema(&pool).await?;
@@ -175,6 +181,15 @@ async fn main() -> anyhow::Result<()> {
         args.latency_spread,
     )
     .await?;
+    println!(
+        "haven-retry: a second replica on the same PostgreSQL; backlog of {} due items, {} run(s) ...",
+        args.items, args.runs
+    );
+    let second = replica(config()).await?;
+    let mut backlog_two = Vec::new();
+    for _ in 0..args.runs {
+        backlog_two.push(run_backlog(&pool, &events, args.items).await?);
+    }
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(|a, b| a.total_cmp(b));
     let our_hot = hot_updates(&pool, "retry", "retry_items").await?;
@@ -195,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
     };
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), second).await;
     let _ = owner.await;
 
     let ours = median(backlog.clone());
@@ -224,6 +240,20 @@ async fn main() -> anyhow::Result<()> {
             "-"
         ),
     }
+    let two = median(backlog_two.clone());
+    match reference {
+        Some(r) => println!(
+            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
+            "  the same, two replicas (jobs/s)",
+            two,
+            r,
+            two / r
+        ),
+        None => println!(
+            "{:<46} {:>14.0} {:>16} {:>8}",
+            "  the same, two replicas (jobs/s)", two, "-", "-"
+        ),
+    }
     println!(
         "{:<46} {:>14.0} {:>16} {:>8}",
         "steady state: enqueue + process (items/s)",
@@ -236,9 +266,10 @@ async fn main() -> anyhow::Result<()> {
             "{:<46} {:>14}",
             format!("due→dispatch latency, {} samples (ms)", lat.len()),
             format!(
-                "p50 {:.1} / p99 {:.1} / max {:.1}",
+                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1}",
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99),
+                percentile(&lat, 0.999),
                 lat[lat.len() - 1]
             )
         );
@@ -250,8 +281,9 @@ async fn main() -> anyhow::Result<()> {
         their_hot.map_or_else(|| "-".to_owned(), |h| h.to_string())
     );
     println!(
-        "runs: backlog {:?} jobs/s; steady {:?} items/s",
+        "runs: backlog {:?} jobs/s; two replicas {:?} jobs/s; steady {:?} items/s",
         rounded(&backlog),
+        rounded(&backlog_two),
         rounded(&steady)
     );
     let worst_backlog = backlog.iter().copied().fold(f64::INFINITY, f64::min);
@@ -269,6 +301,20 @@ async fn main() -> anyhow::Result<()> {
         &reference_cell,
         &ratio_cell,
     );
+    let worst_two = backlog_two.iter().copied().fold(f64::INFINITY, f64::min);
+    haven_bench::summary(
+        "retry",
+        &format!("backlog of {} due jobs, two replicas", args.items),
+        &format!("{two:.0} jobs/s (worst {worst_two:.0})"),
+        &reference.map_or_else(
+            || "-".to_owned(),
+            |r| format!("graphile-worker {r:.0} jobs/s"),
+        ),
+        &reference.map_or_else(
+            || "-".to_owned(),
+            |r| format!("{:.2}x (worst {:.2}x)", two / r, worst_two / r),
+        ),
+    );
     haven_bench::summary(
         "retry",
         "steady state, enqueue over NATS + process",
@@ -281,9 +327,10 @@ async fn main() -> anyhow::Result<()> {
             "retry",
             "due→dispatch latency",
             &format!(
-                "p50 {:.1} / p99 {:.1} / max {:.1} ms",
+                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms",
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99),
+                percentile(&lat, 0.999),
                 lat[lat.len() - 1]
             ),
             "-",
