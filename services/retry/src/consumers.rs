@@ -18,11 +18,14 @@ use crate::model::ItemRow;
 use crate::store::{Applied, NewItem, Outcome as AttemptOutcome, ResultIn, Store};
 use crate::validate;
 
+/// Batches written at once: two, so that one runs while the other's commit is flushed.
+const IN_FLIGHT: usize = 2;
+
 pub type EnqueueBatcher = Batcher<NewItem, Option<(ItemRow, bool)>>;
 
 /// Inserts enqueued items in batches.
 pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
-    Batcher::spawn(512, move |items: Vec<NewItem>| {
+    Batcher::spawn(512, IN_FLIGHT, move |items: Vec<NewItem>| {
         let store = store.clone();
         async move {
             let out = store.enqueue(&items).await?;
@@ -36,7 +39,7 @@ pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
 /// Applies results in batches; the store writes the lifecycle events of what finished to
 /// the outbox in the same transaction.
 pub fn result_batcher(store: Store, wake: Arc<Notify>) -> Batcher<ResultIn, ()> {
-    Batcher::spawn(512, move |results: Vec<ResultIn>| {
+    Batcher::spawn(512, IN_FLIGHT, move |results: Vec<ResultIn>| {
         let store = store.clone();
         let wake = wake.clone();
         async move {
@@ -86,7 +89,8 @@ pub fn spawn(
     tokio::spawn(async move {
         let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
             .filter(RESULT_SUBJECT)
-            .concurrency(512);
+            // Enough for both of the batcher's batches to be full.
+            .concurrency(512 * IN_FLIGHT);
         let handler = |d: Delivery<RetryResult>| {
             let results = results.clone();
             async move { handle_result(d, &results).await }

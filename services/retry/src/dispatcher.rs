@@ -21,6 +21,7 @@ use haven_proto::time::timestamp;
 use haven_retry_client::dispatch_subject;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 const PUBLISH_WITHIN: Duration = Duration::from_secs(5);
 /// How often dispatches with no answer yet are published again.
 const RESEND_EVERY: Duration = Duration::from_secs(1);
+/// Claimed batches whose dispatches may be publishing while the next claim runs.
+const PUBLISHING_AHEAD: usize = 2;
 /// Expired leases rescued per transaction.
 const RESCUE_BATCH: i64 = 500;
 
@@ -64,6 +67,14 @@ impl Dispatcher {
             wake: self.wake.clone(),
         };
         tokio::spawn(rescue.run(token.clone()));
+        let mut publishing = JoinSet::new();
+        self.dispatch(&token, &mut publishing).await;
+        // Publishes under way finish (each within PUBLISH_WITHIN), so that a stop does not
+        // leave their claims to the lease rescue.
+        while publishing.join_next().await.is_some() {}
+    }
+
+    async fn dispatch(&self, token: &CancellationToken, publishing: &mut JoinSet<Published>) {
         let mut connected = self.bus.connected();
         let mut unconfirmed = Vec::new();
         let mut next_resend = Instant::now();
@@ -82,7 +93,7 @@ impl Dispatcher {
                 unconfirmed = self.resend(unconfirmed).await;
                 next_resend = Instant::now() + RESEND_EVERY;
             }
-            match self.round(&mut unconfirmed).await {
+            match self.round(&mut unconfirmed, publishing).await {
                 Ok(Some(mut sleep)) => {
                     failures = 0;
                     if !unconfirmed.is_empty() {
@@ -108,9 +119,20 @@ impl Dispatcher {
         }
     }
 
-    /// One round: claim and publish. `None` means "go again at once"; `Some(d)` means
-    /// nothing is due for `d`.
-    async fn round(&self, unconfirmed: &mut Vec<Unconfirmed>) -> Result<Option<Duration>, String> {
+    /// One round: claim, and publish in the background. `None` means "go again at once";
+    /// `Some(d)` means nothing is due for `d`.
+    ///
+    /// The next claim runs while the bus stores the last one's dispatches (at most
+    /// [`PUBLISHING_AHEAD`] batches), so neither the commit's flush nor the bus's
+    /// acknowledgements leave the other idle.
+    async fn round(
+        &self,
+        unconfirmed: &mut Vec<Unconfirmed>,
+        publishing: &mut JoinSet<Published>,
+    ) -> Result<Option<Duration>, String> {
+        while publishing.len() >= PUBLISHING_AHEAD {
+            settle(publishing.join_next().await, unconfirmed)?;
+        }
         let claimed = self
             .store
             .claim(
@@ -122,17 +144,24 @@ impl Dispatcher {
             .await
             .map_err(|e| e.to_string())?;
         if !claimed.is_empty() {
-            let count = claimed.len();
             let until = Instant::now() + self.store.lease.mul_f64(0.9);
-            let (stored, unclear) = self.publish(claimed).await;
-            unconfirmed.extend(unclear.into_iter().map(|item| Unconfirmed { item, until }));
-            if stored == 0 {
-                // The bus takes nothing: back off rather than claim again at once.
-                return Err(format!(
-                    "none of {count} dispatches acknowledged by the bus"
-                ));
-            }
+            let (bus, store) = (self.bus.clone(), self.store.clone());
+            publishing.spawn(async move {
+                let count = claimed.len();
+                let (stored, unclear) = publish(&bus, &store, claimed).await;
+                Published {
+                    count,
+                    stored,
+                    unclear,
+                    until,
+                }
+            });
             return Ok(None);
+        }
+        // Nothing to claim: what is being published settles first (a refused dispatch is
+        // due again at once).
+        while !publishing.is_empty() {
+            settle(publishing.join_next().await, unconfirmed)?;
         }
         let Some(due_in) = self.store.next_due_in().await.map_err(|e| e.to_string())? else {
             return Ok(Some(MAX_SLEEP));
@@ -169,9 +198,12 @@ impl Dispatcher {
             return Vec::new();
         };
         let count = live.len();
-        let (stored, unclear) = self
-            .publish(live.into_iter().map(|u| u.item).collect())
-            .await;
+        let (stored, unclear) = publish(
+            &self.bus,
+            &self.store,
+            live.into_iter().map(|u| u.item).collect(),
+        )
+        .await;
         if stored > 0 {
             tracing::info!(
                 stored,
@@ -184,78 +216,112 @@ impl Dispatcher {
             .map(|item| Unconfirmed { item, until })
             .collect()
     }
+}
 
-    /// Publishes claimed items. Those certainly not stored are given back at once; returns
-    /// how many were stored and the items whose fate is unknown.
-    async fn publish(&self, claimed: Vec<ItemRow>) -> (usize, Vec<ItemRow>) {
-        let now = Utc::now();
-        let messages = claimed
-            .iter()
-            .map(|item| {
-                let dispatch = RetryDispatch {
-                    id: item.id.to_string(),
-                    tenant_id: item.tenant_id.to_string(),
-                    operation_type: item.operation_type.clone(),
-                    attempt: item.attempts,
-                    max_attempts: item.max_attempts,
-                    payload_json: item.payload.clone(),
-                    lease_expires_at: item.lease_expires_at.map(timestamp),
-                    reference_id: item.reference_id.clone().unwrap_or_default(),
-                    reference_table: item.reference_table.clone().unwrap_or_default(),
-                    dispatched_at: Some(timestamp(now)),
-                    due_at: Some(timestamp(item.next_retry_at)),
-                };
-                Outgoing {
-                    subject: dispatch_subject(&item.operation_type),
-                    payload: prost::Message::encode_to_vec(&dispatch).into(),
-                    msg_id: format!("{}:{}", item.id, item.attempts),
-                }
-            })
-            .collect();
-        let fates = self.bus.publish_all(messages, PUBLISH_WITHIN).await;
-        let mut stored = 0;
-        let mut refused = Vec::new();
-        let mut unclear = Vec::new();
-        let (mut refused_reason, mut unclear_reason) = (None, None);
-        for (item, fate) in claimed.into_iter().zip(fates) {
-            match fate {
-                Fate::Stored => {
-                    stored += 1;
-                    // Lag as claimed: both times are the database's.
-                    if let Some(claimed_at) = item.claimed_at {
-                        let lag = (claimed_at - item.next_retry_at)
-                            .to_std()
-                            .unwrap_or(Duration::ZERO);
-                        metrics::histogram!("haven_retry_dispatch_lag_seconds")
-                            .record(lag.as_secs_f64());
-                    }
-                }
-                Fate::Refused(reason) => {
-                    refused_reason.get_or_insert((item.id, reason));
-                    refused.push((item.id, item.attempts));
-                }
-                Fate::Unknown(reason) => {
-                    unclear_reason.get_or_insert((item.id, reason));
-                    unclear.push(item);
+/// Publishes claimed items. Those certainly not stored are given back at once; returns
+/// how many were stored and the items whose fate is unknown.
+async fn publish(bus: &Bus, store: &Store, claimed: Vec<ItemRow>) -> (usize, Vec<ItemRow>) {
+    let now = Utc::now();
+    let messages = claimed
+        .iter()
+        .map(|item| {
+            let dispatch = RetryDispatch {
+                id: item.id.to_string(),
+                tenant_id: item.tenant_id.to_string(),
+                operation_type: item.operation_type.clone(),
+                attempt: item.attempts,
+                max_attempts: item.max_attempts,
+                payload_json: item.payload.clone(),
+                lease_expires_at: item.lease_expires_at.map(timestamp),
+                reference_id: item.reference_id.clone().unwrap_or_default(),
+                reference_table: item.reference_table.clone().unwrap_or_default(),
+                dispatched_at: Some(timestamp(now)),
+                due_at: Some(timestamp(item.next_retry_at)),
+            };
+            Outgoing {
+                subject: dispatch_subject(&item.operation_type),
+                payload: prost::Message::encode_to_vec(&dispatch).into(),
+                msg_id: format!("{}:{}", item.id, item.attempts),
+            }
+        })
+        .collect();
+    let fates = bus.publish_all(messages, PUBLISH_WITHIN).await;
+    let mut stored = 0;
+    let mut refused = Vec::new();
+    let mut unclear = Vec::new();
+    let (mut refused_reason, mut unclear_reason) = (None, None);
+    for (item, fate) in claimed.into_iter().zip(fates) {
+        match fate {
+            Fate::Stored => {
+                stored += 1;
+                // Lag as claimed: both times are the database's.
+                if let Some(claimed_at) = item.claimed_at {
+                    let lag = (claimed_at - item.next_retry_at)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO);
+                    metrics::histogram!("haven_retry_dispatch_lag_seconds")
+                        .record(lag.as_secs_f64());
                 }
             }
-        }
-        // One line per round, naming the first item and its reason, not one per item.
-        if let Some((first, reason)) = unclear_reason {
-            tracing::warn!(count = unclear.len(), %first, %reason, "dispatches not acknowledged; claims kept, will publish them again");
-        }
-        if let Some((first, reason)) = refused_reason {
-            tracing::warn!(count = refused.len(), %first, %reason, "dispatches refused by the bus; claims given back");
-        }
-        metrics::counter!("haven_retry_dispatched_total").increment(stored as u64);
-        if !refused.is_empty() {
-            // If even this fails, the lease expiry rescues them.
-            if let Err(e) = self.store.unclaim(&refused).await {
-                tracing::warn!(error = %e, "cannot give back refused claims; their leases will expire");
+            Fate::Refused(reason) => {
+                refused_reason.get_or_insert((item.id, reason));
+                refused.push((item.id, item.attempts));
+            }
+            Fate::Unknown(reason) => {
+                unclear_reason.get_or_insert((item.id, reason));
+                unclear.push(item);
             }
         }
-        (stored, unclear)
     }
+    // One line per round, naming the first item and its reason, not one per item.
+    if let Some((first, reason)) = unclear_reason {
+        tracing::warn!(count = unclear.len(), %first, %reason, "dispatches not acknowledged; claims kept, will publish them again");
+    }
+    if let Some((first, reason)) = refused_reason {
+        tracing::warn!(count = refused.len(), %first, %reason, "dispatches refused by the bus; claims given back");
+    }
+    metrics::counter!("haven_retry_dispatched_total").increment(stored as u64);
+    if !refused.is_empty() {
+        // If even this fails, the lease expiry rescues them.
+        if let Err(e) = store.unclaim(&refused).await {
+            tracing::warn!(error = %e, "cannot give back refused claims; their leases will expire");
+        }
+    }
+    (stored, unclear)
+}
+
+/// A batch of claims whose dispatches were published.
+struct Published {
+    count: usize,
+    stored: usize,
+    unclear: Vec<ItemRow>,
+    until: Instant,
+}
+
+/// Takes a finished publish: its unanswered claims join `unconfirmed`; a batch the bus took
+/// none of is an error, so the dispatcher backs off rather than claim again at once.
+fn settle(
+    finished: Option<Result<Published, tokio::task::JoinError>>,
+    unconfirmed: &mut Vec<Unconfirmed>,
+) -> Result<(), String> {
+    let Some(finished) = finished else {
+        return Ok(());
+    };
+    let published = finished.map_err(|e| format!("publishing stopped: {e}"))?;
+    let until = published.until;
+    unconfirmed.extend(
+        published
+            .unclear
+            .into_iter()
+            .map(|item| Unconfirmed { item, until }),
+    );
+    if published.stored == 0 {
+        return Err(format!(
+            "none of {} dispatches acknowledged by the bus",
+            published.count
+        ));
+    }
+    Ok(())
 }
 
 /// Rescues items whose lease ran out, on its own so that a slow bus or a busy dispatcher

@@ -1,6 +1,10 @@
 use anyhow::Context;
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: under load the latter took a third of the service's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = haven_retry::Config::parse();
