@@ -18,6 +18,8 @@ use crate::model::ItemRow;
 use crate::store::{Applied, NewItem, Outcome as AttemptOutcome, ResultIn, Store};
 use crate::validate;
 
+/// Most items in one enqueue or result batch.
+const BATCH: usize = 512;
 /// Batches written at once: two, so that one runs while the other's commit is flushed.
 const IN_FLIGHT: usize = 2;
 
@@ -25,7 +27,7 @@ pub type EnqueueBatcher = Batcher<NewItem, Option<(ItemRow, bool)>>;
 
 /// Inserts enqueued items in batches.
 pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
-    Batcher::spawn(512, IN_FLIGHT, move |items: Vec<NewItem>| {
+    Batcher::spawn(BATCH, IN_FLIGHT, move |items: Vec<NewItem>| {
         let store = store.clone();
         async move {
             let out = store.enqueue(&items).await?;
@@ -39,7 +41,7 @@ pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
 /// Applies results in batches; the store writes the lifecycle events of what finished to
 /// the outbox in the same transaction.
 pub fn result_batcher(store: Store, wake: Arc<Notify>) -> Batcher<ResultIn, ()> {
-    Batcher::spawn(512, IN_FLIGHT, move |results: Vec<ResultIn>| {
+    Batcher::spawn(BATCH, IN_FLIGHT, move |results: Vec<ResultIn>| {
         let store = store.clone();
         let wake = wake.clone();
         async move {
@@ -77,7 +79,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_enqueue")
             .filter(ENQUEUE_SUBJECT)
-            .concurrency(512);
+            .concurrency(BATCH);
         let handler = |d: Delivery<RetryEnqueue>| {
             let (enqueue, admission) = (enqueue.clone(), admission.clone());
             async move { handle_enqueue(d, &enqueue, &admission).await }
@@ -90,7 +92,7 @@ pub fn spawn(
         let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
             .filter(RESULT_SUBJECT)
             // Enough for both of the batcher's batches to be full.
-            .concurrency(512 * IN_FLIGHT);
+            .concurrency(BATCH * IN_FLIGHT);
         let handler = |d: Delivery<RetryResult>| {
             let results = results.clone();
             async move { handle_result(d, &results).await }
