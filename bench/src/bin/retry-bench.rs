@@ -49,6 +49,12 @@ struct Args {
     /// Skip the graphile-worker reference.
     #[arg(long)]
     skip_reference: bool,
+    /// Pending items for the first peak-RSS reading (the `haven-retry` binary, drained alone).
+    #[arg(long, default_value_t = 100_000)]
+    rss_items: u64,
+    /// Pending items for the second peak-RSS reading; 0 skips the RSS phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_big_items: u64,
 }
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
@@ -75,7 +81,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    // sqlx's slow-statement warnings would only name the benchmark's own bulk INSERTs and DELETEs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,sqlx::query=error")
+        .try_init();
     let haven_bench::Servers {
         pg,
         nats,
@@ -96,8 +105,10 @@ async fn main() -> anyhow::Result<()> {
         config
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The in-process replicas stop before the RSS phase, while the owner goes on.
+    let (replicas_stop_tx, replicas_stop_rx) = tokio::sync::watch::channel(false);
     let replica = |config: haven_retry::Config| {
-        let mut rx = stop_rx.clone();
+        let mut rx = replicas_stop_rx.clone();
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let stopped = async move {
@@ -212,9 +223,29 @@ async fn main() -> anyhow::Result<()> {
         Some(_) => Some(hot_updates(&pool, "graphile_worker%", "%").await?),
         None => None,
     };
-    stop_tx.send_replace(true);
+    replicas_stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), second).await;
+    let rss = if args.rss_big_items > 0 {
+        println!(
+            "haven-retry (the release binary, alone): peak RSS draining {} then {} pending items ...",
+            args.rss_items, args.rss_big_items
+        );
+        Some(
+            run_rss(
+                &pool,
+                &events,
+                &db_url,
+                &nats.url(),
+                args.rss_items,
+                args.rss_big_items,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    stop_tx.send_replace(true);
     let _ = owner.await;
 
     let ours = median(backlog.clone());
@@ -284,6 +315,21 @@ async fn main() -> anyhow::Result<()> {
         our_hot.to_string(),
         their_hot.map_or_else(|| "-".to_owned(), |h| h.to_string())
     );
+    if let Some(r) = &rss {
+        println!(
+            "{:<46} {:>14}",
+            "haven-retry peak RSS (MiB)",
+            format!(
+                "{:.1} at {} pending, {:.1} at {} ({:.0} / {:.0} jobs/s)",
+                r.small_mib,
+                args.rss_items,
+                r.big_mib,
+                args.rss_big_items,
+                r.small_rate,
+                r.big_rate
+            )
+        );
+    }
     println!(
         "runs: backlog {:?} jobs/s; two replicas {:?} jobs/s; steady {:?} items/s",
         rounded(&backlog),
@@ -341,9 +387,75 @@ async fn main() -> anyhow::Result<()> {
             "-",
         );
     }
+    if let Some(r) = &rss {
+        haven_bench::summary(
+            "retry",
+            "service peak RSS, pending items drained",
+            &format!(
+                "{:.1} MiB at {}, {:.1} MiB at {}",
+                r.small_mib, args.rss_items, r.big_mib, args.rss_big_items
+            ),
+            "-",
+            "-",
+        );
+    }
     drop(nats);
     drop(pg);
     Ok(())
+}
+
+/// Peak RSS of the `haven-retry` binary after draining each backlog, and the rates it drained them at.
+struct Rss {
+    small_mib: f64,
+    big_mib: f64,
+    small_rate: f64,
+    big_rate: f64,
+}
+
+/// Starts the release `haven-retry` as a process of its own (the in-process replicas have
+/// stopped), so that its peak RSS is the service's alone, and drains `small` then `big`
+/// pending items through it. VmHWM only grows, so the second reading covers both.
+async fn run_rss(
+    pool: &PgPool,
+    events: &Resolutions,
+    db_url: &str,
+    nats_url: &str,
+    small: u64,
+    big: u64,
+) -> anyhow::Result<Rss> {
+    let mut child = Command::new(haven_bench::bin_dir().join("haven-retry"))
+        .env("HAVEN_DATABASE_URL", db_url)
+        .env("HAVEN_NATS_URL", nats_url)
+        .env("HAVEN_JWT_SECRET", SECRET)
+        .env("HAVEN_LOG", "warn")
+        .env("HAVEN_RETRY_ADDR", haven_bench::free_addr()?)
+        .env("HAVEN_RETRY_METRICS_ADDR", "127.0.0.1:0")
+        .env("HAVEN_RETRY_CLAIM_BATCH", "512")
+        .env("HAVEN_RETRY_MAX_IN_FLIGHT", "20000")
+        .env("HAVEN_DATABASE_MAX_CONNECTIONS", "20")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("start haven-retry (build it with --release)")?;
+    let result = async {
+        let small_rate = run_backlog(pool, events, small).await?;
+        let small_mib = haven_bench::peak_rss_mib(child.id());
+        let big_rate = run_backlog(pool, events, big).await?;
+        let big_mib = haven_bench::peak_rss_mib(child.id());
+        if let Some(status) = child.try_wait()? {
+            bail!("haven-retry exited during the RSS phase: {status}");
+        }
+        anyhow::Ok(Rss {
+            small_mib,
+            big_mib,
+            small_rate,
+            big_rate,
+        })
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    clear(pool, events, "bench.backlog").await?;
+    result
 }
 
 /// Updates of a table and how many were HOT (no index touched), from PostgreSQL's counters.
@@ -528,7 +640,9 @@ async fn run_backlog(pool: &PgPool, events: &Resolutions, n: u64) -> anyhow::Res
     .bind(i64::try_from(n)?)
     .execute(pool)
     .await?;
-    wait_resolved(pool, events, "bench.backlog", n, Duration::from_secs(600)).await?;
+    // At least 600 s, and 1,000 items/s for a big backlog.
+    let timeout = Duration::from_secs(600.max(n / 1_000));
+    wait_resolved(pool, events, "bench.backlog", n, timeout).await?;
     let secs = started.elapsed().as_secs_f64();
     println!("  {n} items in {secs:.2}s");
     Ok(n as f64 / secs)
