@@ -1,4 +1,5 @@
-//! Migrations land in the service's own schema, with their bookkeeping beside them.
+//! Migrations land in the service's own schema, with their bookkeeping beside them; every
+//! connection runs with the settings `connect` gives it.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -52,4 +53,22 @@ async fn bad_schema_names_are_refused() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("invalid schema name"));
+}
+
+#[tokio::test]
+async fn every_connection_runs_without_jit() {
+    let db = TestDb::new().await;
+    let pool = connect(&DbArgs::new(&db.url)).await.unwrap();
+    // More than one connection: the setting belongs to each, not to the first.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    for conn in &mut conns {
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(jit, "off");
+    }
 }
