@@ -307,9 +307,17 @@ impl Store {
             existing = query_items!(
                 "SELECT ",
                 " FROM retry.retry_items r
-                 WHERE (r.tenant_id, r.source_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
-                    OR ((r.tenant_id, r.idempotency_key) IN (SELECT * FROM unnest($3::uuid[], $4::text[]))
-                        AND r.status IN ('pending', 'processing'))",
+                 WHERE r.id IN (
+                     -- Each half probes its own partial unique index.
+                     SELECT s.id FROM retry.retry_items s
+                     JOIN unnest($1::uuid[], $2::text[]) AS u(tenant_id, msg_id)
+                       ON s.tenant_id = u.tenant_id AND s.source_msg_id = u.msg_id
+                     WHERE s.source_msg_id IS NOT NULL
+                     UNION ALL
+                     SELECT k.id FROM retry.retry_items k
+                     JOIN unnest($3::uuid[], $4::text[]) AS u(tenant_id, idempotency_key)
+                       ON k.tenant_id = u.tenant_id AND k.idempotency_key = u.idempotency_key
+                     WHERE k.idempotency_key IS NOT NULL AND k.status IN ('pending', 'processing'))",
                 &source_tenants,
                 &sources,
                 &key_tenants,
@@ -420,11 +428,9 @@ impl Store {
                      lease_expires_at = now() + $3::bigint * interval '1 millisecond', updated_at = now()
                  FROM due WHERE r.id = due.id AND due.status = 'pending'
                  RETURNING ",
-            // `claimed` names its columns as `query_items!` aliases them (`"id!"`).
+            // The attempt's row is written once, when it ends; until then the item itself
+            // (`claimed_at`, `worker_id`) is the running attempt.
             "
-             ), history AS (
-                 INSERT INTO retry.retry_attempts (item_id, attempt, started_at, worker_id)
-                 SELECT \"id!\", \"attempts!\", now(), $1 FROM claimed
              )
              SELECT * FROM claimed",
             worker,
@@ -453,11 +459,10 @@ impl Store {
     }
 
     /// Gives back claims whose dispatch could not be published: they are due again at once,
-    /// and the attempt they never made is forgotten.
+    /// and the attempt they never made is forgotten (a running attempt has no row).
     pub async fn unclaim(&self, claims: &[(Uuid, i32)]) -> Result<(), StoreError> {
         let ids: Vec<Uuid> = claims.iter().map(|c| c.0).collect();
         let attempts: Vec<i32> = claims.iter().map(|c| c.1).collect();
-        let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "UPDATE retry.retry_items r SET status = 'pending', attempts = r.attempts - 1, worker_id = NULL,
                  claimed_at = NULL, lease_expires_at = NULL, next_retry_at = now(), updated_at = now()
@@ -466,17 +471,8 @@ impl Store {
             &ids,
             &attempts,
         )
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        sqlx::query!(
-            "DELETE FROM retry.retry_attempts a USING unnest($1::uuid[], $2::int[]) AS u(id, attempt)
-             WHERE a.item_id = u.id AND a.attempt = u.attempt AND a.outcome = 'running'",
-            &ids,
-            &attempts,
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -512,7 +508,7 @@ impl Store {
         // Rows are locked in id order, so concurrent batches cannot deadlock.
         let current = sqlx::query!(
             r#"SELECT id, tenant_id, operation_type, attempts, max_attempts,
-                   status AS "status: Status"
+                   status AS "status: Status", claimed_at, worker_id
                FROM retry.retry_items WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
             &ids,
         )
@@ -522,6 +518,9 @@ impl Store {
             tenant_id: Uuid,
             operation_type: String,
             state: ItemState,
+            /// The running attempt: when it was claimed, and by whom.
+            claimed_at: Option<DateTime<Utc>>,
+            worker_id: Option<String>,
         }
         let mut rows: HashMap<Uuid, Current> = current
             .into_iter()
@@ -536,6 +535,8 @@ impl Store {
                             attempts: row.attempts,
                             max_attempts: row.max_attempts,
                         },
+                        claimed_at: row.claimed_at,
+                        worker_id: row.worker_id,
                     },
                 )
             })
@@ -557,7 +558,11 @@ impl Store {
             mut u_outcome,
             mut u_attempt,
             mut u_duration,
+            mut u_started,
+            mut u_worker,
         ) = (
+            Vec::new(),
+            Vec::new(),
             Vec::new(),
             Vec::new(),
             Vec::new(),
@@ -604,6 +609,8 @@ impl Store {
             u_outcome.push(AttemptOutcome::from(r.outcome));
             u_attempt.push(r.attempt);
             u_duration.push(r.duration_ms);
+            u_started.push(cur.claimed_at);
+            u_worker.push(cur.worker_id.clone());
             // A second result for the same attempt in this batch meets the new state.
             cur.state.status = status;
             plans.push(Plan::Update);
@@ -634,16 +641,26 @@ impl Store {
             .fetch_all(&mut **tx)
             .await?;
             updated = rows.into_iter().map(|r| (r.id, r)).collect();
+            // The attempt's one row, started when the item was claimed. A row already there
+            // was written at the claim by an earlier version of this service.
             sqlx::query!(
-                "UPDATE retry.retry_attempts a SET finished_at = now(), outcome = u.outcome, error = u.error,
-                     duration_ms = CASE WHEN u.outcome = 'lease_expired'
+                "INSERT INTO retry.retry_attempts AS a
+                     (item_id, attempt, started_at, worker_id, finished_at, outcome, error, duration_ms)
+                 SELECT u.id, u.attempt, coalesce(u.started_at, now()), u.worker_id, now(), u.outcome, u.error,
+                        CASE WHEN u.outcome = 'lease_expired'
+                             THEN (extract(epoch FROM now() - coalesce(u.started_at, now())) * 1000)::bigint
+                             ELSE u.duration_ms END
+                 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+                      AS u(id, attempt, started_at, worker_id, outcome, error, duration_ms)
+                 ON CONFLICT (item_id, attempt) DO UPDATE SET
+                     finished_at = excluded.finished_at, outcome = excluded.outcome, error = excluded.error,
+                     duration_ms = CASE WHEN excluded.outcome = 'lease_expired'
                                         THEN (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-                                        ELSE u.duration_ms END
-                 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::bigint[])
-                      AS u(id, attempt, outcome, error, duration_ms)
-                 WHERE a.item_id = u.id AND a.attempt = u.attempt",
+                                        ELSE excluded.duration_ms END",
                 &u_id,
                 &u_attempt,
+                &u_started as &[Option<DateTime<Utc>>],
+                &u_worker as &[Option<String>],
                 &u_outcome as &[AttemptOutcome],
                 &u_error as &[Option<String>],
                 &u_duration,
@@ -873,6 +890,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
+        let attempts = with_running(&item, attempts);
         Ok((item, attempts))
     }
 
@@ -957,13 +975,20 @@ impl Store {
             }
             Decision::Cancel => {
                 if item.status == Status::Processing {
-                    // Its running attempt ends here; a result reported later is stale.
+                    // Its running attempt ends here; a result reported later is stale. (A
+                    // `running` row was written at the claim by an earlier version.)
+                    let started = item.claimed_at.unwrap_or_else(Utc::now);
                     sqlx::query!(
-                        "UPDATE retry.retry_attempts SET outcome = 'cancelled', finished_at = now(),
-                             duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
-                         WHERE item_id = $1 AND attempt = $2 AND outcome = 'running'",
+                        "INSERT INTO retry.retry_attempts AS a
+                             (item_id, attempt, started_at, worker_id, finished_at, outcome, duration_ms)
+                         VALUES ($1, $2, $3::timestamptz, $4, now(), 'cancelled', (extract(epoch FROM now() - $3::timestamptz) * 1000)::bigint)
+                         ON CONFLICT (item_id, attempt) DO UPDATE SET outcome = 'cancelled', finished_at = now(),
+                             duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
+                         WHERE a.outcome = 'running'",
                         id,
                         item.attempts,
+                        started,
+                        item.worker_id,
                     )
                     .execute(&mut *tx)
                     .await?;
@@ -1095,6 +1120,23 @@ impl Store {
 }
 
 /// A wait in milliseconds as a duration; past moments are no wait.
+/// `attempts` of `item` with its running attempt, which has no row until it ends: while the
+/// item is processing, its claim (`claimed_at`, `worker_id`) is that attempt.
+fn with_running(item: &ItemRow, mut attempts: Vec<AttemptRow>) -> Vec<AttemptRow> {
+    if item.status == Status::Processing && !attempts.iter().any(|a| a.attempt == item.attempts) {
+        attempts.push(AttemptRow {
+            attempt: item.attempts,
+            started_at: item.claimed_at.unwrap_or(item.updated_at),
+            finished_at: None,
+            duration_ms: None,
+            outcome: AttemptOutcome::Running,
+            error: None,
+            worker_id: item.worker_id.clone(),
+        });
+    }
+    attempts
+}
+
 fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

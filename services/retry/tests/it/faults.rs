@@ -156,7 +156,7 @@ async fn a_hung_bus_holds_back_neither_rescue_nor_recovery() {
     // X is dispatched; nobody handles it, so its lease will run out.
     let x = enqueue(&mut client, "test.unowned", 20).await;
     haven_testkit::wait_for("X's dispatch", T, || async {
-        (attempt_outcome(&h, &x, 1).await.as_deref() == Some("running")).then_some(())
+        (row(&h, &x).await.0 == "processing").then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -253,6 +253,20 @@ async fn cancelling_a_processing_item_closes_its_attempt() {
         (row(&h, &x).await.0 == "processing").then_some(())
     })
     .await;
+    // While it runs, its history shows the attempt running, started by its claim.
+    let running = client
+        .get_retry_item(pb::GetRetryItemRequest { id: x.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(running.attempt_history.len(), 1);
+    let attempt = &running.attempt_history[0];
+    assert_eq!(attempt.attempt, 1);
+    assert_eq!(attempt.outcome, pb::AttemptOutcome::Running as i32);
+    assert_eq!(attempt.started_at, running.claimed_at);
+    assert!(attempt.finished_at.is_none());
+    assert!(!attempt.worker_id.is_empty());
+    assert_eq!(attempt.worker_id, running.worker_id);
     let cancelled = client
         .cancel_retry_item(pb::CancelRetryItemRequest { id: x.clone() })
         .await
@@ -267,6 +281,55 @@ async fn cancelling_a_processing_item_closes_its_attempt() {
     let outcomes: Vec<i32> = got.attempt_history.iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, vec![pb::AttemptOutcome::Cancelled as i32]);
     assert!(got.attempt_history[0].finished_at.is_some());
+    assert_eq!(got.attempt_history[0].started_at, running.claimed_at);
+    assert_eq!(got.attempt_history[0].worker_id, running.worker_id);
+    svc.shutdown().await;
+}
+
+/// An attempt's row is written when it ends. A version before that wrote a `running` row at
+/// the claim; an item claimed by it and finished by this one keeps one row per attempt.
+#[tokio::test]
+async fn an_attempt_claimed_by_an_earlier_version_finishes_in_its_row() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    let x = enqueue(&mut client, "test.upgraded", 5).await;
+    haven_testkit::wait_for("X's dispatch", T, || async {
+        (row(&h, &x).await.0 == "processing").then_some(())
+    })
+    .await;
+    // The row an earlier version wrote at the claim.
+    sqlx::query(
+        "INSERT INTO retry.retry_attempts (item_id, attempt, started_at, worker_id)
+         SELECT id, attempts, claimed_at, worker_id FROM retry.retry_items WHERE id = $1::uuid",
+    )
+    .bind(&x)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let get = |client: &mut Client| {
+        let mut client = client.clone();
+        let x = x.clone();
+        async move {
+            client
+                .get_retry_item(pb::GetRetryItemRequest { id: x })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let running = get(&mut client).await;
+    let outcomes: Vec<i32> = running.attempt_history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![pb::AttemptOutcome::Running as i32]);
+
+    let owner = h.owner("test.upgraded", |_| Ok(()));
+    assert_eq!(wait_terminal(&h, &x, T).await.0, "resolved");
+    let done = get(&mut client).await;
+    let outcomes: Vec<i32> = done.attempt_history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![pb::AttemptOutcome::Succeeded as i32]);
+    assert_eq!(done.attempt_history[0].started_at, running.claimed_at);
+    assert!(done.attempt_history[0].finished_at.is_some());
+    owner.shutdown().await;
     svc.shutdown().await;
 }
 
