@@ -355,8 +355,10 @@ pub async fn set_status(conn: &mut PgConnection, id: Uuid, status: Status) -> Re
     Ok(())
 }
 
-/// Connections left `connecting` by OAuth attempts whose states all expired unused: each goes
-/// back to the status it had before (at most `limit` per call), and is returned.
+/// Connections left `connecting` by OAuth attempts whose states all expired: each goes back
+/// to the status it had before (at most `limit` per call), and is returned. A consumed state
+/// counts until it expires too: its callback is exchanging the code with the provider, and
+/// reverting under it logged a connection that then succeeded as abandoned.
 pub async fn revert_abandoned(conn: &mut PgConnection, limit: i64) -> Result<Vec<IntegrationRow>> {
     decoded_all(
         query_rows!(
@@ -368,7 +370,7 @@ pub async fn revert_abandoned(conn: &mut PgConnection, limit: i64) -> Result<Vec
                WHERE c.status = 'connecting' AND NOT EXISTS (
                  SELECT 1 FROM integrations.oauth_states s
                  WHERE s.tenant_id = c.tenant_id AND s.provider = c.provider
-                   AND s.consumed_at IS NULL AND s.expires_at > now())
+                   AND s.expires_at > now())
                LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING ",
             "",

@@ -366,3 +366,49 @@ async fn an_abandoned_oauth_attempt_falls_back_to_the_status_it_left() {
         BTreeSet::from(["pinterest".to_owned(), "shopify".to_owned()])
     );
 }
+
+/// A callback that consumed its state is still exchanging the code with the provider: the
+/// sweep of abandoned attempts must leave its connection alone (it used to revert it, and a
+/// connection that then succeeded showed as abandoned in the activity).
+#[tokio::test]
+async fn a_callback_in_progress_is_not_taken_for_an_abandoned_attempt() {
+    let stack = Stack::start_with(|mut c| {
+        c.refresh_interval = Duration::from_millis(100);
+        c
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    stack
+        .client()
+        .await
+        .begin_o_auth(request(
+            BeginOAuthRequest {
+                provider: "shopify".into(),
+                shop: SHOP.into(),
+                redirect_uri: String::new(),
+            },
+            &user(tenant),
+        ))
+        .await
+        .unwrap();
+    // The callback has consumed the state and waits on the provider.
+    sqlx::query("UPDATE integrations.oauth_states SET consumed_at = now() WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&stack.db.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        status(&stack, tenant, "shopify").await.status,
+        IntegrationStatus::Pending as i32,
+        "still connecting while the callback runs"
+    );
+    let abandoned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM integrations.activity WHERE action = 'connection_abandoned' AND tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&stack.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(abandoned, 0);
+}
