@@ -47,6 +47,14 @@ async fn outbox_rows(h: &Harness) -> i64 {
         .unwrap()
 }
 
+/// Waits until `id` is claimed and dispatched.
+async fn wait_processing(h: &Harness, id: &str) {
+    haven_testkit::wait_for("the item's dispatch", T, || async {
+        (row(h, id).await.0 == "processing").then_some(())
+    })
+    .await;
+}
+
 async fn attempt_outcome(h: &Harness, id: &str, attempt: i32) -> Option<String> {
     sqlx::query_scalar(
         "SELECT outcome FROM retry.retry_attempts WHERE item_id = $1::uuid AND attempt = $2",
@@ -155,10 +163,7 @@ async fn a_hung_bus_holds_back_neither_rescue_nor_recovery() {
     let mut client = h.client(&svc, tenant, Role::Service).await;
     // X is dispatched; nobody handles it, so its lease will run out.
     let x = enqueue(&mut client, "test.unowned", 20).await;
-    haven_testkit::wait_for("X's dispatch", T, || async {
-        (row(&h, &x).await.0 == "processing").then_some(())
-    })
-    .await;
+    wait_processing(&h, &x).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     nats.pause();
@@ -249,10 +254,7 @@ async fn cancelling_a_processing_item_closes_its_attempt() {
     let svc = h.start(h.config()).await;
     let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let x = enqueue(&mut client, "test.unowned", 5).await;
-    haven_testkit::wait_for("X's dispatch", T, || async {
-        (row(&h, &x).await.0 == "processing").then_some(())
-    })
-    .await;
+    wait_processing(&h, &x).await;
     // While it runs, its history shows the attempt running, started by its claim.
     let running = client
         .get_retry_item(pb::GetRetryItemRequest { id: x.clone() })
@@ -294,10 +296,7 @@ async fn an_attempt_claimed_by_an_earlier_version_finishes_in_its_row() {
     let svc = h.start(h.config()).await;
     let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
     let x = enqueue(&mut client, "test.upgraded", 5).await;
-    haven_testkit::wait_for("X's dispatch", T, || async {
-        (row(&h, &x).await.0 == "processing").then_some(())
-    })
-    .await;
+    wait_processing(&h, &x).await;
     // The row an earlier version wrote at the claim.
     sqlx::query(
         "INSERT INTO retry.retry_attempts (item_id, attempt, started_at, worker_id)
