@@ -235,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
             run_rss(
                 &pool,
                 &events,
+                &config(),
                 &db_url,
                 &nats.url(),
                 args.rss_items,
@@ -414,10 +415,12 @@ struct Rss {
 
 /// Starts the release `haven-retry` as a process of its own (the in-process replicas have
 /// stopped), so that its peak RSS is the service's alone, and drains `small` then `big`
-/// pending items through it. VmHWM only grows, so the second reading covers both.
+/// pending items through it, with the in-process replicas' settings (`config`). VmHWM only
+/// grows, so the second reading covers both.
 async fn run_rss(
     pool: &PgPool,
     events: &Resolutions,
+    config: &haven_retry::Config,
     db_url: &str,
     nats_url: &str,
     small: u64,
@@ -430,9 +433,15 @@ async fn run_rss(
         .env("HAVEN_LOG", "warn")
         .env("HAVEN_RETRY_ADDR", haven_bench::free_addr()?)
         .env("HAVEN_RETRY_METRICS_ADDR", "127.0.0.1:0")
-        .env("HAVEN_RETRY_CLAIM_BATCH", "512")
-        .env("HAVEN_RETRY_MAX_IN_FLIGHT", "20000")
-        .env("HAVEN_DATABASE_MAX_CONNECTIONS", "20")
+        .env("HAVEN_RETRY_CLAIM_BATCH", config.claim_batch.to_string())
+        .env(
+            "HAVEN_RETRY_MAX_IN_FLIGHT",
+            config.max_in_flight.to_string(),
+        )
+        .env(
+            "HAVEN_DATABASE_MAX_CONNECTIONS",
+            config.common.db.max_connections.to_string(),
+        )
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("start haven-retry (build it with --release)")?;
