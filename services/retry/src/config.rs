@@ -30,6 +30,8 @@ pub struct Config {
     #[arg(long, env = "HAVEN_RETRY_CLAIM_BATCH", default_value_t = 256)]
     pub claim_batch: i64,
     /// Most items leased at once across replicas; dispatch pauses beyond it (0: no limit).
+    /// When leases expire unanswered, each dispatcher keeps fewer (what owners finished in a
+    /// lease) and grows back to this after leases pass without expiry.
     #[arg(long, env = "HAVEN_RETRY_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: i64,
     /// Most items one tenant may hold leased at once (0: no per-tenant limit); claiming also

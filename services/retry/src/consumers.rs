@@ -17,6 +17,7 @@ use crate::batch::Batcher;
 use crate::model::ItemRow;
 use crate::store::{Applied, NewItem, Outcome as AttemptOutcome, ResultIn, Store};
 use crate::validate;
+use crate::window::Window;
 
 /// Most items in one enqueue or result batch.
 const BATCH: usize = 512;
@@ -40,22 +41,30 @@ pub fn enqueue_batcher(store: Store) -> EnqueueBatcher {
 
 /// Applies results in batches; the store writes the lifecycle events of what finished to
 /// the outbox in the same transaction.
-pub fn result_batcher(store: Store, wake: Arc<Notify>) -> Batcher<ResultIn, ()> {
+pub fn result_batcher(
+    store: Store,
+    wake: Arc<Notify>,
+    window: Arc<Window>,
+) -> Batcher<ResultIn, ()> {
     Batcher::spawn(BATCH, IN_FLIGHT, move |results: Vec<ResultIn>| {
         let store = store.clone();
         let wake = wake.clone();
+        let window = window.clone();
         async move {
             let applied = store
                 .apply_results(&results)
                 .await
                 .map_err(|e| e.to_string())?;
-            let stale = applied
-                .iter()
-                .filter(|a| match a {
-                    Applied::Stale => true,
-                    Applied::Transition(_) | Applied::Replayed => false,
-                })
-                .count() as u64;
+            let (mut finished, mut stale) = (0, 0u64);
+            for a in &applied {
+                match a {
+                    Applied::Transition(_) => finished += 1,
+                    Applied::Stale => stale += 1,
+                    Applied::Replayed => {}
+                }
+            }
+            // What owners finished within their leases sizes the in-flight window.
+            window.finished(finished, tokio::time::Instant::now());
             metrics::counter!("haven_retry_results_total").increment(results.len() as u64);
             if stale > 0 {
                 metrics::counter!("haven_retry_stale_results_total").increment(stale);

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::ItemRow;
 use crate::store::{NOTIFY_CHANNEL, Store};
+use crate::window::Window;
 
 /// The longest the dispatcher or the rescue sleeps without being woken: a safety net for a
 /// missed notification (a row written by hand) or a clock jump.
@@ -45,7 +46,8 @@ pub struct Dispatcher {
     pub bus: Bus,
     pub worker_id: String,
     pub batch: i64,
-    pub max_in_flight: i64,
+    /// Most leases standing at once across replicas, adapted to the owners.
+    pub window: Arc<Window>,
     /// Most leases one tenant may hold (0: no limit).
     pub max_in_flight_per_tenant: i64,
     /// Poked when work may be due: by NOTIFY, and by this process's result handling.
@@ -65,6 +67,7 @@ impl Dispatcher {
         let rescue = Rescue {
             store: self.store.clone(),
             wake: self.wake.clone(),
+            window: self.window.clone(),
         };
         tokio::spawn(rescue.run(token.clone()));
         let mut publishing = JoinSet::new();
@@ -133,12 +136,13 @@ impl Dispatcher {
         while publishing.len() >= PUBLISHING_AHEAD {
             settle(publishing.join_next().await, unconfirmed)?;
         }
+        let max_in_flight = self.window.limit(Instant::now());
         let claimed = self
             .store
             .claim(
                 &self.worker_id,
                 self.batch,
-                self.max_in_flight,
+                max_in_flight,
                 self.max_in_flight_per_tenant,
             )
             .await
@@ -171,10 +175,10 @@ impl Dispatcher {
         }
         // Due but not claimable: owners are behind (the in-flight cap; results wake us), the
         // tenant is at its cap, or another replica is claiming it.
-        if self.max_in_flight > 0
+        if max_in_flight > 0
             && self
                 .store
-                .at_capacity(self.max_in_flight)
+                .at_capacity(max_in_flight)
                 .await
                 .map_err(|e| e.to_string())?
         {
@@ -330,6 +334,8 @@ struct Rescue {
     store: Store,
     /// The dispatcher's: rescued items are due again.
     wake: Arc<Notify>,
+    /// Expiries mean owners are behind: the window is cut.
+    window: Arc<Window>,
 }
 
 impl Rescue {
@@ -363,6 +369,7 @@ impl Rescue {
             }
             tracing::warn!(count = rescued.len(), "rescued items whose lease expired");
             metrics::counter!("haven_retry_lease_expired_total").increment(rescued.len() as u64);
+            self.window.expired(rescued.len(), Instant::now());
             self.wake.notify_one();
             if (rescued.len() as i64) < RESCUE_BATCH {
                 break;

@@ -15,6 +15,7 @@ mod machine;
 mod model;
 mod store;
 mod validate;
+mod window;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,8 +85,13 @@ pub async fn serve(
         config.max_pending_per_tenant,
     ));
     let wake = Arc::new(Notify::new());
+    let window = Arc::new(window::Window::new(
+        config.max_in_flight,
+        config.claim_batch,
+        config.lease,
+    ));
     let enqueue = consumers::enqueue_batcher(store.clone());
-    let results = consumers::result_batcher(store.clone(), wake.clone());
+    let results = consumers::result_batcher(store.clone(), wake.clone(), window.clone());
     consumers::spawn(
         base.bus.clone(),
         enqueue.clone(),
@@ -101,7 +107,7 @@ pub async fn serve(
         bus: base.bus.clone(),
         worker_id,
         batch: config.claim_batch,
-        max_in_flight: config.max_in_flight,
+        window,
         max_in_flight_per_tenant: config.max_in_flight_per_tenant,
         wake,
     };

@@ -370,3 +370,51 @@ async fn the_in_flight_cap_holds_across_replicas() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Owners a tenth as fast as the claims: a thousand items leased at once for a second each,
+/// an owner finishing about a hundred a second. Every dispatch but the first hundred used to
+/// expire in the owner's stream before it ran, and again on each rescue, until the items
+/// failed without having run. The in-flight window is cut to what the owner finishes in a
+/// lease, so every item resolves within its five attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_slower_than_the_claims_get_fewer_leases_not_failed_items() {
+    const N: i32 = 1_000;
+    let h = Harness::new().await;
+    let mut config = h.config();
+    config.lease = Duration::from_secs(1);
+    config.claim_batch = 16;
+    config.max_in_flight_per_tenant = 0;
+    let svc = h.start(config).await;
+    backlog(&h, Uuid::new_v4(), "test.behind", N).await;
+    let owner = h.owner_with("test.behind", 2, |_d| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let counts = loop {
+        let counts = h.status_counts().await;
+        let done = ["resolved", "failed"]
+            .iter()
+            .map(|s| counts.get(*s).copied().unwrap_or(0))
+            .sum::<i64>();
+        if done == i64::from(N) {
+            break counts;
+        }
+        assert!(Instant::now() < deadline, "not finished: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let expired: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM retry.retry_attempts WHERE outcome = 'lease_expired'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        counts.get("resolved").copied().unwrap_or(0),
+        i64::from(N),
+        "{counts:?}, after {expired} expired leases"
+    );
+    assert_counts_match(&h).await;
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
