@@ -143,9 +143,30 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by a test harness); then our
             // handle renders only what this recorder saw, which is still well-formed.
             let _ = metrics::set_global_recorder(recorder);
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets on a thread of its own. The recorder keeps
+/// every sample until an upkeep, which otherwise only a scrape runs: a retry service nobody
+/// scraped kept one sample per dispatched item (8 bytes and more each) for as long as it ran.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep; histograms are folded only when /metrics is scraped");
+    }
 }
 
 /// An axum router serving `GET /metrics` in the Prometheus text format.
