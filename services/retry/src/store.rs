@@ -369,20 +369,23 @@ impl Store {
         max_leases: i64,
         per_tenant_leases: i64,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let mut tx = self.pool.begin().await?;
         // A claim's commit does not wait for the disk. A claim lost to a crash of PostgreSQL
         // only makes its items due again, and their next claim repeats the same attempt
         // number, so the bus drops the repeated dispatch (`id:attempt`); a result's commit,
         // which waits, makes the claims before it durable too. So a slow disk (a vacuum's
         // writes) does not hold back dispatching.
-        sqlx::query!("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        if max_leases > 0 {
-            sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
+        //
+        // BEGIN, that setting and the cap's lock go in one simple query: one round trip
+        // instead of three. Alone on the machine each took 0.1-0.2 ms of a small claim's
+        // 1.5-2 ms; under load every round trip waits for the backend to be scheduled.
+        let begin = if max_leases > 0 {
+            format!(
+                "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
+            )
+        } else {
+            "BEGIN; SET LOCAL synchronous_commit = off".to_owned()
+        };
+        let mut tx = self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
         // Tenants take turns: `tenants` lists every tenant with pending items (one index probe
         // each), `candidates` takes each one's due items oldest first, numbered, and keeps the
         // first `limit` by turn, so every tenant's first due item comes before any tenant's
