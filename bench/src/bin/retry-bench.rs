@@ -69,6 +69,17 @@ fn humantime_parse(s: &str) -> Result<Duration, String> {
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 
+/// p50, p99, p99.9 and max of sorted, non-empty latencies (ms).
+fn percentiles(sorted: &[f64]) -> String {
+    format!(
+        "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1}",
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.99),
+        percentile(sorted, 0.999),
+        sorted[sorted.len() - 1]
+    )
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -309,24 +320,12 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{:<46} {:>14}",
             format!("due→dispatch latency, {} samples (ms)", lat.len()),
-            format!(
-                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1}",
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99),
-                percentile(&lat, 0.999),
-                lat[lat.len() - 1]
-            )
+            percentiles(&lat)
         );
         println!(
             "{:<46} {:>14}",
             "  of which due→published by the dispatcher (ms)",
-            format!(
-                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1}",
-                percentile(&to_publish, 0.5),
-                percentile(&to_publish, 0.99),
-                percentile(&to_publish, 0.999),
-                to_publish[to_publish.len() - 1]
-            )
+            percentiles(&to_publish)
         );
     }
     println!(
@@ -396,13 +395,7 @@ async fn main() -> anyhow::Result<()> {
         haven_bench::summary(
             "retry",
             "due→dispatch latency",
-            &format!(
-                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms",
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99),
-                percentile(&lat, 0.999),
-                lat[lat.len() - 1]
-            ),
+            &format!("{} ms", percentiles(&lat)),
             "-",
             "-",
         );
