@@ -19,9 +19,9 @@ use tokio::time::Instant;
 pub struct Window {
     /// The configured cap; 0 means no cap and no adaptation.
     max: i64,
-    /// The least cut and growth step: one claim batch. Lower would burn fewer attempts
-    /// while an owner is down, but after a bus outage (nothing finished) it would take
-    /// many leases to grow back.
+    /// The least cut (unless the cap is lower) and growth step: one claim batch. Lower
+    /// would burn fewer attempts while an owner is down, but after a bus outage (nothing
+    /// finished) it would take many leases to grow back.
     batch: i64,
     lease: Duration,
     state: Mutex<State>,
@@ -105,7 +105,7 @@ impl Window {
         }
         let done = s.done_now.max(s.done_before);
         let before = s.limit;
-        s.limit = (s.limit / 2).min(done).max(self.batch);
+        s.limit = (s.limit / 2).min(done).max(self.batch).min(self.max);
         s.cut_at = Some(now);
         metrics::gauge!("haven_retry_in_flight_window").set(s.limit as f64);
         tracing::warn!(
@@ -196,6 +196,15 @@ mod tests {
         w.finished(300, t0 + Duration::from_secs(25));
         w.expired(1, t0 + Duration::from_secs(26));
         assert_eq!(w.limit(t0 + Duration::from_secs(26)), 300);
+    }
+
+    #[test]
+    fn a_cap_below_one_batch_is_never_exceeded() {
+        let t0 = Instant::now();
+        let w = Window::new(8, 256, LEASE);
+        w.expired(8, t0);
+        assert_eq!(w.limit(t0), 8);
+        assert_eq!(w.limit(t0 + LEASE * 3), 8);
     }
 
     #[test]
