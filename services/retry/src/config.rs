@@ -29,6 +29,11 @@ pub struct Config {
     /// Items claimed per round.
     #[arg(long, env = "HAVEN_RETRY_CLAIM_BATCH", default_value_t = 256)]
     pub claim_batch: i64,
+    /// How far ahead of its due time an item may be claimed; it is published when it falls
+    /// due, never before, so a claim's own time (a few milliseconds on a busy database) does
+    /// not make it late. `0s`: claim only what is due.
+    #[arg(long, env = "HAVEN_RETRY_CLAIM_AHEAD", default_value = "25ms", value_parser = humantime::parse_duration)]
+    pub claim_ahead: Duration,
     /// Most items leased at once across replicas; dispatch pauses beyond it (0: no limit).
     /// When leases expire unanswered, each dispatcher keeps fewer (what owners finished in a
     /// lease) and grows back to this after leases pass without expiry.
@@ -80,6 +85,7 @@ impl Config {
             worker_id: None,
             lease: Duration::from_secs(60),
             claim_batch: 256,
+            claim_ahead: Duration::from_millis(25),
             max_in_flight: 10_000,
             max_in_flight_per_tenant: 2_000,
             max_pending_per_tenant: 100_000,

@@ -6,6 +6,10 @@
 //! so an item due now is dispatched within milliseconds, without polling. Due times are read
 //! with the database's clock, the one that wrote them.
 //!
+//! It wakes a little before ([`Dispatcher::ahead`]) and claims what falls due by then, and
+//! publishes each claimed item when it falls due: a claim takes a few milliseconds on a busy
+//! database, which would otherwise be added to every scheduled item's lateness.
+//!
 //! A claim is given back only when its dispatch was certainly not stored. When the bus does
 //! not answer in time the dispatch may still be stored (the client sends its buffer after a
 //! reconnect), so the claim is kept and the same `id:attempt` is published again until the
@@ -46,6 +50,8 @@ pub struct Dispatcher {
     pub bus: Bus,
     pub worker_id: String,
     pub batch: i64,
+    /// How far ahead of their due time items are claimed.
+    pub ahead: Duration,
     /// Most leases standing at once across replicas, adapted to the owners.
     pub window: Arc<Window>,
     /// Most leases one tenant may hold (0: no limit).
@@ -70,14 +76,16 @@ impl Dispatcher {
             window: self.window.clone(),
         };
         tokio::spawn(rescue.run(token.clone()));
-        let mut publishing = JoinSet::new();
+        let mut publishing = Publishing::default();
         self.dispatch(&token, &mut publishing).await;
-        // Publishes under way finish (each within PUBLISH_WITHIN), so that a stop does not
-        // leave their claims to the lease rescue.
-        while publishing.join_next().await.is_some() {}
+        // Publishes under way, and those waiting for their items' due times (at most `ahead`
+        // away), finish (each within PUBLISH_WITHIN), so that a stop does not leave their
+        // claims to the lease rescue.
+        while publishing.now.join_next().await.is_some() {}
+        while publishing.scheduled.join_next().await.is_some() {}
     }
 
-    async fn dispatch(&self, token: &CancellationToken, publishing: &mut JoinSet<Published>) {
+    async fn dispatch(&self, token: &CancellationToken, publishing: &mut Publishing) {
         let mut connected = self.bus.connected();
         let mut unconfirmed = Vec::new();
         let mut next_resend = Instant::now();
@@ -135,50 +143,51 @@ impl Dispatcher {
     async fn round(
         &self,
         unconfirmed: &mut Vec<Unconfirmed>,
-        publishing: &mut JoinSet<Published>,
+        publishing: &mut Publishing,
         looked_again: &mut bool,
     ) -> Result<Option<Duration>, String> {
-        while publishing.len() >= PUBLISHING_AHEAD {
-            settle(publishing.join_next().await, unconfirmed)?;
+        while let Some(finished) = publishing.scheduled.try_join_next() {
+            settle(Some(finished), unconfirmed)?;
+        }
+        while publishing.now.len() >= PUBLISHING_AHEAD {
+            settle(publishing.now.join_next().await, unconfirmed)?;
         }
         let max_in_flight = self.window.limit(Instant::now());
-        let claimed = self
+        let claim = self
             .store
             .claim(
                 &self.worker_id,
                 self.batch,
                 max_in_flight,
                 self.max_in_flight_per_tenant,
+                self.ahead,
             )
             .await
             .map_err(|e| e.to_string())?;
-        if !claimed.is_empty() {
+        if !claim.items.is_empty() {
             *looked_again = false;
             let until = Instant::now() + self.store.lease.mul_f64(0.9);
-            let (bus, store) = (self.bus.clone(), self.store.clone());
-            publishing.spawn(async move {
-                let count = claimed.len();
-                let (stored, unclear) = publish(&bus, &store, claimed).await;
-                Published {
-                    count,
-                    stored,
-                    unclear,
-                    until,
-                }
-            });
+            let (due, later) = due_groups(claim.items, claim.begun, Utc::now());
+            if !due.is_empty() {
+                publishing.now.spawn(self.publish_at(vec![due], until));
+            }
+            if !later.is_empty() {
+                publishing.scheduled.spawn(self.publish_at(later, until));
+            }
             return Ok(None);
         }
         // Nothing to claim: what is being published settles first (a refused dispatch is
-        // due again at once).
-        while !publishing.is_empty() {
-            settle(publishing.join_next().await, unconfirmed)?;
+        // due again at once). Those waiting for their due time wake the dispatcher
+        // themselves if the bus refuses them.
+        while !publishing.now.is_empty() {
+            settle(publishing.now.join_next().await, unconfirmed)?;
         }
         let Some(due_in) = self.store.next_due_in().await.map_err(|e| e.to_string())? else {
             return Ok(Some(MAX_SLEEP));
         };
-        if !due_in.is_zero() {
+        if due_in > self.ahead {
             *looked_again = false;
-            return Ok(Some(due_in.min(MAX_SLEEP)));
+            return Ok(Some((due_in - self.ahead).min(MAX_SLEEP)));
         }
         // Due now, though the claim took nothing: it may have fallen due while the claim
         // ran (the claim's `now()` is older than this look's). One more claim at once,
@@ -202,6 +211,38 @@ impl Dispatcher {
         Ok(Some(Duration::from_millis(20)))
     }
 
+    /// Publishes each group when it falls due; the groups' publishes overlap, so a slow
+    /// acknowledgement does not hold back the next group.
+    fn publish_at(
+        &self,
+        groups: Vec<DueGroup>,
+        until: Instant,
+    ) -> impl Future<Output = Published> + Send + 'static {
+        let (bus, store, wake) = (self.bus.clone(), self.store.clone(), self.wake.clone());
+        async move {
+            let count = groups.iter().map(|g| g.items.len()).sum();
+            let results = futures::future::join_all(groups.into_iter().map(|group| {
+                let (bus, store, wake) = (&bus, &store, &wake);
+                async move {
+                    tokio::time::sleep_until(group.at).await;
+                    publish(bus, store, wake, group.items).await
+                }
+            }))
+            .await;
+            let mut published = Published {
+                count,
+                stored: 0,
+                unclear: Vec::new(),
+                until,
+            };
+            for (stored, unclear) in results {
+                published.stored += stored;
+                published.unclear.extend(unclear);
+            }
+            published
+        }
+    }
+
     /// Publishes the dispatches still unanswered again, with the same message ids; returns
     /// those still unanswered. Past their lease they are left to the rescue.
     async fn resend(&self, unconfirmed: Vec<Unconfirmed>) -> Vec<Unconfirmed> {
@@ -220,7 +261,13 @@ impl Dispatcher {
         let (stored, unclear) = publish(
             &self.bus,
             &self.store,
-            live.into_iter().map(|u| u.item).collect(),
+            &self.wake,
+            live.into_iter()
+                .map(|u| Due {
+                    item: u.item,
+                    at: now,
+                })
+                .collect(),
         )
         .await;
         if stored > 0 {
@@ -237,10 +284,95 @@ impl Dispatcher {
     }
 }
 
-/// Publishes claimed items. Those certainly not stored are given back at once; returns
-/// how many were stored and the items whose fate is unknown.
-async fn publish(bus: &Bus, store: &Store, claimed: Vec<ItemRow>) -> (usize, Vec<ItemRow>) {
+/// Claimed items that fall due together.
+struct DueGroup {
+    /// When the last of them falls due, by this process's clock.
+    at: Instant,
+    items: Vec<Due>,
+}
+
+/// A claimed item and when it falls due by this process's clock.
+struct Due {
+    item: ItemRow,
+    at: Instant,
+}
+
+/// Items due within this of each other are published together: the timer's resolution.
+const GROUP_WITHIN: Duration = Duration::from_millis(1);
+
+/// Splits a claim into the items already due and groups of those falling due later, in due
+/// order. Due times are the database's, reckoned from the claim's `now()` (`claimed_at`) to
+/// `begun`, which is no earlier; `wall_now` stands in if `claimed_at` is missing.
+fn due_groups(
+    items: Vec<ItemRow>,
+    begun: Instant,
+    wall_now: chrono::DateTime<Utc>,
+) -> (DueGroup, Vec<DueGroup>) {
+    let mut items: Vec<Due> = items
+        .into_iter()
+        .map(|item| {
+            let db_now = item.claimed_at.unwrap_or(wall_now);
+            let at = match (item.next_retry_at - db_now).to_std() {
+                Ok(wait) => begun + wait,
+                // Already due: by how long, for the lag it is published with.
+                Err(_) => (db_now - item.next_retry_at)
+                    .to_std()
+                    .ok()
+                    .and_then(|late| begun.checked_sub(late))
+                    .unwrap_or(begun),
+            };
+            Due { item, at }
+        })
+        .collect();
+    items.sort_by_key(|d| d.at);
+    let split = items.partition_point(|d| d.at <= begun);
+    let later_items = items.split_off(split);
+    let due = DueGroup { at: begun, items };
+    let mut later: Vec<DueGroup> = Vec::new();
+    for d in later_items {
+        match later.last_mut() {
+            Some(group) if d.at <= group.items[0].at + GROUP_WITHIN => {
+                group.at = d.at;
+                group.items.push(d);
+            }
+            _ => later.push(DueGroup {
+                at: d.at,
+                items: vec![d],
+            }),
+        }
+    }
+    (due, later)
+}
+
+impl DueGroup {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Claims being published: `now` those due at once (at most [`PUBLISHING_AHEAD`] batches,
+/// which the dispatcher waits for), `scheduled` those waiting for their due time.
+#[derive(Default)]
+struct Publishing {
+    now: JoinSet<Published>,
+    scheduled: JoinSet<Published>,
+}
+
+/// Publishes claimed items. Those certainly not stored are given back at once, and the
+/// dispatcher woken to take them again; returns how many were stored and the items whose
+/// fate is unknown.
+async fn publish(
+    bus: &Bus,
+    store: &Store,
+    wake: &Notify,
+    claimed: Vec<Due>,
+) -> (usize, Vec<ItemRow>) {
     let now = Utc::now();
+    let published_at = Instant::now();
+    let (claimed, lags): (Vec<ItemRow>, Vec<Duration>) = claimed
+        .into_iter()
+        .map(|d| (d.item, published_at.saturating_duration_since(d.at)))
+        .unzip();
     let messages = claimed
         .iter()
         .map(|item| {
@@ -269,18 +401,11 @@ async fn publish(bus: &Bus, store: &Store, claimed: Vec<ItemRow>) -> (usize, Vec
     let mut refused = Vec::new();
     let mut unclear = Vec::new();
     let (mut refused_reason, mut unclear_reason) = (None, None);
-    for (item, fate) in claimed.into_iter().zip(fates) {
+    for ((item, fate), lag) in claimed.into_iter().zip(fates).zip(lags) {
         match fate {
             Fate::Stored => {
                 stored += 1;
-                // Lag as claimed: both times are the database's.
-                if let Some(claimed_at) = item.claimed_at {
-                    let lag = (claimed_at - item.next_retry_at)
-                        .to_std()
-                        .unwrap_or(Duration::ZERO);
-                    metrics::histogram!("haven_retry_dispatch_lag_seconds")
-                        .record(lag.as_secs_f64());
-                }
+                metrics::histogram!("haven_retry_dispatch_lag_seconds").record(lag.as_secs_f64());
             }
             Fate::Refused(reason) => {
                 refused_reason.get_or_insert((item.id, reason));
@@ -302,8 +427,11 @@ async fn publish(bus: &Bus, store: &Store, claimed: Vec<ItemRow>) -> (usize, Vec
     metrics::counter!("haven_retry_dispatched_total").increment(stored as u64);
     if !refused.is_empty() {
         // If even this fails, the lease expiry rescues them.
-        if let Err(e) = store.unclaim(&refused).await {
-            tracing::warn!(error = %e, "cannot give back refused claims; their leases will expire");
+        match store.unclaim(&refused).await {
+            Ok(()) => wake.notify_one(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot give back refused claims; their leases will expire")
+            }
         }
     }
     (stored, unclear)
@@ -440,4 +568,93 @@ fn spawn_listener(pool: sqlx::PgPool, wake: Arc<Notify>, token: CancellationToke
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::Status;
+    use chrono::{DateTime, TimeDelta};
+    use uuid::Uuid;
+
+    /// An item claimed at `claimed_at`, due `due_in` ms after it (negative: overdue).
+    fn claimed(claimed_at: DateTime<Utc>, due_in: i64) -> ItemRow {
+        ItemRow {
+            id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+            user_id: None,
+            operation_type: "test.op".into(),
+            payload: "{}".into(),
+            status: Status::Processing,
+            attempts: 1,
+            max_attempts: 5,
+            last_error: None,
+            next_retry_at: claimed_at + TimeDelta::milliseconds(due_in),
+            worker_id: Some("w".into()),
+            claimed_at: Some(claimed_at),
+            lease_expires_at: None,
+            reference_id: None,
+            reference_table: None,
+            idempotency_key: None,
+            source_msg_id: None,
+            created_at: claimed_at,
+            updated_at: claimed_at,
+            resolved_at: None,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn overdue_items_go_at_once_and_later_ones_at_their_due_time() {
+        let db_now = Utc::now();
+        let begun = Instant::now();
+        let items = [15, -30, 0, 4, 4, 5, -1]
+            .into_iter()
+            .map(|due_in| claimed(db_now, due_in))
+            .collect();
+        let (due, later) = due_groups(items, begun, db_now);
+        assert_eq!(due.at, begun);
+        assert_eq!(due.items.len(), 3, "the overdue and the one due now");
+        // The most overdue first; its lag counts from its due time.
+        assert_eq!(due.items[0].at, begun - ms(30));
+        let groups: Vec<(Duration, usize)> = later
+            .iter()
+            .map(|g| (g.at - begun, g.items.len()))
+            .collect();
+        // 4, 4 and 5 ms are one group, sent when its last falls due; 15 ms is its own.
+        assert_eq!(groups, vec![(ms(5), 3), (ms(15), 1)]);
+        for group in &later {
+            assert!(group.items.iter().all(|d| d.at <= group.at), "never early");
+        }
+    }
+
+    #[test]
+    fn a_group_spans_at_most_the_timer_resolution() {
+        let db_now = Utc::now();
+        let begun = Instant::now();
+        let items = (1..=10).map(|i| claimed(db_now, i)).collect();
+        let (due, later) = due_groups(items, begun, db_now);
+        assert!(due.is_empty());
+        for group in &later {
+            let first = group.items[0].at;
+            assert!(group.at - first <= GROUP_WITHIN);
+        }
+        assert_eq!(later.iter().map(|g| g.items.len()).sum::<usize>(), 10);
+    }
+
+    #[test]
+    fn without_the_claims_clock_the_service_clock_stands_in() {
+        let db_now = Utc::now();
+        let begun = Instant::now();
+        let mut item = claimed(db_now, 50);
+        item.claimed_at = None;
+        let (due, later) = due_groups(vec![item], begun, db_now + TimeDelta::milliseconds(20));
+        assert!(due.is_empty());
+        assert_eq!(later[0].at, begun + ms(30));
+    }
 }

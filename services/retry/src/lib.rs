@@ -19,6 +19,7 @@ mod window;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use haven_proto::retry::v1::retry_service_server::RetryServiceServer;
 use haven_server::{Base, ServiceSpec, StartError};
@@ -39,6 +40,10 @@ pub enum RetryError {
     Config(String),
 }
 
+/// The longest [`Config::claim_ahead`]: enough to cover a slow claim, short enough that the
+/// lease an early claim starts is not noticeably shorter.
+const MAX_CLAIM_AHEAD: Duration = Duration::from_secs(1);
+
 /// Runs the service on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     config: Config,
@@ -55,6 +60,11 @@ pub async fn serve(
         return Err(RetryError::Config(format!(
             "HAVEN_RETRY_LEASE must be above 0 and at most {:?} (owners' consumers wait that long for an ack)",
             haven_retry_client::MAX_LEASE
+        )));
+    }
+    if config.claim_ahead > MAX_CLAIM_AHEAD {
+        return Err(RetryError::Config(format!(
+            "HAVEN_RETRY_CLAIM_AHEAD must be at most {MAX_CLAIM_AHEAD:?}: a claim's lease runs while it waits"
         )));
     }
     let types = admission::OperationTypes::parse(&config.operation_types)
@@ -107,6 +117,7 @@ pub async fn serve(
         bus: base.bus.clone(),
         worker_id,
         batch: config.claim_batch,
+        ahead: config.claim_ahead,
         window,
         max_in_flight_per_tenant: config.max_in_flight_per_tenant,
         wake,

@@ -169,6 +169,14 @@ impl Command {
     }
 }
 
+/// Items one claim took.
+pub struct Claim {
+    pub items: Vec<ItemRow>,
+    /// This process's clock just after the claim's transaction began, so no earlier than its
+    /// `now()` (each item's `claimed_at`): a due time reckoned from here is never early.
+    pub begun: tokio::time::Instant,
+}
+
 /// What became of a result.
 #[derive(Clone, Debug)]
 pub enum Applied {
@@ -362,13 +370,18 @@ impl Store {
     /// claim). So the candidates are locked by primary key alone and their status checked on
     /// the locked row, and `turn` counts in ROWS mode: in the default RANGE mode PostgreSQL 15
     /// reads every peer of the current row, every due item of a bulk enqueue sharing one time.
+    ///
+    /// Items falling due within `ahead` are claimed too (their lease runs from their due
+    /// time); the caller publishes each when it falls due, which [`Claim::begun`] lets it
+    /// reckon by its own clock.
     pub async fn claim(
         &self,
         worker: &str,
         limit: i64,
         max_leases: i64,
         per_tenant_leases: i64,
-    ) -> Result<Vec<ItemRow>, StoreError> {
+        ahead: Duration,
+    ) -> Result<Claim, StoreError> {
         // A claim's commit does not wait for the disk. A claim lost to a crash of PostgreSQL
         // only makes its items due again, and their next claim repeats the same attempt
         // number, so the bus drops the repeated dispatch (`id:attempt`); a result's commit,
@@ -386,6 +399,8 @@ impl Store {
             "BEGIN; SET LOCAL synchronous_commit = off".to_owned()
         };
         let mut tx = self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+        // The transaction's `now()` (each item's `claimed_at`) was taken before this.
+        let begun = tokio::time::Instant::now();
         // Tenants take turns: `tenants` lists every tenant with pending items (one index probe
         // each), `candidates` takes each one's due items oldest first, numbered, and keeps the
         // first `limit` by turn, so every tenant's first due item comes before any tenant's
@@ -415,7 +430,8 @@ impl Store {
                  SELECT c.id FROM tenants t CROSS JOIN LATERAL (
                      SELECT r.id, r.next_retry_at, row_number() OVER (ORDER BY r.next_retry_at ROWS UNBOUNDED PRECEDING) AS turn
                      FROM retry.retry_items r
-                     WHERE r.tenant_id = t.tenant_id AND r.status = 'pending' AND r.next_retry_at <= now()
+                     WHERE r.tenant_id = t.tenant_id AND r.status = 'pending'
+                       AND r.next_retry_at <= now() + $6::bigint * interval '1 millisecond'
                      ORDER BY r.next_retry_at
                      LIMIT CASE WHEN $4::bigint = 0 THEN $2::bigint ELSE GREATEST(0, LEAST($2::bigint, ($4::bigint - coalesce(
                          (SELECT h.n FROM held h WHERE h.tenant_id = t.tenant_id), 0))::bigint)) END
@@ -432,7 +448,8 @@ impl Store {
              ), claimed AS (
                  UPDATE retry.retry_items r
                  SET status = 'processing', attempts = r.attempts + 1, worker_id = $1, claimed_at = now(),
-                     lease_expires_at = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+                     lease_expires_at = GREATEST(now(), r.next_retry_at) + $3::bigint * interval '1 millisecond',
+                     updated_at = now()
                  FROM due WHERE r.id = due.id AND due.status = 'pending'
                  RETURNING ",
             // The attempt's row is written once, when it ends; until then the item itself
@@ -445,11 +462,15 @@ impl Store {
             i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
             per_tenant_leases,
             max_leases,
+            i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(claimed)
+        Ok(Claim {
+            items: claimed,
+            begun,
+        })
     }
 
     /// How many items `tenant` has pending, counted up to `cap` (so the count costs at most

@@ -335,6 +335,84 @@ async fn retry_now_makes_a_waiting_item_due_at_once() {
     svc.shutdown().await;
 }
 
+/// Items are claimed a little ahead of their due time (`claim_ahead`) but published only
+/// once due: never early, and their lease runs from the due time, not the claim.
+#[tokio::test]
+async fn scheduled_items_are_dispatched_when_due_and_never_before() {
+    let h = Harness::new().await;
+    let mut config = h.config();
+    config.claim_ahead = Duration::from_millis(200);
+    let svc = h.start(config.clone()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    type Received = Vec<(pb_time::Times, chrono::DateTime<chrono::Utc>)>;
+    let received: Arc<std::sync::Mutex<Received>> = Arc::default();
+    let record = received.clone();
+    let owner = h.owner("test.scheduled", move |d| {
+        let now = chrono::Utc::now();
+        record.lock().unwrap().push((pb_time::Times::of(d), now));
+        Ok(())
+    });
+    let first = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let n = 40;
+    for i in 0..n {
+        let mut req = enqueue_request("test.scheduled", "{}");
+        // Several due in the same millisecond, the rest 7 ms apart: both kinds of group.
+        let due = first + chrono::Duration::milliseconds(7 * (i / 3));
+        req.first_run = Some(pb::enqueue_request::FirstRun::RunAt(
+            haven_proto::time::timestamp(due),
+        ));
+        client.enqueue(req).await.unwrap();
+    }
+    h.wait_status("resolved", n, T).await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), n as usize);
+    for (times, at) in received {
+        assert!(
+            times.dispatched >= times.due,
+            "published {:?} before due {:?}",
+            times.dispatched,
+            times.due
+        );
+        assert!(
+            at >= times.due,
+            "received {at:?} before due {:?}",
+            times.due
+        );
+        let lease = chrono::Duration::from_std(config.lease).unwrap();
+        assert!(
+            times.lease_expires >= times.due + lease,
+            "lease ends {:?}, before due {:?} + the lease",
+            times.lease_expires,
+            times.due
+        );
+    }
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+/// The times a dispatch carries, as chrono times.
+mod pb_time {
+    use haven_proto::events::v1::RetryDispatch;
+
+    #[derive(Clone, Debug)]
+    pub struct Times {
+        pub due: chrono::DateTime<chrono::Utc>,
+        pub dispatched: chrono::DateTime<chrono::Utc>,
+        pub lease_expires: chrono::DateTime<chrono::Utc>,
+    }
+
+    impl Times {
+        pub fn of(d: &RetryDispatch) -> Self {
+            let at = |t| haven_proto::time::from_timestamp(Option::as_ref(t).unwrap()).unwrap();
+            Times {
+                due: at(&d.due_at),
+                dispatched: at(&d.dispatched_at),
+                lease_expires: at(&d.lease_expires_at),
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn cancelled_items_are_never_dispatched() {
     let h = Harness::new().await;
