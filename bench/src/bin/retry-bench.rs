@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use haven_bench::median;
 use haven_bus::{Bus, NatsArgs};
@@ -78,6 +78,40 @@ fn percentiles(sorted: &[f64]) -> String {
         percentile(sorted, 0.999),
         sorted[sorted.len() - 1]
     )
+}
+
+/// One latency run's sorted samples: due → received, and due → published.
+type LatencyRun = (Vec<f64>, Vec<f64>);
+
+/// The latency runs summed up: each percentile's median across runs, and the run with the
+/// highest p99 whole.
+struct LatencyRuns {
+    received: String,
+    published: String,
+    worst: String,
+}
+
+impl LatencyRuns {
+    fn of(runs: &[LatencyRun]) -> Option<Self> {
+        let medians = |pick: fn(&LatencyRun) -> &Vec<f64>| {
+            let at = |p: f64| median(runs.iter().map(|r| percentile(pick(r), p)).collect());
+            format!(
+                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1}",
+                at(0.5),
+                at(0.99),
+                at(0.999),
+                at(1.0)
+            )
+        };
+        let worst = runs
+            .iter()
+            .max_by(|a, b| percentile(&a.0, 0.99).total_cmp(&percentile(&b.0, 0.99)))?;
+        Some(LatencyRuns {
+            received: medians(|r| &r.0),
+            published: medians(|r| &r.1),
+            worst: percentiles(&worst.0),
+        })
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -205,14 +239,40 @@ async fn main() -> anyhow::Result<()> {
         "haven-retry: latency, {} items falling due over {:?} ...",
         args.latency_items, args.latency_spread
     );
-    run_latency(
-        &pool,
-        &bus,
-        &events,
-        args.latency_items,
-        args.latency_spread,
-    )
-    .await?;
+    // One set of samples per run, each sorted: (due → received, due → published).
+    let mut latency_runs: Vec<LatencyRun> = Vec::new();
+    for _ in 0..args.runs {
+        run_latency(
+            &pool,
+            &bus,
+            &events,
+            args.latency_items,
+            args.latency_spread,
+        )
+        .await?;
+        let (mut lat, mut to_publish): (Vec<f64>, Vec<f64>) =
+            std::mem::take(&mut *latencies.lock().unwrap())
+                .into_iter()
+                .unzip();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        to_publish.sort_by(|a, b| a.total_cmp(b));
+        // Every item resolved, so every one was received (a redelivery adds a sample).
+        ensure!(
+            lat.len() as u64 >= args.latency_items,
+            "latency run: {} samples for {} items",
+            lat.len(),
+            args.latency_items
+        );
+        if !lat.is_empty() {
+            println!(
+                "  {} samples: {} ms (due→published {} ms)",
+                lat.len(),
+                percentiles(&lat),
+                percentiles(&to_publish)
+            );
+            latency_runs.push((lat, to_publish));
+        }
+    }
     println!(
         "haven-retry: a second replica on the same PostgreSQL; backlog of {} due items, {} run(s) ...",
         args.items, args.runs
@@ -222,10 +282,6 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs {
         backlog_two.push(run_backlog(&pool, &events, args.items).await?);
     }
-    let (mut lat, mut to_publish): (Vec<f64>, Vec<f64>) =
-        latencies.lock().unwrap().iter().copied().unzip();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    to_publish.sort_by(|a, b| a.total_cmp(b));
     let our_hot = hot_updates(&pool, "retry", "retry_items").await?;
 
     let reference = if args.skip_reference {
@@ -316,16 +372,21 @@ async fn main() -> anyhow::Result<()> {
         "-",
         "-"
     );
-    if !lat.is_empty() {
+    let latency = LatencyRuns::of(&latency_runs);
+    if let Some(l) = &latency {
         println!(
             "{:<46} {:>14}",
-            format!("due→dispatch latency, {} samples (ms)", lat.len()),
-            percentiles(&lat)
+            format!(
+                "due→dispatch latency, {} run(s) of {} (ms)",
+                latency_runs.len(),
+                args.latency_items
+            ),
+            l.received
         );
+        println!("{:<46} {:>14}", "  the worst run (ms)", l.worst);
         println!(
             "{:<46} {:>14}",
-            "  of which due→published by the dispatcher (ms)",
-            percentiles(&to_publish)
+            "  of which due→published by the dispatcher (ms)", l.published
         );
     }
     println!(
@@ -350,10 +411,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "runs: backlog {:?} jobs/s; two replicas {:?} jobs/s; steady {:?} items/s",
+        "runs: backlog {:?} jobs/s; two replicas {:?} jobs/s; steady {:?} items/s; latency p99 {:?} ms",
         rounded(&backlog),
         rounded(&backlog_two),
-        rounded(&steady)
+        rounded(&steady),
+        latency_runs
+            .iter()
+            .map(|(lat, _)| (percentile(lat, 0.99) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
     );
     let worst_backlog = backlog.iter().copied().fold(f64::INFINITY, f64::min);
     let (reference_cell, ratio_cell) = match reference {
@@ -391,11 +456,11 @@ async fn main() -> anyhow::Result<()> {
         "-",
         "-",
     );
-    if !lat.is_empty() {
+    if let Some(l) = &latency {
         haven_bench::summary(
             "retry",
-            "due→dispatch latency",
-            &format!("{} ms", percentiles(&lat)),
+            "due→dispatch latency, medians of the runs",
+            &format!("{} ms (worst run {} ms)", l.received, l.worst),
             "-",
             "-",
         );
@@ -720,6 +785,7 @@ async fn run_latency(
     n: u64,
     spread: Duration,
 ) -> anyhow::Result<()> {
+    clear(pool, events, "bench.latency").await?;
     let tenant = Uuid::new_v4().to_string();
     let first_due = chrono::Utc::now() + chrono::Duration::seconds(2);
     let step = spread.as_micros() as i64 / n.max(1) as i64;
