@@ -42,6 +42,10 @@ struct State {
 impl Window {
     pub fn new(max: i64, batch: i64, lease: Duration) -> Self {
         let now = Instant::now();
+        // Shown from the start, so a dashboard has the cap before the first cut.
+        if max > 0 {
+            metrics::gauge!("haven_retry_in_flight_window").set(max as f64);
+        }
         Window {
             max,
             batch: batch.max(1),
