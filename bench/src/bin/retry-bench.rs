@@ -49,6 +49,9 @@ struct Args {
     /// Skip the graphile-worker reference.
     #[arg(long)]
     skip_reference: bool,
+    /// The replicas' `HAVEN_RETRY_CLAIM_AHEAD` (the service's default unless given).
+    #[arg(long, value_parser = humantime_parse)]
+    claim_ahead: Option<Duration>,
     /// Pending items for the first peak-RSS reading (the `haven-retry` binary, drained alone).
     #[arg(long, default_value_t = 100_000)]
     rss_items: u64,
@@ -145,6 +148,9 @@ async fn main() -> anyhow::Result<()> {
         let mut config =
             haven_retry::Config::for_test(CommonArgs::new(&db_url, &nats.url(), "", SECRET));
         config.claim_batch = 512;
+        if let Some(ahead) = args.claim_ahead {
+            config.claim_ahead = ahead;
+        }
         config.max_in_flight = 20_000;
         config.common.db.max_connections = 20;
         config
@@ -511,6 +517,10 @@ async fn run_rss(
         .env("HAVEN_RETRY_ADDR", haven_bench::free_addr()?)
         .env("HAVEN_RETRY_METRICS_ADDR", "127.0.0.1:0")
         .env("HAVEN_RETRY_CLAIM_BATCH", config.claim_batch.to_string())
+        .env(
+            "HAVEN_RETRY_CLAIM_AHEAD",
+            format!("{}ms", config.claim_ahead.as_millis()),
+        )
         .env(
             "HAVEN_RETRY_MAX_IN_FLIGHT",
             config.max_in_flight.to_string(),
