@@ -40,8 +40,8 @@ pub enum RetryError {
     Config(String),
 }
 
-/// The longest [`Config::claim_ahead`]: enough to cover a slow claim, short enough that the
-/// lease an early claim starts is not noticeably shorter.
+/// The longest [`Config::claim_ahead`]: enough to cover a slow claim, short enough that an
+/// item claimed early is not long out of other replicas' reach (or past a cancel).
 const MAX_CLAIM_AHEAD: Duration = Duration::from_secs(1);
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains.
@@ -64,7 +64,7 @@ pub async fn serve(
     }
     if config.claim_ahead > MAX_CLAIM_AHEAD {
         return Err(RetryError::Config(format!(
-            "HAVEN_RETRY_CLAIM_AHEAD must be at most {MAX_CLAIM_AHEAD:?}: a claim's lease runs while it waits"
+            "HAVEN_RETRY_CLAIM_AHEAD must be at most {MAX_CLAIM_AHEAD:?}: an item claimed ahead waits in one replica's memory until due"
         )));
     }
     let types = admission::OperationTypes::parse(&config.operation_types)
