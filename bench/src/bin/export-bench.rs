@@ -57,6 +57,12 @@ struct Measure {
     ttfb_ms: f64,
 }
 
+/// mimalloc, as a client decoding millions of small messages would pick: with glibc's malloc
+/// the client's allocations took over half of its time decoding StreamRows (perf), which
+/// measured the allocator rather than the rows.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
