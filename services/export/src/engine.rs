@@ -568,21 +568,20 @@ fn typed_row(plan: &Plan, message: &[u8]) -> Result<pb::Row, render::RenderError
     let Some(fields) = bin::fields(message)? else {
         return Ok(pb::Row { values });
     };
-    let mut text = Vec::new();
-    let mut as_text = |write: fn(&[u8], &mut Vec<u8>) -> Result<(), render::RenderError>,
-                       value: &[u8]|
+    // Written straight into the value's own buffer, which becomes its string uncopied.
+    let as_text = |write: fn(&[u8], &mut Vec<u8>) -> Result<(), render::RenderError>,
+                   value: &[u8]|
      -> Result<String, render::RenderError> {
-        text.clear();
+        let mut text = Vec::with_capacity(24);
         write(value, &mut text)?;
-        bin::text(&text)
+        String::from_utf8(text)
+            .map_err(|_| render::RenderError::new("rows", "a value written as non-UTF-8 text"))
     };
     for (field, value) in plan.fields.iter().zip(fields) {
         let kind = match value? {
             None => V::NullValue(0),
             Some(value) => match field.kind {
-                Kind::Text if sql::is_uuid(field) => {
-                    V::StringValue(String::from_utf8_lossy(bin::uuid(value, &mut [0; 36])?).into())
-                }
+                Kind::Text if sql::is_uuid(field) => V::StringValue(bin::uuid_string(value)?),
                 Kind::Text => V::StringValue(bin::text(value)?),
                 Kind::Int => V::Int64Value(i64::from_be_bytes(value.try_into().map_err(|_| {
                     render::RenderError::new("binary COPY", "int8 of the wrong size")
