@@ -1,5 +1,6 @@
 //! export-bench: `orders` CSV at 1M rows through StreamExport (gRPC) and the gateway (HTTP),
-//! beside `psql \copy` of the same columns on the same database, in one run; plus time to
+//! beside `psql \copy` of the same columns on the same database, in one run (psql runs before
+//! and after each of our plain downloads, which is set against the two); plus time to
 //! first byte and the export service's peak RSS at 1M and 5M rows. Then the billing usage
 //! export (CSV and JSON, 1M events) beside `psql \copy` of the same query, with peak RSS at 1M
 //! and 5M, and the brand analytics PDF for 200 agents × 100,000 calls: time and peak RSS.
@@ -159,6 +160,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     run_psql(&db_url, &psql_sql)?;
+    // Ours warmed up too: the service's first export also opens its pool's connections and
+    // grows its buffers, once.
+    run_grpc(&mut client, grpc_request(args.rows)).await?;
+    run_http(&http, &url, &token).await?;
 
     let psql_bytes = psql_output_bytes(&db_url, &psql_sql)?;
     let mut zstd_client = client
@@ -167,12 +172,22 @@ async fn main() -> anyhow::Result<()> {
     let (mut psql, mut grpc, mut gw) = (Vec::new(), Vec::new(), Vec::new());
     let mut typed = Vec::new();
     let (mut grpc_zstd, mut gw_zstd, mut gw_gzip) = (Vec::new(), Vec::new(), Vec::new());
+    // psql runs before and after each of our plain downloads, and each is compared with the
+    // mean of the two around it: this machine's speed drifts within seconds (psql alone read
+    // 371k to 613k rows/s within a minute), so one psql run a few exports earlier measured
+    // the drift as much as either side.
+    let mut around: Vec<[f64; 4]> = Vec::new();
     for run in 0..args.runs {
         println!("run {} of {} ...", run + 1, args.runs);
-        psql.push(run_psql(&db_url, &psql_sql)?);
+        let before = run_psql(&db_url, &psql_sql)?;
         grpc.push(run_grpc(&mut client, grpc_request(args.rows)).await?);
+        let between = run_psql(&db_url, &psql_sql)?;
         gw.push(run_http(&http, &url, &token).await?);
+        let then = run_psql(&db_url, &psql_sql)?;
         typed.push(run_rows(&mut client, grpc_request(args.rows)).await?);
+        let after = run_psql(&db_url, &psql_sql)?;
+        around.push([before, between, then, after]);
+        psql.push((before + between + then + after) / 4.0);
         grpc_zstd.push(run_grpc(&mut zstd_client, grpc_request(args.rows)).await?);
         gw_zstd.push(run_http_encoded(&http, &url, &token, Encoding::Zstd).await?);
         gw_gzip.push(run_http_encoded(&http, &url, &token, Encoding::Gzip).await?);
@@ -190,6 +205,24 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let psql_runs: Vec<f64> = psql.iter().map(|s| args.rows as f64 / s).collect();
+    // The reference of our `k`th plain download in each run: psql's runs on either side.
+    let reference = |k: usize| -> Vec<f64> {
+        around
+            .iter()
+            .map(|p| (args.rows as f64 / p[k] + args.rows as f64 / p[k + 1]) / 2.0)
+            .collect()
+    };
+    let (grpc_ref, gw_ref, typed_ref) = (reference(0), reference(1), reference(2));
+    // Each run's ratio to its own reference: the median and the worst of them.
+    let ratios = |m: &[Measure], refs: &[f64]| -> Vec<f64> {
+        m.iter()
+            .zip(refs)
+            .map(|(m, r)| m.rows as f64 / m.secs / r)
+            .collect()
+    };
+    let ratio = |m: &[Measure], refs: &[f64]| median(ratios(m, refs));
+    let worst =
+        |m: &[Measure], refs: &[f64]| ratios(m, refs).into_iter().fold(f64::INFINITY, f64::min);
     let rss_1m = peak_rss_mib(export.id());
     println!(
         "export of {} rows (gRPC) for peak memory ...",
@@ -201,7 +234,13 @@ async fn main() -> anyhow::Result<()> {
     let rate = |m: &[Measure]| median(m.iter().map(|m| m.rows as f64 / m.secs).collect());
     let mbps = |m: &[Measure]| median(m.iter().map(|m| m.bytes as f64 / m.secs / 1e6).collect());
     let ttfb = |m: &[Measure]| median(m.iter().map(|m| m.ttfb_ms).collect());
-    let psql_rate = median(psql.iter().map(|s| args.rows as f64 / s).collect());
+    let psql_rate = median(
+        around
+            .iter()
+            .flatten()
+            .map(|s| args.rows as f64 / s)
+            .collect(),
+    );
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&pool)
         .await?;
@@ -228,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
         rate(&grpc),
         mbps(&grpc),
         ttfb(&grpc),
-        rate(&grpc) / psql_rate
+        ratio(&grpc, &grpc_ref)
     );
     println!(
         "{:<34} {:>12.0} {:>10.1} {:>10.1} {:>11.2}x",
@@ -236,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
         rate(&gw),
         mbps(&gw),
         ttfb(&gw),
-        rate(&gw) / psql_rate
+        ratio(&gw, &gw_ref)
     );
     println!(
         "{:<34} {:>12.0} {:>10} {:>10.1} {:>11.2}x",
@@ -244,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
         rate(&typed),
         "-",
         ttfb(&typed),
-        rate(&typed) / psql_rate
+        ratio(&typed, &typed_ref)
     );
     println!(
         "export service peak RSS: {rss_1m:.1} MiB after {} rows; {rss_5m:.1} MiB after {} more ({} rows at {:.0} rows/s)",
@@ -253,45 +292,48 @@ async fn main() -> anyhow::Result<()> {
         big.rows,
         big.rows as f64 / big.secs
     );
-    println!("every run (rows/s, and the ratio to psql in the same run):");
-    for (i, psql_rate) in psql_runs.iter().enumerate() {
+    println!(
+        "every run (rows/s; psql before, between and after ours; each of ours against the mean of the psql runs on either side):"
+    );
+    for (i, p) in around.iter().enumerate() {
         let g = grpc[i].rows as f64 / grpc[i].secs;
         let h = gw[i].rows as f64 / gw[i].secs;
         let t = typed[i].rows as f64 / typed[i].secs;
+        let psql_rates = p
+            .map(|s| format!("{:.0}", args.rows as f64 / s))
+            .join(" / ");
         println!(
-            "  run {}: psql {psql_rate:.0}; StreamExport {g:.0} ({:.2}x, TTFB {:.1} ms); gateway {h:.0} ({:.2}x, TTFB {:.1} ms); StreamRows {t:.0} ({:.2}x)",
+            "  run {}: psql {psql_rates}; StreamExport {g:.0} ({:.2}x, TTFB {:.1} ms); gateway {h:.0} ({:.2}x, TTFB {:.1} ms); StreamRows {t:.0} ({:.2}x)",
             i + 1,
-            g / psql_rate,
+            g / grpc_ref[i],
             grpc[i].ttfb_ms,
-            h / psql_rate,
+            h / gw_ref[i],
             gw[i].ttfb_ms,
-            t / psql_rate
+            t / typed_ref[i]
         );
     }
-    let worst = |m: &[Measure]| {
-        m.iter()
-            .zip(&psql_runs)
-            .map(|(m, p)| m.rows as f64 / m.secs / p)
-            .fold(f64::INFINITY, f64::min)
-    };
     println!(
         "  worst run: StreamExport {:.2}x, gateway {:.2}x, StreamRows {:.2}x",
-        worst(&grpc),
-        worst(&gw),
-        worst(&typed)
+        worst(&grpc, &grpc_ref),
+        worst(&gw, &gw_ref),
+        worst(&typed, &typed_ref)
     );
     let psql_cell = format!("{psql_rate:.0} rows/s");
-    for (name, m) in [
-        ("StreamExport, orders CSV", &grpc),
-        ("gateway download, orders CSV", &gw),
-        ("StreamRows, orders, every value decoded", &typed),
+    for (name, m, refs) in [
+        ("StreamExport, orders CSV", &grpc, &grpc_ref),
+        ("gateway download, orders CSV", &gw, &gw_ref),
+        (
+            "StreamRows, orders, every value decoded",
+            &typed,
+            &typed_ref,
+        ),
     ] {
         summary(
             "export",
             name,
             &format!("{:.0} rows/s, TTFB {:.1} ms", rate(m), ttfb(m)),
             &format!("psql \\copy {psql_cell}"),
-            &format!("{:.2}x (worst {:.2}x)", rate(m) / psql_rate, worst(m)),
+            &format!("{:.2}x (worst {:.2}x)", ratio(m, refs), worst(m, refs)),
         );
     }
     summary(
