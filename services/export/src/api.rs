@@ -1,11 +1,19 @@
 //! The gRPC API of the export service. Every call is scoped to the caller's tenant, except
 //! the billing export, which is for platform admins across tenants.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
 use chrono::Utc;
+use futures::StreamExt;
+use futures::future::BoxFuture;
 use haven_auth::principal_of;
 use haven_proto::export::v1 as pb;
-use haven_proto::export::v1::export_service_server::ExportService;
+use haven_proto::export::v1::export_service_server::{ExportService, ExportServiceServer};
 use haven_server::pagination;
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -14,6 +22,7 @@ use crate::engine::{Body, Delivery, Engine, FileJob};
 use crate::error::ExportError;
 use crate::limiter::Permit;
 use crate::plan::{self, Limits};
+use crate::rows::RowsFrame;
 use crate::{billing, catalog, history};
 
 pub struct Api {
@@ -45,9 +54,84 @@ impl Api {
         let permit = self.tenants.acquire(principal.tenant_id)?;
         Ok((plan, permit))
     }
+
+    /// StreamRows as its frames go on the wire.
+    fn open_rows(
+        &self,
+        request: &Request<pb::ExportRequest>,
+    ) -> Result<Delivery<RowsFrame>, Status> {
+        let (plan, permit) = self.start(request, true)?;
+        Ok(self.engine.rows(plan, permit))
+    }
 }
 
 type FileStream = Delivery<pb::StreamExportResponse>;
+type RowsToMessage = fn(Result<RowsFrame, Status>) -> Result<pb::StreamRowsResponse, Status>;
+
+/// The export service as served: the generated server for every method but StreamRows,
+/// whose batches go out as [`crate::rows::BatchWriter`] encoded them.
+#[derive(Clone)]
+pub struct Routes {
+    api: Arc<Api>,
+    server: ExportServiceServer<Api>,
+}
+
+impl Routes {
+    pub fn new(api: Api) -> Routes {
+        let api = Arc::new(api);
+        Routes {
+            server: with_compression(ExportServiceServer::from_arc(api.clone())),
+            api,
+        }
+    }
+}
+
+/// Compressed frames for clients that ask (`grpc-accept-encoding`); others get them plain.
+const COMPRESSION: [CompressionEncoding; 2] =
+    [CompressionEncoding::Zstd, CompressionEncoding::Gzip];
+
+fn with_compression(mut server: ExportServiceServer<Api>) -> ExportServiceServer<Api> {
+    for encoding in COMPRESSION {
+        server = server.accept_compressed(encoding).send_compressed(encoding);
+    }
+    server
+}
+
+/// The one method [`Routes`] serves itself (a test checks it against the generated name).
+const STREAM_ROWS_PATH: &str = "/haven.export.v1.ExportService/StreamRows";
+
+impl NamedService for Routes {
+    const NAME: &'static str = <ExportServiceServer<Api> as NamedService>::NAME;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Routes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != STREAM_ROWS_PATH {
+            return Box::pin(tower::Service::call(&mut self.server, req));
+        }
+        let api = self.api.clone();
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<RowsFrame, pb::ExportRequest>::default();
+            let mut grpc = tonic::server::Grpc::new(codec);
+            for encoding in COMPRESSION {
+                grpc = grpc.accept_compressed(encoding).send_compressed(encoding);
+            }
+            let method = tower::service_fn(move |request: Request<pb::ExportRequest>| {
+                let opened = api.open_rows(&request).map(Response::new);
+                std::future::ready(opened)
+            });
+            Ok(grpc.server_streaming(method, req).await)
+        })
+    }
+}
 
 #[tonic::async_trait]
 impl ExportService for Api {
@@ -62,14 +146,16 @@ impl ExportService for Api {
         Ok(Response::new(pb::ListExportTypesResponse { export_types }))
     }
 
-    type StreamRowsStream = Delivery<pb::StreamRowsResponse>;
+    type StreamRowsStream = futures::stream::Map<Delivery<RowsFrame>, RowsToMessage>;
 
+    /// Served by [`Routes`], which sends the batches as they were encoded; this way (for a
+    /// caller of the trait) decodes them again.
     async fn stream_rows(
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::StreamRowsStream>, Status> {
-        let (plan, permit) = self.start(&request, true)?;
-        Ok(Response::new(self.engine.rows(plan, permit)))
+        let to_message: RowsToMessage = |frame| frame.and_then(RowsFrame::into_message);
+        Ok(Response::new(self.open_rows(&request)?.map(to_message)))
     }
 
     type StreamExportStream = FileStream;
@@ -330,5 +416,16 @@ impl ExportService for Api {
         let principal = principal_of(&request)?;
         crate::schedule::api::delete(&self.engine.pool, &principal, request.get_ref()).await?;
         Ok(Response::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_intercepted_path_is_the_generated_stream_rows() {
+        let name = <ExportServiceServer<Api> as NamedService>::NAME;
+        assert_eq!(STREAM_ROWS_PATH, format!("/{name}/StreamRows"));
     }
 }

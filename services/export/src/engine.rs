@@ -26,12 +26,12 @@ use tonic::Status;
 
 use crate::billing::Billing;
 use crate::brand::{self, BrandReport};
-use crate::catalog::Kind;
 use crate::error::ExportError;
 use crate::history::{self, Ending, Record};
 use crate::limiter::Permit;
 use crate::plan::Plan;
 use crate::render::{self, RowRenderer};
+use crate::rows::{BatchWriter, RowsFrame};
 use crate::sql;
 
 /// Rows gathered into one message when they are ready together.
@@ -479,7 +479,7 @@ impl Engine {
     }
 
     /// Streams `plan` as typed rows: header, batches, trailer.
-    pub fn rows(&self, plan: Plan, permit: Permit) -> Delivery<pb::StreamRowsResponse> {
+    pub fn rows(&self, plan: Plan, permit: Permit) -> Delivery<RowsFrame> {
         self.spawn(plan.record(), permit, |engine, tx| async move {
             let mut sent = Sent::default();
             let outcome = engine.run_rows(&plan, &tx, &mut sent).await;
@@ -490,11 +490,11 @@ impl Engine {
     async fn run_rows(
         &self,
         plan: &Plan,
-        tx: &mpsc::Sender<Result<pb::StreamRowsResponse, Status>>,
+        tx: &mpsc::Sender<Result<RowsFrame, Status>>,
         sent: &mut Sent,
     ) -> Result<(), Stop> {
         use pb::stream_rows_response::Part;
-        let part = |p| pb::StreamRowsResponse { part: Some(p) };
+        let part = |p| RowsFrame::Message(pb::StreamRowsResponse { part: Some(p) });
         let header = pb::RowsHeader {
             export_id: plan.id.to_string(),
             columns: plan
@@ -515,8 +515,10 @@ impl Engine {
         let streamed: Result<(), Stop> = async {
             let copy = running.conn.copy_out_raw(&sql).await?;
             let mut batches = copy.ready_chunks(BATCH_ROWS);
+            // Each batch's buffer is sized by the one before, so it is rarely grown.
+            let mut capacity = 64 * 1024;
             while let Some(batch) = batches.next().await {
-                let mut out = Vec::with_capacity(batch.len());
+                let mut out = BatchWriter::with_capacity(capacity);
                 for row in batch {
                     let row = row?;
                     if !render::pg_binary::carries_tuple(&row) {
@@ -527,11 +529,11 @@ impl Engine {
                         break;
                     }
                     sent.rows += 1;
-                    out.push(typed_row(plan, &row)?);
+                    out.row(&plan.fields, &row)?;
                 }
                 if !out.is_empty() {
-                    self.send(tx, part(Part::Batch(pb::RowBatch { rows: out })))
-                        .await?;
+                    capacity = out.len() + out.len() / 8;
+                    self.send(tx, RowsFrame::Encoded(out.finish())).await?;
                 }
                 if sent.truncated {
                     break;
@@ -558,49 +560,4 @@ impl Engine {
         )
         .await
     }
-}
-
-/// One tuple of the binary COPY as a typed row.
-fn typed_row(plan: &Plan, message: &[u8]) -> Result<pb::Row, render::RenderError> {
-    use crate::render::pg_binary as bin;
-    use pb::value::Kind as V;
-    let mut values = Vec::with_capacity(plan.fields.len());
-    let Some(fields) = bin::fields(message)? else {
-        return Ok(pb::Row { values });
-    };
-    // Written straight into the value's own buffer, which becomes its string uncopied.
-    let as_text = |write: fn(&[u8], &mut Vec<u8>) -> Result<(), render::RenderError>,
-                   value: &[u8]|
-     -> Result<String, render::RenderError> {
-        let mut text = Vec::with_capacity(24);
-        write(value, &mut text)?;
-        String::from_utf8(text)
-            .map_err(|_| render::RenderError::new("rows", "a value written as non-UTF-8 text"))
-    };
-    for (field, value) in plan.fields.iter().zip(fields) {
-        let kind = match value? {
-            None => V::NullValue(0),
-            Some(value) => match field.kind {
-                Kind::Text if sql::is_uuid(field) => V::StringValue(bin::uuid_string(value)?),
-                Kind::Text => V::StringValue(bin::text(value)?),
-                Kind::Int => V::Int64Value(i64::from_be_bytes(value.try_into().map_err(|_| {
-                    render::RenderError::new("binary COPY", "int8 of the wrong size")
-                })?)),
-                Kind::Decimal => V::DecimalValue(as_text(bin::numeric, value)?),
-                Kind::Bool => V::BoolValue(bin::boolean(value)? == b"true"),
-                Kind::Timestamp => {
-                    let micros = bin::unix_micros(value)?.ok_or_else(|| {
-                        render::RenderError::new("rows", "an infinite timestamp has no instant")
-                    })?;
-                    V::TimestampValue(prost_types::Timestamp {
-                        seconds: micros.div_euclid(1_000_000),
-                        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-                    })
-                }
-                Kind::Date => V::DateValue(as_text(bin::date, value)?),
-            },
-        };
-        values.push(pb::Value { kind: Some(kind) });
-    }
-    Ok(pb::Row { values })
 }

@@ -13,6 +13,7 @@ mod integrations;
 mod limiter;
 mod plan;
 mod render;
+mod rows;
 pub mod schedule;
 mod sql;
 mod statistics;
@@ -22,7 +23,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use haven_bus::StreamSpec;
-use haven_proto::export::v1::export_service_server::ExportServiceServer;
 use haven_server::{Base, ServiceSpec, StartError};
 use tokio::net::TcpListener;
 
@@ -31,7 +31,6 @@ pub use plan::Limits;
 pub use statistics::{
     CSV_HEADER as STATISTICS_CSV_HEADER, RETRY_OPERATION as STATISTICS_RETRY_OPERATION,
 };
-use tonic::codec::CompressionEncoding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -205,15 +204,7 @@ pub async fn serve(
     };
     let result = base
         .grpc()
-        .add_service(
-            // Compressed frames for clients that ask (`grpc-accept-encoding`); others get
-            // them plain.
-            ExportServiceServer::new(api)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip),
-        )
+        .add_service(api::Routes::new(api))
         .serve(listener, token.clone())
         .await;
     token.cancel();

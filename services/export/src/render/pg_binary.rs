@@ -245,17 +245,6 @@ pub fn uuid<'a>(value: &[u8], buf: &'a mut [u8; 36]) -> Result<&'a [u8], RenderE
     Ok(id.hyphenated().encode_lower(buf).as_bytes())
 }
 
-/// A `uuid`, hyphenated in lower case, as its own string.
-pub fn uuid_string(value: &[u8]) -> Result<String, RenderError> {
-    let id = uuid::Uuid::from_bytes(array(value, "uuid")?);
-    Ok(id.hyphenated().encode_lower(&mut [0; 36]).to_owned())
-}
-
-/// UTF-8 text (the database's encoding, which the service requires to be UTF-8).
-pub fn text(value: &[u8]) -> Result<String, RenderError> {
-    String::from_utf8(value.to_vec()).map_err(|_| bad("text that is not UTF-8"))
-}
-
 /// A `timestamptz`, in RFC 3339 UTC: `2026-12-01T18:43:15.938201Z`, the fraction trimmed
 /// of trailing zeros and left out when zero, as PostgreSQL writes it.
 pub fn timestamptz(value: &[u8], out: &mut Vec<u8>) -> Result<(), RenderError> {
