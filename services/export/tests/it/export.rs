@@ -15,8 +15,13 @@ async fn rows(
     client: &mut Client,
     req: pb::ExportRequest,
 ) -> (pb::RowsHeader, Vec<pb::Row>, pb::RowsTrailer) {
+    read_rows(client.stream_rows(req).await.unwrap().into_inner()).await
+}
+
+async fn read_rows(
+    mut stream: tonic::Streaming<pb::StreamRowsResponse>,
+) -> (pb::RowsHeader, Vec<pb::Row>, pb::RowsTrailer) {
     use pb::stream_rows_response::Part;
-    let mut stream = client.stream_rows(req).await.unwrap().into_inner();
     let (mut header, mut out, mut trailer) = (None, Vec::new(), None);
     while let Some(msg) = stream.message().await.unwrap() {
         match msg.part.unwrap() {
@@ -810,6 +815,29 @@ async fn joins_never_cross_tenants() {
     s.stop.fire();
 }
 
+/// A client of `tenant` that sends and accepts `encoding`.
+async fn compressing(
+    stack: &Stack,
+    tenant: Uuid,
+    encoding: tonic::codec::CompressionEncoding,
+) -> Client {
+    stack
+        .client(tenant)
+        .await
+        .accept_compressed(encoding)
+        .send_compressed(encoding)
+}
+
+fn assert_compressed<T>(
+    response: &tonic::Response<T>,
+    encoding: tonic::codec::CompressionEncoding,
+) {
+    assert_eq!(
+        response.metadata().get("grpc-encoding").unwrap(),
+        encoding.to_string().as_str()
+    );
+}
+
 /// A gRPC client that accepts zstd gets StreamExport's frames compressed (`grpc-encoding`),
 /// and the file it decodes is the one a plain client gets.
 #[tokio::test]
@@ -827,16 +855,9 @@ async fn stream_export_compresses_for_clients_that_accept_it() {
         .await
         .unwrap();
     for encoding in [CompressionEncoding::Zstd, CompressionEncoding::Gzip] {
-        let mut client = stack
-            .client(tenant)
-            .await
-            .accept_compressed(encoding)
-            .send_compressed(encoding);
+        let mut client = compressing(&stack, tenant, encoding).await;
         let response = client.stream_export(req()).await.unwrap();
-        assert_eq!(
-            response.metadata().get("grpc-encoding").unwrap(),
-            encoding.to_string().as_str()
-        );
+        assert_compressed(&response, encoding);
         let (_, body, summary) = read_file(response.into_inner()).await.unwrap();
         assert_eq!(body, plain);
         assert_eq!(summary.record_count, 2_000);
@@ -863,23 +884,10 @@ async fn stream_rows_compresses_for_clients_that_accept_it() {
     assert_eq!(trailer.record_count, 3_000);
     assert!(plain.iter().all(|r| r.values.len() == header.columns.len()));
     for encoding in [CompressionEncoding::Zstd, CompressionEncoding::Gzip] {
-        let mut client = stack
-            .client(tenant)
-            .await
-            .accept_compressed(encoding)
-            .send_compressed(encoding);
+        let mut client = compressing(&stack, tenant, encoding).await;
         let response = client.stream_rows(req()).await.unwrap();
-        assert_eq!(
-            response.metadata().get("grpc-encoding").unwrap(),
-            encoding.to_string().as_str()
-        );
-        let mut stream = response.into_inner();
-        let mut got = Vec::new();
-        while let Some(msg) = stream.message().await.unwrap() {
-            if let Some(pb::stream_rows_response::Part::Batch(b)) = msg.part {
-                got.extend(b.rows);
-            }
-        }
+        assert_compressed(&response, encoding);
+        let (_, got, _) = read_rows(response.into_inner()).await;
         assert_eq!(got, plain, "{encoding}");
     }
     stack.stop.fire();
