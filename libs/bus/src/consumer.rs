@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -121,6 +121,7 @@ impl Bus {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         let mut consumer = None;
+        let mut open_failures = OpenFailures::default();
         'pulling: loop {
             let Some(open) = consumer.as_ref() else {
                 let Some(opened) =
@@ -130,11 +131,24 @@ impl Bus {
                 };
                 match opened {
                     Ok(c) => {
+                        if let Some(failed) = open_failures.opened() {
+                            tracing::info!(consumer = %consumer_name, failed_attempts = failed, "consumer open");
+                        }
                         consumer = Some(c);
                         backoff = Duration::from_millis(100);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot open consumer; retrying");
+                        let reason = e.to_string();
+                        match open_failures.failed(&reason, Instant::now()) {
+                            Some(unreported) => tracing::warn!(
+                                error = %reason,
+                                failed_since_last_warning = unreported,
+                                "cannot open consumer; retrying (the same failure is logged at warn once a minute)"
+                            ),
+                            None => {
+                                tracing::debug!(error = %reason, "cannot open consumer; retrying")
+                            }
+                        }
                         if !pause(&mut running, &mut shutdown, &mut backoff).await {
                             break 'pulling;
                         }
@@ -352,6 +366,47 @@ impl Bus {
     }
 }
 
+/// How often a consumer that keeps failing to open says so at warn level.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Failed attempts to open a consumer. Its stream may not exist yet (the service that owns
+/// it is not up), which is retried every few seconds: the first failure, a new reason, and
+/// then one line a minute are warnings (with how many attempts failed since the last one),
+/// the rest debug lines; the open that ends them says how many there were.
+#[derive(Debug, Default)]
+struct OpenFailures {
+    /// Failures since the consumer was last open.
+    total: u32,
+    /// Failures since the last warning, and when and why that was.
+    unreported: u32,
+    warned: Option<(Instant, String)>,
+}
+
+impl OpenFailures {
+    /// Counts a failure; `Some(n)` when it is to be a warning, `n` being the failures not
+    /// reported at warn level since the last one.
+    fn failed(&mut self, reason: &str, now: Instant) -> Option<u32> {
+        self.total += 1;
+        let warn = match &self.warned {
+            None => true,
+            Some((at, last)) => last != reason || now.duration_since(*at) >= WARN_EVERY,
+        };
+        if !warn {
+            self.unreported += 1;
+            return None;
+        }
+        let unreported = std::mem::take(&mut self.unreported);
+        self.warned = Some((now, reason.to_owned()));
+        Some(unreported)
+    }
+
+    /// The consumer is open: how many attempts failed before, if any.
+    fn opened(&mut self) -> Option<u32> {
+        let total = std::mem::take(self).total;
+        (total > 0).then_some(total)
+    }
+}
+
 /// Awaits `fut` while the running handlers go on (they are polled only here, so a slow
 /// request or a backoff must not freeze them or their progress acks); `None` when
 /// `shutdown` came first.
@@ -382,4 +437,30 @@ async fn pause(
     alongside(running, shutdown, tokio::time::sleep(wait))
         .await
         .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GONE: &str = "stream not found";
+
+    #[test]
+    fn open_failures_warn_first_then_once_a_minute_and_on_a_new_reason() {
+        let mut f = OpenFailures::default();
+        let t0 = Instant::now();
+        assert_eq!(f.failed(GONE, t0), Some(0));
+        assert_eq!(f.failed(GONE, t0 + Duration::from_secs(5)), None);
+        assert_eq!(f.failed(GONE, t0 + Duration::from_secs(10)), None);
+        // A different reason is news.
+        assert_eq!(f.failed("timed out", t0 + Duration::from_secs(15)), Some(2));
+        assert_eq!(f.failed("timed out", t0 + Duration::from_secs(20)), None);
+        // A minute after the last warning, the next one counts what was not reported.
+        assert_eq!(f.failed("timed out", t0 + Duration::from_secs(74)), None);
+        assert_eq!(f.failed("timed out", t0 + Duration::from_secs(75)), Some(2));
+        assert_eq!(f.opened(), Some(7));
+        // Open again: the next failure is a warning at once.
+        assert_eq!(f.opened(), None);
+        assert_eq!(f.failed(GONE, t0 + Duration::from_secs(80)), Some(0));
+    }
 }
