@@ -1,12 +1,18 @@
 //! What the benchmarks share.
 
-/// The median of `v` (the upper one for an even count); NaN when `v` is empty.
+/// The median of `v` (the mean of the two middle values for an even count, as psql's 12
+/// runs in the export benchmark are); NaN when `v` is empty.
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 /// The servers a benchmark runs on: a durable PostgreSQL (settings as in production) with a
@@ -66,4 +72,22 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 /// Printed tab-separated after `SUMMARY`, so the runner collects every benchmark's lines.
 pub fn summary(benchmark: &str, measure: &str, ours: &str, reference: &str, ratio: &str) {
     println!("SUMMARY\t{benchmark}\t{measure}\t{ours}\t{reference}\t{ratio}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert!(median(Vec::new()).is_nan());
+        assert_eq!(median(vec![3.0]), 3.0);
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        // psql's runs of the 15:29 export run: the middle two are 444,756 and 451,355.
+        let psql = vec![
+            431_764.0, 466_637.0, 485_488.0, 402_894.0, 460_145.0, 444_756.0, 539_372.0, 403_088.0,
+            538_577.0, 423_838.0, 431_625.0, 451_355.0,
+        ];
+        assert_eq!(median(psql), 448_055.5);
+    }
 }
