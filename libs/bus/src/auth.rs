@@ -51,6 +51,7 @@ impl BusUser {
                 "haven.integrations.events.>",
                 "haven.retry.enqueue",
                 "haven.retry.result",
+                "haven.retry.results",
             ],
             // Due work and lifecycle events.
             BusUser::Retry => &["haven.retry.dispatch.>", "haven.retry.events.>"],
@@ -60,6 +61,7 @@ impl BusUser {
                 "haven.exports.events.>",
                 "haven.retry.enqueue",
                 "haven.retry.result",
+                "haven.retry.results",
             ],
             BusUser::Operator => &[">"],
         }

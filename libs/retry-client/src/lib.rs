@@ -7,10 +7,14 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use haven_bus::{Bus, BusError, ConsumerSpec, Delivery, Outcome, StreamSpec};
-use haven_proto::events::v1::{RetryDispatch, RetryEnqueue, RetryOutcome, RetryResult};
+use haven_batch::Batcher;
+use haven_bus::{Bus, BusError, ConsumerSpec, Delivery, Fate, Outcome, Outgoing, StreamSpec};
+use haven_proto::events::v1::{
+    RetryDispatch, RetryEnqueue, RetryOutcome, RetryResult, RetryResults,
+};
 use haven_proto::retry::v1::EnqueueRequest;
 use haven_proto::time::from_timestamp;
+use prost::Message;
 
 /// Work-queue stream of the retry queue's commands: enqueue, dispatch and result.
 pub const COMMANDS_STREAM: &str = "RETRY_COMMANDS";
@@ -18,6 +22,8 @@ pub const COMMANDS_STREAM: &str = "RETRY_COMMANDS";
 pub const EVENTS_STREAM: &str = "RETRY_EVENTS";
 pub const ENQUEUE_SUBJECT: &str = "haven.retry.enqueue";
 pub const RESULT_SUBJECT: &str = "haven.retry.result";
+/// Several results in one [`RetryResults`] message.
+pub const RESULTS_SUBJECT: &str = "haven.retry.results";
 pub const RESOLVED_SUBJECT: &str = "haven.retry.events.resolved";
 pub const FAILED_SUBJECT: &str = "haven.retry.events.failed";
 
@@ -31,7 +37,12 @@ pub fn streams() -> Vec<StreamSpec> {
     vec![
         StreamSpec {
             name: COMMANDS_STREAM,
-            subjects: vec![ENQUEUE_SUBJECT, RESULT_SUBJECT, "haven.retry.dispatch.>"],
+            subjects: vec![
+                ENQUEUE_SUBJECT,
+                RESULT_SUBJECT,
+                RESULTS_SUBJECT,
+                "haven.retry.dispatch.>",
+            ],
             // Each command has exactly one consumer and is gone once handled.
             work_queue: true,
             max_age: Duration::from_secs(7 * 24 * 3600),
@@ -108,6 +119,105 @@ impl HandlerError {
 /// while its lease may still run.
 pub const MAX_LEASE: Duration = Duration::from_secs(15 * 60);
 
+/// Results reported in one message at most: a batch forms only while earlier reports are
+/// on their way, so under light load each result goes alone and nothing waits.
+const REPORT_BATCH: usize = 512;
+/// Encoded results in one `haven.retry.results` message at most, a quarter of the server's
+/// default max payload; a larger batch is split.
+const REPORT_BYTES: usize = 256 * 1024;
+/// How long a report's messages may take to be stored before they count as failed.
+const REPORT_WITHIN: Duration = Duration::from_secs(10);
+/// After a batch is not stored, how long results go alone before batches are tried again.
+const BATCHES_PAUSED: Duration = Duration::from_secs(60);
+
+/// Reports results for one [`consume`]: one result alone on `haven.retry.result`, under its
+/// own message id; several finished at once as [`RetryResults`] on `haven.retry.results`,
+/// one stored message and one ack for the lot.
+///
+/// A batch that is not stored is reported again result by result, and batches pause for a
+/// minute: a retry service that predates `haven.retry.results` has a stream that does not
+/// take it, and it is told once a minute, not once a batch.
+fn reporter(bus: Bus) -> Batcher<RetryResult, ()> {
+    let paused_until: std::sync::Arc<Mutex<Option<Instant>>> = std::sync::Arc::default();
+    Batcher::spawn(REPORT_BATCH, 2, move |results: Vec<RetryResult>| {
+        let (bus, paused_until) = (bus.clone(), paused_until.clone());
+        async move {
+            let n = results.len();
+            let batches_paused = || {
+                paused_until
+                    .lock()
+                    .map(|until| until.is_some_and(|t| Instant::now() < t))
+                    .unwrap_or(false)
+            };
+            if n > 1 && !batches_paused() {
+                match publish(&bus, batched(&results)).await {
+                    Ok(()) => return Ok(vec![(); n]),
+                    Err(why) => {
+                        tracing::warn!(error = %why, results = n, pause_s = BATCHES_PAUSED.as_secs(), "batch of results not stored; reporting each alone, without batches for a while");
+                        if let Ok(mut until) = paused_until.lock() {
+                            *until = Some(Instant::now() + BATCHES_PAUSED);
+                        }
+                    }
+                }
+            }
+            publish(&bus, results.iter().map(alone).collect())
+                .await
+                .map(|()| vec![(); n])
+        }
+    })
+}
+
+/// A result on `haven.retry.result`, its id naming the attempt so a repeat is stored once.
+fn alone(result: &RetryResult) -> Outgoing {
+    Outgoing {
+        subject: RESULT_SUBJECT.to_owned(),
+        payload: result.encode_to_vec().into(),
+        msg_id: format!("{}:{}:result", result.id, result.attempt),
+    }
+}
+
+/// Results as `haven.retry.results` messages of at most [`REPORT_BYTES`] each.
+fn batched(results: &[RetryResult]) -> Vec<Outgoing> {
+    let mut messages = vec![RetryResults::default()];
+    let mut size = 0;
+    for result in results {
+        // The result, its tag and its length prefix.
+        let len = result.encoded_len() + 8;
+        if size + len > REPORT_BYTES && messages.last().is_some_and(|m| !m.results.is_empty()) {
+            messages.push(RetryResults::default());
+            size = 0;
+        }
+        size += len;
+        if let Some(last) = messages.last_mut() {
+            last.results.push(result.clone());
+        }
+    }
+    // A repeat of a batch is harmless (the retry service ignores a result it has applied),
+    // so a fresh id per message is enough.
+    messages
+        .iter()
+        .map(|m| Outgoing {
+            subject: RESULTS_SUBJECT.to_owned(),
+            payload: m.encode_to_vec().into(),
+            msg_id: format!("{}:results", uuid::Uuid::new_v4()),
+        })
+        .collect()
+}
+
+/// Publishes every message and waits until all are stored.
+async fn publish(bus: &Bus, messages: Vec<Outgoing>) -> Result<(), String> {
+    let n = messages.len();
+    for fate in bus.publish_all(messages, REPORT_WITHIN).await {
+        match fate {
+            Fate::Stored => {}
+            Fate::Refused(why) | Fate::Unknown(why) => {
+                return Err(format!("{why} (one of {n} messages)"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Attempts this process remembers, so a redelivery is answered without running again.
 const REMEMBERED: usize = 65_536;
 
@@ -177,6 +287,7 @@ where
         .ack_wait(MAX_LEASE);
     let handler = &handler;
     let memory = &Mutex::new(Memory::default());
+    let reporter = &reporter(bus.clone());
     bus.consume(
         spec,
         move |delivery: Delivery<RetryDispatch>| async move {
@@ -207,9 +318,8 @@ where
             if let Ok(mut m) = memory.lock() {
                 m.set(&key, Attempt::Finished(report.clone()));
             }
-            let msg_id = format!("{}:{}:result", dispatch.id, dispatch.attempt);
-            match bus.publish(RESULT_SUBJECT, &report, &msg_id).await {
-                Ok(_) => Outcome::Ack,
+            match reporter.submit(report).await {
+                Ok(()) => Outcome::Ack,
                 Err(e) => {
                     tracing::warn!(error = %e, item = %dispatch.id, "cannot report result; dispatch will come again");
                     Outcome::Retry(Some(Duration::from_secs(1)))
@@ -271,4 +381,57 @@ where
             .unwrap_or(0),
         finished_at: Some(haven_proto::time::timestamp(chrono::Utc::now())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn result(id: &str, error_bytes: usize) -> RetryResult {
+        RetryResult {
+            id: id.to_owned(),
+            attempt: 1,
+            error: "e".repeat(error_bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batches_are_split_under_the_byte_bound_and_keep_every_result_in_order() {
+        let results = vec![
+            result("a", 100_000),
+            result("b", 100_000),
+            result("c", 100_000),
+            result("d", 10),
+            // Larger than the bound alone: a message of its own, never dropped.
+            result("e", REPORT_BYTES + 1),
+        ];
+        let messages = batched(&results);
+        let decoded: Vec<Vec<String>> = messages
+            .iter()
+            .map(|m| {
+                assert_eq!(m.subject, RESULTS_SUBJECT);
+                RetryResults::decode(m.payload.clone())
+                    .unwrap()
+                    .results
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(decoded, vec![vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        // Each message has its own id, so none is taken for a repeat of another.
+        assert_ne!(messages[0].msg_id, messages[1].msg_id);
+    }
+
+    #[test]
+    fn a_result_alone_is_named_by_its_attempt() {
+        let one = alone(&result("item", 0));
+        assert_eq!(
+            (one.subject.as_str(), one.msg_id.as_str()),
+            (RESULT_SUBJECT, "item:1:result")
+        );
+    }
 }

@@ -1,19 +1,20 @@
-//! The retry service's two entrances on the bus: `haven.retry.enqueue` and
-//! `haven.retry.result`. A message is acknowledged only after its effect is committed.
+//! The retry service's entrances on the bus: `haven.retry.enqueue`, and `haven.retry.result`
+//! with its batched form `haven.retry.results`. A message is acknowledged only after its
+//! effect is committed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use haven_batch::Batcher;
 use haven_bus::{Bus, ConsumerSpec, Delivery, Outcome};
-use haven_proto::events::v1::{RetryEnqueue, RetryOutcome, RetryResult};
-use haven_retry_client::{COMMANDS_STREAM, ENQUEUE_SUBJECT, RESULT_SUBJECT};
+use haven_proto::events::v1::{RetryEnqueue, RetryOutcome, RetryResult, RetryResults};
+use haven_retry_client::{COMMANDS_STREAM, ENQUEUE_SUBJECT, RESULT_SUBJECT, RESULTS_SUBJECT};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::admission::{Admission, Refused};
-use crate::batch::Batcher;
 use crate::model::ItemRow;
 use crate::store::{Applied, NewItem, Outcome as AttemptOutcome, ResultIn, Store};
 use crate::validate;
@@ -97,17 +98,31 @@ pub fn spawn(
             tracing::error!(error = %e, "enqueue consumer stopped");
         }
     });
+    let (b, t, r) = (bus.clone(), token.clone(), results.clone());
     tokio::spawn(async move {
         let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
             .filter(RESULT_SUBJECT)
             // Enough for both of the batcher's batches to be full.
             .concurrency(BATCH * IN_FLIGHT);
         let handler = |d: Delivery<RetryResult>| {
-            let results = results.clone();
+            let results = r.clone();
             async move { handle_result(d, &results).await }
         };
-        if let Err(e) = bus.consume(spec, handler, token.cancelled_owned()).await {
+        if let Err(e) = b.consume(spec, handler, t.cancelled_owned()).await {
             tracing::error!(error = %e, "result consumer stopped");
+        }
+    });
+    tokio::spawn(async move {
+        let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_result_batches")
+            .filter(RESULTS_SUBJECT)
+            // Each message holds up to an owner's whole batch.
+            .concurrency(IN_FLIGHT * 4);
+        let handler = |d: Delivery<RetryResults>| {
+            let results = results.clone();
+            async move { handle_results(d, &results).await }
+        };
+        if let Err(e) = bus.consume(spec, handler, token.cancelled_owned()).await {
+            tracing::error!(error = %e, "result batch consumer stopped");
         }
     });
 }
@@ -158,28 +173,8 @@ async fn handle_enqueue(
 }
 
 async fn handle_result(d: Delivery<RetryResult>, batcher: &Batcher<ResultIn, ()>) -> Outcome {
-    let r = &d.message;
-    let (Ok(id), Ok(tenant_id)) = (Uuid::parse_str(&r.id), Uuid::parse_str(&r.tenant_id)) else {
-        tracing::error!(id = %r.id, "result with invalid ids; dropping it");
+    let Some(result) = result_in(&d.message) else {
         return Outcome::Term;
-    };
-    let outcome = match RetryOutcome::try_from(r.outcome) {
-        Ok(RetryOutcome::Succeeded) => AttemptOutcome::Succeeded,
-        Ok(RetryOutcome::Failed) => AttemptOutcome::Failed,
-        Ok(RetryOutcome::Permanent) => AttemptOutcome::Permanent,
-        Ok(RetryOutcome::Unspecified) | Err(_) => {
-            tracing::error!(id = %r.id, outcome = r.outcome, "result without a valid outcome; dropping it");
-            return Outcome::Term;
-        }
-    };
-    let result = ResultIn {
-        id,
-        tenant_id,
-        attempt: r.attempt,
-        outcome,
-        error: (!r.error.is_empty()).then(|| r.error.chars().take(4000).collect()),
-        duration_ms: r.duration_ms,
-        retry_after: Duration::from_millis(r.retry_after_ms).min(crate::backoff::MAX_RETRY_AFTER),
     };
     match batcher.submit(result).await {
         Ok(()) => Outcome::Ack,
@@ -188,4 +183,54 @@ async fn handle_result(d: Delivery<RetryResult>, batcher: &Batcher<ResultIn, ()>
             Outcome::Retry(Some(Duration::from_secs(1)))
         }
     }
+}
+
+/// Each result of the message as if it had come alone: the invalid ones are dropped, the
+/// rest applied, and the message is acknowledged once all of those are. If some cannot be
+/// applied, it comes again whole, and the ones already applied are recognised as repeats.
+async fn handle_results(d: Delivery<RetryResults>, batcher: &Batcher<ResultIn, ()>) -> Outcome {
+    let submitted = d
+        .message
+        .results
+        .iter()
+        .filter_map(result_in)
+        .map(|result| batcher.submit(result));
+    let failed: Vec<String> = futures::future::join_all(submitted)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    match failed.first() {
+        None => Outcome::Ack,
+        Some(e) => {
+            tracing::warn!(error = %e, failed = failed.len(), of = d.message.results.len(), "results not applied; will retry the batch");
+            Outcome::Retry(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// The store's form of a result, or `None` (logged) when it cannot be applied.
+fn result_in(r: &RetryResult) -> Option<ResultIn> {
+    let (Ok(id), Ok(tenant_id)) = (Uuid::parse_str(&r.id), Uuid::parse_str(&r.tenant_id)) else {
+        tracing::error!(id = %r.id, "result with invalid ids; dropping it");
+        return None;
+    };
+    let outcome = match RetryOutcome::try_from(r.outcome) {
+        Ok(RetryOutcome::Succeeded) => AttemptOutcome::Succeeded,
+        Ok(RetryOutcome::Failed) => AttemptOutcome::Failed,
+        Ok(RetryOutcome::Permanent) => AttemptOutcome::Permanent,
+        Ok(RetryOutcome::Unspecified) | Err(_) => {
+            tracing::error!(id = %r.id, outcome = r.outcome, "result without a valid outcome; dropping it");
+            return None;
+        }
+    };
+    Some(ResultIn {
+        id,
+        tenant_id,
+        attempt: r.attempt,
+        outcome,
+        error: (!r.error.is_empty()).then(|| r.error.chars().take(4000).collect()),
+        duration_ms: r.duration_ms,
+        retry_after: Duration::from_millis(r.retry_after_ms).min(crate::backoff::MAX_RETRY_AFTER),
+    })
 }

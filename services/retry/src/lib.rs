@@ -5,7 +5,6 @@
 mod admission;
 mod api;
 mod backoff;
-mod batch;
 mod config;
 mod consumers;
 mod dispatcher;

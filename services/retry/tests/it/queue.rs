@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 use futures::StreamExt;
 use haven_auth::Role;
-use haven_proto::events::v1::{RetryLifecycle, RetryOutcome, RetryResult};
+use haven_proto::events::v1::{RetryLifecycle, RetryOutcome, RetryResult, RetryResults};
 use haven_proto::retry::v1 as pb;
 use haven_retry_client::HandlerError;
 use prost::Message;
@@ -958,5 +958,133 @@ async fn retention_deletes_old_resolved_and_cancelled_items_and_keeps_failed() {
             .unwrap();
     assert_eq!(attempts, expected.len() as i64);
     assert_counts_match(&h).await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_results_is_applied_as_if_each_came_alone() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let mut client = h.client(&svc, Uuid::new_v4(), Role::Service).await;
+    // No owner: dispatches wait in the stream and the results are ours to send.
+    let mut items = Vec::new();
+    for n in 0..3 {
+        let item = client
+            .enqueue(enqueue_request("test.batch", &format!(r#"{{"n":{n}}}"#)))
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+        wait_row(&h, &item.id, ("processing", 1)).await;
+        items.push(item);
+    }
+    let result = |item: &pb::RetryItem, attempt, outcome: RetryOutcome| RetryResult {
+        id: item.id.clone(),
+        tenant_id: item.tenant_id.clone(),
+        attempt,
+        outcome: outcome as i32,
+        error: format!("{outcome:?}"),
+        ..Default::default()
+    };
+    let batch = RetryResults {
+        results: vec![
+            result(&items[0], 1, RetryOutcome::Succeeded),
+            // Invalid: dropped alone, the others still count.
+            RetryResult {
+                id: "not-a-uuid".into(),
+                ..result(&items[1], 1, RetryOutcome::Succeeded)
+            },
+            result(&items[1], 1, RetryOutcome::Failed),
+            // An attempt not dispatched yet: ignored.
+            result(&items[2], 2, RetryOutcome::Succeeded),
+            // Another tenant's claim on an item: ignored.
+            RetryResult {
+                tenant_id: Uuid::new_v4().to_string(),
+                ..result(&items[2], 1, RetryOutcome::Succeeded)
+            },
+        ],
+    };
+    h.bus
+        .publish("haven.retry.results", &batch, "batch-1")
+        .await
+        .unwrap();
+    wait_row(&h, &items[0].id, ("resolved", 1)).await;
+    wait_row(&h, &items[1].id, ("processing", 2)).await;
+    assert_eq!(row(&h, &items[2].id).await, ("processing".into(), 1));
+
+    // The same batch again (a publisher's retry under a new id): nothing changes.
+    h.bus
+        .publish("haven.retry.results", &batch, "batch-1-again")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(row(&h, &items[0].id).await, ("resolved".into(), 1));
+    assert_eq!(row(&h, &items[1].id).await, ("processing".into(), 2));
+    assert_eq!(row(&h, &items[2].id).await, ("processing".into(), 1));
+    let history = |id: &str| {
+        let mut client = client.clone();
+        let id = id.to_owned();
+        async move {
+            client
+                .get_retry_item(pb::GetRetryItemRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+                .attempt_history
+                .iter()
+                .map(|a| (a.attempt, a.outcome))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        history(&items[0].id).await,
+        vec![(1, pb::AttemptOutcome::Succeeded as i32)]
+    );
+    assert_eq!(
+        history(&items[1].id).await,
+        vec![
+            (1, pb::AttemptOutcome::Failed as i32),
+            (2, pb::AttemptOutcome::Running as i32)
+        ]
+    );
+    assert_counts_match(&h).await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn owners_report_results_in_batches_and_alone_to_a_service_without_batches() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let tenant = Uuid::new_v4();
+    let mut batches = h
+        .bus
+        .client()
+        .subscribe(format!("{}.haven.retry.results", h.ns))
+        .await
+        .unwrap();
+    let owner = h.owner("test.many", |_| Ok(()));
+    backlog(&h, tenant, "test.many", 500).await;
+    h.wait_status("resolved", 500, T).await;
+    // 500 results finished 64 at a time: some shared a message.
+    let first = tokio::time::timeout(T, batches.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let first = RetryResults::decode(first.payload).unwrap();
+    assert!(first.results.len() > 1, "{} results", first.results.len());
+
+    // A retry service from before `haven.retry.results`: its stream does not take it, so
+    // the owner's batches are refused and each result goes alone on `haven.retry.result`.
+    // (Without our listener the refusal is immediate: nobody answers the subject.)
+    drop(batches);
+    let mut old = haven_retry_client::streams().remove(0);
+    old.subjects
+        .retain(|s| *s != haven_retry_client::RESULTS_SUBJECT);
+    h.bus.ensure_stream(&old).await.unwrap();
+    backlog(&h, tenant, "test.many", 500).await;
+    h.wait_status("resolved", 1000, T).await;
+    assert_counts_match(&h).await;
+    owner.shutdown().await;
     svc.shutdown().await;
 }

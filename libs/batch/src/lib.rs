@@ -1,6 +1,6 @@
-//! Groups concurrent requests into one database round trip. Under light load a batch is a
-//! single item and nothing waits; under heavy load items queue while a batch runs and the
-//! next batch takes them all.
+//! Groups concurrent requests into one round trip (a database statement, a bus message).
+//! Under light load a batch is a single item and nothing waits; under heavy load items queue
+//! while a batch runs and the next batch takes them all.
 
 use std::future::Future;
 
@@ -28,7 +28,7 @@ where
     O: Send + 'static,
 {
     /// Runs `apply` on batches of at most `max_batch` items, up to `in_flight` batches at
-    /// once: while one batch waits for its commit to reach the disk, the next one runs.
+    /// once: while one batch waits for its round trip (a commit, an ack), the next one runs.
     /// `apply` returns one output per input, in order. When a whole batch fails, its items
     /// are retried one by one, so one bad item fails alone.
     pub fn spawn<F, Fut, E>(max_batch: usize, in_flight: usize, apply: F) -> Self
