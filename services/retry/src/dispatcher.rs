@@ -182,6 +182,20 @@ impl Dispatcher {
         while !publishing.now.is_empty() {
             settle(publishing.now.join_next().await, unconfirmed)?;
         }
+        // At the in-flight cap nothing is claimable, whatever is due: owners are behind and
+        // their results wake us. Asked first because it is a sum of the maintained counts,
+        // while the next due time walks the pending index's dead entries (13.8 ms a look in
+        // a drain of 100,000, against a claim's 14 ms).
+        if max_in_flight > 0
+            && self
+                .store
+                .at_capacity(max_in_flight)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            *looked_again = false;
+            return Ok(Some(Duration::from_millis(100)));
+        }
         let Some(due_in) = self.store.next_due_in().await.map_err(|e| e.to_string())? else {
             return Ok(Some(MAX_SLEEP));
         };
@@ -197,17 +211,8 @@ impl Dispatcher {
             return Ok(None);
         }
         *looked_again = false;
-        // Due but not claimable: owners are behind (the in-flight cap; results wake us), the
-        // tenant is at its cap, or another replica is claiming it.
-        if max_in_flight > 0
-            && self
-                .store
-                .at_capacity(max_in_flight)
-                .await
-                .map_err(|e| e.to_string())?
-        {
-            return Ok(Some(Duration::from_millis(100)));
-        }
+        // Due but not claimable, below the cap: the tenant is at its own cap, or another
+        // replica is claiming it.
         Ok(Some(Duration::from_millis(20)))
     }
 
