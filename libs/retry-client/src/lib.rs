@@ -15,6 +15,7 @@ use haven_proto::events::v1::{
 use haven_proto::retry::v1::EnqueueRequest;
 use haven_proto::time::from_timestamp;
 use prost::Message;
+use tracing::{Instrument, Span};
 
 /// Work-queue stream of the retry queue's commands: enqueue, dispatch and result.
 pub const COMMANDS_STREAM: &str = "RETRY_COMMANDS";
@@ -137,9 +138,9 @@ const BATCHES_PAUSED: Duration = Duration::from_secs(60);
 /// A batch that is not stored is reported again result by result, and batches pause for a
 /// minute: a retry service that predates `haven.retry.results` has a stream that does not
 /// take it, and it is told once a minute, not once a batch.
-fn reporter(bus: Bus) -> Batcher<RetryResult, ()> {
+fn reporter(bus: Bus) -> Batcher<(RetryResult, Span), ()> {
     let paused_until: std::sync::Arc<Mutex<Option<Instant>>> = std::sync::Arc::default();
-    Batcher::spawn(REPORT_BATCH, 2, move |results: Vec<RetryResult>| {
+    Batcher::spawn(REPORT_BATCH, 2, move |results: Vec<(RetryResult, Span)>| {
         let (bus, paused_until) = (bus.clone(), paused_until.clone());
         async move {
             let n = results.len();
@@ -150,8 +151,14 @@ fn reporter(bus: Bus) -> Batcher<RetryResult, ()> {
                     .unwrap_or(false)
             };
             if n > 1 && !batches_paused() {
-                match publish(&bus, batched(&results)).await {
-                    Ok(()) => return Ok(vec![(); n]),
+                // One message for many traces: its span follows from each handler's.
+                let span = tracing::info_span!("retry.report_results", results = n);
+                for (_, handler) in &results {
+                    span.follows_from(handler);
+                }
+                let only: Vec<&RetryResult> = results.iter().map(|(r, _)| r).collect();
+                match publish(&bus, batched(&only)).instrument(span).await {
+                    Ok(()) => return Ok::<_, String>(vec![(); n]),
                     Err(why) => {
                         tracing::warn!(error = %why, results = n, pause_s = BATCHES_PAUSED.as_secs(), "batch of results not stored; reporting each alone, without batches for a while");
                         if let Ok(mut until) = paused_until.lock() {
@@ -160,24 +167,30 @@ fn reporter(bus: Bus) -> Batcher<RetryResult, ()> {
                     }
                 }
             }
-            publish(&bus, results.iter().map(alone).collect())
-                .await
-                .map(|()| vec![(); n])
+            // Each alone, in its handler's trace, all at once.
+            let sent = results.iter().map(|(result, handler)| {
+                let bus = &bus;
+                async move {
+                    bus.publish(RESULT_SUBJECT, result, &result_id(result))
+                        .await
+                }
+                .instrument(handler.clone())
+            });
+            for sent in futures::future::join_all(sent).await {
+                sent.map_err(|e| e.to_string())?;
+            }
+            Ok(vec![(); n])
         }
     })
 }
 
-/// A result on `haven.retry.result`, its id naming the attempt so a repeat is stored once.
-fn alone(result: &RetryResult) -> Outgoing {
-    Outgoing {
-        subject: RESULT_SUBJECT.to_owned(),
-        payload: result.encode_to_vec().into(),
-        msg_id: format!("{}:{}:result", result.id, result.attempt),
-    }
+/// The message id of a result sent alone: it names the attempt, so a repeat is stored once.
+fn result_id(result: &RetryResult) -> String {
+    format!("{}:{}:result", result.id, result.attempt)
 }
 
 /// Results as `haven.retry.results` messages of at most [`REPORT_BYTES`] each.
-fn batched(results: &[RetryResult]) -> Vec<Outgoing> {
+fn batched(results: &[&RetryResult]) -> Vec<Outgoing> {
     let mut messages = vec![RetryResults::default()];
     let mut size = 0;
     for result in results {
@@ -189,7 +202,7 @@ fn batched(results: &[RetryResult]) -> Vec<Outgoing> {
         }
         size += len;
         if let Some(last) = messages.last_mut() {
-            last.results.push(result.clone());
+            last.results.push((*result).clone());
         }
     }
     // A repeat of a batch is harmless (the retry service ignores a result it has applied),
@@ -318,7 +331,7 @@ where
             if let Ok(mut m) = memory.lock() {
                 m.set(&key, Attempt::Finished(report.clone()));
             }
-            match reporter.submit(report).await {
+            match reporter.submit((report, Span::current())).await {
                 Ok(()) => Outcome::Ack,
                 Err(e) => {
                     tracing::warn!(error = %e, item = %dispatch.id, "cannot report result; dispatch will come again");
@@ -400,7 +413,7 @@ mod tests {
 
     #[test]
     fn batches_are_split_under_the_byte_bound_and_keep_every_result_in_order() {
-        let results = vec![
+        let results = [
             result("a", 100_000),
             result("b", 100_000),
             result("c", 100_000),
@@ -408,7 +421,7 @@ mod tests {
             // Larger than the bound alone: a message of its own, never dropped.
             result("e", REPORT_BYTES + 1),
         ];
-        let messages = batched(&results);
+        let messages = batched(&results.iter().collect::<Vec<_>>());
         let decoded: Vec<Vec<String>> = messages
             .iter()
             .map(|m| {
@@ -428,10 +441,6 @@ mod tests {
 
     #[test]
     fn a_result_alone_is_named_by_its_attempt() {
-        let one = alone(&result("item", 0));
-        assert_eq!(
-            (one.subject.as_str(), one.msg_id.as_str()),
-            (RESULT_SUBJECT, "item:1:result")
-        );
+        assert_eq!(result_id(&result("item", 0)), "item:1:result");
     }
 }
