@@ -15,6 +15,12 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The value at fraction `p` (0 to 1) of `sorted`, nearest rank; `sorted` must not be empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
 /// The servers a benchmark runs on: a durable PostgreSQL (settings as in production) with a
 /// `bench` database, and a `nats-server -js`.
 pub struct Servers {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use haven_bench::median;
+use haven_bench::{median, percentile};
 use haven_bus::{Bus, NatsArgs};
 use haven_proto::events::v1::{RetryDispatch, RetryEnqueue, RetryLifecycle};
 use haven_proto::retry::v1::EnqueueRequest;
@@ -115,11 +115,6 @@ impl LatencyRuns {
             worst: percentiles(&worst.0),
         })
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// mimalloc, not glibc's malloc: under load the latter took a third of the service's CPU.
