@@ -197,33 +197,43 @@ async fn main() -> anyhow::Result<()> {
     // A download above gives one time to first byte, and one sample ranges from 3 to 16 ms
     // on a shared 2-core machine: the gateway's is also taken over many smaller downloads of
     // the same query, each read to its end and checked.
-    let mut probes = Vec::with_capacity(TTFB_PROBES);
+    // StreamExport's alternate with them, to tell the gateway's part from the service's.
+    let (mut probes, mut grpc_probes) = (Vec::new(), Vec::new());
     for _ in 0..TTFB_PROBES {
-        let m = run_http(&http, &url_of(TTFB_PROBE_ROWS), &token).await?;
-        if m.rows != TTFB_PROBE_ROWS {
-            bail!(
-                "a TTFB download returned {} rows, expected {TTFB_PROBE_ROWS}",
-                m.rows
-            );
+        let via_gateway = run_http(&http, &url_of(TTFB_PROBE_ROWS), &token).await?;
+        let direct = run_grpc(&mut client, grpc_request(TTFB_PROBE_ROWS)).await?;
+        for m in [&via_gateway, &direct] {
+            if m.rows != TTFB_PROBE_ROWS {
+                bail!(
+                    "a TTFB download returned {} rows, expected {TTFB_PROBE_ROWS}",
+                    m.rows
+                );
+            }
         }
-        probes.push(m.ttfb_ms);
+        probes.push(via_gateway.ttfb_ms);
+        grpc_probes.push(direct.ttfb_ms);
     }
-    probes.sort_by(f64::total_cmp);
-    let probe_line = format!(
-        "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms",
-        percentile(&probes, 0.5),
-        percentile(&probes, 0.9),
-        percentile(&probes, 0.99),
-        probes[probes.len() - 1]
-    );
-    println!("gateway TTFB over {TTFB_PROBES} downloads of {TTFB_PROBE_ROWS} rows: {probe_line}");
-    summary(
-        "export",
-        &format!("gateway TTFB, {TTFB_PROBES} downloads of {TTFB_PROBE_ROWS} rows"),
-        &probe_line,
-        "-",
-        "-",
-    );
+    let spread = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms",
+            percentile(&v, 0.5),
+            percentile(&v, 0.9),
+            percentile(&v, 0.99),
+            v[v.len() - 1]
+        )
+    };
+    for (name, samples) in [("gateway", probes), ("StreamExport", grpc_probes)] {
+        let line = spread(samples);
+        println!("{name} TTFB over {TTFB_PROBES} downloads of {TTFB_PROBE_ROWS} rows: {line}");
+        summary(
+            "export",
+            &format!("{name} TTFB, {TTFB_PROBES} downloads of {TTFB_PROBE_ROWS} rows"),
+            &line,
+            "-",
+            "-",
+        );
+    }
     for m in grpc
         .iter()
         .chain(gw.iter())
