@@ -121,7 +121,8 @@ impl Bus {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         let mut consumer = None;
-        let mut open_failures = OpenFailures::default();
+        let mut open_failures = Failures::default();
+        let mut pull_failures = Failures::default();
         'pulling: loop {
             let Some(open) = consumer.as_ref() else {
                 let Some(opened) =
@@ -131,7 +132,7 @@ impl Bus {
                 };
                 match opened {
                     Ok(c) => {
-                        if let Some(failed) = open_failures.opened() {
+                        if let Some(failed) = open_failures.ended() {
                             tracing::info!(consumer = %consumer_name, failed_attempts = failed, "consumer open");
                         }
                         consumer = Some(c);
@@ -176,7 +177,7 @@ impl Bus {
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(consumer = %consumer_name, error = %e, "pull request failed; reopening");
+                    pull_failed(&mut pull_failures, &consumer_name, "request", &e);
                     consumer = None;
                     if !pause(&mut running, &mut shutdown, &mut backoff).await {
                         break 'pulling;
@@ -189,9 +190,14 @@ impl Bus {
                 tokio::select! {
                     _ = &mut shutdown => break 'pulling,
                     msg = batch.next() => match msg {
-                        Some(Ok(msg)) => running.push(self.handle(msg, handler, spec.ack_wait)),
+                        Some(Ok(msg)) => {
+                            if let Some(failed) = pull_failures.ended() {
+                                tracing::info!(consumer = %consumer_name, failed_attempts = failed, "pulling again");
+                            }
+                            running.push(self.handle(msg, handler, spec.ack_wait));
+                        }
                         Some(Err(e)) => {
-                            tracing::warn!(consumer = %consumer_name, error = %e, "pull broke; reopening");
+                            pull_failed(&mut pull_failures, &consumer_name, "batch", &e);
                             consumer = None;
                             if !pause(&mut running, &mut shutdown, &mut backoff).await {
                                 break 'pulling;
@@ -369,12 +375,13 @@ impl Bus {
 /// How often a consumer that keeps failing to open says so at warn level.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Failed attempts to open a consumer. Its stream may not exist yet (the service that owns
-/// it is not up), which is retried every few seconds: the first failure, a new reason, and
-/// then one line a minute are warnings (with how many attempts failed since the last one),
-/// the rest debug lines; the open that ends them says how many there were.
+/// Failed attempts to open a consumer (its stream may not exist yet: the service that owns
+/// it is not up) or to pull from it (a server that accepts the open and breaks each pull),
+/// each retried every few seconds: the first failure, a new reason, and then one line a
+/// minute are warnings (with how many attempts failed since the last one), the rest debug
+/// lines; the success that ends them says how many there were.
 #[derive(Debug, Default)]
-struct OpenFailures {
+struct Failures {
     /// Failures since the consumer was last open.
     total: u32,
     /// Failures since the last warning, and when and why that was.
@@ -382,7 +389,7 @@ struct OpenFailures {
     warned: Option<(Instant, String)>,
 }
 
-impl OpenFailures {
+impl Failures {
     /// Counts a failure; `Some(n)` when it is to be a warning, `n` being the failures not
     /// reported at warn level since the last one.
     fn failed(&mut self, reason: &str, now: Instant) -> Option<u32> {
@@ -400,10 +407,33 @@ impl OpenFailures {
         Some(unreported)
     }
 
-    /// The consumer is open: how many attempts failed before, if any.
-    fn opened(&mut self) -> Option<u32> {
+    /// It worked: how many attempts failed before, if any.
+    fn ended(&mut self) -> Option<u32> {
         let total = std::mem::take(self).total;
         (total > 0).then_some(total)
+    }
+}
+
+/// Logs a failed pull (`step`: the request, or the batch it returned), throttled by
+/// `failures`; the caller reopens the consumer.
+fn pull_failed(
+    failures: &mut Failures,
+    consumer: &str,
+    step: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    let reason = error.to_string();
+    match failures.failed(&reason, Instant::now()) {
+        Some(unreported) => tracing::warn!(
+            consumer,
+            step,
+            error = %reason,
+            failed_since_last_warning = unreported,
+            "pull failed; reopening the consumer (the same failure is logged at warn once a minute)"
+        ),
+        None => {
+            tracing::debug!(consumer, step, error = %reason, "pull failed; reopening the consumer")
+        }
     }
 }
 
@@ -446,8 +476,8 @@ mod tests {
     const GONE: &str = "stream not found";
 
     #[test]
-    fn open_failures_warn_first_then_once_a_minute_and_on_a_new_reason() {
-        let mut f = OpenFailures::default();
+    fn failures_warn_first_then_once_a_minute_and_on_a_new_reason() {
+        let mut f = Failures::default();
         let t0 = Instant::now();
         assert_eq!(f.failed(GONE, t0), Some(0));
         assert_eq!(f.failed(GONE, t0 + Duration::from_secs(5)), None);
@@ -458,9 +488,9 @@ mod tests {
         // A minute after the last warning, the next one counts what was not reported.
         assert_eq!(f.failed("timed out", t0 + Duration::from_secs(74)), None);
         assert_eq!(f.failed("timed out", t0 + Duration::from_secs(75)), Some(2));
-        assert_eq!(f.opened(), Some(7));
+        assert_eq!(f.ended(), Some(7));
         // Open again: the next failure is a warning at once.
-        assert_eq!(f.opened(), None);
+        assert_eq!(f.ended(), None);
         assert_eq!(f.failed(GONE, t0 + Duration::from_secs(80)), Some(0));
     }
 }
