@@ -407,10 +407,13 @@ impl Failures {
         Some(unreported)
     }
 
-    /// It worked: how many attempts failed before, if any.
+    /// It worked: how many attempts failed before, if any. Called for every message pulled,
+    /// so nothing is touched while nothing failed.
     fn ended(&mut self) -> Option<u32> {
-        let total = std::mem::take(self).total;
-        (total > 0).then_some(total)
+        if self.total == 0 {
+            return None;
+        }
+        Some(std::mem::take(self).total)
     }
 }
 

@@ -2,6 +2,7 @@
 //! with its batched form `haven.retry.results`. A message is acknowledged only after its
 //! effect is committed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,45 +85,44 @@ pub fn spawn(
     results: Batcher<ResultIn, ()>,
     token: CancellationToken,
 ) {
-    let b = bus.clone();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_enqueue")
-            .filter(ENQUEUE_SUBJECT)
-            .concurrency(BATCH);
-        let handler = |d: Delivery<RetryEnqueue>| {
-            let (enqueue, admission) = (enqueue.clone(), admission.clone());
-            async move { handle_enqueue(d, &enqueue, &admission).await }
-        };
-        if let Err(e) = b.consume(spec, handler, t.cancelled_owned()).await {
-            tracing::error!(error = %e, "enqueue consumer stopped");
-        }
+    let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_enqueue")
+        .filter(ENQUEUE_SUBJECT)
+        .concurrency(BATCH);
+    run(&bus, &token, spec, move |d: Delivery<RetryEnqueue>| {
+        let (enqueue, admission) = (enqueue.clone(), admission.clone());
+        async move { handle_enqueue(d, &enqueue, &admission).await }
     });
-    let (b, t, r) = (bus.clone(), token.clone(), results.clone());
-    tokio::spawn(async move {
-        let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
-            .filter(RESULT_SUBJECT)
-            // Enough for both of the batcher's batches to be full.
-            .concurrency(BATCH * IN_FLIGHT);
-        let handler = |d: Delivery<RetryResult>| {
-            let results = r.clone();
-            async move { handle_result(d, &results).await }
-        };
-        if let Err(e) = b.consume(spec, handler, t.cancelled_owned()).await {
-            tracing::error!(error = %e, "result consumer stopped");
-        }
+    let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
+        .filter(RESULT_SUBJECT)
+        // Enough for both of the batcher's batches to be full.
+        .concurrency(BATCH * IN_FLIGHT);
+    let batcher = results.clone();
+    run(&bus, &token, spec, move |d: Delivery<RetryResult>| {
+        let results = batcher.clone();
+        async move { handle_result(d, &results).await }
     });
+    let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_result_batches")
+        .filter(RESULTS_SUBJECT)
+        // Each message holds up to an owner's whole batch.
+        .concurrency(IN_FLIGHT * 4);
+    run(&bus, &token, spec, move |d: Delivery<RetryResults>| {
+        let results = results.clone();
+        async move { handle_results(d, &results).await }
+    });
+}
+
+/// Runs one consumer on a task of its own until `token` is cancelled.
+fn run<M, H, Fut>(bus: &Bus, token: &CancellationToken, spec: ConsumerSpec, handler: H)
+where
+    M: prost::Message + Default + Send + 'static,
+    H: Fn(Delivery<M>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let (bus, shutdown) = (bus.clone(), token.clone().cancelled_owned());
     tokio::spawn(async move {
-        let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_result_batches")
-            .filter(RESULTS_SUBJECT)
-            // Each message holds up to an owner's whole batch.
-            .concurrency(IN_FLIGHT * 4);
-        let handler = |d: Delivery<RetryResults>| {
-            let results = results.clone();
-            async move { handle_results(d, &results).await }
-        };
-        if let Err(e) = bus.consume(spec, handler, token.cancelled_owned()).await {
-            tracing::error!(error = %e, "result batch consumer stopped");
+        let durable = spec.durable.clone();
+        if let Err(e) = bus.consume(spec, handler, shutdown).await {
+            tracing::error!(error = %e, consumer = %durable, "consumer stopped");
         }
     });
 }
