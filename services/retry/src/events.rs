@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{ItemRow, Status};
+use crate::store::RELAY_LOCK;
 
 /// Events published per round.
 const BATCH: i64 = 256;
@@ -94,10 +95,18 @@ impl Relay {
     /// they are published, so replicas relaying at once take different ones. Returns how
     /// many rows it took.
     async fn round(&self) -> Result<usize, String> {
-        let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+        // One replica relays at a time, the others waiting their turn, so the rows need no
+        // lock of their own: a row lock (`FOR UPDATE SKIP LOCKED`) wrote each event once more
+        // to the WAL between its insert and its delete. BEGIN and the lock go in one round trip.
+        let mut tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({RELAY_LOCK})"
+            )))
+            .await
+            .map_err(|e| e.to_string())?;
         let rows = sqlx::query!(
-            "SELECT seq, subject, msg_id, payload FROM retry.outbox
-             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT seq, subject, msg_id, payload FROM retry.outbox ORDER BY seq LIMIT $1",
             BATCH,
         )
         .fetch_all(&mut *tx)

@@ -25,6 +25,8 @@ use crate::model::{
 const CLAIM_LOCK: i64 = 0x6861_7665_6e5f_6366;
 /// Advisory lock held by the replica folding the counts' deltas.
 const FOLD_LOCK: i64 = 0x6861_7665_6e5f_6366 + 1;
+/// Advisory lock held by the replica publishing the outbox's events.
+pub(crate) const RELAY_LOCK: i64 = 0x6861_7665_6e5f_6366 + 2;
 
 /// The channel a dispatcher LISTENs on to learn that something fell due.
 pub const NOTIFY_CHANNEL: &str = "haven_retry_due";
@@ -800,8 +802,9 @@ impl Store {
     }
 
     /// Deletes up to `limit` resolved or cancelled items last changed more than `older_than`
-    /// ago (by the database's clock), oldest first, with their attempt history. Rows another
-    /// replica is deleting are skipped. Returns how many were deleted.
+    /// ago (by the database's clock), oldest first, with their attempt history (which no
+    /// foreign key cascades: see migration 0009). Rows another replica is deleting are
+    /// skipped. Returns how many were deleted.
     pub async fn prune(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query!(
             "WITH old AS (
@@ -810,6 +813,8 @@ impl Store {
                    AND updated_at < now() - $1::bigint * interval '1 millisecond'
                  ORDER BY updated_at LIMIT $2
                  FOR UPDATE SKIP LOCKED
+             ), history AS (
+                 DELETE FROM retry.retry_attempts a USING old WHERE a.item_id = old.id
              )
              DELETE FROM retry.retry_items r USING old WHERE r.id = old.id",
             i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX),
@@ -851,22 +856,42 @@ impl Store {
         }
         // Stays dynamic: the WHERE clause holds only the filters given, so each combination is
         // planned on its own index instead of one generic plan for `$n IS NULL OR …`.
-        let mut qb = QueryBuilder::new(format!(
-            "SELECT {} FROM retry.retry_items r",
-            item_columns()
-        ));
-        filters(&mut qb, scope, operation_type);
-        if let Some(s) = status {
-            qb.push(" AND r.status = ").push_bind(s);
-        }
-        if let Some((at, id)) = cursor {
-            qb.push(" AND (r.created_at, r.id) < (")
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
+        //
+        // A tenant's page over every status is the newest of each status's newest, each read
+        // in order from `(tenant_id, status, created_at, id)`: the index on
+        // `(tenant_id, created_at, id)` that served it took a write at every claim and result
+        // (migration 0010). Across tenants no index serves the order, so one scan does.
+        let statuses: Vec<Status> = match (status, scope) {
+            (Some(s), Scope::Tenant(_) | Scope::All) => vec![s],
+            (None, Scope::Tenant(_)) => Status::ALL.to_vec(),
+            (None, Scope::All) => Vec::new(),
+        };
+        let mut qb = QueryBuilder::new("SELECT * FROM (");
+        let branches = statuses.len().max(1);
+        for i in 0..branches {
+            if i > 0 {
+                qb.push(" UNION ALL ");
+            }
+            qb.push(format!(
+                "(SELECT {} FROM retry.retry_items r",
+                item_columns()
+            ));
+            filters(&mut qb, scope, operation_type);
+            if let Some(s) = statuses.get(i) {
+                qb.push(" AND r.status = ").push_bind(*s);
+            }
+            if let Some((at, id)) = cursor {
+                qb.push(" AND (r.created_at, r.id) < (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")");
+            }
+            qb.push(" ORDER BY r.created_at DESC, r.id DESC LIMIT ")
+                .push_bind(page_size + 1)
                 .push(")");
         }
-        qb.push(" ORDER BY r.created_at DESC, r.id DESC LIMIT ")
+        qb.push(") r ORDER BY r.created_at DESC, r.id DESC LIMIT ")
             .push_bind(page_size + 1);
         let mut items: Vec<ItemRow> = qb.build_query_as().fetch_all(&self.pool).await?;
         let next = if items.len() as i64 > page_size {
