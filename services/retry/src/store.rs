@@ -779,8 +779,10 @@ impl Store {
     /// `next_retry_at` was computed with); `None` when nothing is pending. Rounded up: a
     /// dispatcher woken a fraction of a millisecond early would find nothing to claim and
     /// take the item for one due but not claimable, waiting 20 ms more.
+    ///
+    /// Planned at every call ([`fresh_plan`]).
     pub async fn next_due_in(&self) -> Result<Option<Duration>, StoreError> {
-        let ms = sqlx::query_scalar!(
+        let ms: Option<i64> = fresh_plan(
             "SELECT ceil(extract(epoch FROM min(next_retry_at) - now()) * 1000)::bigint
              FROM retry.retry_items WHERE status = 'pending'",
         )
@@ -790,9 +792,9 @@ impl Store {
     }
 
     /// How long until the earliest lease runs out, by the database's clock; `None` when
-    /// nothing is leased.
+    /// nothing is leased. Planned at every call ([`fresh_plan`]).
     pub async fn next_expiry_in(&self) -> Result<Option<Duration>, StoreError> {
-        let ms = sqlx::query_scalar!(
+        let ms: Option<i64> = fresh_plan(
             "SELECT (extract(epoch FROM min(lease_expires_at) - now()) * 1000)::bigint
              FROM retry.retry_items WHERE status = 'processing'",
         )
@@ -1186,6 +1188,18 @@ fn with_running(item: &ItemRow, mut attempts: Vec<AttemptRow>) -> Vec<AttemptRow
         });
     }
     attempts
+}
+
+/// A query without parameters, planned at each call rather than once per connection.
+///
+/// A prepared statement without parameters keeps the plan of its first run until the table's
+/// statistics change. The next due time's, first run while the queue was empty, kept a scan of
+/// the whole table through a burst of 300,000 items: 94 ms a look, and 13 % of a core,
+/// where the pending index answers in 2 ms. Planning each time costs a fraction of that.
+fn fresh_plan(
+    sql: &'static str,
+) -> sqlx::query::QueryScalar<'static, Postgres, Option<i64>, sqlx::postgres::PgArguments> {
+    sqlx::query_scalar(sql).persistent(false)
 }
 
 /// A wait in milliseconds as a duration; past moments are no wait.
