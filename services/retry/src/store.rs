@@ -780,11 +780,28 @@ impl Store {
     /// dispatcher woken a fraction of a millisecond early would find nothing to claim and
     /// take the item for one due but not claimable, waiting 20 ms more.
     ///
-    /// Planned at every call ([`fresh_plan`]).
+    /// Each tenant's first due item, tenants taken in turn as the claim does (two probes of
+    /// the tenant-first pending index per tenant with pending items), rather than a `min()`
+    /// the planner may answer by reading every pending entry. Planned at every call
+    /// ([`fresh_plan`]).
     pub async fn next_due_in(&self) -> Result<Option<Duration>, StoreError> {
         let ms: Option<i64> = fresh_plan(
-            "SELECT ceil(extract(epoch FROM min(next_retry_at) - now()) * 1000)::bigint
-             FROM retry.retry_items WHERE status = 'pending'",
+            "WITH RECURSIVE tenants AS (
+                 (SELECT tenant_id FROM retry.retry_items WHERE status = 'pending'
+                  ORDER BY tenant_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT r.tenant_id FROM retry.retry_items r
+                         WHERE r.status = 'pending' AND r.tenant_id > t.tenant_id
+                         ORDER BY r.tenant_id LIMIT 1)
+                 FROM tenants t WHERE t.tenant_id IS NOT NULL
+             )
+             SELECT ceil(extract(epoch FROM min(first.next_retry_at) - now()) * 1000)::bigint
+             FROM tenants t CROSS JOIN LATERAL (
+                 SELECT r.next_retry_at FROM retry.retry_items r
+                 WHERE r.tenant_id = t.tenant_id AND r.status = 'pending'
+                 ORDER BY r.next_retry_at LIMIT 1
+             ) first
+             WHERE t.tenant_id IS NOT NULL",
         )
         .fetch_one(&self.pool)
         .await?;
