@@ -880,14 +880,14 @@ impl Store {
         // in order from `(tenant_id, status, created_at, id)`: the index on
         // `(tenant_id, created_at, id)` that served it took a write at every claim and result
         // (migration 0010). Across tenants no index serves the order, so one scan does.
-        let statuses: Vec<Status> = match (status, scope) {
-            (Some(s), Scope::Tenant(_) | Scope::All) => vec![s],
-            (None, Scope::Tenant(_)) => Status::ALL.to_vec(),
-            (None, Scope::All) => Vec::new(),
+        // One branch per status filter; `None`: no filter.
+        let branches: Vec<Option<Status>> = match (status, scope) {
+            (Some(s), Scope::Tenant(_) | Scope::All) => vec![Some(s)],
+            (None, Scope::Tenant(_)) => Status::ALL.iter().copied().map(Some).collect(),
+            (None, Scope::All) => vec![None],
         };
         let mut qb = QueryBuilder::new("SELECT * FROM (");
-        let branches = statuses.len().max(1);
-        for i in 0..branches {
+        for (i, branch) in branches.into_iter().enumerate() {
             if i > 0 {
                 qb.push(" UNION ALL ");
             }
@@ -896,8 +896,8 @@ impl Store {
                 item_columns()
             ));
             filters(&mut qb, scope, operation_type);
-            if let Some(s) = statuses.get(i) {
-                qb.push(" AND r.status = ").push_bind(*s);
+            if let Some(s) = branch {
+                qb.push(" AND r.status = ").push_bind(s);
             }
             if let Some((at, id)) = cursor {
                 qb.push(" AND (r.created_at, r.id) < (")
