@@ -4,7 +4,8 @@
 //! - backlog: N items already due → dispatched over NATS → no-op handler → result → resolved,
 //!   beside graphile-worker's own method (N jobs added in SQL, two `--once -j 24 -m 25`
 //!   workers, minus one empty start-up);
-//! - steady state: enqueue over NATS and processing at once;
+//! - steady state: enqueue over NATS and processing at once, beside graphile-worker's same
+//!   shape of work (jobs added in SQL while its two workers run);
 //! - due-to-dispatch latency: items scheduled to fall due over a few seconds, measured from
 //!   their due time to the handler receiving them.
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly
@@ -251,8 +252,12 @@ async fn main() -> anyhow::Result<()> {
         args.steady_items
     );
     let mut steady = Vec::new();
+    let mut their_steady = Vec::new();
     for _ in 0..args.runs {
         steady.push(run_steady(&pool, &bus, &events, args.steady_items).await?);
+        if let Some(g) = &graphile {
+            their_steady.push(g.run_steady(&pool, args.steady_items).await?);
+        }
     }
     println!(
         "haven-retry: latency, {} items falling due over {:?} ...",
@@ -378,13 +383,39 @@ async fn main() -> anyhow::Result<()> {
             "  the same, two replicas (jobs/s)", two, "-", "-"
         ),
     }
-    println!(
-        "{:<46} {:>14.0} {:>16} {:>8}",
-        "steady state: enqueue + process (items/s)",
-        median(steady.clone()),
-        "-",
-        "-"
-    );
+    // Each steady run's ratio within its pair, and against graphile-worker's backlog (which
+    // times no adding of jobs).
+    let steady_ratios: Vec<f64> = steady
+        .iter()
+        .zip(&their_steady)
+        .map(|(o, t)| o / t)
+        .collect();
+    let their_steady_median = (!their_steady.is_empty()).then(|| median(their_steady.clone()));
+    match their_steady_median {
+        Some(r) => println!(
+            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
+            "steady state: enqueue + process (items/s)",
+            median(steady.clone()),
+            r,
+            median(steady_ratios.clone())
+        ),
+        None => println!(
+            "{:<46} {:>14.0} {:>16} {:>8}",
+            "steady state: enqueue + process (items/s)",
+            median(steady.clone()),
+            "-",
+            "-"
+        ),
+    }
+    if let Some(r) = reference {
+        println!(
+            "{:<46} {:>14} {:>16.0} {:>7.2}x",
+            "  against graphile-worker's backlog (jobs/s)",
+            "",
+            r,
+            median(steady.clone()) / r
+        );
+    }
     let latency = LatencyRuns::of(&latency_runs);
     if let Some(l) = &latency {
         println!(
@@ -433,14 +464,21 @@ async fn main() -> anyhow::Result<()> {
             .map(|(lat, _)| (percentile(lat, 0.99) * 10.0).round() / 10.0)
             .collect::<Vec<_>>()
     );
+    let two_places = |v: &[f64]| {
+        v.iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    };
     if !theirs.is_empty() {
         println!(
             "runs: graphile-worker {:?} jobs/s, each after ours; backlog ratio within each pair {:?}",
             rounded(&theirs),
-            pair_ratios
-                .iter()
-                .map(|r| (r * 100.0).round() / 100.0)
-                .collect::<Vec<_>>()
+            two_places(&pair_ratios)
+        );
+        println!(
+            "runs: graphile-worker, jobs added while it works, {:?} jobs/s, each after ours; steady ratio within each pair {:?}",
+            rounded(&their_steady),
+            two_places(&steady_ratios)
         );
     }
     let worst_backlog = backlog.iter().copied().fold(f64::INFINITY, f64::min);
@@ -476,12 +514,27 @@ async fn main() -> anyhow::Result<()> {
             |r| format!("{:.2}x (worst {:.2}x)", two / r, worst_two / r),
         ),
     );
+    let worst_steady = steady.iter().copied().fold(f64::INFINITY, f64::min);
     haven_bench::summary(
         "retry",
         "steady state, enqueue over NATS + process",
-        &format!("{:.0} items/s", median(steady.clone())),
-        "-",
-        "-",
+        &format!(
+            "{:.0} items/s (worst {worst_steady:.0})",
+            median(steady.clone())
+        ),
+        &their_steady_median.map_or_else(
+            || "-".to_owned(),
+            |r| format!("graphile-worker, jobs added while it works, {r:.0} jobs/s"),
+        ),
+        &match (their_steady_median, reference) {
+            (Some(_), Some(backlog)) => format!(
+                "{:.2}x (worst {:.2}x); {:.2}x its backlog",
+                median(steady_ratios.clone()),
+                steady_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                median(steady.clone()) / backlog
+            ),
+            (None, _) | (_, None) => "-".to_owned(),
+        },
     );
     if let Some(l) = &latency {
         haven_bench::summary(
@@ -919,13 +972,8 @@ impl Graphile {
         cmd
     }
 
-    /// One run of `n` jobs: its jobs/s, after checking none is left.
-    async fn run(&self, pool: &PgPool, n: u64) -> anyhow::Result<f64> {
-        // Each run at its best, as its first on a new schema: its earlier run's deleted jobs
-        // are vacuumed away (as ours are, by [`clear`]), and its tables analyzed once the
-        // jobs are in. Without that, every run after the first planned its job fetch on
-        // statistics of another moment and ran at a quarter of the speed (2,647 / 692 / 674
-        // jobs/s). Analyzing the empty tables instead made adding the jobs take minutes.
+    /// Its tables, after vacuuming away an earlier run's deleted jobs (as [`clear`] does ours).
+    async fn vacuumed_tables(pool: &PgPool) -> anyhow::Result<Vec<String>> {
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
              WHERE schemaname LIKE 'graphile_worker%'",
@@ -937,6 +985,17 @@ impl Graphile {
                 .execute(pool)
                 .await?;
         }
+        Ok(tables)
+    }
+
+    /// One run of `n` jobs: its jobs/s, after checking none is left.
+    async fn run(&self, pool: &PgPool, n: u64) -> anyhow::Result<f64> {
+        // Each run at its best, as its first on a new schema: its earlier run's deleted jobs
+        // are vacuumed away, and its tables analyzed once the jobs are in. Without that,
+        // every run after the first planned its job fetch on statistics of another moment
+        // and ran at a quarter of the speed (2,647 / 692 / 674 jobs/s). Analyzing the empty
+        // tables instead made adding the jobs take minutes.
+        let tables = Self::vacuumed_tables(pool).await?;
         sqlx::query("SELECT graphile_worker.add_job('noop', json_build_object('id', i)) FROM generate_series(1, $1) i")
             .bind(i64::try_from(n)?)
             .execute(pool)
@@ -973,5 +1032,110 @@ impl Graphile {
         let rate = n as f64 / (wall - self.startup).max(1e-3);
         println!("  graphile-worker: {n} jobs in {wall:.2}s wall ({rate:.0} jobs/s)");
         Ok(rate)
+    }
+
+    /// The steady state's shape of work for graphile-worker: jobs added while it works, as
+    /// ours are enqueued while our queue works. Its two `-j 24 -m 25` workers start first
+    /// and are listening before the clock starts (no start-up is timed); `add_job` then runs
+    /// in statements of 500 (our publisher waits for acks 500 at a time), each committed as
+    /// it comes, and the clock stops when its queue is empty. The jobs go in through its bulk
+    /// `add_jobs`: 20,000 took 0.2 s on this machine, where `add_job` row by row took 18.6 s. A job that failed would stay
+    /// in the queue, so an empty queue is every job done.
+    ///
+    /// Its tables keep the statistics of its last backlog run, taken with that run's jobs in.
+    async fn run_steady(&self, pool: &PgPool, n: u64) -> anyhow::Result<f64> {
+        Self::vacuumed_tables(pool).await?;
+        let listening = || async {
+            anyhow::Ok(
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN \"jobs:insert\"%'",
+                )
+                .fetch_one(pool)
+                .await?,
+            )
+        };
+        let before = listening().await?;
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            workers.push(Worker(
+                self.worker(&["-j", "24", "-m", "25"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()?,
+            ));
+        }
+        let ready_by = Instant::now() + Duration::from_secs(60);
+        while listening().await? < before + 2 {
+            for w in &mut workers {
+                if let Some(status) = w.0.try_wait()? {
+                    bail!("a graphile-worker process exited at start-up: {status}");
+                }
+            }
+            ensure!(
+                Instant::now() < ready_by,
+                "graphile-worker's workers were not listening after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let t = Instant::now();
+        let mut added = 0u64;
+        while added < n {
+            let k = (n - added).min(500);
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM graphile_worker.add_jobs(ARRAY(
+                     SELECT ROW('noop', json_build_object('id', i), NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec
+                     FROM generate_series($1::bigint, $2::bigint) i))",
+            )
+            .bind(i64::try_from(added + 1)?)
+            .bind(i64::try_from(added + k)?)
+            .fetch_all(pool)
+            .await?;
+            ensure!(
+                ids.len() as u64 == k,
+                "add_job added {} of {k} jobs",
+                ids.len()
+            );
+            added += k;
+        }
+        let adding = t.elapsed().as_secs_f64();
+        // Looked at every 20 ms: at most that much added to a run of seconds.
+        let done_by = Instant::now() + Duration::from_secs(600);
+        loop {
+            let empty: bool =
+                sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM graphile_worker.jobs)")
+                    .fetch_one(pool)
+                    .await?;
+            if empty {
+                break;
+            }
+            if Instant::now() > done_by {
+                let left: i64 = sqlx::query_scalar("SELECT count(*) FROM graphile_worker.jobs")
+                    .fetch_one(pool)
+                    .await?;
+                bail!("graphile-worker left {left} of {n} jobs after 600 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        drop(workers);
+        let rate = n as f64 / secs;
+        println!(
+            "  graphile-worker: {n} jobs added in {adding:.2}s while it worked, all done after {secs:.2}s ({rate:.0} jobs/s)"
+        );
+        Ok(rate)
+    }
+}
+
+/// A long-running graphile-worker process, stopped gracefully (SIGTERM) when dropped.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        if !signalled.is_ok_and(|s| s.success()) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
     }
 }
