@@ -7,6 +7,9 @@
 //! still are); build with `--features haven-export/pie` to keep a PIE.
 
 fn main() {
+    // `sqlx::migrate!` embeds the migrations: a migration added to the folder must rebuild
+    // the crate (sqlx's `migrate build-script`).
+    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_PIE");
     if std::env::var_os("CARGO_FEATURE_PIE").is_none() {
         println!("cargo:rustc-link-arg-bins=-no-pie");
