@@ -1045,16 +1045,22 @@ impl Graphile {
     /// Its tables keep the statistics of its last backlog run, taken with that run's jobs in.
     async fn run_steady(&self, pool: &PgPool, n: u64) -> anyhow::Result<f64> {
         Self::vacuumed_tables(pool).await?;
+        // Connections that began listening after this moment: an earlier run's workers, or
+        // their backends still exiting, do not count.
+        let spawned: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(pool)
+            .await?;
         let listening = || async {
             anyhow::Ok(
                 sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN \"jobs:insert\"%'",
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE query LIKE 'LISTEN \"jobs:insert\"%' AND backend_start >= $1",
                 )
+                .bind(spawned)
                 .fetch_one(pool)
                 .await?,
             )
         };
-        let before = listening().await?;
         let mut workers = Vec::new();
         for _ in 0..2 {
             workers.push(Worker(
@@ -1064,7 +1070,7 @@ impl Graphile {
             ));
         }
         let ready_by = Instant::now() + Duration::from_secs(60);
-        while listening().await? < before + 2 {
+        while listening().await? < 2 {
             for w in &mut workers {
                 if let Some(status) = w.0.try_wait()? {
                     bail!("a graphile-worker process exited at start-up: {status}");
