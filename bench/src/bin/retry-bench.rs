@@ -4,8 +4,9 @@
 //! - backlog: N items already due → dispatched over NATS → no-op handler → result → resolved,
 //!   beside graphile-worker's own method (N jobs added in SQL, two `--once -j 24 -m 25`
 //!   workers, minus one empty start-up);
-//! - steady state: enqueue over NATS and processing at once, beside graphile-worker's same
-//!   shape of work (jobs added in SQL while its two workers run);
+//! - steady state: enqueue over NATS and processing at once, one message per item and 500
+//!   items per message (`haven.retry.enqueues`), beside graphile-worker's same shape of work
+//!   (jobs added in SQL, 500 a statement, while its two workers run);
 //! - due-to-dispatch latency: items scheduled to fall due over a few seconds, measured from
 //!   their due time to the handler receiving them.
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly
@@ -19,13 +20,17 @@ use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use haven_bench::{median, percentile};
 use haven_bus::{Bus, NatsArgs};
-use haven_proto::events::v1::{RetryDispatch, RetryEnqueue, RetryLifecycle};
+use haven_proto::events::v1::{RetryDispatch, RetryEnqueue, RetryEnqueues, RetryLifecycle};
 use haven_proto::retry::v1::EnqueueRequest;
 use haven_proto::retry::v1::enqueue_request::FirstRun;
 use haven_retry_client::HandlerError;
 use haven_server::CommonArgs;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// Items per `haven.retry.enqueues` message in the batched steady runs: as many as
+/// graphile-worker's jobs per `add_jobs` statement.
+const STEADY_BATCH: u64 = 500;
 
 #[derive(Parser)]
 struct Args {
@@ -152,19 +157,17 @@ async fn main() -> anyhow::Result<()> {
         config
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The in-process replicas stop before the RSS phase, while the owner goes on.
+    // The in-process replicas stop before the RSS phase, while the owner goes on; the
+    // second replica stops after its runs.
     let (replicas_stop_tx, replicas_stop_rx) = tokio::sync::watch::channel(false);
-    let replica = |config: haven_retry::Config| {
-        let mut rx = replicas_stop_rx.clone();
-        async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let stopped = async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
-            anyhow::Ok(tokio::spawn(haven_retry::serve(config, listener, stopped)))
-        }
+    let replica = |config: haven_retry::Config, mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let stopped = async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        anyhow::Ok(tokio::spawn(haven_retry::serve(config, listener, stopped)))
     };
-    let service = replica(config()).await?;
+    let service = replica(config(), replicas_stop_rx.clone()).await?;
     let bus = Bus::connect(&NatsArgs::new(nats.url(), "").config("retry-bench")?).await?;
     let events = Resolutions::listen(&bus).await?;
     wait_for_schema(&pool).await?;
@@ -247,14 +250,35 @@ async fn main() -> anyhow::Result<()> {
             theirs.push(g.run(&pool, args.items).await?);
         }
     }
+    // Before the steady pairs: after graphile-worker's steady runs (the heaviest writes of
+    // the benchmark) this machine's WAL flushes were slow for minutes, and two replicas,
+    // which wait on them more than one, read 0.58-0.87x of one replica's run.
+    println!(
+        "haven-retry: a second replica on the same PostgreSQL; backlog of {} due items, {} run(s) ...",
+        args.items, args.runs
+    );
+    let (second_stop_tx, second_stop_rx) = tokio::sync::watch::channel(false);
+    let second = replica(config(), second_stop_rx).await?;
+    let mut backlog_two = Vec::new();
+    for _ in 0..args.runs {
+        backlog_two.push(run_backlog(&pool, &events, args.items).await?);
+    }
+    // The steady and latency runs measure one replica again.
+    second_stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .context("the second replica did not stop within 30 s")???;
     println!(
         "haven-retry: steady state, {} items enqueued over NATS while processing ...",
         args.steady_items
     );
     let mut steady = Vec::new();
+    let mut steady_batched = Vec::new();
     let mut their_steady = Vec::new();
     for _ in 0..args.runs {
-        steady.push(run_steady(&pool, &bus, &events, args.steady_items).await?);
+        steady.push(run_steady(&pool, &bus, &events, args.steady_items, 1).await?);
+        steady_batched
+            .push(run_steady(&pool, &bus, &events, args.steady_items, STEADY_BATCH).await?);
         if let Some(g) = &graphile {
             their_steady.push(g.run_steady(&pool, args.steady_items).await?);
         }
@@ -297,15 +321,6 @@ async fn main() -> anyhow::Result<()> {
             latency_runs.push((lat, to_publish));
         }
     }
-    println!(
-        "haven-retry: a second replica on the same PostgreSQL; backlog of {} due items, {} run(s) ...",
-        args.items, args.runs
-    );
-    let second = replica(config()).await?;
-    let mut backlog_two = Vec::new();
-    for _ in 0..args.runs {
-        backlog_two.push(run_backlog(&pool, &events, args.items).await?);
-    }
     let our_hot = hot_updates(&pool, "retry", "retry_items").await?;
 
     let reference = (!theirs.is_empty()).then(|| median(theirs.clone()));
@@ -316,7 +331,6 @@ async fn main() -> anyhow::Result<()> {
     };
     replicas_stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
-    let _ = tokio::time::timeout(Duration::from_secs(30), second).await;
     let rss = if args.rss_big_items > 0 {
         println!(
             "haven-retry (the release binary, alone): peak RSS draining {} then {} pending items ...",
@@ -416,6 +430,28 @@ async fn main() -> anyhow::Result<()> {
             median(steady.clone()) / r
         );
     }
+    let batched_ratios: Vec<f64> = steady_batched
+        .iter()
+        .zip(&their_steady)
+        .map(|(o, t)| o / t)
+        .collect();
+    let batched_label = format!("  the same, {STEADY_BATCH} items a message (items/s)");
+    match their_steady_median {
+        Some(r) => println!(
+            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
+            batched_label,
+            median(steady_batched.clone()),
+            r,
+            median(batched_ratios.clone())
+        ),
+        None => println!(
+            "{:<46} {:>14.0} {:>16} {:>8}",
+            batched_label,
+            median(steady_batched.clone()),
+            "-",
+            "-"
+        ),
+    }
     let latency = LatencyRuns::of(&latency_runs);
     if let Some(l) = &latency {
         println!(
@@ -455,10 +491,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "runs: backlog {:?} jobs/s; two replicas {:?} jobs/s; steady {:?} items/s; latency p99 {:?} ms",
+        "runs: backlog {:?} jobs/s; two replicas {:?} jobs/s; steady {:?} items/s, {STEADY_BATCH} a message {:?}; latency p99 {:?} ms",
         rounded(&backlog),
         rounded(&backlog_two),
         rounded(&steady),
+        rounded(&steady_batched),
         latency_runs
             .iter()
             .map(|(lat, _)| (percentile(lat, 0.99) * 10.0).round() / 10.0)
@@ -476,9 +513,10 @@ async fn main() -> anyhow::Result<()> {
             two_places(&pair_ratios)
         );
         println!(
-            "runs: graphile-worker, jobs added while it works, {:?} jobs/s, each after ours; steady ratio within each pair {:?}",
+            "runs: graphile-worker, jobs added while it works, {:?} jobs/s, each after ours; steady ratio within each pair {:?}, {STEADY_BATCH} a message {:?}",
             rounded(&their_steady),
-            two_places(&steady_ratios)
+            two_places(&steady_ratios),
+            two_places(&batched_ratios)
         );
     }
     let worst_backlog = backlog.iter().copied().fold(f64::INFINITY, f64::min);
@@ -534,6 +572,27 @@ async fn main() -> anyhow::Result<()> {
                 median(steady.clone()) / backlog
             ),
             (None, _) | (_, None) => "-".to_owned(),
+        },
+    );
+    let worst_batched = steady_batched.iter().copied().fold(f64::INFINITY, f64::min);
+    haven_bench::summary(
+        "retry",
+        &format!("steady state, enqueue over NATS {STEADY_BATCH} a message + process"),
+        &format!(
+            "{:.0} items/s (worst {worst_batched:.0})",
+            median(steady_batched.clone())
+        ),
+        &their_steady_median.map_or_else(
+            || "-".to_owned(),
+            |r| format!("graphile-worker, jobs added while it works, {r:.0} jobs/s"),
+        ),
+        &match their_steady_median {
+            Some(_) => format!(
+                "{:.2}x (worst {:.2}x)",
+                median(batched_ratios.clone()),
+                batched_ratios.iter().copied().fold(f64::INFINITY, f64::min)
+            ),
+            None => "-".to_owned(),
         },
     );
     if let Some(l) = &latency {
@@ -830,44 +889,77 @@ async fn run_backlog(pool: &PgPool, events: &Resolutions, n: u64) -> anyhow::Res
 }
 
 /// Enqueue over NATS as fast as the bus acks while the queue works.
-async fn run_steady(pool: &PgPool, bus: &Bus, events: &Resolutions, n: u64) -> anyhow::Result<f64> {
+/// Enqueues `n` items over NATS while the replica processes them, timed until every one is
+/// resolved. `per_message` 1 publishes each alone on `haven.retry.enqueue` and awaits the
+/// acks 500 at a time; more puts that many in each `haven.retry.enqueues` message, each
+/// message's ack awaited before the next, as graphile-worker's statements are.
+async fn run_steady(
+    pool: &PgPool,
+    bus: &Bus,
+    events: &Resolutions,
+    n: u64,
+    per_message: u64,
+) -> anyhow::Result<f64> {
     clear(pool, events, "bench.steady").await?;
     let tenant = Uuid::new_v4().to_string();
     let run = Uuid::new_v4().simple().to_string();
+    let item = |i: u64| RetryEnqueue {
+        tenant_id: tenant.clone(),
+        user_id: String::new(),
+        request: Some(EnqueueRequest {
+            operation_type: "bench.steady".into(),
+            payload_json: format!(r#"{{"id":{i}}}"#),
+            ..Default::default()
+        }),
+    };
     let started = Instant::now();
-    let mut acks = Vec::new();
-    for i in 0..n {
-        let message = RetryEnqueue {
-            tenant_id: tenant.clone(),
-            user_id: String::new(),
-            request: Some(EnqueueRequest {
-                operation_type: "bench.steady".into(),
-                payload_json: format!(r#"{{"id":{i}}}"#),
-                ..Default::default()
-            }),
-        };
-        let payload = prost::Message::encode_to_vec(&message).into();
-        acks.push(
-            bus.publish_start(
-                haven_retry_client::ENQUEUE_SUBJECT,
+    if per_message > 1 {
+        for first in (0..n).step_by(per_message as usize) {
+            let message = RetryEnqueues {
+                items: (first..(first + per_message).min(n)).map(item).collect(),
+            };
+            let payload = prost::Message::encode_to_vec(&message).into();
+            bus.publish_bytes(
+                haven_retry_client::ENQUEUES_SUBJECT,
                 payload,
-                &format!("{run}-{i}"),
+                &format!("{run}-{first}"),
             )
-            .await?,
-        );
-        if acks.len() >= 500 {
-            for ack in acks.drain(..) {
-                ack.await.context("enqueue not acked")?;
+            .await
+            .context("enqueues not acked")?;
+        }
+    } else {
+        let mut acks = Vec::new();
+        for i in 0..n {
+            let payload = prost::Message::encode_to_vec(&item(i)).into();
+            acks.push(
+                bus.publish_start(
+                    haven_retry_client::ENQUEUE_SUBJECT,
+                    payload,
+                    &format!("{run}-{i}"),
+                )
+                .await?,
+            );
+            if acks.len() >= 500 {
+                for ack in acks.drain(..) {
+                    ack.await.context("enqueue not acked")?;
+                }
             }
         }
-    }
-    for ack in acks {
-        ack.await.context("enqueue not acked")?;
+        for ack in acks {
+            ack.await.context("enqueue not acked")?;
+        }
     }
     let enqueued = started.elapsed().as_secs_f64();
     let done = wait_resolved(pool, events, "bench.steady", n, Duration::from_secs(600)).await?;
     let secs = done.duration_since(started).as_secs_f64();
-    println!("  {n} items enqueued in {enqueued:.2}s, all resolved after {secs:.2}s");
+    println!(
+        "  {n} items enqueued {} in {enqueued:.2}s, all resolved after {secs:.2}s",
+        if per_message > 1 {
+            format!("{per_message} a message")
+        } else {
+            "one a message".to_owned()
+        }
+    );
     Ok(n as f64 / secs)
 }
 

@@ -50,6 +50,7 @@ impl BusUser {
             BusUser::Integrations => &[
                 "haven.integrations.events.>",
                 "haven.retry.enqueue",
+                "haven.retry.enqueues",
                 "haven.retry.result",
                 "haven.retry.results",
             ],
@@ -60,6 +61,7 @@ impl BusUser {
             BusUser::Export => &[
                 "haven.exports.events.>",
                 "haven.retry.enqueue",
+                "haven.retry.enqueues",
                 "haven.retry.result",
                 "haven.retry.results",
             ],

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use haven_batch::Batcher;
 use haven_bus::{Bus, BusError, ConsumerSpec, Delivery, Fate, Outcome, Outgoing, StreamSpec};
 use haven_proto::events::v1::{
-    RetryDispatch, RetryEnqueue, RetryOutcome, RetryResult, RetryResults,
+    RetryDispatch, RetryEnqueue, RetryEnqueues, RetryOutcome, RetryResult, RetryResults,
 };
 use haven_proto::retry::v1::EnqueueRequest;
 use haven_proto::time::from_timestamp;
@@ -22,6 +22,8 @@ pub const COMMANDS_STREAM: &str = "RETRY_COMMANDS";
 /// Stream of its lifecycle events.
 pub const EVENTS_STREAM: &str = "RETRY_EVENTS";
 pub const ENQUEUE_SUBJECT: &str = "haven.retry.enqueue";
+/// Several enqueues in one [`RetryEnqueues`] message.
+pub const ENQUEUES_SUBJECT: &str = "haven.retry.enqueues";
 pub const RESULT_SUBJECT: &str = "haven.retry.result";
 /// Several results in one [`RetryResults`] message.
 pub const RESULTS_SUBJECT: &str = "haven.retry.results";
@@ -40,6 +42,7 @@ pub fn streams() -> Vec<StreamSpec> {
             name: COMMANDS_STREAM,
             subjects: vec![
                 ENQUEUE_SUBJECT,
+                ENQUEUES_SUBJECT,
                 RESULT_SUBJECT,
                 RESULTS_SUBJECT,
                 "haven.retry.dispatch.>",
@@ -86,6 +89,62 @@ pub async fn enqueue(
     bus.publish(ENQUEUE_SUBJECT, &message, &format!("{tenant_id}:{msg_id}"))
         .await
         .map(|_| ())
+}
+
+/// Hands several failed operations of one tenant to the retry service at once, in as few
+/// `haven.retry.enqueues` messages as fit [`REPORT_BYTES`] (one stored message and one ack
+/// each, instead of one per operation). `msg_id` de-duplicates the call as a whole: calling
+/// again with the same id and the same requests creates nothing new, since message `k` is
+/// `<tenant>:<msg_id>:<k>` and its item `i` is stored as `<tenant>:<msg_id>:<k>#<i>`.
+///
+/// Needs a retry service that takes `haven.retry.enqueues`; against an older one the
+/// messages are refused (no stream takes the subject) and the error says so.
+pub async fn enqueue_many(
+    bus: &Bus,
+    tenant_id: uuid::Uuid,
+    user_id: Option<&str>,
+    requests: Vec<EnqueueRequest>,
+    msg_id: &str,
+) -> Result<(), BusError> {
+    let items = requests.into_iter().map(|request| RetryEnqueue {
+        tenant_id: tenant_id.to_string(),
+        user_id: user_id.unwrap_or_default().to_owned(),
+        request: Some(request),
+    });
+    let messages: Vec<Outgoing> = split(items, REPORT_BYTES)
+        .into_iter()
+        .enumerate()
+        .map(|(k, items)| Outgoing {
+            subject: ENQUEUES_SUBJECT.to_owned(),
+            payload: RetryEnqueues { items }.encode_to_vec().into(),
+            msg_id: format!("{tenant_id}:{msg_id}:{k}"),
+        })
+        .collect();
+    publish(bus, messages)
+        .await
+        .map_err(|reason| BusError::Publish {
+            subject: ENQUEUES_SUBJECT.to_owned(),
+            reason,
+        })
+}
+
+/// `items` in groups whose encoded size (each with its tag and length prefix) stays within
+/// `bytes`; an item larger than that goes alone.
+fn split<M: Message>(items: impl IntoIterator<Item = M>, bytes: usize) -> Vec<Vec<M>> {
+    let mut groups: Vec<Vec<M>> = Vec::new();
+    let mut size = 0;
+    for item in items {
+        let len = item.encoded_len() + 8;
+        match groups.last_mut() {
+            Some(last) if size + len <= bytes => last.push(item),
+            _ => {
+                groups.push(vec![item]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    groups
 }
 
 /// Why a handler did not succeed.
@@ -191,27 +250,14 @@ fn result_id(result: &RetryResult) -> String {
 
 /// Results as `haven.retry.results` messages of at most [`REPORT_BYTES`] each.
 fn batched(results: &[&RetryResult]) -> Vec<Outgoing> {
-    let mut messages = vec![RetryResults::default()];
-    let mut size = 0;
-    for result in results {
-        // The result, its tag and its length prefix.
-        let len = result.encoded_len() + 8;
-        if size + len > REPORT_BYTES && messages.last().is_some_and(|m| !m.results.is_empty()) {
-            messages.push(RetryResults::default());
-            size = 0;
-        }
-        size += len;
-        if let Some(last) = messages.last_mut() {
-            last.results.push((*result).clone());
-        }
-    }
+    let results = results.iter().map(|r| (*r).clone());
     // A repeat of a batch is harmless (the retry service ignores a result it has applied),
     // so a fresh id per message is enough.
-    messages
-        .iter()
-        .map(|m| Outgoing {
+    split(results, REPORT_BYTES)
+        .into_iter()
+        .map(|results| Outgoing {
             subject: RESULTS_SUBJECT.to_owned(),
-            payload: m.encode_to_vec().into(),
+            payload: RetryResults { results }.encode_to_vec().into(),
             msg_id: format!("{}:results", uuid::Uuid::new_v4()),
         })
         .collect()

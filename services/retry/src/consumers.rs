@@ -1,6 +1,6 @@
-//! The retry service's entrances on the bus: `haven.retry.enqueue`, and `haven.retry.result`
-//! with its batched form `haven.retry.results`. A message is acknowledged only after its
-//! effect is committed.
+//! The retry service's entrances on the bus: `haven.retry.enqueue` and `haven.retry.result`,
+//! each with its batched form (`haven.retry.enqueues`, `haven.retry.results`). A message is
+//! acknowledged only after its effect is committed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,8 +9,12 @@ use std::time::Duration;
 use chrono::Utc;
 use haven_batch::Batcher;
 use haven_bus::{Bus, ConsumerSpec, Delivery, Outcome};
-use haven_proto::events::v1::{RetryEnqueue, RetryOutcome, RetryResult, RetryResults};
-use haven_retry_client::{COMMANDS_STREAM, ENQUEUE_SUBJECT, RESULT_SUBJECT, RESULTS_SUBJECT};
+use haven_proto::events::v1::{
+    RetryEnqueue, RetryEnqueues, RetryOutcome, RetryResult, RetryResults,
+};
+use haven_retry_client::{
+    COMMANDS_STREAM, ENQUEUE_SUBJECT, ENQUEUES_SUBJECT, RESULT_SUBJECT, RESULTS_SUBJECT,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -88,9 +92,18 @@ pub fn spawn(
     let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_enqueue")
         .filter(ENQUEUE_SUBJECT)
         .concurrency(BATCH);
+    let (batcher, admitting) = (enqueue.clone(), admission.clone());
     run(&bus, &token, spec, move |d: Delivery<RetryEnqueue>| {
-        let (enqueue, admission) = (enqueue.clone(), admission.clone());
+        let (enqueue, admission) = (batcher.clone(), admitting.clone());
         async move { handle_enqueue(d, &enqueue, &admission).await }
+    });
+    let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_enqueue_batches")
+        .filter(ENQUEUES_SUBJECT)
+        // Each message holds up to a publisher's whole batch.
+        .concurrency(IN_FLIGHT * 4);
+    run(&bus, &token, spec, move |d: Delivery<RetryEnqueues>| {
+        let (enqueue, admission) = (enqueue.clone(), admission.clone());
+        async move { handle_enqueues(d, &enqueue, &admission).await }
     });
     let spec = ConsumerSpec::new(COMMANDS_STREAM, "retry_results")
         .filter(RESULT_SUBJECT)
@@ -132,35 +145,13 @@ async fn handle_enqueue(
     batcher: &EnqueueBatcher,
     admission: &Admission,
 ) -> Outcome {
-    let Ok(tenant_id) = Uuid::parse_str(&d.message.tenant_id) else {
-        tracing::error!(tenant_id = %d.message.tenant_id, "enqueue message has no valid tenant_id; dropping it");
+    let Some(item) = new_item(&d.message, d.msg_id.clone()) else {
         return Outcome::Term;
     };
-    let Some(request) = d.message.request.as_ref() else {
-        tracing::error!("enqueue message has no request; dropping it");
-        return Outcome::Term;
-    };
-    let user = Some(d.message.user_id.clone());
-    let item = match validate::new_item(tenant_id, user, request, d.msg_id.clone(), Utc::now()) {
-        Ok(item) => item,
-        Err(e) => {
-            tracing::error!(error = %e, operation_type = %request.operation_type, "invalid enqueue message; dropping it");
-            metrics::counter!("haven_retry_rejected_total").increment(1);
-            return Outcome::Term;
-        }
-    };
-    match admission.admit(tenant_id, &item.operation_type).await {
-        Ok(()) => {}
-        Err(Refused::NotAllowed(op)) => {
-            tracing::error!(operation_type = ?op, "enqueue of an operation type this deployment does not accept; dropping it");
-            metrics::counter!("haven_retry_rejected_total").increment(1);
-            return Outcome::Term;
-        }
-        // Kept in the stream and offered again: nothing a publisher handed over is lost.
-        Err(e @ (Refused::Backlog { .. } | Refused::Store(_))) => {
-            tracing::warn!(error = %e, tenant = %tenant_id, "enqueue held back; will retry");
-            return Outcome::Retry(Some(Duration::from_secs(5)));
-        }
+    match admit(admission, &item).await {
+        Admit::Yes => {}
+        Admit::Never => return Outcome::Term,
+        Admit::Later => return Outcome::Retry(Some(Duration::from_secs(5))),
     }
     match batcher.submit(item).await {
         Ok(Some(_)) => Outcome::Ack,
@@ -168,6 +159,98 @@ async fn handle_enqueue(
         Err(e) => {
             tracing::warn!(error = %e, "enqueue not stored; will retry");
             Outcome::Retry(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Each enqueue of the message as if it had come alone, item `i` under the source id
+/// `<Nats-Msg-Id>#i`: the invalid and the disallowed are dropped, the rest stored, and the
+/// message is acknowledged once all of those are. Admission is asked for every item before
+/// any is stored, so a tenant over its backlog cap holds the whole message back; when some
+/// items cannot be stored it comes again whole, and the ones already stored are recognised
+/// by their source ids.
+async fn handle_enqueues(
+    d: Delivery<RetryEnqueues>,
+    batcher: &EnqueueBatcher,
+    admission: &Admission,
+) -> Outcome {
+    let mut items = Vec::with_capacity(d.message.items.len());
+    for (i, message) in d.message.items.iter().enumerate() {
+        let source = d.msg_id.as_ref().map(|id| format!("{id}#{i}"));
+        let Some(item) = new_item(message, source) else {
+            continue;
+        };
+        match admit(admission, &item).await {
+            Admit::Yes => items.push(item),
+            Admit::Never => {}
+            Admit::Later => return Outcome::Retry(Some(Duration::from_secs(5))),
+        }
+    }
+    let stored =
+        futures::future::join_all(items.into_iter().map(|item| batcher.submit(item))).await;
+    let (mut failed, mut raced, mut first) = (0usize, 0usize, None);
+    for s in stored {
+        match s {
+            Ok(Some(_)) => {}
+            Ok(None) => raced += 1,
+            Err(e) => {
+                failed += 1;
+                first.get_or_insert(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => {
+            tracing::warn!(error = %e, failed, of = d.message.items.len(), "enqueues not stored; will retry the batch");
+            Outcome::Retry(Some(Duration::from_secs(1)))
+        }
+        None if raced > 0 => Outcome::Retry(Some(Duration::from_millis(100))),
+        None => Outcome::Ack,
+    }
+}
+
+/// The store's form of an enqueue, or `None` (logged) when it can never be stored.
+fn new_item(message: &RetryEnqueue, source_msg_id: Option<String>) -> Option<NewItem> {
+    let Ok(tenant_id) = Uuid::parse_str(&message.tenant_id) else {
+        tracing::error!(tenant_id = %message.tenant_id, "enqueue message has no valid tenant_id; dropping it");
+        return None;
+    };
+    let Some(request) = message.request.as_ref() else {
+        tracing::error!("enqueue message has no request; dropping it");
+        return None;
+    };
+    let user = Some(message.user_id.clone());
+    match validate::new_item(tenant_id, user, request, source_msg_id, Utc::now()) {
+        Ok(item) => Some(item),
+        Err(e) => {
+            tracing::error!(error = %e, operation_type = %request.operation_type, "invalid enqueue message; dropping it");
+            metrics::counter!("haven_retry_rejected_total").increment(1);
+            None
+        }
+    }
+}
+
+/// What admission said of an item, as the consumers act on it.
+enum Admit {
+    Yes,
+    /// Not on this deployment's allow-list: dropped.
+    Never,
+    /// Over the tenant's backlog cap, or the count could not be read: offered again later,
+    /// as nothing a publisher handed over is lost.
+    Later,
+}
+
+async fn admit(admission: &Admission, item: &NewItem) -> Admit {
+    match admission.admit(item.tenant_id, &item.operation_type).await {
+        Ok(()) => Admit::Yes,
+        Err(Refused::NotAllowed(op)) => {
+            tracing::error!(operation_type = ?op, "enqueue of an operation type this deployment does not accept; dropping it");
+            metrics::counter!("haven_retry_rejected_total").increment(1);
+            Admit::Never
+        }
+        Err(e @ (Refused::Backlog { .. } | Refused::Store(_))) => {
+            tracing::warn!(error = %e, tenant = %item.tenant_id, "enqueue held back; will retry");
+            Admit::Later
         }
     }
 }

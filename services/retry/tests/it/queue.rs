@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::common::*;
 use futures::StreamExt;
 use haven_auth::Role;
-use haven_proto::events::v1::{RetryLifecycle, RetryOutcome, RetryResult, RetryResults};
+use haven_proto::events::v1::{
+    RetryEnqueue, RetryEnqueues, RetryLifecycle, RetryOutcome, RetryResult, RetryResults,
+};
 use haven_proto::retry::v1 as pb;
 use haven_retry_client::HandlerError;
 use prost::Message;
@@ -1049,6 +1051,149 @@ async fn a_batch_of_results_is_applied_as_if_each_came_alone() {
         ]
     );
     assert_counts_match(&h).await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_enqueues_is_stored_as_if_each_came_alone() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let item = |tenant: Uuid, op: &str, payload: &str| RetryEnqueue {
+        tenant_id: tenant.to_string(),
+        user_id: "u-1".into(),
+        request: Some(enqueue_request(op, payload)),
+    };
+    let batch = RetryEnqueues {
+        items: vec![
+            item(a, "test.bulk", r#"{"n":0}"#),
+            // Invalid, each dropped alone: the others are still stored.
+            item(a, "Not A Type", "{}"),
+            RetryEnqueue {
+                tenant_id: "not-a-uuid".into(),
+                ..item(a, "test.bulk", "{}")
+            },
+            item(a, "test.bulk", "[1]"),
+            // Another tenant in the same message.
+            item(b, "test.bulk", r#"{"n":4}"#),
+        ],
+    };
+    h.bus
+        .publish(haven_retry_client::ENQUEUES_SUBJECT, &batch, "bulk-1")
+        .await
+        .unwrap();
+    h.wait_status("processing", 2, T).await;
+    let stored = || async {
+        sqlx::query_as::<_, (Uuid, String, String, Option<String>)>(
+            "SELECT tenant_id, source_msg_id, payload::text, user_id FROM retry.retry_items
+             ORDER BY source_msg_id",
+        )
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap()
+    };
+    let expected = vec![
+        (
+            a,
+            "bulk-1#0".to_owned(),
+            r#"{"n": 0}"#.to_owned(),
+            Some("u-1".to_owned()),
+        ),
+        (
+            b,
+            "bulk-1#4".to_owned(),
+            r#"{"n": 4}"#.to_owned(),
+            Some("u-1".to_owned()),
+        ),
+    ];
+    assert_eq!(stored().await, expected);
+
+    // The same message again with the same id once the bus no longer remembers it, as a
+    // redelivery after a lost ack brings it: each item is known by `<id>#<index>`.
+    let mut forgetful = haven_retry_client::streams().remove(0);
+    forgetful.duplicate_window = Duration::from_millis(100);
+    h.bus.ensure_stream(&forgetful).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ack = h
+        .bus
+        .publish(haven_retry_client::ENQUEUES_SUBJECT, &batch, "bulk-1")
+        .await
+        .unwrap();
+    assert!(!ack.duplicate, "the bus took it for a repeat");
+    // Handled once the consumer has it acknowledged.
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(format!("{}_{}", h.ns, haven_retry_client::COMMANDS_STREAM))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(&format!("{}_retry_enqueue_batches", h.ns))
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the repeat was never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored().await, expected);
+    let owner = h.owner("test.bulk", |_| Ok(()));
+    h.wait_status("resolved", 2, T).await;
+    assert_counts_match(&h).await;
+    owner.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn enqueue_many_splits_a_large_call_and_a_repeat_of_it_creates_nothing() {
+    let h = Harness::new().await;
+    let svc = h.start(h.config()).await;
+    let tenant = Uuid::new_v4();
+    let owner = h.owner("test.bulk", |_| Ok(()));
+    // About 1.2 MB of payloads: more than one message.
+    let filler = "x".repeat(1000);
+    let requests: Vec<pb::EnqueueRequest> = (0..1200)
+        .map(|n| enqueue_request("test.bulk", &format!(r#"{{"n":{n},"f":"{filler}"}}"#)))
+        .collect();
+    let mut messages = h
+        .bus
+        .client()
+        .subscribe(format!("{}.haven.retry.enqueues", h.ns))
+        .await
+        .unwrap();
+    haven_retry_client::enqueue_many(&h.bus, tenant, None, requests.clone(), "sync-7")
+        .await
+        .unwrap();
+    h.wait_status("resolved", 1200, T).await;
+    let mut sizes = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await
+    {
+        assert!(m.payload.len() <= 256 * 1024, "{} bytes", m.payload.len());
+        sizes.push(RetryEnqueues::decode(m.payload).unwrap().items.len());
+    }
+    assert!(sizes.len() > 1, "one message of {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 1200);
+
+    // The whole call again, e.g. by a publisher that did not hear back: nothing new.
+    haven_retry_client::enqueue_many(&h.bus, tenant, None, requests, "sync-7")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(DISTINCT payload->>'n') FROM retry.retry_items")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1200);
+    h.wait_status("resolved", 1200, T).await;
+    assert_counts_match(&h).await;
+    owner.shutdown().await;
     svc.shutdown().await;
 }
 
