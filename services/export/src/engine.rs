@@ -329,8 +329,11 @@ impl Engine {
             limit: record.limit,
         });
         match body {
-            Body::Rows { sql, renderer } => {
+            Body::Rows { sql, mut renderer } => {
                 self.send_part(tx, start).await?;
+                // The opening bytes go before a connection is taken and set up (two round
+                // trips to PostgreSQL), so the download starts at once.
+                self.open(&mut renderer, tx, sent).await?;
                 let running = Running::start(&self.pool).await?;
                 self.copy(running, false, &sql, renderer, record.limit, tx, sent)
                     .await?;
@@ -364,13 +367,17 @@ impl Engine {
                     running.abort(&self.pool).await;
                     return Err(stop);
                 }
-                let renderer = match billing.renderer(total, Utc::now()) {
+                let mut renderer = match billing.renderer(total, Utc::now()) {
                     Ok(r) => r,
                     Err(e) => {
                         running.abort(&self.pool).await;
                         return Err(e.into());
                     }
                 };
+                if let Err(stop) = self.open(&mut renderer, tx, sent).await {
+                    running.abort(&self.pool).await;
+                    return Err(stop);
+                }
                 self.copy(
                     running,
                     true,
@@ -423,9 +430,20 @@ impl Engine {
         self.send_part(tx, Part::Summary(summary)).await
     }
 
-    /// Streams one COPY through `renderer`, stopping after `limit` rows. The renderer's
-    /// opening bytes need no query: they go at once, so the download starts while
-    /// PostgreSQL plans.
+    /// Sends the renderer's opening bytes (a CSV header, JSON's `[`): they need no query.
+    async fn open(
+        &self,
+        renderer: &mut RowRenderer,
+        tx: &FileTx,
+        sent: &mut Sent,
+    ) -> Result<(), Stop> {
+        let mut out = BytesMut::new();
+        renderer.open(&mut out)?;
+        self.send_chunk(tx, &mut out, sent).await
+    }
+
+    /// Streams one COPY through `renderer`, whose opening bytes went before ([`Self::open`]),
+    /// stopping after `limit` rows.
     #[allow(clippy::too_many_arguments)]
     async fn copy(
         &self,
@@ -439,8 +457,6 @@ impl Engine {
     ) -> Result<(), Stop> {
         let mut out = BytesMut::with_capacity(64 * 1024);
         let streamed: Result<(), Stop> = async {
-            renderer.open(&mut out)?;
-            self.send_chunk(tx, &mut out, sent).await?;
             let copy = running.conn.copy_out_raw(sql).await?;
             let mut batches = copy.ready_chunks(BATCH_ROWS);
             while let Some(batch) = batches.next().await {
