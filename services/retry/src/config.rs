@@ -31,8 +31,10 @@ pub struct Config {
     pub claim_batch: i64,
     /// How far ahead of its due time an item may be claimed; it is published when it falls
     /// due, never before, so a claim's own time (a few milliseconds on a busy database) does
-    /// not make it late. `0s`: claim only what is due.
-    #[arg(long, env = "HAVEN_RETRY_CLAIM_AHEAD", default_value = "25ms", value_parser = humantime::parse_duration)]
+    /// not make it late. `0s`: claim only what is due. 100 ms rather than 25: on a slow
+    /// machine the dispatcher's rounds (a claim, then the looks at capacity and the next due
+    /// time) outran 25 ms often enough to put its p99 at 7 to 13 ms, against 5 ms.
+    #[arg(long, env = "HAVEN_RETRY_CLAIM_AHEAD", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub claim_ahead: Duration,
     /// Most items leased at once across replicas; dispatch pauses beyond it (0: no limit).
     /// When leases expire unanswered, each dispatcher keeps fewer (what owners finished in a
@@ -85,7 +87,7 @@ impl Config {
             worker_id: None,
             lease: Duration::from_secs(60),
             claim_batch: 256,
-            claim_ahead: Duration::from_millis(25),
+            claim_ahead: Duration::from_millis(100),
             max_in_flight: 10_000,
             max_in_flight_per_tenant: 2_000,
             max_pending_per_tenant: 100_000,
