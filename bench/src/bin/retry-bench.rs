@@ -379,36 +379,17 @@ async fn main() -> anyhow::Result<()> {
         "{:<46} {:>14} {:>16} {:>8}",
         "", "haven-retry", "graphile-worker", "ratio"
     );
-    match reference {
-        Some(r) => println!(
-            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
-            format!("backlog of {} due jobs (jobs/s)", args.items),
-            ours,
-            r,
-            median(pair_ratios.clone())
-        ),
-        None => println!(
-            "{:<46} {:>14.0} {:>16} {:>8}",
-            format!("backlog of {} due jobs (jobs/s)", args.items),
-            ours,
-            "-",
-            "-"
-        ),
-    }
+    row(
+        &format!("backlog of {} due jobs (jobs/s)", args.items),
+        ours,
+        reference.map(|r| (r, median(pair_ratios.clone()))),
+    );
     let two = median(backlog_two.clone());
-    match reference {
-        Some(r) => println!(
-            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
-            "  the same, two replicas (jobs/s)",
-            two,
-            r,
-            two / r
-        ),
-        None => println!(
-            "{:<46} {:>14.0} {:>16} {:>8}",
-            "  the same, two replicas (jobs/s)", two, "-", "-"
-        ),
-    }
+    row(
+        "  the same, two replicas (jobs/s)",
+        two,
+        reference.map(|r| (r, two / r)),
+    );
     // Each steady run's ratio within its pair, and against graphile-worker's backlog (which
     // times no adding of jobs).
     let steady_ratios: Vec<f64> = steady
@@ -417,22 +398,11 @@ async fn main() -> anyhow::Result<()> {
         .map(|(o, t)| o / t)
         .collect();
     let their_steady_median = (!their_steady.is_empty()).then(|| median(their_steady.clone()));
-    match their_steady_median {
-        Some(r) => println!(
-            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
-            "steady state: enqueue + process (items/s)",
-            median(steady.clone()),
-            r,
-            median(steady_ratios.clone())
-        ),
-        None => println!(
-            "{:<46} {:>14.0} {:>16} {:>8}",
-            "steady state: enqueue + process (items/s)",
-            median(steady.clone()),
-            "-",
-            "-"
-        ),
-    }
+    row(
+        "steady state: enqueue + process (items/s)",
+        median(steady.clone()),
+        their_steady_median.map(|r| (r, median(steady_ratios.clone()))),
+    );
     if let Some(r) = reference {
         println!(
             "{:<46} {:>14} {:>16.0} {:>7.2}x",
@@ -447,23 +417,11 @@ async fn main() -> anyhow::Result<()> {
         .zip(&their_steady)
         .map(|(o, t)| o / t)
         .collect();
-    let batched_label = format!("  the same, {STEADY_BATCH} items a message (items/s)");
-    match their_steady_median {
-        Some(r) => println!(
-            "{:<46} {:>14.0} {:>16.0} {:>7.2}x",
-            batched_label,
-            median(steady_batched.clone()),
-            r,
-            median(batched_ratios.clone())
-        ),
-        None => println!(
-            "{:<46} {:>14.0} {:>16} {:>8}",
-            batched_label,
-            median(steady_batched.clone()),
-            "-",
-            "-"
-        ),
-    }
+    row(
+        &format!("  the same, {STEADY_BATCH} items a message (items/s)"),
+        median(steady_batched.clone()),
+        their_steady_median.map(|r| (r, median(batched_ratios.clone()))),
+    );
     let latency = LatencyRuns::of(&latency_runs);
     if let Some(l) = &latency {
         println!(
@@ -531,14 +489,14 @@ async fn main() -> anyhow::Result<()> {
             two_places(&batched_ratios)
         );
     }
-    let worst_backlog = backlog.iter().copied().fold(f64::INFINITY, f64::min);
+    let worst_backlog = worst(&backlog);
     let (reference_cell, ratio_cell) = match reference {
         Some(r) => (
             format!("graphile-worker {r:.0} jobs/s"),
             format!(
                 "{:.2}x (worst {:.2}x)",
                 median(pair_ratios.clone()),
-                pair_ratios.iter().copied().fold(f64::INFINITY, f64::min)
+                worst(&pair_ratios)
             ),
         ),
         None => ("-".to_owned(), "-".to_owned()),
@@ -550,7 +508,7 @@ async fn main() -> anyhow::Result<()> {
         &reference_cell,
         &ratio_cell,
     );
-    let worst_two = backlog_two.iter().copied().fold(f64::INFINITY, f64::min);
+    let worst_two = worst(&backlog_two);
     haven_bench::summary(
         "retry",
         &format!("backlog of {} due jobs, two replicas", args.items),
@@ -564,48 +522,19 @@ async fn main() -> anyhow::Result<()> {
             |r| format!("{:.2}x (worst {:.2}x)", two / r, worst_two / r),
         ),
     );
-    let worst_steady = steady.iter().copied().fold(f64::INFINITY, f64::min);
-    haven_bench::summary(
-        "retry",
+    steady_summary(
         "steady state, enqueue over NATS + process",
-        &format!(
-            "{:.0} items/s (worst {worst_steady:.0})",
-            median(steady.clone())
-        ),
-        &their_steady_median.map_or_else(
-            || "-".to_owned(),
-            |r| format!("graphile-worker, jobs added while it works, {r:.0} jobs/s"),
-        ),
-        &match (their_steady_median, reference) {
-            (Some(_), Some(backlog)) => format!(
-                "{:.2}x (worst {:.2}x); {:.2}x its backlog",
-                median(steady_ratios.clone()),
-                steady_ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                median(steady.clone()) / backlog
-            ),
-            (None, _) | (_, None) => "-".to_owned(),
-        },
+        &steady,
+        &steady_ratios,
+        their_steady_median,
+        reference.map(|backlog| format!("; {:.2}x its backlog", median(steady.clone()) / backlog)),
     );
-    let worst_batched = steady_batched.iter().copied().fold(f64::INFINITY, f64::min);
-    haven_bench::summary(
-        "retry",
+    steady_summary(
         &format!("steady state, enqueue over NATS {STEADY_BATCH} a message + process"),
-        &format!(
-            "{:.0} items/s (worst {worst_batched:.0})",
-            median(steady_batched.clone())
-        ),
-        &their_steady_median.map_or_else(
-            || "-".to_owned(),
-            |r| format!("graphile-worker, jobs added while it works, {r:.0} jobs/s"),
-        ),
-        &match their_steady_median {
-            Some(_) => format!(
-                "{:.2}x (worst {:.2}x)",
-                median(batched_ratios.clone()),
-                batched_ratios.iter().copied().fold(f64::INFINITY, f64::min)
-            ),
-            None => "-".to_owned(),
-        },
+        &steady_batched,
+        &batched_ratios,
+        their_steady_median,
+        None,
     );
     if let Some(l) = &latency {
         haven_bench::summary(
@@ -730,6 +659,54 @@ async fn hot_updates(pool: &PgPool, schema: &str, table: &str) -> anyhow::Result
     .await?
     .unwrap_or((0, 0));
     Ok(Hot { updates, hot })
+}
+
+/// One line of the table: ours, and the reference with the ratio when there is one.
+fn row(label: &str, ours: f64, reference: Option<(f64, f64)>) {
+    match reference {
+        Some((r, ratio)) => println!("{label:<46} {ours:>14.0} {r:>16.0} {ratio:>7.2}x"),
+        None => println!("{label:<46} {ours:>14.0} {:>16} {:>8}", "-", "-"),
+    }
+}
+
+/// The lowest of the runs (rates or ratios).
+fn worst(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// A steady-state SUMMARY line: our runs, graphile-worker's steady median, and the ratios
+/// within each triple, with `more` after them.
+fn steady_summary(
+    measure: &str,
+    runs: &[f64],
+    ratios: &[f64],
+    their_median: Option<f64>,
+    more: Option<String>,
+) {
+    haven_bench::summary(
+        "retry",
+        measure,
+        &format!(
+            "{:.0} items/s (worst {:.0})",
+            median(runs.to_vec()),
+            worst(runs)
+        ),
+        &their_median.map_or_else(
+            || "-".to_owned(),
+            |r| format!("graphile-worker, jobs added while it works, {r:.0} jobs/s"),
+        ),
+        &their_median.map_or_else(
+            || "-".to_owned(),
+            |_| {
+                format!(
+                    "{:.2}x (worst {:.2}x){}",
+                    median(ratios.to_vec()),
+                    worst(ratios),
+                    more.unwrap_or_default()
+                )
+            },
+        ),
+    );
 }
 
 fn rounded(v: &[f64]) -> Vec<u64> {

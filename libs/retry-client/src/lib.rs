@@ -92,7 +92,7 @@ pub async fn enqueue(
 }
 
 /// Hands several failed operations of one tenant to the retry service at once, in as few
-/// `haven.retry.enqueues` messages as fit [`REPORT_BYTES`] (one stored message and one ack
+/// `haven.retry.enqueues` messages as fit [`MESSAGE_BYTES`] (one stored message and one ack
 /// each, instead of one per operation). `msg_id` de-duplicates the call as a whole: calling
 /// again with the same id and the same requests creates nothing new, since message `k` is
 /// `<tenant>:<msg_id>:<k>` and its item `i` is stored as `<tenant>:<msg_id>:<k>#<i>`.
@@ -111,7 +111,7 @@ pub async fn enqueue_many(
         user_id: user_id.unwrap_or_default().to_owned(),
         request: Some(request),
     });
-    let messages: Vec<Outgoing> = split(items, REPORT_BYTES)
+    let messages: Vec<Outgoing> = split(items, MESSAGE_BYTES)
         .into_iter()
         .enumerate()
         .map(|(k, items)| Outgoing {
@@ -182,9 +182,9 @@ pub const MAX_LEASE: Duration = Duration::from_secs(15 * 60);
 /// Results reported in one message at most: a batch forms only while earlier reports are
 /// on their way, so under light load each result goes alone and nothing waits.
 const REPORT_BATCH: usize = 512;
-/// Encoded results in one `haven.retry.results` message at most, a quarter of the server's
-/// default max payload; a larger batch is split.
-const REPORT_BYTES: usize = 256 * 1024;
+/// Encoded results or enqueues in one `haven.retry.results` or `haven.retry.enqueues`
+/// message at most, a quarter of the server's default max payload; a larger batch is split.
+const MESSAGE_BYTES: usize = 256 * 1024;
 /// How long a report's messages may take to be stored before they count as failed.
 const REPORT_WITHIN: Duration = Duration::from_secs(10);
 /// After a batch is not stored, how long results go alone before batches are tried again.
@@ -248,12 +248,12 @@ fn result_id(result: &RetryResult) -> String {
     format!("{}:{}:result", result.id, result.attempt)
 }
 
-/// Results as `haven.retry.results` messages of at most [`REPORT_BYTES`] each.
+/// Results as `haven.retry.results` messages of at most [`MESSAGE_BYTES`] each.
 fn batched(results: &[&RetryResult]) -> Vec<Outgoing> {
     let results = results.iter().map(|r| (*r).clone());
     // A repeat of a batch is harmless (the retry service ignores a result it has applied),
     // so a fresh id per message is enough.
-    split(results, REPORT_BYTES)
+    split(results, MESSAGE_BYTES)
         .into_iter()
         .map(|results| Outgoing {
             subject: RESULTS_SUBJECT.to_owned(),
@@ -465,7 +465,7 @@ mod tests {
             result("c", 100_000),
             result("d", 10),
             // Larger than the bound alone: a message of its own, never dropped.
-            result("e", REPORT_BYTES + 1),
+            result("e", MESSAGE_BYTES + 1),
         ];
         let messages = batched(&results.iter().collect::<Vec<_>>());
         let decoded: Vec<Vec<String>> = messages
